@@ -1,0 +1,5 @@
+"""Data layer: `Dataset`, `Vocabulary`, loaders, the synthetic generator and splits."""
+
+from recstack.data.dataset import INTERACTION_SCHEMA, Dataset, Vocabulary
+
+__all__ = ["INTERACTION_SCHEMA", "Dataset", "Vocabulary"]

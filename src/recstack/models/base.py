@@ -1,0 +1,199 @@
+"""The `Retriever` and `Ranker` contracts.
+
+A Retriever scores every item for a user and returns the top k. The base class implements
+`recommend` once (masking, batched top-k); models implement `fit`, `score_history` and, if they
+have user factors, `score_users`. Artifacts are saved with numpy (``allow_pickle=False``),
+safetensors, ONNX or Parquet plus a JSON config; never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from recstack.config import ComponentConfig
+from recstack.data.dataset import Dataset
+from recstack.errors import ArtifactError, InvalidArgumentError, NotFittedError
+
+__all__ = ["Ranker", "Retriever", "top_k"]
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float32]
+
+
+def top_k(scores: npt.NDArray[np.floating[Any]], k: int) -> tuple[IntArray, FloatArray]:
+    """Row-wise top k of a dense score matrix [n, m] -> (ids[n, k], scores[n, k]), best first.
+
+    Ties are broken by the lower item index (stable). Entries equal to -inf are returned as id -1.
+    """
+    n, m = scores.shape
+    kk = min(k, m)
+    if kk <= 0:
+        return np.full((n, k), -1, dtype=np.int64), np.full((n, k), -np.inf, dtype=np.float32)
+    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < m else np.tile(np.arange(m), (n, 1))
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -part_scores), axis=1)
+    ids = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    sc = np.take_along_axis(part_scores, order, axis=1).astype(np.float32)
+    ids[~np.isfinite(sc) & (sc < 0)] = -1
+    if kk < k:
+        ids = np.pad(ids, ((0, 0), (0, k - kk)), constant_values=-1)
+        sc = np.pad(sc, ((0, 0), (0, k - kk)), constant_values=-np.inf)
+    return ids, sc
+
+
+class Retriever(ABC):
+    """Scores all items for users; top-k with exclusions. Batch-first.
+
+    Subclasses set ``name`` and ``Config`` and implement `_fit`, `score_history`, `_save`, `_load`.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[ComponentConfig]]
+    #: candidate hyperparameters for ``--tune`` (chosen on the validation split only)
+    tuning_grid: ClassVar[tuple[dict[str, Any], ...]] = ()
+
+    def __init__(self, config: ComponentConfig | None = None, **overrides: Any) -> None:
+        base = config.dump_config() if config is not None else {}
+        base.update(overrides)
+        self.config = self.Config.from_config(base)
+        self._train: sp.csr_matrix | None = None
+        self.n_items = 0
+
+    # ----------------------------------------------------------- contract
+    def fit(self, dataset: Dataset) -> Self:
+        """Fit on a training dataset; keeps its binary user x item matrix for `score_users`."""
+        self._train = dataset.to_csr("binary")
+        self.n_items = dataset.n_items
+        self._fit(dataset)
+        return self
+
+    @abstractmethod
+    def _fit(self, dataset: Dataset) -> None: ...
+
+    @abstractmethod
+    def score_history(self, history: sp.csr_matrix) -> FloatArray:
+        """Scores [n, n_items] (float32, higher is better) for users given by their interaction
+        rows ``history`` [n, n_items] (binary). Works for users unseen at fit time."""
+
+    def score_users(self, user_idx: npt.ArrayLike) -> FloatArray:
+        """Scores [n, n_items] for known users (dense indices into the training vocabulary)."""
+        train = self._require_fitted()
+        idx = np.asarray(user_idx, dtype=np.int64)
+        return self.score_history(train[idx])
+
+    def recommend(
+        self,
+        user_idx: npt.ArrayLike,
+        k: int,
+        exclude: sp.csr_matrix | None = None,
+        *,
+        batch_size: int = 1024,
+    ) -> tuple[IntArray, FloatArray]:
+        """Top k items for each user -> (ids[n, k] int64, scores[n, k] float32), best first, padded
+        with -1 / -inf. ``exclude`` [n, n_items] marks items that must not be returned (for example
+        the training items)."""
+        if k <= 0:
+            raise InvalidArgumentError(f"k must be a positive integer, got {k}")
+        idx = np.asarray(user_idx, dtype=np.int64).ravel()
+        out_ids = np.empty((len(idx), k), dtype=np.int64)
+        out_sc = np.empty((len(idx), k), dtype=np.float32)
+        for start in range(0, len(idx), batch_size):
+            sl = slice(start, start + batch_size)
+            scores = self.score_users(idx[sl]).astype(np.float32, copy=True)
+            if exclude is not None:
+                _mask(scores, exclude[sl])
+            out_ids[sl], out_sc[sl] = top_k(scores, k)
+        return out_ids, out_sc
+
+    def recommend_history(
+        self, history: sp.csr_matrix, k: int, *, exclude_history: bool = True
+    ) -> tuple[IntArray, FloatArray]:
+        """Top k for users given by interaction rows (new users, a few liked items)."""
+        scores = self.score_history(history).astype(np.float32, copy=True)
+        if exclude_history:
+            _mask(scores, history)
+        return top_k(scores, k)
+
+    def similar_items(self, item_idx: npt.ArrayLike, k: int) -> tuple[IntArray, FloatArray]:
+        """Top k most similar items per item (the item itself excluded): the scores of a one-item
+        history by default."""
+        idx = np.asarray(item_idx, dtype=np.int64).ravel()
+        self._require_fitted()
+        hist = sp.csr_matrix(
+            (np.ones(len(idx), dtype=np.float32), (np.arange(len(idx)), idx)),
+            shape=(len(idx), self.n_items),
+        )
+        return self.recommend_history(hist, k)
+
+    # ------------------------------------------------------------ storage
+    def save(self, directory: str | Path) -> Path:
+        """Write ``config.json`` + the model's arrays into ``directory`` (no pickle)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        train = self._require_fitted()
+        (d / "config.json").write_text(
+            json.dumps(
+                {"model": self.name, "config": self.config.dump_config(), "n_items": self.n_items}, indent=2
+            )
+        )
+        sp.save_npz(d / "train.npz", train, compressed=True)
+        self._save(d)
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Self:
+        d = Path(directory)
+        try:
+            info = json.loads((d / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{d / 'config.json'}: cannot read model config: {exc}") from exc
+        if info.get("model") != cls.name:
+            raise ArtifactError(f"{d}: holds model {info.get('model')!r}, not {cls.name!r}")
+        obj = cls(cls.Config.from_config(info["config"]))
+        obj.n_items = int(info["n_items"])
+        obj._train = sp.load_npz(d / "train.npz").tocsr()
+        obj._load(d)
+        return obj
+
+    def _save(self, directory: Path) -> None:  # noqa: B027 - optional hook
+        """Write model-specific arrays (numpy .npy / .npz without objects, safetensors...)."""
+
+    def _load(self, directory: Path) -> None:  # noqa: B027 - optional hook
+        """Read what `_save` wrote."""
+
+    def _require_fitted(self) -> sp.csr_matrix:
+        if self._train is None:
+            raise NotFittedError(f"{self.name}: call fit() or load() first")
+        return self._train
+
+    def params(self) -> dict[str, Any]:
+        return self.config.dump_config()
+
+
+def _mask(scores: FloatArray, exclude: sp.csr_matrix) -> None:
+    """Set scores of the nonzero entries of ``exclude`` to -inf, in place."""
+    ex = exclude.tocoo()
+    scores[ex.row, ex.col] = -np.inf
+
+
+class Ranker(ABC):
+    """Scores (user, candidate item) pairs from feature rows. Serving scores with ONNX Runtime."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def fit(self, dataset: Dataset, candidates: Any) -> Self: ...
+
+    @abstractmethod
+    def score(self, features: dict[str, npt.NDArray[Any]]) -> FloatArray:
+        """Scores [n] (float32, higher is better) for n feature rows."""
+
+    @abstractmethod
+    def export_onnx(self, path: str | Path) -> Path: ...

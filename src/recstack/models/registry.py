@@ -1,0 +1,55 @@
+"""Model names -> classes, imported lazily so that light commands stay light.
+
+CLI names: ``pop``, ``itemknn``, ``ease``, ``als``, ``bpr``, ``two_tower``, ``content`` and
+``two_stage:<ranker>`` with ranker in ``ncf``, ``widedeep``, ``deepfm``, ``dnn``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from recstack.errors import InvalidArgumentError
+from recstack.models.base import Retriever
+
+__all__ = ["create", "get_class", "names"]
+
+_RETRIEVERS: dict[str, str] = {
+    "pop": "recstack.models.retrieval.popular:MostPopular",
+    "itemknn": "recstack.models.retrieval.itemknn:ItemKNN",
+    "ease": "recstack.models.retrieval.ease:EASE",
+    "als": "recstack.models.retrieval.mf:ALS",
+    "bpr": "recstack.models.retrieval.mf:BPR",
+    "two_tower": "recstack.models.retrieval.two_tower:TwoTower",
+    "two_stage": "recstack.models.ranking.two_stage:TwoStage",
+}
+
+_RANKERS = ("ncf", "widedeep", "deepfm", "dnn")
+
+
+def names() -> list[str]:
+    """Every model name the CLI accepts."""
+    return [n for n in _RETRIEVERS if n != "two_stage"] + [f"two_stage:{r}" for r in _RANKERS]
+
+
+def get_class(name: str) -> type[Retriever]:
+    base = name.split(":", 1)[0]
+    if base not in _RETRIEVERS:
+        raise InvalidArgumentError(f"unknown model {name!r}; choose from {', '.join(names())}")
+    module, cls = _RETRIEVERS[base].split(":")
+    try:
+        klass: type[Retriever] = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError) as exc:  # a model not implemented yet
+        raise InvalidArgumentError(f"model {name!r} is not available: {exc}") from exc
+    return klass
+
+
+def create(name: str, **params: Any) -> Retriever:
+    """Instantiate a model by CLI name; ``two_stage:deepfm`` passes ``ranker="deepfm"``."""
+    klass = get_class(name)
+    if ":" in name:
+        ranker = name.split(":", 1)[1]
+        if ranker not in _RANKERS:
+            raise InvalidArgumentError(f"unknown ranker {ranker!r}; choose from {', '.join(_RANKERS)}")
+        params = {"ranker": ranker, **params}
+    return klass(**params)
