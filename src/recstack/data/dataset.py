@@ -197,7 +197,7 @@ class Dataset:
         for col in INTERACTION_SCHEMA:
             h.update(inter[col].to_numpy().tobytes())
         for frame in (self.users.sort("user"), self.items.sort("item")):
-            h.update(frame.write_csv().encode())
+            h.update(_flatten_nested(frame).write_csv().encode())
         for vocab in (self.user_vocab, self.item_vocab):
             h.update("\x1f".join(map(str, vocab.ids.to_list())).encode())
         return h.hexdigest()
@@ -293,3 +293,13 @@ class Dataset:
         else:
             items_t = imap.join(items, on=item_col, how="left").rename({item_col: "external_id"})
         return cls(name, inter, users_t, items_t, user_vocab, item_vocab, dict(meta or {}))
+
+
+def _flatten_nested(frame: pl.DataFrame) -> pl.DataFrame:
+    """List / array columns (genres, tags, genome) as joined strings, so that CSV can hash them."""
+    nested = [c for c, t in frame.schema.items() if isinstance(t, (pl.List, pl.Array))]
+    if not nested:
+        return frame
+    return frame.with_columns(
+        pl.col(c).cast(pl.List(pl.String)).list.join("\x1f") for c in nested
+    )
