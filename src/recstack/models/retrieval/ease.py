@@ -1,0 +1,104 @@
+"""EASE (Steck, 2019): a closed-form item-item linear autoencoder.
+
+``P = (X^T X + lambda I)^-1`` and ``B = I - P / diag(P)`` (column j divided by ``P[j, j]``), i.e.
+``B[i, j] = -P[i, j] / P[j, j]`` off the diagonal and ``B[j, j] = 0``. A user's scores are
+``history @ B``. ``B`` is a dense ``n_items x n_items`` matrix: memory and time grow with the square
+and cube of the item count, so fitting refuses catalogues above ``max_items``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+import scipy.linalg
+import scipy.sparse as sp
+from pydantic import Field
+
+from recstack.config import ComponentConfig
+from recstack.data.dataset import Dataset
+from recstack.errors import NotFittedError, TooLargeError
+from recstack.models.base import FloatArray, Retriever
+from recstack.models.retrieval._arrays import load_array
+
+__all__ = ["EASE", "EASEConfig", "ease_weights"]
+
+#: above this many items the Gram matrix is inverted in float32 (half the memory) instead of float64
+_FLOAT64_MAX_ITEMS = 10_000
+
+
+class EASEConfig(ComponentConfig):
+    """``l2``: the L2 penalty lambda added to the Gram diagonal. ``max_items``: largest catalogue
+    EASE agrees to fit (it needs about ``8 * n_items^2`` bytes)."""
+
+    l2: float = Field(default=500.0, gt=0.0)
+    max_items: int = Field(default=20_000, ge=1)
+
+
+def ease_weights(X: sp.csr_matrix, l2: float, *, dtype: npt.DTypeLike = np.float64) -> FloatArray:
+    """EASE weights ``B`` [n_items, n_items] float32 for the user x item matrix ``X``.
+
+    Inverts ``X^T X + l2 I`` with a Cholesky factorisation (LAPACK potrf + potri) in ``dtype``.
+    """
+    G = np.asarray((X.T @ X).toarray(), dtype=dtype)
+    n = G.shape[0]
+    G[np.diag_indices(n)] += l2
+    potrf, potri = scipy.linalg.lapack.get_lapack_funcs(("potrf", "potri"), (G,))
+    c, info = potrf(G, lower=False, overwrite_a=True, clean=False)
+    if info != 0:  # pragma: no cover - X^T X + l2 I with l2 > 0 is positive definite
+        raise np.linalg.LinAlgError(f"EASE: Cholesky failed (info={info}); increase l2")
+    P, info = potri(c, lower=False, overwrite_c=True)
+    if info != 0:  # pragma: no cover
+        raise np.linalg.LinAlgError(f"EASE: inversion failed (info={info}); increase l2")
+    P = np.triu(P) + np.triu(P, 1).T  # potri fills the upper triangle only
+    B = P / (-np.diag(P))[None, :]
+    B[np.diag_indices(n)] = 0.0
+    return np.ascontiguousarray(B, dtype=np.float32)
+
+
+class EASE(Retriever):
+    """Embarrassingly Shallow Autoencoder (see the module docstring)."""
+
+    name: ClassVar[str] = "ease"
+    Config: ClassVar[type[ComponentConfig]] = EASEConfig
+    tuning_grid: ClassVar[tuple[dict[str, Any], ...]] = tuple(
+        {"l2": v} for v in (100.0, 200.0, 300.0, 500.0, 800.0, 1200.0, 2000.0)
+    )
+
+    config: EASEConfig
+
+    def __init__(self, config: ComponentConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.weights: FloatArray | None = None
+
+    def _fit(self, dataset: Dataset) -> None:
+        n = dataset.n_items
+        if n > self.config.max_items:
+            gb = 8 * n * n / 1e9 if n <= _FLOAT64_MAX_ITEMS else 4 * n * n / 1e9
+            raise TooLargeError(
+                f"EASE: the dataset has {n} items, above max_items={self.config.max_items}; EASE needs a "
+                f"dense {n} x {n} matrix (about {gb:.1f} GB and O(n^3) time). Raise the limit with "
+                f"EASE(max_items={n}) (config key 'max_items') if the machine has the memory, filter rare "
+                "items first, or use itemknn / als instead."
+            )
+        dtype = np.float64 if n <= _FLOAT64_MAX_ITEMS else np.float32
+        self.weights = ease_weights(dataset.to_csr("binary"), self.config.l2, dtype=dtype)
+
+    def _weights(self) -> FloatArray:
+        self._require_fitted()
+        if self.weights is None:
+            raise NotFittedError("ease: call fit() or load() first")
+        return self.weights
+
+    def score_history(self, history: sp.csr_matrix) -> FloatArray:
+        """Scores [n, n_items] float32: ``history @ B``."""
+        B = self._weights()
+        return np.asarray(sp.csr_matrix(history, dtype=np.float32) @ B, dtype=np.float32)
+
+    def _save(self, directory: Path) -> None:
+        np.save(directory / "weights.npy", self._weights(), allow_pickle=False)
+
+    def _load(self, directory: Path) -> None:
+        self.weights = load_array(directory / "weights.npy", (self.n_items, self.n_items))
