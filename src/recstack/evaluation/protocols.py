@@ -1,0 +1,318 @@
+"""The protocol runner: split, (tune on validation), fit, recommend, score — under a named protocol.
+
+Protocols (see BENCHMARKS.md) map to functions in `PROTOCOLS`; a new protocol (``ctr``...) is added with
+`register_protocol`. The ranking protocols share one runner that differs only in what it removes from
+the candidates:
+
+- ``stratified``, ``temporal``, ``leave-last-out``: the user's training items are removed;
+- ``tfrs``: nothing is removed (TensorFlow Recommenders' FactorizedTopK).
+
+Every ranking protocol also reports the FactorizedTopK top-K categorical accuracy (on all items, nothing
+removed, averaged over test pairs). ``temporal`` reports the users first seen in the test window
+(cold-start users, empty training history) in a separate ``"cold"`` sub-dict; its main figures are over
+the other (warm) test users.
+
+Tuning (``tune=True``) fits every point of the model's ``tuning_grid`` on the training part of a
+validation split carved out of the training data the same way, picks the best NDCG@10 on the
+validation test part and refits on the whole training data. The test split is used once, at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from recstack._progress import progress_bar
+from recstack.data.dataset import Dataset
+from recstack.errors import InvalidArgumentError
+from recstack.evaluation.metrics import (
+    catalog_coverage,
+    factorized_topk_accuracy,
+    genre_matrix,
+    intra_list_diversity,
+    novelty,
+    popularity_bins,
+    ranking_metrics,
+)
+from recstack.models.base import Retriever, top_k
+
+__all__ = [
+    "ACCURACY_KS",
+    "PROTOCOLS",
+    "REPORT_K",
+    "ProtocolFn",
+    "RunOptions",
+    "evaluate_retriever",
+    "protocol_names",
+    "register_protocol",
+    "run_protocol",
+]
+
+log = logging.getLogger(__name__)
+
+#: the cut-off of the headline figures (``precision@10`` ...)
+REPORT_K = 10
+#: the cut-offs of the FactorizedTopK accuracy
+ACCURACY_KS: tuple[int, ...] = (1, 5, 10, 50, 100)
+#: the metric that picks hyperparameters on validation
+TUNING_METRIC = "ndcg@10"
+CURVE_METRICS: tuple[str, ...] = ("ndcg", "precision", "recall")
+_HEADLINE = ("precision", "recall", "ndcg", "map", "hr", "mrr")
+
+
+class Splitter(Protocol):
+    """``recstack.data.splits.split``-compatible: ``split(dataset, protocol, seed=...) -> Split``."""
+
+    def __call__(self, dataset: Dataset, protocol: str, *, seed: int = 42) -> Any: ...
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a protocol function gets besides the dataset and the model names."""
+
+    tune: bool = False
+    seed: int = 42
+    ks: tuple[int, ...] = tuple(range(1, 51))
+    splitter: Splitter | None = None
+
+    def split(self, dataset: Dataset, protocol: str) -> Any:
+        if self.splitter is not None:
+            return self.splitter(dataset, protocol, seed=self.seed)
+        from recstack.data.splits import split
+
+        return split(dataset, protocol, seed=self.seed)
+
+
+#: a protocol: (dataset, model names, options) -> the full result dict of `run_protocol`
+ProtocolFn = Callable[[Dataset, Sequence[str], RunOptions], dict[str, Any]]
+
+PROTOCOLS: dict[str, ProtocolFn] = {}
+
+
+def register_protocol(name: str, fn: ProtocolFn) -> None:
+    """Add (or replace) a protocol of `run_protocol`."""
+    PROTOCOLS[name] = fn
+
+
+def protocol_names() -> list[str]:
+    return list(PROTOCOLS)
+
+
+# ------------------------------------------------------------------------------------ evaluation
+def _truth_csr(test: Dataset) -> sp.csr_matrix:
+    return test.to_csr("binary")
+
+
+def evaluate_retriever(
+    model: Retriever,
+    train: Dataset,
+    test: Dataset,
+    ks: Iterable[int] = range(1, 51),
+    exclude_train: bool = True,
+    *,
+    users: npt.ArrayLike | None = None,
+    accuracy_ks: Sequence[int] = ACCURACY_KS,
+    report_k: int = REPORT_K,
+    batch_size: int = 1024,
+) -> dict[str, Any]:
+    """Score a fitted retriever on ``test``.
+
+    Recommends top-max(ks) items for each user with at least one test interaction (restricted to
+    ``users`` when given), removing the user's ``train`` items when ``exclude_train``. Returns
+    ``{"precision@10": x, "recall@10", "ndcg@10", "map@10", "hr@10", "mrr@10", "coverage@10",
+    "novelty@10", "diversity@10", "accuracy@K" (K in accuracy_ks), "n_users": n, "curves": {"ndcg":
+    [...], "precision": [...], "recall": [...]} (one value per k in ks), "popularity": [...] (share of
+    the top-10 recommendations per catalog popularity bin)}``. ``diversity@10`` is None when the items
+    have no genres. Accuracy (FactorizedTopK) ranks all items, nothing removed, and is averaged over the
+    test pairs of the evaluated users.
+    """
+    wanted = tuple(sorted({int(k) for k in ks}))
+    ks_t = tuple(sorted(set(wanted) | {report_k}))
+    kmax = ks_t[-1]
+    truth_all = _truth_csr(test)
+    train_csr = train.to_csr("binary")
+    test_users = np.flatnonzero(np.diff(truth_all.indptr) > 0).astype(np.int64)
+    if users is not None:
+        test_users = np.intersect1d(test_users, np.asarray(users, dtype=np.int64))
+    n = test_users.shape[0]
+    ids = np.full((n, kmax), -1, dtype=np.int64)
+    acc_ks = tuple(sorted({int(k) for k in accuracy_ks}))
+    acc_hits: dict[int, list[npt.NDArray[np.float64]]] = {k: [] for k in acc_ks}
+    test_inter = test.interactions
+    pair_users = test_inter["user"].to_numpy().astype(np.int64)
+    pair_items = test_inter["item"].to_numpy().astype(np.int64)
+    for start in range(0, n, batch_size):
+        batch = test_users[start : start + batch_size]
+        scores = np.array(model.score_users(batch), dtype=np.float32, copy=True)
+        if acc_ks:
+            # pairs of this batch's users (every test event counts once, as in the TFRS tutorials)
+            pos = np.searchsorted(batch, pair_users)
+            pos_c = np.minimum(pos, batch.shape[0] - 1)
+            in_batch = batch[pos_c] == pair_users
+            if in_batch.any():
+                hits = factorized_topk_accuracy(scores, pos_c[in_batch], pair_items[in_batch], acc_ks)
+                for k in acc_ks:
+                    acc_hits[k].append(hits[k])
+        if exclude_train:
+            ex = train_csr[batch].tocoo()
+            scores[ex.row, ex.col] = -np.inf
+        ids[start : start + batch.shape[0]] = top_k(scores, kmax)[0]
+    truth = truth_all[test_users]
+    rank = ranking_metrics(ids, truth, ks_t)
+    out: dict[str, Any] = {f"{m}@{report_k}": rank.mean(m, report_k) for m in _HEADLINE}
+    pop_users = np.asarray((train_csr > 0).sum(axis=0)).ravel()
+    out[f"coverage@{report_k}"] = catalog_coverage(ids, train.n_items, [report_k])[report_k] if n else 0.0
+    out[f"novelty@{report_k}"] = (
+        novelty(ids, pop_users, max(train.n_users, 1), [report_k])[report_k] if n else 0.0
+    )
+    genres = train.item_genres()
+    if n and any(genres):
+        out[f"diversity@{report_k}"] = intra_list_diversity(ids, genre_matrix(genres), [report_k])[report_k]
+    else:
+        out[f"diversity@{report_k}"] = None
+    for k in acc_ks:
+        allh = np.concatenate(acc_hits[k]) if acc_hits[k] else np.zeros(0)
+        out[f"accuracy@{k}"] = float(allh.mean()) if allh.size else 0.0
+    out["n_users"] = int(rank.n_users)
+    out["curves"] = {m: [rank.mean(m, k) for k in wanted] for m in CURVE_METRICS}
+    out["popularity"] = popularity_bins(ids, pop_users, report_k)[0] if n else []
+    return out
+
+
+# ---------------------------------------------------------------------------------------- models
+def _create(name: str, params: dict[str, Any]) -> Retriever:
+    from recstack.models.registry import create
+
+    return create(name, **params)
+
+
+def _check_models(model_names: Sequence[str]) -> None:
+    from recstack.models.registry import get_class
+
+    if not model_names:
+        raise InvalidArgumentError("name at least one model, for example --models pop,ease")
+    for name in model_names:
+        get_class(name)  # raises InvalidArgumentError naming the choices / the missing implementation
+
+
+def _tuning_grid(name: str) -> tuple[dict[str, Any], ...]:
+    from recstack.models.registry import get_class
+
+    return tuple(get_class(name).tuning_grid)
+
+
+def _fit_timed(model: Retriever, train: Dataset) -> float:
+    t0 = time.perf_counter()
+    model.fit(train)
+    return time.perf_counter() - t0
+
+
+def _ranking_protocol(protocol: str, exclude_train: bool) -> ProtocolFn:
+    def run(dataset: Dataset, model_names: Sequence[str], opts: RunOptions) -> dict[str, Any]:
+        return _run_ranking(dataset, protocol, model_names, opts, exclude_train=exclude_train)
+
+    run.__name__ = f"run_{protocol.replace('-', '_')}"
+    run.__doc__ = (
+        f"The {protocol!r} protocol ({'train items removed' if exclude_train else 'nothing removed'})."
+    )
+    return run
+
+
+def _run_ranking(
+    dataset: Dataset,
+    protocol: str,
+    model_names: Sequence[str],
+    opts: RunOptions,
+    *,
+    exclude_train: bool,
+) -> dict[str, Any]:
+    sp_ = opts.split(dataset, protocol)
+    train: Dataset = sp_.train
+    test: Dataset = sp_.test
+    cold = np.asarray(getattr(sp_, "cold_users", np.empty(0)), dtype=np.int64)
+    val = opts.split(train, protocol) if opts.tune else None
+    results: dict[str, Any] = {}
+    grids = {name: (_tuning_grid(name) if opts.tune else ()) for name in model_names}
+    total = sum(len(g) + 1 for g in grids.values())
+    with progress_bar() as prog:
+        task = prog.add_task(f"evaluate {protocol}", total=total, status="")
+        for name in model_names:
+            tuning: list[tuple[dict[str, Any], float]] = []
+            params: dict[str, Any] = {}
+            if val is not None and grids[name]:
+                best = -np.inf
+                for point in grids[name]:
+                    prog.update(task, status=f"{name} tuning {point}")
+                    m = _create(name, dict(point))
+                    m.fit(val.train)
+                    score = evaluate_retriever(
+                        m, val.train, val.test, [REPORT_K], exclude_train, accuracy_ks=()
+                    )[TUNING_METRIC]
+                    tuning.append((dict(point), float(score)))
+                    log.info("%s %s: validation %s = %.4f", name, point, TUNING_METRIC, score)
+                    if score > best:
+                        best, params = score, dict(point)
+                    prog.advance(task)
+            prog.update(task, status=f"{name} fit")
+            model = _create(name, params)
+            fit_seconds = _fit_timed(model, train)
+            prog.update(task, status=f"{name} score")
+            warm = np.setdiff1d(np.unique(test.interactions["user"].to_numpy()), cold) if cold.size else None
+            res = evaluate_retriever(model, train, test, opts.ks, exclude_train, users=warm)
+            if protocol == "temporal":
+                cold_res = evaluate_retriever(model, train, test, opts.ks, exclude_train, users=cold)
+                res["cold"] = {k: v for k, v in cold_res.items() if k not in ("curves", "popularity")}
+            res["fit_seconds"] = fit_seconds
+            res["params"] = model.params()
+            if opts.tune:
+                res["tuning"] = [[p, s] for p, s in tuning]
+            results[name] = res
+            prog.advance(task)
+    return {"results": results, "catalog_popularity": _catalog_popularity(train)}
+
+
+def _catalog_popularity(train: Dataset) -> list[float]:
+    pop_users = np.asarray((train.to_csr("binary") > 0).sum(axis=0)).ravel()
+    empty = np.full((0, REPORT_K), -1, dtype=np.int64)
+    return popularity_bins(empty, pop_users, REPORT_K)[1]
+
+
+for _name, _exclude in (("stratified", True), ("temporal", True), ("leave-last-out", True), ("tfrs", False)):
+    register_protocol(_name, _ranking_protocol(_name, _exclude))
+
+
+def run_protocol(
+    dataset: Dataset,
+    protocol: str,
+    model_names: Sequence[str],
+    tune: bool = False,
+    seed: int = 42,
+    ks: Iterable[int] = range(1, 51),
+    *,
+    splitter: Splitter | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model_names`` on ``dataset`` under ``protocol``.
+
+    Returns ``{"dataset": name, "protocol": protocol, "seed": seed, "tuned": tune, "results": {model:
+    {"precision@10": x, ..., "fit_seconds": s, "params": {...}, "curves": {...}}},
+    "catalog_popularity": [...]}`` (see `evaluate_retriever` for the per-model keys; ``"cold"`` for
+    temporal, ``"tuning"`` — [[params, validation ndcg@10], ...] — when tuned). ``splitter`` replaces
+    `recstack.data.splits.split` (tests).
+    """
+    if protocol not in PROTOCOLS:
+        raise InvalidArgumentError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    names = [n.strip() for n in model_names if n.strip()]
+    _check_models(names)
+    ks_t = tuple(sorted({int(k) for k in ks}))
+    if not ks_t or ks_t[0] < 1:
+        raise InvalidArgumentError("ks must be positive cut-offs, for example range(1, 51)")
+    opts = RunOptions(tune=tune, seed=seed, ks=ks_t, splitter=splitter)
+    body = PROTOCOLS[protocol](dataset, names, opts)
+    return {"dataset": dataset.name, "protocol": protocol, "seed": seed, "tuned": tune, **body}
