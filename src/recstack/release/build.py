@@ -1,0 +1,622 @@
+"""`build(config, releases_dir)`: the offline pipeline that turns a dataset into a verified release.
+
+Stages (each timed; the timings go into the manifest):
+
+1. ``data``      load the dataset (a bundled/registered name, a file/dir path, or a saved Dataset dir)
+2. ``features``  user / item feature tables (`recstack.features`), when enabled
+3. ``evaluate``  split under the configured protocol (default ``stratified``), fit each configured model
+                 on the split's train part and score it on the holdout
+4. ``fit``       refit every model on all data for serving (``refit_full``, default true)
+5. ``index``     export item embeddings and build the ANN index over the configured source model
+6. ``write``     dataset, features, model dirs, metrics.json, report.html
+7. ``finalize``  sha256 of every file, manifest.json, verification, atomic rename into place
+
+Everything is written into ``releases_dir/.tmp-...`` and renamed to ``releases_dir/<id>`` only when
+complete and verified: an interrupted build (exception, Ctrl-C, SIGKILL) never leaves a visible
+release; stale temp dirs of dead builds are removed by the next build or by ``gc``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import Field, field_validator, model_validator
+
+from recstack import __version__
+from recstack._progress import progress_bar
+from recstack.config import ComponentConfig, load_toml
+from recstack.data.dataset import Dataset
+from recstack.errors import ArtifactError, ConfigError, InvalidArgumentError
+from recstack.models.base import Retriever
+from recstack.release.manifest import (
+    ArtifactsInfo,
+    DatasetInfo,
+    HeadlineInfo,
+    IndexInfo,
+    Manifest,
+    git_commit,
+    hash_files,
+    new_release_id,
+)
+from recstack.release.registry import PID_FILE, TMP_PREFIX, Registry, clean_stale_tmp
+
+__all__ = [
+    "STAGES",
+    "BuildConfig",
+    "DatasetSpec",
+    "EvaluationSpec",
+    "FeaturesSpec",
+    "HeadlineSpec",
+    "IndexSpec",
+    "ModelSpec",
+    "SplitSpec",
+    "build",
+    "default_config_path",
+]
+
+log = logging.getLogger(__name__)
+
+STAGES: tuple[str, ...] = ("data", "features", "evaluate", "fit", "index", "write", "finalize")
+
+
+# ------------------------------------------------------------------------------------------ config
+class DatasetSpec(ComponentConfig):
+    """Where the data comes from: ``ml-100k`` (bundled), a MovieLens/CSV/Parquet path, or a dir
+    written by `Dataset.save`."""
+
+    source: str = "ml-100k"
+    format: str | None = None
+
+
+class SplitSpec(ComponentConfig):
+    """The holdout protocol of BENCHMARKS.md (``stratified``, ``tfrs``, ``temporal``...)."""
+
+    protocol: str = "stratified"
+    seed: int = 42
+
+
+class EvaluationSpec(ComponentConfig):
+    """Holdout evaluation. ``max_k``: the curves of metrics.json / report.html go over K = 1..max_k.
+    ``refit_full``: after evaluation, refit every model on all data for serving."""
+
+    enabled: bool = True
+    max_k: int = Field(default=50, ge=10)
+    exclude_train: bool = True
+    refit_full: bool = True
+    #: write report.html (plots with matplotlib: a few seconds)
+    report: bool = True
+
+
+class FeaturesSpec(ComponentConfig):
+    """User / item feature tables (`recstack.features`). Statistics come from the data each model
+    sees (train part while evaluating, all data in the release)."""
+
+    enabled: bool = True
+
+
+class ModelSpec(ComponentConfig):
+    """One model of the release. ``name`` is a registry name (``ease``, ``two_stage:deepfm``);
+    ``alias`` names it inside the release (default: ``name``); ``optional`` models that are not
+    implemented / available are skipped (and listed in the manifest) instead of failing the build."""
+
+    name: str
+    alias: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    optional: bool = False
+    evaluate: bool = True
+
+    @property
+    def key(self) -> str:
+        return self.alias or self.name
+
+    @field_validator("alias")
+    @classmethod
+    def _alias_ok(cls, v: str | None) -> str | None:
+        if v is not None and (not v or "/" in v or v.startswith(".")):
+            raise ValueError(f"alias {v!r} must be a non-empty name without '/' or a leading '.'")
+        return v
+
+
+class IndexSpec(ComponentConfig):
+    """ANN index over a model's item embeddings. ``backend``: ``auto`` (faiss when installed, else
+    exact), ``faiss``, ``exact``, ``milvus`` or ``none``. ``source``: the model alias whose
+    embeddings are indexed (default: ``two_tower`` when built, else the first model with embeddings)."""
+
+    backend: str = "auto"
+    source: str | None = None
+    metric: Literal["ip", "cosine", "l2"] = "ip"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class HeadlineSpec(ComponentConfig):
+    """The metric `promote` gates on. ``model`` None: the last model of ``models`` that was built
+    (the default pipeline lists models from simplest to the serving model)."""
+
+    model: str | None = None
+    metric: str = "ndcg@10"
+
+
+class BuildConfig(ComponentConfig):
+    """The whole offline pipeline, declared in TOML (``recstack build --config recstack.toml``)."""
+
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    features: FeaturesSpec = Field(default_factory=FeaturesSpec)
+    models: list[ModelSpec] = Field(
+        default_factory=lambda: [ModelSpec(name=n) for n in ("pop", "itemknn", "ease", "als")]
+    )
+    index: IndexSpec = Field(default_factory=IndexSpec)
+    headline: HeadlineSpec = Field(default_factory=HeadlineSpec)
+    #: the parent of a new release: this channel's current release, else the latest release
+    parent_channel: str = "production"
+
+    @model_validator(mode="after")
+    def _unique_aliases(self) -> BuildConfig:
+        keys = [m.key for m in self.models]
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup:
+            raise ValueError(f"model aliases must be unique; set `alias` for the duplicates {dup}")
+        if not keys:
+            raise ValueError("configure at least one model under [[models]]")
+        return self
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> BuildConfig:
+        """Read a pipeline TOML. A ``[build]`` table is used when present (so the config can live
+        in a shared ``recstack.toml``); otherwise the whole file is the build config."""
+        data = load_toml(path)
+        data = data.get("build", data)
+        try:
+            return cls.from_config(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+
+    @classmethod
+    def default(cls) -> BuildConfig:
+        """The default pipeline (the bundled ``default.toml``)."""
+        return cls.from_toml(default_config_path())
+
+
+def default_config_path() -> Path:
+    """Path of the bundled default pipeline config."""
+    return Path(str(resources.files("recstack.release").joinpath("default.toml")))
+
+
+# ------------------------------------------------------------------------------------------ stages
+StageHook = Callable[[str], None]
+
+
+class _Timer:
+    def __init__(self, hook: StageHook | None) -> None:
+        self.timings: dict[str, float] = {}
+        self.hook = hook
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self.hook is not None:
+            self.hook(name)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 4)
+
+
+def _load_data(spec: DatasetSpec) -> Dataset:
+    src = Path(spec.source)
+    if src.is_dir() and (src / "dataset.json").is_file():
+        return Dataset.load(src)
+    try:
+        from recstack.data.loading import load_dataset
+    except ImportError:  # the generic loader has not landed: MovieLens only
+        from recstack.data.movielens import load_movielens
+
+        return load_movielens(spec.source, format=spec.format)
+    return load_dataset(spec.source, format=spec.format)
+
+
+def _build_features(dataset: Dataset) -> Any:
+    from recstack.features.tables import build_features
+
+    return build_features(dataset)
+
+
+def _create_model(spec: ModelSpec) -> Retriever:
+    from recstack.models.registry import create
+
+    return create(spec.name, **spec.params)
+
+
+def _available(spec: ModelSpec) -> str | None:
+    """None when the model can be created, else why not."""
+    from recstack.models.registry import get_class
+
+    try:
+        get_class(spec.name)
+    except InvalidArgumentError as exc:
+        return str(exc)
+    return None
+
+
+def _item_embeddings(model: Retriever) -> npt.NDArray[np.float32] | None:
+    """[n_items, dim] float32 item vectors of a model (two-tower item tower, MF item factors)."""
+    fn = getattr(model, "item_embeddings", None)
+    emb: Any = fn() if callable(fn) else None
+    if emb is None:
+        emb = getattr(model, "item_factors", None)
+    if emb is None:
+        return None
+    arr = np.ascontiguousarray(np.asarray(emb, dtype=np.float32))
+    if arr.ndim != 2 or arr.shape[0] != model.n_items:
+        return None
+    return arr
+
+
+def _scalar_metrics(result: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in result.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            continue
+        out[k] = float(v)
+    return out
+
+
+def _catalog_popularity(train: Dataset) -> list[float]:
+    """Share of the catalog's interactions per popularity bin (the report's long-tail plot)."""
+    try:
+        from recstack.evaluation.metrics import popularity_bins
+    except ImportError:
+        return []
+    pop_users = np.asarray((train.to_csr("binary") > 0).sum(axis=0)).ravel()
+    empty = np.full((0, 10), -1, dtype=np.int64)
+    return [float(x) for x in popularity_bins(empty, pop_users, 10)[1]]
+
+
+def _jsonable(obj: Any) -> Any:
+    """NaN / inf -> None and numpy scalars -> Python (the report module's strict-JSON converter)."""
+    try:
+        from recstack.evaluation.report import to_jsonable
+    except ImportError:
+        return obj
+    return to_jsonable(obj)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def _make_index(spec: IndexSpec, dim: int) -> tuple[str, Any] | None:
+    """(backend, empty index) or None when ``auto`` finds no index implementation."""
+    if spec.backend == "none":
+        return None
+    try:
+        from recstack.index import create_index
+    except ImportError:
+        if spec.backend == "auto":
+            return None
+        raise
+    backends = ["faiss", "exact"] if spec.backend == "auto" else [spec.backend]
+    last: Exception | None = None
+    for backend in backends:
+        try:
+            return backend, create_index(backend, dim=dim, metric=spec.metric, **spec.params)
+        except (ImportError, InvalidArgumentError) as exc:
+            last = exc
+    if spec.backend == "auto":
+        log.warning("no ANN index backend available: %s", last)
+        return None
+    assert last is not None
+    raise last
+
+
+def _write_report(path: Path, results: dict[str, Any], title: str) -> None:
+    """report.html via `recstack.evaluation.report` when it offers a writer, else a plain table."""
+    try:
+        report_mod: Any = importlib.import_module("recstack.evaluation.report")
+    except ImportError:
+        report_mod = None
+    writer = getattr(report_mod, "write_html", None) if report_mod is not None else None
+    if writer is not None:
+        try:
+            writer(results, path)
+            if path.is_file():
+                return
+        except Exception as exc:  # a report bug must not lose a release; fall back to the plain table
+            log.warning("evaluation report failed (%s); writing a plain table", exc)
+    models: dict[str, dict[str, Any]] = results.get("results", {})
+    cols = sorted({k for m in models.values() for k, v in m.items() if isinstance(v, (int, float))})
+    head = "".join(f"<th>{c}</th>" for c in cols)
+    rows = "".join(
+        f"<tr><td>{name}</td>"
+        + "".join(
+            f"<td>{m[c]:.4f}</td>" if isinstance(m.get(c), float) else f"<td>{m.get(c, '')}</td>"
+            for c in cols
+        )
+        + "</tr>"
+        for name, m in models.items()
+    )
+    path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
+        f"<h1>{title}</h1><p>protocol {results.get('protocol')}, seed {results.get('seed')}</p>"
+        f"<table border='1'><tr><th>model</th>{head}</tr>{rows}</table></body></html>\n",
+        encoding="utf-8",
+    )
+
+
+# ------------------------------------------------------------------------------------------ build
+def build(
+    config: BuildConfig | None = None,
+    releases_dir: str | Path | None = None,
+    *,
+    on_stage: StageHook | None = None,
+) -> Manifest:
+    """Run the offline pipeline and write a new release under ``releases_dir``; returns its manifest.
+
+    ``releases_dir`` defaults to the Settings' releases dir. ``on_stage(name)`` is called when each
+    stage of `STAGES` starts (progress reporting, tests that interrupt a build).
+    """
+    cfg = config if config is not None else BuildConfig.default()
+    if releases_dir is None:
+        from recstack.config import get_settings
+
+        releases_dir = get_settings().releases_path()
+    root = Path(releases_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    clean_stale_tmp(root)
+    registry = Registry(root)
+    try:
+        parent = registry.channel(cfg.parent_channel).current or registry.latest()
+    except ArtifactError:
+        parent = registry.latest()
+
+    tmp = root / f"{TMP_PREFIX}{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    tmp.mkdir()
+    (tmp / PID_FILE).write_text(str(os.getpid()))
+    try:
+        manifest = _run(cfg, root, tmp, parent, _Timer(on_stage))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Timer) -> Manifest:
+    skipped: dict[str, str] = {}
+    specs: list[ModelSpec] = []
+    for spec in cfg.models:
+        why = _available(spec)
+        if why is None:
+            specs.append(spec)
+        elif spec.optional:
+            skipped[spec.key] = why
+        else:
+            raise InvalidArgumentError(
+                f"model {spec.key!r}: {why}; fix [[models]] or mark it optional = true"
+            )
+    if not specs:
+        raise ConfigError(f"none of the configured models is available: {skipped}")
+    headline_model = cfg.headline.model or specs[-1].key
+    if headline_model not in {s.key for s in specs}:
+        raise ConfigError(
+            f"headline model {headline_model!r} is not among the built models {[s.key for s in specs]}"
+        )
+
+    # the shape of `recstack.evaluation.run_protocol`'s result, so that its report renders it
+    results: dict[str, Any] = {
+        "dataset": "",
+        "protocol": cfg.split.protocol,
+        "seed": cfg.split.seed,
+        "tuned": False,
+        "results": {},
+        "catalog_popularity": [],
+    }
+    metrics: dict[str, dict[str, float]] = {}
+    arts: dict[str, Any] = {"retrievers": {}, "retriever_models": {}, "rankers": {}, "embeddings": {}}
+    n_steps = len(STAGES) + len(specs) * (int(cfg.evaluation.enabled) + int(cfg.evaluation.refit_full))
+
+    with progress_bar() as prog:
+        task = prog.add_task("build", total=n_steps, status="")
+
+        def step(status: str) -> None:
+            prog.update(task, advance=1, status=status)
+
+        # 1. data
+        prog.update(task, status="loading data")
+        with timer.stage("data"):
+            dataset = _load_data(cfg.dataset)
+        if dataset.n_interactions == 0:
+            raise InvalidArgumentError(f"dataset {cfg.dataset.source!r} has no interactions")
+        results["dataset"] = dataset.name
+        step(f"data: {dataset.name}")
+
+        # 2. features
+        features: Any = None
+        with timer.stage("features"):
+            if cfg.features.enabled:
+                try:
+                    features = _build_features(dataset)
+                except ImportError as exc:
+                    skipped["features"] = f"recstack.features not available: {exc}"
+        step("features")
+
+        # 3. evaluate on the holdout
+        fitted: dict[str, Retriever] = {}
+        with timer.stage("evaluate"):
+            if cfg.evaluation.enabled:
+                from recstack.data.splits import split as split_fn
+                from recstack.evaluation.protocols import evaluate_retriever
+
+                sp_ = split_fn(dataset, cfg.split.protocol, seed=cfg.split.seed)
+                results["counts"] = {"train": sp_.train.n_interactions, "test": sp_.test.n_interactions}
+                results["catalog_popularity"] = _catalog_popularity(sp_.train)
+                # temporal: the headline figures are over warm users (cold-start users have no history)
+                users = sp_.warm_test_users if cfg.split.protocol == "temporal" else None
+                for spec in specs:
+                    prog.update(task, status=f"evaluate {spec.key}")
+                    model = _create_model(spec)
+                    t0 = time.perf_counter()
+                    model.fit(sp_.train)
+                    fit_s = round(time.perf_counter() - t0, 3)
+                    if spec.evaluate:
+                        res = evaluate_retriever(
+                            model,
+                            sp_.train,
+                            sp_.test,
+                            range(1, cfg.evaluation.max_k + 1),
+                            cfg.evaluation.exclude_train,
+                            users=users,
+                        )
+                        res["fit_seconds"] = fit_s
+                        res["params"] = model.params()
+                        results["results"][spec.key] = res
+                        metrics[spec.key] = _scalar_metrics(res)
+                    if not cfg.evaluation.refit_full:
+                        fitted[spec.key] = model
+                    else:
+                        del model
+                    step(f"evaluated {spec.key}")
+
+        # 4. fit on all data for serving
+        with timer.stage("fit"):
+            for spec in specs:
+                if spec.key in fitted:
+                    continue
+                prog.update(task, status=f"fit {spec.key}")
+                model = _create_model(spec)
+                model.fit(dataset)
+                fitted[spec.key] = model
+                if cfg.evaluation.refit_full:
+                    step(f"fitted {spec.key}")
+
+        # 5. embeddings + ANN index
+        with timer.stage("index"):
+            emb_dir = tmp / "embeddings"
+            embeddings: dict[str, npt.NDArray[np.float32]] = {}
+            for key, model in fitted.items():
+                emb = _item_embeddings(model)
+                if emb is not None:
+                    emb_dir.mkdir(exist_ok=True)
+                    np.save(emb_dir / f"{key}.npy", emb, allow_pickle=False)
+                    arts["embeddings"][key] = f"embeddings/{key}.npy"
+                    embeddings[key] = emb
+            source = cfg.index.source
+            if source is None and embeddings:
+                tt = [s.key for s in specs if s.name == "two_tower" and s.key in embeddings]
+                source = tt[0] if tt else next(iter(embeddings))
+            if source is not None:
+                if source not in embeddings:
+                    raise ConfigError(
+                        f"[index] source {source!r} has no item embeddings; models with embeddings: "
+                        f"{sorted(embeddings)}"
+                    )
+                arts["primary_embeddings"] = source
+                made = _make_index(cfg.index, embeddings[source].shape[1])
+                if made is None:
+                    if cfg.index.backend != "none":
+                        skipped["index"] = "no ANN index backend available"
+                else:
+                    backend, index = made
+                    vecs = embeddings[source]
+                    index.add(np.arange(vecs.shape[0], dtype=np.int64), vecs)
+                    index.save(tmp / "index")
+                    arts["index"] = IndexInfo(
+                        backend=backend,
+                        path="index",
+                        dim=int(vecs.shape[1]),
+                        metric=cfg.index.metric,
+                        source=source,
+                    )
+        step("index")
+
+        # 6. write artifacts
+        prog.update(task, status="writing")
+        with timer.stage("write"):
+            dataset.save(tmp / "dataset")
+            if features is not None:
+                features.save(tmp / "features")
+                arts["features"] = "features"
+            for key, model in fitted.items():
+                d = tmp / "models" / key
+                model.save(d)
+                arts["retrievers"][key] = f"models/{key}"
+                arts["retriever_models"][key] = next(s.name for s in specs if s.key == key)
+                onnx = sorted(d.rglob("*.onnx"))
+                if key.startswith("two_stage") or arts["retriever_models"][key].startswith("two_stage"):
+                    for f in onnx:
+                        name = key if len(onnx) == 1 else f"{key}:{f.stem}"
+                        arts["rankers"][name] = f.relative_to(tmp).as_posix()
+            results["skipped"] = skipped
+            (tmp / "metrics.json").write_text(
+                json.dumps(_jsonable(results), indent=2, default=_json_default) + "\n"
+            )
+            if cfg.evaluation.report:
+                _write_report(tmp / "report.html", results, f"recstack release on {dataset.name}")
+            else:
+                arts["report"] = None
+        step("written")
+
+        # 7. hash, manifest, verify, rename
+        prog.update(task, status="finalizing")
+        t0 = time.perf_counter()
+        if timer.hook is not None:
+            timer.hook("finalize")
+        (tmp / PID_FILE).unlink()
+        files = hash_files(tmp)
+        created = datetime.now(UTC)
+        rid = new_release_id(created, {"config": cfg.dump_config(), "files": [f.sha256 for f in files]})
+        timer.timings["finalize"] = round(time.perf_counter() - t0, 4)
+        manifest = Manifest(
+            id=rid,
+            created_at=created,
+            dataset=DatasetInfo(
+                name=dataset.name,
+                fingerprint=dataset.fingerprint(),
+                counts={
+                    "users": dataset.n_users,
+                    "items": dataset.n_items,
+                    "interactions": dataset.n_interactions,
+                },
+            ),
+            config=cfg.dump_config(),
+            package_version=__version__,
+            git_commit=git_commit(),
+            parent=parent,
+            headline=HeadlineInfo(model=headline_model, metric=cfg.headline.metric),
+            metrics=metrics,
+            timings=dict(timer.timings),
+            skipped=skipped,
+            artifacts=ArtifactsInfo(**arts),
+            files=files,
+        )
+        manifest.write(tmp)
+        Manifest.read(tmp).verify(tmp)
+        final = root / rid
+        if final.exists():
+            raise ArtifactError(f"{final}: a release with this id already exists; build again")
+        os.rename(tmp, final)
+        step(f"release {rid}")
+    return manifest
