@@ -1,0 +1,127 @@
+"""User histories at serving time: the release's interactions plus events received since it loaded.
+
+`MemoryHistory` keeps the new events in process memory (per worker: with several workers and no
+shared store, an event is seen by the worker that received it). A `FeatureStore` (embedded or
+Redis, `recstack.store`) replaces it when configured: `StoreHistory` adapts one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from recstack.serving._catalog import Catalog
+
+__all__ = ["EVENT_KINDS", "History", "HistoryBackend", "MemoryHistory", "StoreHistory"]
+
+EVENT_KINDS = ("view", "click", "rating")
+
+
+@dataclass(frozen=True)
+class History:
+    """A user's interactions, oldest first: item indices, ratings (NaN for views / clicks) and Unix
+    timestamps in seconds."""
+
+    items: npt.NDArray[np.int64]
+    ratings: npt.NDArray[np.float32]
+    timestamps: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return int(self.items.shape[0])
+
+    @staticmethod
+    def empty() -> History:
+        return History(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+
+class HistoryBackend(Protocol):
+    """Where the pipeline reads and appends user histories."""
+
+    def get(self, user_key: str, user_idx: int | None) -> History: ...
+
+    def append(
+        self, user_key: str, user_idx: int | None, item_idx: int, kind: str, rating: float | None, ts: int
+    ) -> History: ...
+
+
+class MemoryHistory:
+    """Release interactions (from the `Catalog`) + an in-process overlay of new events."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._lock = threading.Lock()
+        self._extra: dict[str, tuple[list[int], list[float], list[int]]] = {}
+
+    def get(self, user_key: str, user_idx: int | None) -> History:
+        if user_idx is not None:
+            items, ratings, times = self.catalog.base_history(user_idx)
+        else:
+            items, ratings, times = np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        extra = self._extra.get(user_key)
+        if extra is None:
+            return History(items, ratings, times)
+        with self._lock:
+            ei, er, et = (list(x) for x in extra)
+        return History(
+            np.concatenate([items, np.asarray(ei, np.int64)]),
+            np.concatenate([ratings, np.asarray(er, np.float32)]),
+            np.concatenate([times, np.asarray(et, np.int64)]),
+        )
+
+    def append(
+        self, user_key: str, user_idx: int | None, item_idx: int, kind: str, rating: float | None, ts: int
+    ) -> History:
+        with self._lock:
+            ei, er, et = self._extra.setdefault(user_key, ([], [], []))
+            ei.append(int(item_idx))
+            er.append(float("nan") if rating is None else float(rating))
+            et.append(int(ts))
+        return self.get(user_key, user_idx)
+
+
+class StoreHistory:
+    """Adapts a `recstack.store` FeatureStore: the store holds the release's histories and appends
+    events (shared by every worker when it is Redis)."""
+
+    def __init__(self, store: Any, catalog: Catalog) -> None:
+        self.store = store
+        self.catalog = catalog
+
+    def get(self, user_key: str, user_idx: int | None) -> History:
+        raw = self.store.get_history(user_key if user_idx is None else user_idx)
+        return _as_history(raw)
+
+    def append(
+        self, user_key: str, user_idx: int | None, item_idx: int, kind: str, rating: float | None, ts: int
+    ) -> History:
+        self.store.append_event(
+            user_key if user_idx is None else user_idx,
+            int(item_idx),
+            kind=kind,
+            rating=rating,
+            timestamp=ts,
+        )
+        return self.get(user_key, user_idx)
+
+
+def _as_history(raw: Any) -> History:
+    """Accept the store's history (an object with items / ratings / timestamps, or a bare array)."""
+    if raw is None:
+        return History.empty()
+    if hasattr(raw, "items") and not callable(raw.items):
+        items = np.asarray(raw.items, dtype=np.int64)
+        n = len(items)
+        ratings = np.asarray(getattr(raw, "ratings", np.full(n, np.nan)), dtype=np.float32)
+        times = np.asarray(getattr(raw, "timestamps", np.zeros(n)), dtype=np.int64)
+        return History(items, ratings, times)
+    items = np.asarray(raw, dtype=np.int64).ravel()
+    return History(items, np.full(len(items), np.nan, np.float32), np.zeros(len(items), np.int64))
+
+
+def now() -> int:
+    return int(time.time())

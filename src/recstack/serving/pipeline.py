@@ -1,0 +1,576 @@
+"""The online recommendation pipeline: resolve the user -> recall (several sources, with quotas) ->
+filter -> rank (ONNX Runtime) -> rerank (genre-diversity cap) -> top k.
+
+Declared in TOML (`PipelineConfig.from_toml`)::
+
+    k_default = 10
+    k_max = 100
+    [[sources]]
+    name = "two_tower"      # ANN over the release's item embeddings, queried with the user tower
+    kind = "ann"
+    quota = 200
+    [[sources]]
+    name = "itemknn"        # a release retriever scored from the user's recent history
+    kind = "history"
+    quota = 200
+    recent = 50
+    [[sources]]
+    name = "popular"        # popular overall, or within the demographic group of a profile
+    kind = "popular"
+    quota = 100
+    [filters]
+    exclude_seen = true
+    [rank]
+    ranker = "deepfm"       # default variant; `model=` picks another; "recall" = merged recall score
+    candidates = 300
+    [rerank]
+    genre_cap = 3           # at most 3 items of one genre in the top k (None = off)
+
+Everything per release is precomputed (`Catalog`: genre bitmasks, years, popularity orders, CSR
+histories); a request runs vectorised numpy over its few hundred candidates, never a Python loop
+over items. Sources that the release lacks (no two-tower model, no item-kNN) are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+from pydantic import Field, model_validator
+
+from recstack.config import ComponentConfig, load_toml
+from recstack.errors import InvalidArgumentError
+from recstack.models.base import Retriever
+from recstack.serving._catalog import Catalog, build_catalog
+from recstack.serving._history import History, HistoryBackend, MemoryHistory
+from recstack.serving._ranker import OnnxRanker, RankContext, UserTower
+from recstack.serving._release import ServingRelease
+
+__all__ = [
+    "STAGES",
+    "FilterConfig",
+    "Pipeline",
+    "PipelineConfig",
+    "RankConfig",
+    "RecRequest",
+    "RecResult",
+    "RerankConfig",
+    "SourceConfig",
+]
+
+log = logging.getLogger(__name__)
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float32]
+
+#: pipeline stages, in order (names of the Prometheus stage histogram labels)
+STAGES = ("resolve", "recall", "filter", "rank", "rerank")
+RECALL_MODEL = "recall"
+_SECONDS_PER_DAY = 86_400
+
+
+class SourceConfig(ComponentConfig):
+    """One recall source. ``kind``: ``ann`` (two-tower ANN), ``history`` (a release retriever scored
+    from the ``recent`` most recent history items), ``popular`` (demographic popularity for profiles)
+    or ``trending`` (popularity over the last ``trending_days`` of the data)."""
+
+    name: str = Field(min_length=1)
+    kind: Literal["ann", "history", "popular", "trending"]
+    retriever: str | None = None
+    quota: int = Field(default=100, ge=1, le=10_000)
+    weight: float = Field(default=1.0, gt=0)
+    recent: int = Field(default=50, ge=1)
+
+
+class FilterConfig(ComponentConfig):
+    exclude_seen: bool = True
+
+
+class RankConfig(ComponentConfig):
+    """``ranker``: default ranker variant (None = the release's first ranker, or the merged recall
+    score when it has none). ``candidates``: how many merged candidates the ranker scores."""
+
+    ranker: str | None = None
+    candidates: int = Field(default=300, ge=1, le=10_000)
+
+
+class RerankConfig(ComponentConfig):
+    """``genre_cap``: at most this many items sharing a genre in the top k (None disables);
+    items over the cap move behind the others. ``window``: rerank the best ``window * k``."""
+
+    genre_cap: int | None = Field(default=3, ge=1)
+    window: int = Field(default=4, ge=1)
+
+
+def _default_sources() -> tuple[SourceConfig, ...]:
+    return (
+        SourceConfig(name="two_tower", kind="ann", quota=200),
+        SourceConfig(name="itemknn", kind="history", quota=200, recent=50),
+        SourceConfig(name="ease", kind="history", quota=200, recent=50),
+        SourceConfig(name="popular", kind="popular", quota=100),
+    )
+
+
+class PipelineConfig(ComponentConfig):
+    """The whole pipeline (see the module docstring for the TOML form)."""
+
+    sources: tuple[SourceConfig, ...] = Field(default_factory=_default_sources)
+    filters: FilterConfig = Field(default_factory=FilterConfig)
+    rank: RankConfig = Field(default_factory=RankConfig)
+    rerank: RerankConfig = Field(default_factory=RerankConfig)
+    k_default: int = Field(default=10, ge=1)
+    k_max: int = Field(default=100, ge=1, le=10_000)
+    trending_days: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> PipelineConfig:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        if not self.sources:
+            raise ValueError("at least one recall source is needed")
+        if self.k_default > self.k_max:
+            raise ValueError(f"k_default ({self.k_default}) must be <= k_max ({self.k_max})")
+        return self
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> PipelineConfig:
+        data = load_toml(path)
+        return cls.from_config(data.get("pipeline", data))
+
+
+@dataclass
+class RecRequest:
+    """One recommendation request. Item lists hold external ids; genres are names."""
+
+    user_id: str | int | None = None
+    profile: dict[str, Any] | None = None
+    liked_items: list[Any] | None = None
+    k: int | None = None
+    model: str | None = None
+    exclude: list[Any] = field(default_factory=list)
+    genres: list[str] = field(default_factory=list)
+    exclude_genres: list[str] = field(default_factory=list)
+    year_min: int | None = None
+    year_max: int | None = None
+    exclude_seen: bool | None = None
+    explain: bool = False
+
+
+@dataclass
+class RecResult:
+    """``items`` [k] item indices and ``scores`` [k] (float32, higher is better), best first."""
+
+    items: IntArray
+    scores: FloatArray
+    sources: list[list[str]]
+    model: str
+    user_kind: Literal["known", "unknown", "profile", "liked_items", "anonymous"]
+    cold_start: bool
+    fallbacks: list[str]
+    timings: dict[str, float]  #: stage -> seconds
+    explain: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class _User:
+    key: str
+    idx: int | None
+    kind: Literal["known", "unknown", "profile", "liked_items", "anonymous"]
+    cold_start: bool
+    recent: IntArray  #: unique item indices, most recent first
+    seen: IntArray  #: every item of the history (sorted unique)
+    ucat: IntArray
+    profile: dict[str, Any] | None
+
+
+class Pipeline:
+    """Recommendations for one release. Thread-safe for concurrent `recommend` calls."""
+
+    def __init__(
+        self,
+        release: ServingRelease,
+        config: PipelineConfig | None = None,
+        *,
+        catalog: Catalog | None = None,
+        history: HistoryBackend | None = None,
+        index: Any | None = None,
+        user_tower: UserTower | None = None,
+    ) -> None:
+        self.release = release
+        self.config = config or PipelineConfig()
+        self.catalog = catalog or build_catalog(release.dataset)
+        self.history: HistoryBackend = history or MemoryHistory(self.catalog)
+        self.features = getattr(release, "features", None)
+        self.index = index
+        self.user_tower = user_tower
+        self.retrievers: dict[str, Retriever] = {}
+        names = set(release.retriever_names)
+        for src in self.config.sources:
+            if src.kind == "history":
+                alias = src.retriever or src.name
+                if alias in names:
+                    self.retrievers[src.name] = release.retriever(alias)
+                else:
+                    log.info("release %s has no retriever %r: source %r is off", release.id, alias, src.name)
+        self.active_sources = [
+            s
+            for s in self.config.sources
+            if (s.kind == "history" and s.name in self.retrievers)
+            or (s.kind == "ann" and self.index is not None and self.user_tower is not None)
+            or s.kind in ("popular", "trending")
+        ]
+        self.rankers: dict[str, OnnxRanker] = {
+            name: OnnxRanker(name, path, self.features) for name, path in release.ranker_paths.items()
+        }
+        wanted = self.config.rank.ranker
+        if wanted is not None and wanted != RECALL_MODEL and wanted not in self.rankers:
+            log.warning("ranker %r is not in release %s; using %s", wanted, release.id, self.default_model)
+        self._trending = self._trending_scores()
+        # every catalog item, to fill up short result lists without a Python loop
+        self._all_items = np.arange(self.catalog.n_items, dtype=np.int64)
+
+    # ------------------------------------------------------------ models
+    @property
+    def models(self) -> list[str]:
+        """Ranker variants accepted by ``model=`` (``recall`` = no ranker)."""
+        return [*self.rankers, RECALL_MODEL]
+
+    @property
+    def default_model(self) -> str:
+        wanted = self.config.rank.ranker
+        if wanted is not None and (wanted in self.rankers or wanted == RECALL_MODEL):
+            return wanted
+        return next(iter(self.rankers), RECALL_MODEL)
+
+    def check_model(self, model: str | None) -> str:
+        m = model or self.default_model
+        if m not in self.models:
+            raise InvalidArgumentError(f"unknown model {m!r}; allowed: {', '.join(self.models)}")
+        return m
+
+    def check_k(self, k: int | None) -> int:
+        kk = self.config.k_default if k is None else k
+        if not 1 <= kk <= self.config.k_max:
+            raise InvalidArgumentError(f"k must be between 1 and {self.config.k_max}, got {kk}")
+        return kk
+
+    # ----------------------------------------------------------- helpers
+    def _trending_scores(self) -> FloatArray:
+        inter = self.catalog.dataset.interactions
+        n = self.catalog.n_items
+        if inter.height == 0:
+            return np.zeros(n, dtype=np.float32)
+        ts = inter["timestamp"].to_numpy()
+        start = int(ts.max()) - int(self.config.trending_days * _SECONDS_PER_DAY)
+        items = inter["item"].to_numpy()[ts >= start]
+        return np.bincount(items, minlength=n).astype(np.float32)
+
+    def _history_row(self, recent: IntArray) -> sp.csr_matrix:
+        n = len(recent)
+        return sp.csr_matrix(
+            (np.ones(n, dtype=np.float32), np.sort(recent), np.array([0, n])), shape=(1, self.catalog.n_items)
+        )
+
+    @staticmethod
+    def _top(scores: FloatArray, n: int) -> IntArray:
+        """Indices of the n largest scores, best first (ties: lower index first)."""
+        m = len(scores)
+        if n >= m:
+            return np.lexsort((np.arange(m), -scores)).astype(np.int64)
+        part = np.argpartition(-scores, n - 1)[:n]
+        return part[np.lexsort((part, -scores[part]))].astype(np.int64)
+
+    # ----------------------------------------------------------- resolve
+    def resolve(self, req: RecRequest) -> _User:
+        """Who is asking: a known user (history from the store), an unknown id (whatever events it
+        sent since), a profile, or a few liked items."""
+        cat = self.catalog
+        ucat = np.zeros(4, dtype=np.int64)
+        if req.profile and self.features is not None:
+            ucat = self.features.encode_profile(req.profile)
+        hist = History.empty()
+        idx: int | None = None
+        key = ""
+        kind: Literal["known", "unknown", "profile", "liked_items", "anonymous"] = "anonymous"
+        if req.user_id is not None:
+            key = str(req.user_id)
+            idx = cat.user_index(req.user_id)
+            hist = self.history.get(key, idx)
+            kind = "known" if idx is not None else "unknown"
+            if idx is not None and self.features is not None and not req.profile:
+                ucat = self.features.users_cat[idx]
+        items = hist.items
+        if req.liked_items:
+            liked = cat.item_indices(list(req.liked_items), what="liked item")
+            items = np.concatenate([items, liked])
+            if kind in ("anonymous", "unknown"):
+                kind = "liked_items"
+        if kind == "anonymous" and req.profile:
+            kind = "profile"
+        if kind == "unknown" and req.profile:
+            kind = "profile"
+        # unique items, most recent first: reverse, then first occurrences
+        rev = items[::-1]
+        _, first = np.unique(rev, return_index=True)
+        recent = rev[np.sort(first)]
+        return _User(
+            key=key,
+            idx=idx,
+            kind=kind,
+            cold_start=idx is None,
+            recent=recent,
+            seen=np.unique(items),
+            ucat=ucat,
+            profile=req.profile,
+        )
+
+    # ------------------------------------------------------------ recall
+    def _recall(self, user: _User, fallbacks: list[str]) -> list[tuple[str, IntArray, FloatArray]]:
+        out: list[tuple[str, IntArray, FloatArray]] = []
+        n_seen = len(user.seen)
+        for src in self.active_sources:
+            if src.kind == "history":
+                if len(user.recent) == 0:
+                    continue
+                row = self._history_row(user.recent[: src.recent])
+                ids, sc = self.retrievers[src.name].recommend_history(row, src.quota)
+                ok = ids[0] >= 0
+                out.append((src.name, ids[0][ok], sc[0][ok]))
+            elif src.kind == "ann":
+                assert self.user_tower is not None and self.index is not None
+                if user.idx is None and len(user.recent) == 0 and not user.ucat.any():
+                    continue
+                vec = self.user_tower.encode(user.idx, user.ucat, user.recent)
+                sc, ids = self.index.search(vec.reshape(1, -1), src.quota + n_seen)
+                ok = ids[0] >= 0
+                out.append((src.name, ids[0][ok].astype(np.int64), sc[0][ok].astype(np.float32)))
+            else:
+                scores: FloatArray | None = None
+                if src.kind == "popular" and user.kind == "profile" and user.profile:
+                    scores = self.catalog.demographic_scores(user.profile)
+                    if scores is not None:
+                        fallbacks.append("demographic")
+                if scores is None:
+                    scores = self.catalog.popularity if src.kind == "popular" else self._trending
+                top = (
+                    self.catalog.pop_order[: src.quota + n_seen]
+                    if scores is self.catalog.popularity
+                    else self._top(scores, src.quota + n_seen)
+                )
+                out.append((src.name, top, scores[top]))
+        if not any(len(ids) for _, ids, _ in out):
+            fallbacks.append("popular")
+            top = self.catalog.pop_order[: self.config.rank.candidates + n_seen]
+            out.append(("popular", top, self.catalog.popularity[top]))
+        elif len(user.recent) == 0 and any(s.kind in ("history", "ann") for s in self.active_sources):
+            fallbacks.append("no_history")
+        return out
+
+    def _merge(
+        self, parts: list[tuple[str, IntArray, FloatArray]]
+    ) -> tuple[IntArray, FloatArray, IntArray, FloatArray, list[str]]:
+        """Union of the sources -> (items[m], merged[m], tags[m] bitmask of sources, raw[m, s] source
+        scores (NaN = not recalled by that source), source names). The merged score sums each
+        source's min-max normalised score times its weight."""
+        names = [p[0] for p in parts]
+        weights = {s.name: s.weight for s in self.config.sources}
+        ids = np.concatenate([p[1] for p in parts])
+        src = np.concatenate([np.full(len(p[1]), j, dtype=np.int64) for j, p in enumerate(parts)])
+        raw_sc = np.concatenate([p[2] for p in parts]).astype(np.float32)
+        norm = np.empty_like(raw_sc)
+        pos = 0
+        for p in parts:  # one iteration per source (a handful), vectorised inside
+            s = p[2].astype(np.float32)
+            n = len(s)
+            if n:
+                lo, hi = float(s.min()), float(s.max())
+                w = weights.get(p[0], 1.0)
+                norm[pos : pos + n] = w * ((s - lo) / (hi - lo) if hi > lo else np.ones(n, np.float32))
+            pos += n
+        items, inv = np.unique(ids, return_inverse=True)
+        merged = np.bincount(inv, weights=norm, minlength=len(items)).astype(np.float32)
+        tags = np.zeros(len(items), dtype=np.int64)
+        np.bitwise_or.at(tags, inv, np.left_shift(1, src))
+        raw = np.full((len(items), len(parts)), np.nan, dtype=np.float32)
+        raw[inv, src] = raw_sc
+        return items, merged, tags, raw, names
+
+    # ------------------------------------------------------------ filter
+    def _filter_mask(
+        self, items: IntArray, user: _User, req: RecRequest, exclude_idx: IntArray
+    ) -> npt.NDArray[np.bool_]:
+        cat = self.catalog
+        keep = np.ones(len(items), dtype=bool)
+        exclude_seen = self.config.filters.exclude_seen if req.exclude_seen is None else req.exclude_seen
+        if exclude_seen and len(user.seen):
+            keep &= ~np.isin(items, user.seen, assume_unique=False)
+        if len(exclude_idx):
+            keep &= ~np.isin(items, exclude_idx)
+        if req.genres:
+            keep &= (cat.genre_bits[items] & cat.genre_mask(req.genres)) != 0
+        if req.exclude_genres:
+            keep &= (cat.genre_bits[items] & cat.genre_mask(req.exclude_genres)) == 0
+        if req.year_min is not None:
+            keep &= cat.years[items] >= req.year_min
+        if req.year_max is not None:
+            keep &= (cat.years[items] <= req.year_max) & (cat.years[items] >= 0)
+        return keep
+
+    # ------------------------------------------------------------ rerank
+    def _genre_cap(
+        self, order: IntArray, k: int, cand_genres: npt.NDArray[np.int32]
+    ) -> tuple[IntArray, npt.NDArray[np.bool_]]:
+        """Greedy genre cap over the best ``window * k`` of ``order`` (candidate positions, best first):
+        an item is kept when each of its genres has fewer than ``cap`` kept items above it. Solved
+        by fixed-point iteration on arrays (item i is settled after i iterations; a few suffice).
+        ``cand_genres`` [n_candidates, G] 0/1. Returns the new order and demoted flags aligned with it."""
+        cap = self.config.rerank.genre_cap
+        demoted = np.zeros(len(order), dtype=bool)
+        if cap is None or len(order) == 0 or not self.catalog.genre_names:
+            return order, demoted
+        w = min(len(order), self.config.rerank.window * k)
+        head = order[:w]
+        gm = cand_genres[head]
+        keep: npt.NDArray[np.bool_] = np.ones(w, dtype=bool)
+        for _ in range(32):
+            kept = gm * keep[:, None]
+            above = np.cumsum(kept, axis=0) - kept
+            new_keep = np.asarray(~((gm > 0) & (above >= cap)).any(axis=1), dtype=bool)
+            if np.array_equal(new_keep, keep):
+                break
+            keep = new_keep
+        new_order = np.concatenate([head[keep], head[~keep], order[w:]])
+        demoted = np.concatenate(
+            [
+                np.zeros(int(keep.sum()), bool),
+                np.ones(int((~keep).sum()), bool),
+                np.zeros(len(order) - w, bool),
+            ]
+        )
+        return new_order, demoted
+
+    # ---------------------------------------------------------- recommend
+    def recommend(self, req: RecRequest) -> RecResult:
+        """Run every stage; raises `InvalidArgumentError` (422) for bad k / model / genres and
+        `UnknownIdError` (404) for unknown item ids in ``exclude`` / ``liked_items``."""
+        timings: dict[str, float] = {}
+        fallbacks: list[str] = []
+        t0 = time.perf_counter()
+        k = self.check_k(req.k)
+        model = self.check_model(req.model)
+        cat = self.catalog
+        exclude_idx = (
+            cat.item_indices(list(req.exclude), what="excluded item")
+            if req.exclude
+            else np.zeros(0, np.int64)
+        )
+        user = self.resolve(req)
+        t1 = time.perf_counter()
+        timings["resolve"] = t1 - t0
+
+        parts = self._recall(user, fallbacks)
+        items, merged, tags, raw, src_names = self._merge(parts)
+        t2 = time.perf_counter()
+        timings["recall"] = t2 - t1
+
+        keep = self._filter_mask(items, user, req, exclude_idx)
+        items, merged, tags, raw = items[keep], merged[keep], tags[keep], raw[keep]
+        if len(items) < k:  # not enough candidates: fill from the whole catalogue, popular first
+            fallbacks.append("popular_fill")
+            pool = cat.pop_order[~np.isin(cat.pop_order, items)]
+            pool = pool[self._filter_mask(pool, user, req, exclude_idx)][: k - len(items)]
+            items = np.concatenate([items, pool])
+            merged = np.concatenate([merged, np.zeros(len(pool), np.float32)])
+            tags = np.concatenate([tags, np.zeros(len(pool), np.int64)])
+            raw = np.concatenate([raw, np.full((len(pool), raw.shape[1]), np.nan, np.float32)])
+        t3 = time.perf_counter()
+        timings["filter"] = t3 - t2
+
+        n_rank = min(len(items), max(self.config.rank.candidates, k))
+        top = self._top(merged, n_rank)
+        items, merged, tags, raw = items[top], merged[top], tags[top], raw[top]
+        if model != RECALL_MODEL and len(items):
+            affinity = None
+            if self.features is not None and len(user.recent):
+                g = self.features.genres[user.recent].sum(axis=0)
+                affinity = (g / max(float(g.sum()), 1.0)).astype(np.float32)
+            ctx = RankContext(user.idx, user.ucat, user.recent, affinity)
+            rank_scores = self.rankers[model].score(ctx, items)
+        else:
+            rank_scores = merged
+        order = self._top(rank_scores.astype(np.float32), len(items))
+        t4 = time.perf_counter()
+        timings["rank"] = t4 - t3
+
+        order, demoted = self._genre_cap(order, k, cat.genre_matrix[items])
+        final = order[:k]
+        t5 = time.perf_counter()
+        timings["rerank"] = t5 - t4
+
+        src_lists = self._source_lists(tags[final], src_names)
+        explain = None
+        if req.explain:
+            pre_pos = np.empty(len(items), dtype=np.int64)
+            pre_pos[self._top(rank_scores.astype(np.float32), len(items))] = np.arange(len(items))
+            explain = [
+                {
+                    "sources": src_lists[j],
+                    "recall_scores": {
+                        n: float(raw[c, s]) for s, n in enumerate(src_names) if not np.isnan(raw[c, s])
+                    },
+                    "merged_score": float(merged[c]),
+                    "rank_score": float(rank_scores[c]),
+                    "rank_position": int(pre_pos[c]) + 1,
+                    "final_position": j + 1,
+                    "demoted_by_genre_cap": bool(demoted[j]),
+                }
+                for j, c in enumerate(final.tolist())
+            ]
+        return RecResult(
+            items=items[final],
+            scores=rank_scores[final].astype(np.float32),
+            sources=src_lists,
+            model=model,
+            user_kind=user.kind,
+            cold_start=user.cold_start,
+            fallbacks=fallbacks,
+            timings=timings,
+            explain=explain,
+        )
+
+    @staticmethod
+    def _source_lists(tags: IntArray, names: list[str]) -> list[list[str]]:
+        """Source names per candidate from its tag bitmask (one list per returned item; k is small)."""
+        bits = (tags[:, None] >> np.arange(len(names))) & 1
+        return [[names[s] for s in np.flatnonzero(row)] or ["fill"] for row in bits]
+
+    # ------------------------------------------------------------ similar
+    def similar(self, item_idx: int, k: int, model: str | None = None) -> tuple[IntArray, FloatArray, str]:
+        """Top k items similar to one item by a release retriever (default: itemknn, else the first
+        history source, else embeddings) -> (items[k], scores[k], model name)."""
+        kk = self.check_k(k)
+        names = list(self.release.retriever_names)
+        allowed = [n for n in names if n != "pop"]
+        if model is None:
+            model = next((n for n in ("itemknn", "ease", "two_tower") if n in allowed), None)
+            if model is None and allowed:
+                model = allowed[0]
+        if model is None:
+            # no item-to-item model: popular items (never the item itself)
+            pool = self.catalog.pop_order[self.catalog.pop_order != item_idx][:kk]
+            return pool, self.catalog.popularity[pool], "pop"
+        if model not in allowed:
+            raise InvalidArgumentError(
+                f"unknown model {model!r} for similar items; allowed: {', '.join(allowed)}"
+            )
+        retr = self.retrievers.get(model) or self.release.retriever(model)
+        ids, sc = retr.similar_items(np.array([item_idx]), kk)
+        ok = ids[0] >= 0
+        return ids[0][ok], sc[0][ok], model
