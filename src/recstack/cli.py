@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -61,10 +62,211 @@ def _root(
 # (commands of `recstack data ...` go here)
 
 # ======================================================================== evaluate
-# (the `recstack evaluate` command goes here)
+def _evaluate_choices() -> tuple[list[str], list[str]]:
+    from recstack.evaluation.protocols import protocol_names
+    from recstack.models.registry import names
+
+    return protocol_names(), names()
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="Dataset name (ml-100k, ml-1m...) or path.")
+    ] = "ml-100k",
+    protocol: Annotated[
+        str, typer.Option("--protocol", "-p", help="stratified, temporal, tfrs, leave-last-out...")
+    ] = "stratified",
+    models: Annotated[
+        str, typer.Option("--models", "-m", help="Comma-separated model names.")
+    ] = "pop,itemknn,ease,als,bpr",
+    tune: Annotated[
+        bool, typer.Option("--tune", help="Choose hyperparameters on a validation split of train.")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split(s).")] = 42,
+    json_path: Annotated[str | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+    report: Annotated[
+        str | None, typer.Option("--report", help="Write a self-contained HTML report here.")
+    ] = None,
+    data_format: Annotated[
+        str | None,
+        typer.Option("--format", help="Force the dataset layout (movielens-latest, tabular, recstack...)."),
+    ] = None,
+) -> None:
+    """Fit and evaluate models under a named protocol; print a table, optionally write JSON / HTML."""
+    from rich.table import Table
+
+    from recstack.data.loading import load_dataset
+    from recstack.evaluation.protocols import run_protocol
+    from recstack.evaluation.report import TABLE_COLUMNS, write_html, write_json
+
+    protocols, model_choices = _evaluate_choices()
+    if protocol not in protocols:
+        raise typer.BadParameter(
+            f"unknown protocol {protocol!r}; choose from {', '.join(protocols)}", param_hint="--protocol"
+        )
+    model_names = [m.strip() for m in models.split(",") if m.strip()]
+    bad = [m for m in model_names if m not in model_choices]
+    if bad or not model_names:
+        raise typer.BadParameter(
+            f"unknown model(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(model_choices)}",
+            param_hint="--models",
+        )
+    try:
+        ds = load_dataset(dataset, format=data_format)
+    except RecstackError:
+        raise
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--format/--dataset") from exc
+    result = run_protocol(ds, protocol, model_names, tune=tune, seed=seed)
+    table = Table(title=f"{result['dataset']} · {protocol}{' · tuned' if tune else ''} · seed {seed}")
+    table.add_column("model", style="bold")
+    for _, label in TABLE_COLUMNS:
+        table.add_column(label, justify="right")
+    for name, res in result["results"].items():
+        cells = []
+        for key, _ in TABLE_COLUMNS:
+            v = res.get(key)
+            cells.append("–" if v is None else f"{v:.2f}" if key == "fit_seconds" else f"{v:.4f}")
+        table.add_row(name, *cells)
+    from rich.console import Console
+
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=120)
+    out.print(table)
+    for name, res in result["results"].items():
+        if "cold" in res:
+            c = res["cold"]
+            typer.echo(
+                f"cold-start users ({c['n_users']}) {name}: ndcg@10 {c['ndcg@10']:.4f} "
+                f"recall@10 {c['recall@10']:.4f} hr@10 {c['hr@10']:.4f}"
+            )
+    if json_path:
+        typer.echo(f"wrote {write_json(result, json_path)}")
+    if report:
+        typer.echo(f"wrote {write_html(result, report)}")
+
 
 # =================================================================== build/releases
-# (`recstack build` and `recstack releases ...` go here)
+_ReleasesDirOpt = Annotated[
+    Path | None,
+    typer.Option("--releases-dir", help="Releases directory (default: RECSTACK_RELEASES_DIR or ./releases)."),
+]
+_ChannelOpt = Annotated[str, typer.Option("--channel", "-c", help="Channel: production or staging.")]
+
+
+@app.command("build")
+def build_cmd(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Pipeline TOML (default: the bundled default pipeline).")
+    ] = None,
+    releases_dir: _ReleasesDirOpt = None,
+    promote: Annotated[bool, typer.Option("--promote", help="Promote the new release when built.")] = False,
+    channel: _ChannelOpt = "production",
+) -> None:
+    """Run the offline pipeline (data, features, models, evaluation, index) into a new release."""
+    from recstack.release import _cli
+    from recstack.release.build import BuildConfig, build
+    from recstack.release.registry import Registry
+
+    cfg = BuildConfig.from_toml(config) if config is not None else BuildConfig.default()
+    root = _cli.releases_root(releases_dir)
+    manifest = build(cfg, root)
+    out = console()
+    out.print(f"\n{' · '.join(f'{k} {v:.1f}s' for k, v in manifest.timings.items())}")
+    _cli.print_eval_table(out, manifest, _cli.fit_seconds_of(root, manifest))
+    typer.echo(manifest.id)
+    if promote:
+        state = Registry(root).promote(manifest.id, channel)
+        _cli.print_channel(out, state, "promoted")
+
+
+@releases_app.command("list")
+def releases_list(releases_dir: _ReleasesDirOpt = None) -> None:
+    """All complete releases, oldest first, with the channels that point to them."""
+    from recstack.release import _cli
+    from recstack.release.registry import Registry
+
+    _cli.print_list(console(), Registry(_cli.releases_root(releases_dir)))
+
+
+@releases_app.command("show")
+def releases_show(
+    ref: Annotated[str, typer.Argument(help="Release id (or prefix), channel name or 'latest'.")],
+    releases_dir: _ReleasesDirOpt = None,
+) -> None:
+    """A release's manifest summary and evaluation table."""
+    from recstack.release import _cli
+    from recstack.release.registry import Registry
+
+    _cli.print_show(console(), Registry(_cli.releases_root(releases_dir)).show(ref))
+
+
+@releases_app.command("diff")
+def releases_diff(
+    a: Annotated[str, typer.Argument(help="Old release.")],
+    b: Annotated[str, typer.Argument(help="New release.")],
+    releases_dir: _ReleasesDirOpt = None,
+) -> None:
+    """Config, metric and file changes between two releases."""
+    from recstack.release import _cli
+    from recstack.release.registry import Registry
+
+    _cli.print_diff(console(), Registry(_cli.releases_root(releases_dir)).diff(a, b))
+
+
+@releases_app.command("promote")
+def releases_promote(
+    ref: Annotated[str, typer.Argument(help="Release id (or prefix) or 'latest'.")],
+    channel: _ChannelOpt = "production",
+    force: Annotated[bool, typer.Option("--force", help="Skip the headline-metric gate.")] = False,
+    releases_dir: _ReleasesDirOpt = None,
+) -> None:
+    """Point a channel at a release (refused if its headline metric is > 2% below the current one)."""
+    from recstack.release import _cli
+    from recstack.release.registry import Registry
+
+    state = Registry(_cli.releases_root(releases_dir)).promote(ref, channel, force=force)
+    _cli.print_channel(console(), state, "promoted")
+
+
+@releases_app.command("rollback")
+def releases_rollback(channel: _ChannelOpt = "production", releases_dir: _ReleasesDirOpt = None) -> None:
+    """Point a channel back at the release promoted before its current one."""
+    from recstack.release import _cli
+    from recstack.release.registry import Registry
+
+    state = Registry(_cli.releases_root(releases_dir)).rollback(channel)
+    _cli.print_channel(console(), state, "rolled back")
+
+
+@releases_app.command("lineage")
+def releases_lineage(
+    ref: Annotated[str, typer.Argument(help="Release id (or prefix), channel name or 'latest'.")],
+    releases_dir: _ReleasesDirOpt = None,
+) -> None:
+    """The chain of parent releases."""
+    from recstack.release import _cli
+    from recstack.release.registry import Registry
+
+    _cli.print_lineage(console(), Registry(_cli.releases_root(releases_dir)).lineage(ref))
+
+
+@releases_app.command("gc")
+def releases_gc(
+    keep: Annotated[int, typer.Option("--keep", help="How many of the newest releases to keep.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would be deleted.")] = False,
+    releases_dir: _ReleasesDirOpt = None,
+) -> None:
+    """Delete old releases (never one a channel points to) and leftovers of killed builds."""
+    from recstack.release import _cli
+    from recstack.release.registry import Registry
+
+    deleted = Registry(_cli.releases_root(releases_dir)).gc(keep, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    console().print(f"{verb} {len(deleted)} release(s)" + (": " + ", ".join(deleted) if deleted else ""))
+
 
 # =========================================================================== serve
 # (`recstack serve` goes here)

@@ -129,9 +129,10 @@ def evaluate_retriever(
     ``{"precision@10": x, "recall@10", "ndcg@10", "map@10", "hr@10", "mrr@10", "coverage@10",
     "novelty@10", "diversity@10", "accuracy@K" (K in accuracy_ks), "n_users": n, "curves": {"ndcg":
     [...], "precision": [...], "recall": [...]} (one value per k in ks), "popularity": [...] (share of
-    the top-10 recommendations per catalog popularity bin)}``. ``diversity@10`` is None when the items
-    have no genres. Accuracy (FactorizedTopK) ranks all items, nothing removed, and is averaged over the
-    test pairs of the evaluated users.
+    the top-10 recommendations per catalog popularity bin), "n_fallback": users whose scores were all
+    equal (an empty history: cold-start users) and who got the training popularity instead}``.
+    ``diversity@10`` is None when the items have no genres. Accuracy (FactorizedTopK) ranks all items,
+    nothing removed, and is averaged over the test pairs of the evaluated users.
     """
     wanted = tuple(sorted({int(k) for k in ks}))
     ks_t = tuple(sorted(set(wanted) | {report_k}))
@@ -142,6 +143,9 @@ def evaluate_retriever(
     if users is not None:
         test_users = np.intersect1d(test_users, np.asarray(users, dtype=np.int64))
     n = test_users.shape[0]
+    pop_users = np.asarray((train_csr > 0).sum(axis=0)).ravel()
+    pop_scores = pop_users.astype(np.float32)
+    n_fallback = 0
     ids = np.full((n, kmax), -1, dtype=np.int64)
     acc_ks = tuple(sorted({int(k) for k in accuracy_ks}))
     acc_hits: dict[int, list[npt.NDArray[np.float64]]] = {k: [] for k in acc_ks}
@@ -151,6 +155,10 @@ def evaluate_retriever(
     for start in range(0, n, batch_size):
         batch = test_users[start : start + batch_size]
         scores = np.array(model.score_users(batch), dtype=np.float32, copy=True)
+        flat = scores.max(axis=1) == scores.min(axis=1)  # no information (an empty history)
+        if flat.any():
+            scores[flat] = pop_scores
+            n_fallback += int(flat.sum())
         if acc_ks:
             # pairs of this batch's users (every test event counts once, as in the TFRS tutorials)
             pos = np.searchsorted(batch, pair_users)
@@ -167,7 +175,6 @@ def evaluate_retriever(
     truth = truth_all[test_users]
     rank = ranking_metrics(ids, truth, ks_t)
     out: dict[str, Any] = {f"{m}@{report_k}": rank.mean(m, report_k) for m in _HEADLINE}
-    pop_users = np.asarray((train_csr > 0).sum(axis=0)).ravel()
     out[f"coverage@{report_k}"] = catalog_coverage(ids, train.n_items, [report_k])[report_k] if n else 0.0
     out[f"novelty@{report_k}"] = (
         novelty(ids, pop_users, max(train.n_users, 1), [report_k])[report_k] if n else 0.0
@@ -181,6 +188,7 @@ def evaluate_retriever(
         allh = np.concatenate(acc_hits[k]) if acc_hits[k] else np.zeros(0)
         out[f"accuracy@{k}"] = float(allh.mean()) if allh.size else 0.0
     out["n_users"] = int(rank.n_users)
+    out["n_fallback"] = n_fallback
     out["curves"] = {m: [rank.mean(m, k) for k in wanted] for m in CURVE_METRICS}
     out["popularity"] = popularity_bins(ids, pop_users, report_k)[0] if n else []
     return out
