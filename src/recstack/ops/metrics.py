@@ -1,0 +1,128 @@
+"""Prometheus metrics of the serving API.
+
+Request counts and latency histograms per endpoint (route template) and per pipeline stage,
+fallback counts, cold-start counts and the current release.
+
+Several workers: when the environment variable ``PROMETHEUS_MULTIPROC_DIR`` names a writable
+directory *before* the workers start (``recstack serve --workers N`` creates one), every worker
+writes its samples there and ``/metrics`` aggregates all workers (prometheus_client's multiprocess
+mode). Without it each worker reports its own counts (whichever worker answers the scrape).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "COLD_STARTS",
+    "FALLBACKS",
+    "RELEASE_INFO",
+    "RELOADS",
+    "REQUESTS",
+    "REQUEST_LATENCY",
+    "STAGE_LATENCY",
+    "multiprocess_enabled",
+    "observe_stages",
+    "render",
+    "set_release",
+]
+
+#: seconds; dense around the 15 ms p99 target
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+
+
+def multiprocess_enabled() -> bool:
+    d = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return bool(d) and os.path.isdir(str(d))
+
+
+REQUESTS = Counter(
+    "recstack_http_requests_total",
+    "HTTP requests by endpoint, method and status.",
+    ["endpoint", "method", "status"],
+)
+REQUEST_LATENCY = Histogram(
+    "recstack_http_request_duration_seconds",
+    "HTTP request latency by endpoint (seconds).",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+STAGE_LATENCY = Histogram(
+    "recstack_pipeline_stage_duration_seconds",
+    "Recommendation pipeline latency by stage (seconds).",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+)
+FALLBACKS = Counter("recstack_fallbacks_total", "Pipeline fallbacks by kind.", ["kind"])
+COLD_STARTS = Counter("recstack_cold_start_total", "Recommendations for users unknown to the release.")
+RELOADS = Counter("recstack_release_reloads_total", "Release reloads by outcome.", ["outcome"])
+RELEASE_INFO = Gauge(
+    "recstack_release_info",
+    "The release being served (value 1; labels say which).",
+    ["release_id"],
+    multiprocess_mode="liveall",
+)
+
+_current_release: str | None = None
+
+
+def set_release(release_id: str) -> None:
+    """Mark ``release_id`` as the served release (the previous one's series is removed)."""
+    global _current_release
+    if _current_release is not None and _current_release != release_id:
+        try:
+            RELEASE_INFO.remove(_current_release)
+        except KeyError:  # pragma: no cover
+            pass
+    RELEASE_INFO.labels(release_id=release_id).set(1)
+    _current_release = release_id
+
+
+def observe_stages(timings: dict[str, float], fallbacks: list[str], cold_start: bool) -> None:
+    """Record one pipeline run: ``timings`` stage -> seconds."""
+    for stage, seconds in timings.items():
+        STAGE_LATENCY.labels(stage=stage).observe(seconds)
+    for kind in fallbacks:
+        FALLBACKS.labels(kind=kind).inc()
+    if cold_start:
+        COLD_STARTS.inc()
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text of every metric (aggregated over workers in multiprocess mode)."""
+    if multiprocess_enabled():
+        from prometheus_client import multiprocess
+
+        registry: Any = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

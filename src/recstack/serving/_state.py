@@ -1,0 +1,187 @@
+"""A loaded release ready to serve (`ServingState`) and the holder that swaps it atomically.
+
+A request reads ``holder.current`` once and uses that state to the end, so a reload never changes
+the release under a request in flight; the old state is dropped when its last request finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from recstack.errors import ConfigError, UnavailableError
+from recstack.serving._catalog import build_catalog
+from recstack.serving._history import HistoryBackend, MemoryHistory, StoreHistory
+from recstack.serving._ranker import UserTower
+from recstack.serving._release import ServingRelease
+from recstack.serving.pipeline import Pipeline, PipelineConfig
+from recstack.serving.settings import ServingSettings
+
+__all__ = ["ReleaseLoader", "ServingState", "StateHolder", "build_state", "default_loader"]
+
+log = logging.getLogger(__name__)
+
+ReleaseLoader = Callable[[str], ServingRelease]
+
+
+@dataclass
+class ServingState:
+    """One release, its pipeline and backends."""
+
+    release: ServingRelease
+    pipeline: Pipeline
+    store: str
+    index_backend: str | None
+    loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    load_seconds: float = 0.0
+
+    @property
+    def release_id(self) -> str:
+        return self.release.id
+
+
+def default_loader(settings: ServingSettings) -> ReleaseLoader:
+    """``recstack.release.load`` on the settings' releases dir."""
+
+    def load(target: str) -> ServingRelease:
+        from recstack.release import loader
+
+        rel: ServingRelease = loader.load(target, settings.releases_path(), verify=settings.verify)
+        return rel
+
+    return load
+
+
+def _user_tower_path(release: ServingRelease) -> Path | None:
+    p = getattr(release, "user_tower_path", None)
+    if p is not None:
+        return Path(p)
+    manifest = getattr(release, "manifest", None)
+    files = getattr(manifest, "files", None) or []
+    root = getattr(release, "path", None)
+    for f in files:
+        if str(f.path).endswith("user_tower.onnx") and root is not None:
+            return Path(root) / str(f.path)
+    return None
+
+
+def _open_index(release: ServingRelease, settings: ServingSettings, emb: Any) -> tuple[Any, str | None]:
+    from recstack import index as index_mod
+
+    stored = getattr(getattr(getattr(release, "manifest", None), "artifacts", None), "index", None)
+    if settings.index is None or (stored is not None and stored.backend == settings.index):
+        load_index = getattr(release, "load_index", None)
+        if load_index is not None and stored is not None:
+            return load_index(), stored.backend
+    backend = settings.index or "exact"
+    opts: dict[str, Any] = {}
+    if backend == "milvus":
+        opts["uri"] = str(Path(tempfile.mkdtemp(prefix="recstack-milvus-")) / "index.db")
+    idx = index_mod.create_index(backend, dim=int(emb.shape[1]), metric="ip", **opts)
+    import numpy as np
+
+    idx.add(np.arange(emb.shape[0], dtype=np.int64), emb)
+    return idx, backend
+
+
+def _open_history(release: ServingRelease, settings: ServingSettings, catalog: Any) -> HistoryBackend:
+    if settings.store == "embedded":
+        return MemoryHistory(catalog)
+    try:
+        from recstack import store as store_mod
+    except ImportError as exc:  # pragma: no cover
+        raise ConfigError(f"store=redis needs recstack.store: {exc}") from exc
+    factory = getattr(store_mod, "open_store", None) or getattr(store_mod, "create_store", None)
+    if factory is None:
+        raise ConfigError("recstack.store has no Redis FeatureStore yet; use --store embedded")
+    try:
+        st = factory("redis", release=release, url=settings.redis_url)
+    except ConnectionError as exc:
+        raise UnavailableError(f"Redis at {settings.redis_url} does not answer: {exc}") from exc
+    return StoreHistory(st, catalog)
+
+
+def build_state(
+    release: ServingRelease, settings: ServingSettings, config: PipelineConfig | None = None
+) -> ServingState:
+    """Precompute everything the pipeline needs for ``release`` (catalog arrays, sessions, index)."""
+    t0 = time.perf_counter()
+    if config is None:
+        config = PipelineConfig.from_toml(settings.pipeline) if settings.pipeline else PipelineConfig()
+    catalog = build_catalog(release.dataset)
+    history = _open_history(release, settings, catalog)
+    tower_path = _user_tower_path(release)
+    emb = getattr(release, "item_embeddings", None)
+    index, backend, tower = None, None, None
+    if tower_path is not None and emb is not None and any(s.kind == "ann" for s in config.sources):
+        tower = UserTower(tower_path)
+        index, backend = _open_index(release, settings, emb)
+    pipeline = Pipeline(release, config, catalog=catalog, history=history, index=index, user_tower=tower)
+    for name in release.retriever_names:  # load (and cache) every retriever before serving
+        release.retriever(name)
+    return ServingState(
+        release=release,
+        pipeline=pipeline,
+        store=settings.store,
+        index_backend=backend,
+        load_seconds=time.perf_counter() - t0,
+    )
+
+
+class StateHolder:
+    """Holds the current `ServingState`; `reload` builds a new one off the request path and swaps
+    the reference atomically."""
+
+    def __init__(
+        self,
+        settings: ServingSettings,
+        loader: ReleaseLoader,
+        config: PipelineConfig | None = None,
+    ) -> None:
+        self.settings = settings
+        self.loader = loader
+        self.config = config
+        self.current: ServingState | None = None
+        self.loading: str | None = None
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+
+    def load(self, target: str) -> ServingState:
+        """Load ``target`` (release id or channel) and make it current; returns the new state."""
+        state = build_state(self.loader(target), self.settings, self.config)
+        self.current = state  # one reference assignment: atomic for readers
+        return state
+
+    def start_reload(
+        self, target: str, on_done: Callable[[ServingState | None, Exception | None], None]
+    ) -> bool:
+        """Start loading ``target`` in a background thread; False when a reload is already running."""
+        with self._lock:
+            if self.loading is not None:
+                return False
+            self.loading = target
+
+        def run() -> None:
+            state: ServingState | None = None
+            err: Exception | None = None
+            try:
+                state = self.load(target)
+                self.last_error = None
+            except Exception as exc:  # reported through /admin/reload status, never crashes serving
+                err = exc
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("reload of %s failed", target)
+            finally:
+                with self._lock:
+                    self.loading = None
+            on_done(state, err)
+
+        threading.Thread(target=run, name=f"reload-{target}", daemon=True).start()
+        return True

@@ -1,0 +1,127 @@
+"""The FastAPI application (`create_app`, also the uvicorn factory of ``recstack serve``).
+
+Hooks for later work: ``extra_routers`` (and any ``router`` exported by `recstack.serving.web`,
+issue 6) are included after the API routers; ``serving/web/static`` is mounted at ``/static`` when it
+exists; ``app.state.batch_provider`` serves ``source=batch`` (issue 7).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+
+from recstack import __version__
+from recstack.ops import metrics
+from recstack.serving._release import ServingRelease
+from recstack.serving._state import ReleaseLoader, StateHolder, default_loader
+from recstack.serving.api.errors import install_error_handlers
+from recstack.serving.api.middleware import RequestContextMiddleware
+from recstack.serving.api.routers import admin, events, items, recommend, users
+from recstack.serving.pipeline import PipelineConfig
+from recstack.serving.settings import ServingSettings, get_serving_settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+_WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": round(time.time(), 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def configure_json_logging(level: int = logging.INFO) -> None:
+    """Structured (one JSON object per line) logs for the server process."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_JsonFormatter())
+    root = logging.getLogger("recstack")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _web_router() -> APIRouter | None:
+    try:
+        mod = importlib.import_module("recstack.serving.web")
+    except ImportError:
+        return None
+    router = getattr(mod, "router", None)
+    return router if isinstance(router, APIRouter) else None
+
+
+def create_app(
+    settings: ServingSettings | None = None,
+    *,
+    release: ServingRelease | None = None,
+    loader: ReleaseLoader | None = None,
+    config: PipelineConfig | None = None,
+    extra_routers: Sequence[APIRouter] = (),
+) -> FastAPI:
+    """Build the API. With ``release`` it serves that release at once; otherwise it loads
+    ``settings.release`` / ``settings.channel`` at startup through ``loader`` (default:
+    `recstack.release.load` on the settings' releases dir). ``/admin/reload`` uses the same loader."""
+    settings = settings or get_serving_settings()
+    holder = StateHolder(settings, loader or default_loader(settings), config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if holder.current is None:
+            import anyio.to_thread
+
+            state = await anyio.to_thread.run_sync(holder.load, settings.target())
+            metrics.set_release(state.release_id)
+            log.info("serving release %s (loaded in %.2fs)", state.release_id, state.load_seconds)
+        yield
+
+    app = FastAPI(
+        title="recstack",
+        version=__version__,
+        description="Recommendations, items, users, events and operations of one recstack release.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.holder = holder
+    app.state.batch_provider = None
+    if release is not None:
+        from recstack.serving._state import build_state
+
+        holder.current = build_state(release, settings, config)
+        metrics.set_release(release.id)
+    install_error_handlers(app)
+    for r in (recommend.router, items.router, users.router, events.router, admin.router):
+        app.include_router(r)
+    web = _web_router()
+    for r in [*extra_routers, *([web] if web is not None else [])]:
+        app.include_router(r)
+    static = _WEB_DIR / "static"
+    if static.is_dir():
+        from starlette.staticfiles import StaticFiles
+
+        app.mount("/static", StaticFiles(directory=static), name="static")
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory (``recstack.serving.api.app:app_from_env``): settings from the environment."""
+    settings = ServingSettings()
+    if settings.log_json:
+        configure_json_logging()
+    return create_app(settings)

@@ -1,0 +1,81 @@
+"""Exception handlers: every error is JSON ``{"error": {"code", "message"}, "request_id"}`` with the
+status of its `recstack.errors` class; validation errors are 422 with what is allowed; nothing leaks a
+traceback and nothing the caller sends yields a 500."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from recstack.errors import RecstackError
+from recstack.serving.api._json import JSONBody, request_id
+
+__all__ = ["error_response", "install_error_handlers"]
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    422: "invalid_argument",
+    503: "unavailable",
+}
+
+
+def error_response(request: Request, status: int, code: str, message: str) -> Response:
+    return JSONBody(
+        {"error": {"code": code, "message": message}, "request_id": request_id(request)}, status_code=status
+    )
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",)) or "request"
+    msg = str(err.get("msg", "invalid value"))
+    if "input" in err and err.get("type") != "missing" and not isinstance(err["input"], dict | list):
+        return f"{loc}: {msg} (got {err['input']!r})"
+    return f"{loc}: {msg}"
+
+
+async def _recstack_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RecstackError)
+    if exc.http_status >= 500:
+        log.error("request %s failed: %s", request_id(request), exc.message)
+    return error_response(request, exc.http_status, exc.code, exc.message)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    msgs = [_describe(e) for e in exc.errors()]
+    return error_response(request, 422, "invalid_argument", "; ".join(msgs) or "invalid request")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    msg = str(exc.detail)
+    if exc.status_code == 404 and msg == "Not Found":
+        msg = f"no endpoint {request.url.path}; see /docs for the API"
+    return error_response(request, exc.status_code, code, msg)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("request %s: unexpected error", request_id(request))
+    return error_response(request, 500, "internal_error", "internal error; the server log has the details")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RecstackError, _recstack_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

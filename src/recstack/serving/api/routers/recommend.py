@@ -1,0 +1,110 @@
+"""Recommendations: ``GET /v1/users/{user_id}/recommendations`` and ``POST /v1/recommendations``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from starlette.requests import Request
+from starlette.responses import Response
+
+from recstack.errors import InvalidArgumentError
+from recstack.ops import metrics
+from recstack.serving.api._json import JSONBody, request_id
+from recstack.serving.api._render import rec_body, split_csv
+from recstack.serving.api.deps import current_state
+from recstack.serving.api.schemas import ErrorResponse, RecommendationRequest, RecommendationResponse
+from recstack.serving.pipeline import RecRequest
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["recommendations"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "an item id in exclude / liked_items is unknown"},
+    422: {"model": ErrorResponse, "description": "invalid parameter (k above k_max, unknown model...)"},
+}
+
+
+def _run(request: Request, req: RecRequest, source: str, user_id: Any) -> Response:
+    state = current_state(request)
+    if source == "batch":
+        provider = getattr(request.app.state, "batch_provider", None)
+        if provider is None:
+            raise InvalidArgumentError(
+                "source=batch needs precomputed batch tables (recstack batch); allowed here: source=online"
+            )
+        return JSONBody(provider.serve(request, state, req))
+    res = state.pipeline.recommend(req)
+    metrics.observe_stages(res.timings, res.fallbacks, res.cold_start)
+    body = rec_body(
+        state.pipeline.catalog,
+        res,
+        request_id=request_id(request),
+        release_id=state.release_id,
+        user_id=user_id,
+        k=len(res.items),
+    )
+    return JSONBody(body)
+
+
+@router.get(
+    "/v1/users/{user_id}/recommendations",
+    response_model=RecommendationResponse,
+    responses=_ERRORS,
+    summary="Top-k recommendations for a user (unknown users get cold-start results)",
+)
+async def user_recommendations(
+    request: Request,
+    user_id: str,
+    k: Annotated[int | None, Query(description="number of items (1..k_max, see /v1/release)")] = None,
+    model: Annotated[str | None, Query(description="ranker variant; 'recall' = no ranker")] = None,
+    exclude: Annotated[list[str] | None, Query(description="item ids to leave out (comma-separated)")] = None,
+    genres: Annotated[list[str] | None, Query(description="only these genres (comma-separated)")] = None,
+    exclude_genres: Annotated[list[str] | None, Query(description="never these genres")] = None,
+    year_min: int | None = None,
+    year_max: int | None = None,
+    explain: bool = False,
+    source: Annotated[
+        Literal["online", "batch"], Query(description="online pipeline or batch tables")
+    ] = "online",
+) -> Response:
+    req = RecRequest(
+        user_id=user_id,
+        k=k,
+        model=model,
+        exclude=split_csv(exclude),
+        genres=split_csv(genres),
+        exclude_genres=split_csv(exclude_genres),
+        year_min=year_min,
+        year_max=year_max,
+        explain=explain,
+    )
+    return _run(request, req, source, user_id)
+
+
+@router.post(
+    "/v1/recommendations",
+    response_model=RecommendationResponse,
+    responses=_ERRORS,
+    summary="Recommendations for a user id, a new user's profile or a few liked items",
+)
+async def post_recommendations(request: Request, body: RecommendationRequest) -> Response:
+    if body.user_id is None and body.profile is None and not body.liked_items:
+        raise InvalidArgumentError("give one of user_id, profile or liked_items (a non-empty list)")
+    f = body.filters
+    req = RecRequest(
+        user_id=body.user_id,
+        profile=body.profile.model_dump(exclude_none=True) if body.profile else None,
+        liked_items=list(body.liked_items) if body.liked_items else None,
+        k=body.k,
+        model=body.model,
+        exclude=list(f.exclude),
+        genres=list(f.genres),
+        exclude_genres=list(f.exclude_genres),
+        year_min=f.year_min,
+        year_max=f.year_max,
+        exclude_seen=f.exclude_seen,
+        explain=body.explain,
+    )
+    return _run(request, req, "online", body.user_id)

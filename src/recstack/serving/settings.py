@@ -1,0 +1,51 @@
+"""Settings of the serving API (env prefix ``RECSTACK_SERVE_``), e.g. ``RECSTACK_SERVE_API_KEY``.
+
+``recstack serve`` turns its options into these variables so that every uvicorn worker (an app
+factory per process) reads the same settings.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recstack.config import get_settings
+
+__all__ = ["ServingSettings", "get_serving_settings"]
+
+
+class ServingSettings(BaseSettings):
+    """What to serve and how. ``release`` (an id or unique prefix) wins over ``channel``."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSTACK_SERVE_", extra="ignore")
+
+    release: str | None = None
+    channel: str = "production"
+    releases_dir: Path | None = Field(default=None, description="default: the Settings' releases dir")
+    store: Literal["embedded", "redis"] = "embedded"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    index: Literal["faiss", "exact", "milvus"] | None = Field(
+        default=None, description="ANN backend; default: the index stored in the release"
+    )
+    pipeline: Path | None = Field(default=None, description="pipeline TOML (PipelineConfig)")
+    api_key: str | None = Field(default=None, description="X-API-Key of /admin/*; None disables them")
+    verify: bool = Field(default=True, description="check every release file's sha256 on load")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(default=1, ge=1)
+    log_json: bool = True
+
+    def releases_path(self) -> Path:
+        return self.releases_dir or get_settings().releases_path()
+
+    def target(self) -> str:
+        return self.release or self.channel
+
+
+@lru_cache(maxsize=1)
+def get_serving_settings() -> ServingSettings:
+    return ServingSettings()
