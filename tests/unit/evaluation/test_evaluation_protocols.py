@@ -1,0 +1,238 @@
+"""The protocol runner on tiny synthetic data with test-only retrievers."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+
+from recstack.config import ComponentConfig
+from recstack.data.dataset import Dataset
+from recstack.data.splits import Split, split
+from recstack.errors import InvalidArgumentError
+from recstack.evaluation import protocols
+from recstack.evaluation.protocols import evaluate_retriever, run_protocol
+from recstack.evaluation.report import write_json
+from recstack.models import registry
+from recstack.models.base import FloatArray, Retriever
+
+
+class FixedConfig(ComponentConfig):
+    bias: float = 0.0
+
+
+class LowIndexFirst(Retriever):
+    """Scores item i as -i (+ bias): prefers low item indices. An empty history gives all zeros (no
+    information), which the runner replaces by training popularity."""
+
+    name: ClassVar[str] = "lowfirst"
+    Config: ClassVar[type[ComponentConfig]] = FixedConfig
+    tuning_grid: ClassVar[tuple[dict[str, Any], ...]] = ({"bias": 0.0}, {"bias": 1.0})
+    fitted_on: ClassVar[list[set[tuple[int, int]]]] = []
+
+    def _fit(self, dataset: Dataset) -> None:
+        inter = dataset.interactions
+        LowIndexFirst.fitted_on.append(
+            set(zip(inter["user"].to_list(), inter["item"].to_list(), strict=True))
+        )
+
+    def score_history(self, history: sp.csr_matrix) -> FloatArray:
+        n = history.shape[0]
+        scores = np.tile(-np.arange(self.n_items, dtype=np.float32), (n, 1))
+        empty = np.diff(history.indptr) == 0
+        scores[empty] = 0.0
+        return scores
+
+
+@pytest.fixture(autouse=True)
+def _test_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_get = registry.get_class
+    LowIndexFirst.fitted_on.clear()
+
+    def get_class(name: str) -> type[Retriever]:
+        return LowIndexFirst if name == "lowfirst" else real_get(name)
+
+    def create(name: str, **params: Any) -> Retriever:
+        return get_class(name)(**params)
+
+    monkeypatch.setattr(registry, "get_class", get_class)
+    monkeypatch.setattr(registry, "create", create)
+
+
+def make_dataset(pairs: list[tuple[int, int]], n_users: int, n_items: int) -> Dataset:
+    inter = pl.DataFrame(
+        {
+            "user_id": [u for u, _ in pairs],
+            "item_id": [i for _, i in pairs],
+            "timestamp": list(range(len(pairs))),
+        }
+    )
+    users = pl.DataFrame({"user_id": list(range(n_users))})
+    items = pl.DataFrame(
+        {"item_id": list(range(n_items)), "genres": [["a"] if i % 2 else ["b"] for i in range(n_items)]}
+    )
+    return Dataset.from_frames("tiny", inter, users, items)
+
+
+# train: u0 {0}, u1 {1, 2}, u2 {5}, u3 {}   test: u0 {1, 3}, u1 {0}, u2 {}, u3 {5}
+TRAIN = [(0, 0), (1, 1), (1, 2), (2, 5)]
+TEST = [(0, 1), (0, 3), (1, 0), (3, 5)]
+
+
+def fixed_splitter(cold: list[int]) -> Any:
+    def splitter(dataset: Dataset, protocol: str, *, seed: int = 42) -> Split:
+        n_train = len(TRAIN)
+        inter = dataset.interactions
+        return Split(
+            train=dataset.with_interactions(inter[:n_train]),
+            test=dataset.with_interactions(inter[n_train:]),
+            protocol=protocol,
+            seed=seed,
+            cold_users=np.asarray(cold, dtype=np.int64),
+        )
+
+    return splitter
+
+
+def test_evaluate_retriever_hand_example_with_and_without_exclusion() -> None:
+    ds = make_dataset(TRAIN + TEST, 4, 6)
+    train, test = ds.with_interactions(ds.interactions[:4]), ds.with_interactions(ds.interactions[4:])
+    model = LowIndexFirst().fit(train)
+    users = [0, 1]  # u3 (empty history) is checked in the temporal test
+    res = evaluate_retriever(model, train, test, ks=[1, 2, 3], users=users, report_k=2, accuracy_ks=[1, 2])
+    # train items removed: u0 -> [1, 2, 3] (hits at ranks 1, 3); u1 -> [0, 3, 4] (hit at rank 1)
+    assert res["n_users"] == 2
+    assert res["precision@2"] == pytest.approx((1 / 2 + 1 / 2) / 2)
+    assert res["recall@2"] == pytest.approx((1 / 2 + 1) / 2)
+    # u0: DCG 1, IDCG(2 hits) 1 + 1/log2(3); u1: 1
+    assert res["ndcg@2"] == pytest.approx((1 / (1 + 1 / math.log2(3)) + 1) / 2)
+    assert res["curves"]["precision"] == pytest.approx([1.0, 0.5, (2 / 3 + 1 / 3) / 2])
+    # coverage@2: {1, 2, 0, 3} of 6 items
+    assert res["coverage@2"] == pytest.approx(4 / 6)
+    # accuracy (nothing removed, per test pair): u0 scores rank items 0 > 1 > 2 > 3; pair (0,1) has 1
+    # item above -> hit at K=2 only; (0,3) has 3 above -> miss; (1,0) has 0 above -> hit at K=1
+    assert res["accuracy@1"] == pytest.approx(1 / 3)
+    assert res["accuracy@2"] == pytest.approx(2 / 3)
+    # genres alternate b, a, b, a...: u0 top-2 {1 (a), 2 (b)} distance 1; u1 {0 (b), 3 (a)} distance 1
+    assert res["diversity@2"] == pytest.approx(1.0)
+
+    res_all = evaluate_retriever(model, train, test, ks=[1, 2], exclude_train=False, users=users, report_k=2)
+    # nothing removed: u0 -> [0, 1] (hit rank 2), u1 -> [0, 1] (hit rank 1)
+    assert res_all["precision@2"] == pytest.approx(0.5)
+    assert res_all["mrr@2"] == pytest.approx((1 / 2 + 1) / 2)
+
+
+def test_run_protocol_json_format(tmp_path: Path) -> None:
+    ds = make_dataset(TRAIN + TEST, 4, 6)
+    out = run_protocol(ds, "stratified", ["lowfirst"], splitter=fixed_splitter([]))
+    assert out["dataset"] == "tiny" and out["protocol"] == "stratified"
+    res = out["results"]["lowfirst"]
+    for key in (
+        "precision@10", "recall@10", "ndcg@10", "map@10", "hr@10", "mrr@10", "coverage@10",
+        "novelty@10", "diversity@10", "accuracy@1", "accuracy@5", "accuracy@10", "accuracy@50",
+        "accuracy@100", "fit_seconds",
+    ):  # fmt: skip
+        assert isinstance(res[key], float), key
+    assert res["params"] == {"bias": 0.0}
+    assert set(res["curves"]) == {"ndcg", "precision", "recall"}
+    assert all(len(v) == 50 for v in res["curves"].values())
+    assert "tuning" not in res and "cold" not in res
+    assert all(k == k.lower() for k in res)
+    # 3 test users (u0, u1, u3); u3 has an empty history -> popularity fallback
+    assert res["n_users"] == 3 and res["n_fallback"] == 1
+    path = write_json(out, tmp_path / "r.json")
+    back = json.loads(path.read_text())
+    assert back["results"]["lowfirst"]["ndcg@10"] == pytest.approx(res["ndcg@10"])
+
+
+def test_temporal_reports_cold_users_separately() -> None:
+    ds = make_dataset(TRAIN + TEST, 4, 6)
+    out = run_protocol(ds, "temporal", ["lowfirst"], splitter=fixed_splitter([3]), ks=[1, 10])
+    res = out["results"]["lowfirst"]
+    assert res["n_users"] == 2  # warm: u0, u1
+    cold = res["cold"]
+    # u3 has no history: scores are flat -> training popularity (items 0, 1, 2, 5 once each, ties by
+    # lower index) -> [0, 1, 2, 5, ...] minus nothing; its test item 5 is at rank 4
+    assert cold["n_users"] == 1 and cold["n_fallback"] == 1
+    assert cold["hr@10"] == 1.0
+    assert cold["mrr@10"] == pytest.approx(1 / 4)
+    assert out["results"]["lowfirst"]["curves"]["ndcg"][0] == pytest.approx(1.0)  # both warm hit at 1
+
+
+def test_tfrs_removes_nothing() -> None:
+    ds = make_dataset(TRAIN + TEST, 4, 6)
+    out = run_protocol(ds, "tfrs", ["lowfirst"], splitter=fixed_splitter([]), ks=[1, 10])
+    # u0 -> [0, ...] (0 is a train item, kept, not relevant), u1 -> [0] hit, u3 -> pop [0] miss
+    assert out["results"]["lowfirst"]["curves"]["precision"][0] == pytest.approx(1 / 3)
+
+
+def synthetic(n_users: int = 30, n_items: int = 25, seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    pairs = {(u, int(i)) for u in range(n_users) for i in rng.choice(n_items, size=8, replace=False)}
+    return make_dataset(sorted(pairs), n_users, n_items)
+
+
+def test_tuning_never_touches_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = synthetic()
+    spl = split(ds, "stratified", seed=7)
+
+    def pairs(d: Dataset) -> set[tuple[int, int]]:
+        return set(zip(d.interactions["user"].to_list(), d.interactions["item"].to_list(), strict=True))
+
+    train_pairs, test_pairs = pairs(spl.train), pairs(spl.test)
+    evaluated: list[set[tuple[int, int]]] = []
+    real_eval = protocols.evaluate_retriever
+
+    def spy_eval(model: Retriever, train: Dataset, test: Dataset, *a: Any, **kw: Any) -> dict[str, Any]:
+        evaluated.append(pairs(test))
+        return real_eval(model, train, test, *a, **kw)
+
+    monkeypatch.setattr(protocols, "evaluate_retriever", spy_eval)
+    out = run_protocol(ds, "stratified", ["lowfirst"], tune=True, seed=7)
+    res = out["results"]["lowfirst"]
+    fits = LowIndexFirst.fitted_on
+    assert len(fits) == 3  # 2 grid points on validation + the final refit
+    for seen in fits[:2]:
+        assert seen < train_pairs  # a strict subset of train: the validation split's train part
+        assert not seen & test_pairs
+    assert fits[2] == train_pairs  # the final model sees all of train and nothing of test
+    assert len(evaluated) == 3
+    for truth in evaluated[:2]:
+        assert truth <= train_pairs and not truth & test_pairs  # validation truth comes from train
+    assert evaluated[2] == test_pairs  # the test set is used once, at the end
+    assert [p for p, _ in res["tuning"]] == [{"bias": 0.0}, {"bias": 1.0}]
+    # a constant bias does not change the ranking: equal validation scores, the first point wins
+    assert res["tuning"][0][1] == res["tuning"][1][1]
+    assert res["params"] == {"bias": 0.0}
+
+
+def test_bad_protocol_and_models_give_clear_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = synthetic()
+    with pytest.raises(InvalidArgumentError, match="choose from stratified"):
+        run_protocol(ds, "nope", ["lowfirst"])
+    with pytest.raises(InvalidArgumentError, match="unknown model 'nope'"):
+        run_protocol(ds, "stratified", ["nope"])
+    with pytest.raises(InvalidArgumentError, match="at least one model"):
+        run_protocol(ds, "stratified", [])
+    monkeypatch.setitem(registry._RETRIEVERS, "ghost", "recstack.models.retrieval.ghost:Ghost")
+    with pytest.raises(InvalidArgumentError, match="'ghost' is not available"):
+        run_protocol(ds, "stratified", ["ghost"])
+
+
+def test_register_protocol_extends_the_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, ...]] = []
+
+    def ctr(dataset: Dataset, names: Any, opts: protocols.RunOptions) -> dict[str, Any]:
+        calls.append(tuple(names))
+        return {"results": {n: {"auc": 0.5} for n in names}}
+
+    monkeypatch.setitem(protocols.PROTOCOLS, "ctr", ctr)
+    out = run_protocol(synthetic(), "ctr", ["lowfirst"])
+    assert calls == [("lowfirst",)]
+    assert out["protocol"] == "ctr" and out["results"] == {"lowfirst": {"auc": 0.5}}
