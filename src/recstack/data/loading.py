@@ -1,0 +1,88 @@
+"""`load_dataset`: one entry point for every ``--dataset`` argument of the CLI.
+
+Resolution order for ``name_or_path``:
+
+1. ``"ml-100k"`` (when no such path exists): the MovieLens 100K bundled in the package (offline);
+2. a directory written by `Dataset.save` (it has ``dataset.json``);
+3. a MovieLens directory or .zip (layout detected from the files, or forced by ``format``);
+4. a CSV / TSV / Parquet interactions file (`load_tabular` with default column names: user
+   ``user_id`` / ``userId`` / ``user``, item ``item_id`` / ``movieId`` / ``item``, optional
+   ``rating`` and ``timestamp``);
+5. a MovieLens name (``ml-1m``, ``ml-25m`` ...) fetched earlier into the data directory
+   (``Settings.data_path()``, default ``./data``) by ``recstack data fetch``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from recstack.config import get_settings
+from recstack.data._parse import DuplicatePolicy
+from recstack.data.dataset import Dataset
+from recstack.data.movielens import _NAME_TO_FORMAT, MOVIELENS_FORMATS, load_movielens
+from recstack.data.tabular import _header, _is_parquet, load_tabular
+from recstack.errors import NotFoundError
+
+__all__ = ["DATASET_FORMATS", "load_dataset"]
+
+#: Every value ``format=`` / ``--format`` accepts.
+DATASET_FORMATS: tuple[str, ...] = ("recstack", "tabular", *MOVIELENS_FORMATS)
+
+_USER_COLS = ("user_id", "userId", "user", "uid")
+_ITEM_COLS = ("item_id", "movieId", "itemId", "item", "iid")
+
+
+def _tabular_columns(path: Path) -> dict[str, Any]:
+    if _is_parquet(path):
+        cols = list(pl.read_parquet_schema(path))
+    else:
+        cols = _header(path, "\t" if path.suffix.lower() in (".tsv", ".tab") else ",", "utf-8")
+    user = next((c for c in _USER_COLS if c in cols), "user_id")
+    item = next((c for c in _ITEM_COLS if c in cols), "item_id")
+    return {
+        "user": user,
+        "item": item,
+        "rating": "rating" if "rating" in cols else None,
+        "timestamp": "timestamp" if "timestamp" in cols else None,
+    }
+
+
+def load_dataset(
+    name_or_path: str | Path,
+    format: str | None = None,  # noqa: A002 - the CLI's --format
+    *,
+    duplicates: DuplicatePolicy = "last",
+) -> Dataset:
+    """Load a dataset by name or path (see the module docstring for the resolution order).
+
+    ``format`` is one of `DATASET_FORMATS` (``recstack`` = a saved Dataset directory, ``tabular`` = a
+    CSV/Parquet file, ``movielens-*`` = a MovieLens layout); None detects it.
+    """
+    p = Path(name_or_path)
+    if format is not None and format not in DATASET_FORMATS and format.lower() not in _NAME_TO_FORMAT:
+        raise ValueError(f"unknown dataset format {format!r}; use one of {', '.join(DATASET_FORMATS)}")
+    if not p.exists():
+        key = str(name_or_path).lower()
+        if key == "ml-100k":
+            return load_movielens(None, duplicates=duplicates)
+        if key in _NAME_TO_FORMAT:
+            base = get_settings().data_path()
+            for cand in (base / key, base / f"{key}.zip"):
+                if cand.exists():
+                    return load_movielens(cand, format=format or _NAME_TO_FORMAT[key], duplicates=duplicates)
+            raise NotFoundError(
+                f"dataset {name_or_path!r} is not in {base}; download it with "
+                f"`recstack data fetch {key} --dir {base}` or pass a path"
+            )
+        raise NotFoundError(
+            f"{name_or_path}: no such file or directory; pass 'ml-100k', a saved dataset directory, "
+            "a MovieLens directory/.zip, or a CSV/Parquet interactions file"
+        )
+    if format == "recstack" or (format is None and p.is_dir() and (p / "dataset.json").is_file()):
+        return Dataset.load(p)
+    if format == "tabular" or (format is None and p.is_file() and p.suffix.lower() != ".zip"):
+        return load_tabular(p, duplicates=duplicates, **_tabular_columns(p))
+    return load_movielens(p, format=format, duplicates=duplicates)
