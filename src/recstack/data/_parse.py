@@ -160,7 +160,9 @@ def _check_value(value: str, dtype: type[pl.DataType]) -> bool:
 
 
 def _dtype_name(dtype: type[pl.DataType]) -> str:
-    return {pl.Int64: "an integer", pl.Float64: "a number"}.get(dtype, "text")
+    if dtype == pl.Int64:
+        return "an integer"
+    return "a number" if dtype == pl.Float64 else "text"
 
 
 def _diagnose(
@@ -207,7 +209,10 @@ def _diagnose(
             if value == "":
                 if not f.nullable:
                     return DataFormatError(
-                        ref.display, lineno, f"a value in column {f.name!r}", f"an empty field in {line[:80]!r}"
+                        ref.display,
+                        lineno,
+                        f"a value in column {f.name!r}",
+                        f"an empty field in {line[:80]!r}",
                     )
                 continue
             if not _check_value(value, f.dtype):

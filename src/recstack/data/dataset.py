@@ -300,6 +300,4 @@ def _flatten_nested(frame: pl.DataFrame) -> pl.DataFrame:
     nested = [c for c, t in frame.schema.items() if isinstance(t, (pl.List, pl.Array))]
     if not nested:
         return frame
-    return frame.with_columns(
-        pl.col(c).cast(pl.List(pl.String)).list.join("\x1f") for c in nested
-    )
+    return frame.with_columns(pl.col(c).cast(pl.List(pl.String)).list.join("\x1f") for c in nested)

@@ -3,8 +3,9 @@
 `fetch_movielens("ml-1m", "data")` streams ``<base_url>/ml-1m.zip`` (httpx, with a rich progress bar)
 into a temporary file, checks it against the expected checksum and unpacks it to ``data/ml-1m/``.
 The expected checksum is, in order: the ``sha256`` / ``md5`` argument, the published MD5 of the
-archive in `KNOWN_MD5` (whatever the base URL: a mirror must serve the same bytes), or the ``<url>.md5`` file that GroupLens publishes next to each archive (the
-``latest`` archives change over time, so they have no fixed checksum). On a mismatch or any error
+archive in `KNOWN_MD5` (whatever the base URL: a mirror must serve the same bytes), or the
+``<url>.md5`` file that GroupLens publishes next to each archive (the ``latest`` archives change
+over time, so they have no fixed checksum). On a mismatch or any error
 nothing is left behind: the partial download and the partial unpack are removed.
 
 The base URL can be overridden with ``base_url=`` or the environment variable
@@ -97,7 +98,9 @@ def fetch_movielens(
     if name.endswith(".zip"):
         name = name[:-4]
     if name not in MOVIELENS_ARCHIVES:
-        raise NotFoundError(f"unknown MovieLens archive {name!r}; choose one of {', '.join(MOVIELENS_ARCHIVES)}")
+        raise NotFoundError(
+            f"unknown MovieLens archive {name!r}; choose one of {', '.join(MOVIELENS_ARCHIVES)}"
+        )
     root = Path(directory) if directory is not None else get_settings().data_path()
     target = root / name
     if target.exists() and not force:

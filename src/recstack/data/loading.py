@@ -26,7 +26,7 @@ from recstack.data.movielens import _NAME_TO_FORMAT, MOVIELENS_FORMATS, load_mov
 from recstack.data.tabular import _header, _is_parquet, load_tabular
 from recstack.errors import NotFoundError
 
-__all__ = ["DATASET_FORMATS", "load_dataset"]
+__all__ = ["DATASET_FORMATS", "dataset_summary", "load_dataset"]
 
 #: Every value ``format=`` / ``--format`` accepts.
 DATASET_FORMATS: tuple[str, ...] = ("recstack", "tabular", *MOVIELENS_FORMATS)
@@ -52,7 +52,7 @@ def _tabular_columns(path: Path) -> dict[str, Any]:
 
 def load_dataset(
     name_or_path: str | Path,
-    format: str | None = None,  # noqa: A002 - the CLI's --format
+    format: str | None = None,
     *,
     duplicates: DuplicatePolicy = "last",
 ) -> Dataset:
@@ -86,3 +86,35 @@ def load_dataset(
     if format == "tabular" or (format is None and p.is_file() and p.suffix.lower() != ".zip"):
         return load_tabular(p, duplicates=duplicates, **_tabular_columns(p))
     return load_movielens(p, format=format, duplicates=duplicates)
+
+
+def dataset_summary(ds: Dataset) -> dict[str, Any]:
+    """Counts, density, rating distribution, date range and fingerprint of a dataset (JSON-able).
+
+    ``density`` = interactions / (users x items); ``ratings`` maps each distinct rating value to its
+    count (implicit data: {1.0: n}); ``first`` / ``last`` are UTC ISO dates of the timestamps (None
+    when every timestamp is 0, i.e. unknown).
+    """
+    from datetime import UTC, datetime
+
+    inter = ds.interactions
+    cells = ds.n_users * ds.n_items
+    counts = inter.group_by("rating").len().sort("rating")
+    lo, hi = inter.select(pl.col("timestamp").min(), pl.col("timestamp").max()).row(0)
+    first = last = None
+    if inter.height and hi is not None and int(hi) > 0:
+        first = datetime.fromtimestamp(int(lo), tz=UTC).date().isoformat()
+        last = datetime.fromtimestamp(int(hi), tz=UTC).date().isoformat()
+    return {
+        "name": ds.name,
+        "users": ds.n_users,
+        "items": ds.n_items,
+        "interactions": ds.n_interactions,
+        "density": ds.n_interactions / cells if cells else 0.0,
+        "ratings": {float(r): int(n) for r, n in counts.iter_rows()},
+        "first": first,
+        "last": last,
+        "user_columns": [c for c in ds.users.columns if c not in ("user", "external_id")],
+        "item_columns": [c for c in ds.items.columns if c not in ("item", "external_id")],
+        "fingerprint": ds.fingerprint(),
+    }

@@ -24,6 +24,7 @@ keeps the latest rating of a pair, ``"keep"`` keeps all, ``"error"`` raises.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.resources
 from pathlib import Path
@@ -36,8 +37,8 @@ from recstack.data.dataset import Dataset
 from recstack.errors import DataFormatError
 
 __all__ = [
-    "ML100K_GENRES",
     "ML1M_OCCUPATIONS",
+    "ML100K_GENRES",
     "MOVIELENS_FORMATS",
     "MOVIELENS_GENRES",
     "bundled_ml100k_path",
@@ -200,7 +201,9 @@ def _load_100k(src: Source, name: str, duplicates: DuplicatePolicy) -> Dataset:
     genres = list(ML100K_GENRES)
     gref = src.get("u.genre")
     if gref is not None:
-        g = read_delimited(gref, [Field("genre"), Field("idx", pl.Int64)], sep="|", has_header=False, encoding=_LATIN1)
+        g = read_delimited(
+            gref, [Field("genre"), Field("idx", pl.Int64)], sep="|", has_header=False, encoding=_LATIN1
+        )
         genres = g.sort("idx")["genre"].to_list()
     iref = src.require("u.item", "movies: id|title|release date|video date|IMDb URL|genre flags")
     flags = [Field(f"g{i}", pl.Int64) for i in range(len(genres))]
@@ -221,9 +224,7 @@ def _load_100k(src: Source, name: str, duplicates: DuplicatePolicy) -> Dataset:
     )
     flag_cols = [f.name for f in flags]
     items = _title_year(items).with_columns(
-        pl.concat_list(
-            [pl.when(pl.col(c) == 1).then(pl.lit(genres[i])) for i, c in enumerate(flag_cols)]
-        )
+        pl.concat_list([pl.when(pl.col(c) == 1).then(pl.lit(genres[i])) for i, c in enumerate(flag_cols)])
         .list.drop_nulls()
         .list.eval(pl.element().filter(pl.element() != "unknown"))
         .alias("genres"),
@@ -293,7 +294,9 @@ def _load_dat(src: Source, name: str, fmt: str, duplicates: DuplicatePolicy) -> 
             "user_id",
             pl.col("age").cast(pl.Int32),
             "gender",
-            pl.col("occ").replace_strict(dict(enumerate(ML1M_OCCUPATIONS)), return_dtype=pl.String).alias("occupation"),
+            pl.col("occ")
+            .replace_strict(dict(enumerate(ML1M_OCCUPATIONS)), return_dtype=pl.String)
+            .alias("occupation"),
             "zip",
         )
     tref = src.get("tags.dat")
@@ -381,7 +384,10 @@ def _load_csv(src: Source, name: str, fmt: str, duplicates: DuplicatePolicy, gen
         complete = per_movie.filter(pl.col("_tags").list.len() == n_tags)
         if complete.height != per_movie.height:
             raise DataFormatError(
-                gsref.display, None, f"{n_tags} genome scores per movie (one per genome tag)", "fewer for some"
+                gsref.display,
+                None,
+                f"{n_tags} genome scores per movie (one per genome tag)",
+                "fewer for some",
             )
         items = items.join(complete.drop("_tags"), on="item_id", how="left")
         meta["genome_tags"] = gtags["tag"].to_list()
@@ -391,7 +397,7 @@ def _load_csv(src: Source, name: str, fmt: str, duplicates: DuplicatePolicy, gen
 def load_movielens(
     path: str | Path | None = "ml-100k",
     *,
-    format: str | None = None,  # noqa: A002 - the CLI's --format
+    format: str | None = None,
     duplicates: DuplicatePolicy = "last",
     genome: bool = True,
     name: str | None = None,
@@ -410,15 +416,20 @@ def load_movielens(
     fmt = _normalise_format(format) if format else _detect(src)
     if format:
         detected = None
-        try:
+        with contextlib.suppress(DataFormatError):
             detected = _detect(src)
-        except DataFormatError:
-            pass
         family = {"movielens-100k": "100k", "movielens-1m": "dat", "movielens-10m": "dat"}
         if detected is None or family.get(detected, "csv") != family.get(fmt, "csv"):
-            want = {"100k": "u.data, u.item", "dat": "ratings.dat, movies.dat", "csv": "ratings.csv, movies.csv"}
+            want = {
+                "100k": "u.data, u.item",
+                "dat": "ratings.dat, movies.dat",
+                "csv": "ratings.csv, movies.csv",
+            }
             raise DataFormatError(
-                src.path, None, f"the files of {fmt} ({want[family.get(fmt, 'csv')]})", f"{sorted(src.names)[:10]}"
+                src.path,
+                None,
+                f"the files of {fmt} ({want[family.get(fmt, 'csv')]})",
+                f"{sorted(src.names)[:10]}",
             )
     ds_name = name or fmt.replace("movielens-", "ml-")
     if fmt == "movielens-100k":
@@ -426,4 +437,3 @@ def load_movielens(
     if fmt in ("movielens-1m", "movielens-10m"):
         return _load_dat(src, ds_name, fmt, duplicates)
     return _load_csv(src, ds_name, fmt, duplicates, genome)
-

@@ -26,6 +26,7 @@ External ids are 1..n_users and 1..n_items (int64), like MovieLens.
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -53,7 +54,8 @@ I64 = npt.NDArray[np.int64]
 def _unit(x: F32) -> F32:
     n = np.linalg.norm(x, axis=1, keepdims=True)
     n[n == 0] = 1.0
-    return (x / n).astype(np.float32)
+    out: F32 = (x / n).astype(np.float32)
+    return out
 
 
 def _pick_genres(rng: np.random.Generator, n: int, freq: npt.NDArray[np.float64]) -> tuple[I64, I64]:
@@ -119,7 +121,8 @@ def _top_per_group(group: I64, key: F32, cnt: I64, take: I64) -> I64:
     starts = np.concatenate([[0], np.cumsum(cnt)[:-1]])
     g_sorted = group[order]
     pos = np.arange(n) - starts[g_sorted]
-    return order[pos < take[g_sorted]]
+    chosen: I64 = order[pos < take[g_sorted]]
+    return chosen
 
 
 def _allocate(rng: np.random.Generator, n_users: int, n_items: int, total: int, sigma: float) -> I64:
@@ -185,7 +188,7 @@ def synthesize(
         raise ValueError("end must be after start")
     n_genres = len(MOVIELENS_GENRES)
     directions = _unit(rng.standard_normal((n_genres, dim)).astype(np.float32))
-    gfreq = 1.0 / np.arange(1, n_genres + 1) ** 0.8
+    gfreq: npt.NDArray[np.float64] = 1.0 / np.arange(1, n_genres + 1, dtype=np.float64) ** 0.8
     gfreq = gfreq[rng.permutation(n_genres)]
     gfreq /= gfreq.sum()
 
@@ -235,7 +238,7 @@ def synthesize(
     a_stats: tuple[float, float] | None = None
     with progress_bar() as prog:
         task = prog.add_task("synthesizing", total=n_interactions, status="")
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        for lo, hi in itertools.pairwise(bounds):
             users = np.arange(lo, hi)
             ku = k[lo:hi]
             B = hi - lo
@@ -249,8 +252,8 @@ def synthesize(
             if ng:
                 r = rows[from_genre]
                 which = (rng.random(ng) * user_gcount[lo + r]).astype(np.int64)
-                g = user_genres[lo + r, which]
-                j = off[g] + (rng.random(ng) * size[g]).astype(np.int64)
+                gsel = user_genres[lo + r, which]
+                j = off[gsel] + (rng.random(ng) * size[gsel]).astype(np.int64)
                 j = np.where(rng.random(ng) < m_prob[j], j, m_alias[j])
                 items[from_genre] = memb_item[j]
             np.minimum(items, n_items - 1, out=items)

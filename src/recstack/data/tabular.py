@@ -55,7 +55,10 @@ def _read_parquet(path: Path, needed: list[str]) -> pl.DataFrame:
     missing = [c for c in needed if c not in df.columns]
     if missing:
         raise DataFormatError(
-            path, None, f"the columns {', '.join(needed)}", f"columns {df.columns} (missing: {', '.join(missing)})"
+            path,
+            None,
+            f"the columns {', '.join(needed)}",
+            f"columns {df.columns} (missing: {', '.join(missing)})",
         )
     return df
 
@@ -223,7 +226,9 @@ def load_tabular(
     for key, frame in (("user_id", users_t), ("item_id", items_t)):
         if frame is not None and frame[key].is_duplicated().any():
             dup = frame.filter(frame[key].is_duplicated())[key][0]
-            raise DataFormatError(users if key == "user_id" else items, None, f"one row per {key}", f"{dup!r} twice")
+            raise DataFormatError(
+                users if key == "user_id" else items, None, f"one row per {key}", f"{dup!r} twice"
+            )
     ds = Dataset.from_frames(
         name or p.stem, inter, users_t, items_t, meta={"format": "tabular", "source": str(p)}
     )
