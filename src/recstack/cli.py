@@ -73,9 +73,18 @@ def _load_cli_dataset(source: str, data_format: str | None) -> object:
         raise typer.BadParameter(str(exc), param_hint="--format") from exc
 
 
+def _counts(ds: object) -> str:
+    from recstack.data.dataset import Dataset
+
+    assert isinstance(ds, Dataset)
+    return f"{ds.n_users:,} users, {ds.n_items:,} items, {ds.n_interactions:,} interactions"
+
+
 @data_app.command("fetch")
 def data_fetch_cmd(
-    name: Annotated[str, typer.Argument(help="ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, ml-latest-small, ml-latest")],
+    name: Annotated[
+        str, typer.Argument(help="ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, ml-latest-small, ml-latest")
+    ],
     directory: Annotated[
         Path | None, typer.Option("--dir", help="Where to unpack (default: $RECSTACK_DATA_DIR or ./data).")
     ] = None,
@@ -95,7 +104,9 @@ def data_fetch_cmd(
 
 @data_app.command("info")
 def data_info_cmd(
-    source: Annotated[str, typer.Argument(help="ml-100k, a saved dataset dir, a MovieLens dir/zip, a CSV/Parquet.")],
+    source: Annotated[
+        str, typer.Argument(help="ml-100k, a saved dataset dir, a MovieLens dir/zip, a CSV/Parquet.")
+    ],
     data_format: Annotated[str | None, typer.Option("--format", help=_FORMAT_HELP)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -146,7 +157,7 @@ def data_convert_cmd(
     ds = _load_cli_dataset(source, data_format)
     assert isinstance(ds, Dataset)
     path = ds.save(out)
-    typer.echo(f"wrote {path} ({ds.n_users:,} users, {ds.n_items:,} items, {ds.n_interactions:,} interactions)")
+    typer.echo(f"wrote {path} ({_counts(ds)})")
 
 
 @data_app.command("synth")
@@ -154,10 +165,12 @@ def data_synth_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the Parquet dataset into.")],
     users: Annotated[int, typer.Option("--users", min=1, help="Number of users.")] = 1000,
     items: Annotated[int, typer.Option("--items", min=1, help="Number of items.")] = 500,
-    interactions: Annotated[int, typer.Option("--interactions", min=1, help="Distinct (user, item) pairs.")] = 20_000,
+    interactions: Annotated[
+        int, typer.Option("--interactions", min=1, help="Distinct (user, item) pairs.")
+    ] = 20_000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 42,
 ) -> None:
-    """Generate a synthetic dataset with latent tastes, genres and demographics (see recstack.data.synthetic)."""
+    """Generate a synthetic dataset with latent tastes, genres and demographics (recstack.data.synthetic)."""
     from recstack.data.synthetic import synthesize
 
     try:
@@ -165,7 +178,7 @@ def data_synth_cmd(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     path = ds.save(out)
-    typer.echo(f"wrote {path} ({ds.n_users:,} users, {ds.n_items:,} items, {ds.n_interactions:,} interactions)")
+    typer.echo(f"wrote {path} ({_counts(ds)})")
 
 
 # ======================================================================== evaluate
