@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["fixtures_services"]  # redis_url, redis_client, redis_prefix, postgres_dsn
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
