@@ -345,7 +345,7 @@ class Pipeline:
                 out.append((src.name, ids[0][ok], sc[0][ok]))
             elif src.kind == "ann":
                 assert self.user_tower is not None and self.index is not None
-                if user.idx is None and len(user.recent) == 0 and not user.ucat.any():
+                if user.idx is None and len(user.recent) == 0 and not user.profile:
                     continue
                 vec = self.user_tower.encode(user.idx, user.ucat, user.recent)
                 sc, ids = self.index.search(vec.reshape(1, -1), src.quota + n_seen)

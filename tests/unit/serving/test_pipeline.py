@@ -1,0 +1,192 @@
+"""The recommendation pipeline on the tiny catalogue of conftest.py (popularity worked out there:
+distinct users per item index 0..11 = 12, 12, 5, 6, 6, 6, 6, 6, 5, 4, 4, 3, so the popularity order
+is 0, 1, 3, 4, 5, 6, 7, 2, 8, 9, 10, 11; genres by index % 3: Action, Comedy, Drama)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from recstack.errors import ConfigError, InvalidArgumentError, UnknownIdError
+from recstack.serving._release import MemoryRelease
+from recstack.serving._state import build_state
+from recstack.serving.pipeline import Pipeline, PipelineConfig, RecRequest, RerankConfig
+from recstack.serving.settings import ServingSettings
+
+
+POP_ORDER = [0, 1, 3, 4, 5, 6, 7, 2, 8, 9, 10, 11]
+
+
+def ids(items: Any) -> list[int]:
+    """External ids (100 + index) of item indices."""
+    return [100 + int(i) for i in items]
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_release: MemoryRelease) -> Pipeline:
+    return Pipeline(tiny_release)
+
+
+@pytest.fixture(scope="module")
+def full(full_release: MemoryRelease) -> Pipeline:
+    return build_state(full_release, ServingSettings()).pipeline
+
+
+def test_catalog_popularity_matches_hand_count(pipe: Pipeline) -> None:
+    assert pipe.catalog.popularity.tolist() == [12, 12, 5, 6, 6, 6, 6, 6, 5, 4, 4, 3]
+    assert pipe.catalog.pop_order.tolist() == POP_ORDER
+
+
+def test_known_user_excludes_seen_items(pipe: Pipeline) -> None:
+    # user 1 saw items 0, 1, 3
+    res = pipe.recommend(RecRequest(user_id=1, k=9))
+    assert res.user_kind == "known" and not res.cold_start
+    assert len(res.items) == 9 and not {0, 1, 3} & set(res.items.tolist())
+    assert all(set(s) <= {"itemknn", "popular"} for s in res.sources)
+    assert any("itemknn" in s for s in res.sources)
+    assert np.all(np.diff(res.scores) <= 1e-6) or res.model == "recall"
+    assert set(res.timings) == {"resolve", "recall", "filter", "rank", "rerank"}
+
+
+def test_exclude_seen_can_be_switched_off(pipe: Pipeline) -> None:
+    res = pipe.recommend(RecRequest(user_id=1, k=12, exclude_seen=False))
+    assert {0, 1, 3} <= set(res.items.tolist())
+
+
+def test_genre_include_and_explicit_exclude(pipe: Pipeline) -> None:
+    # comedies are 1, 4, 7, 10; user 1 saw 1; 104 excluded -> only 7 and 10 remain (even when k = 5)
+    res = pipe.recommend(RecRequest(user_id=1, k=5, genres=["comedy"], exclude=[104]))
+    assert sorted(ids(res.items)) == [107, 110]
+
+
+def test_genre_exclude_and_year_range(pipe: Pipeline) -> None:
+    res = pipe.recommend(RecRequest(user_id=1, k=10, exclude_genres=["Action"]))
+    assert all(i % 3 != 0 for i in res.items.tolist())
+    # years 1995..1997 are items 5, 6, 7; none seen by user 1
+    res = pipe.recommend(RecRequest(user_id=1, k=10, year_min=1995, year_max=1997))
+    assert sorted(ids(res.items)) == [105, 106, 107]
+
+
+def test_unknown_user_gets_popular_cold_start(pipe: Pipeline) -> None:
+    res = pipe.recommend(RecRequest(user_id="stranger", k=5))
+    assert res.cold_start and res.user_kind == "unknown"
+    assert "no_history" in res.fallbacks
+    # popular order 0, 1, 3, 4, 5; genres A C A C D: never 3 of one genre -> unchanged by the cap
+    assert ids(res.items) == [100, 101, 103, 104, 105]
+    assert res.sources == [["popular"]] * 5
+
+
+def test_genre_cap_reorders(tiny_release: MemoryRelease) -> None:
+    p = Pipeline(tiny_release, PipelineConfig(rerank=RerankConfig(genre_cap=2)))
+    res = p.recommend(RecRequest(user_id="stranger", k=8, explain=True))
+    # greedy over 0A 1C 3A 4C 5D 6A 7C 2D 8D ...: 6 (3rd Action) and 7 (3rd Comedy) move behind 2
+    assert ids(res.items) == [100, 101, 103, 104, 105, 102, 106, 107]
+    assert res.explain is not None
+    assert [e["demoted_by_genre_cap"] for e in res.explain] == [False] * 6 + [True] * 2
+    assert res.explain[5]["rank_position"] == 8  # item 2 was 8th before the rerank
+
+
+def test_genre_cap_fixed_point_matches_greedy(pipe: Pipeline) -> None:
+    # genres: 0 {A}, 1 {A}, 2 {A, B}, 3 {B}, 4 {A}, 5 {C}; cap 2 greedy keeps 0, 1, 3, 5
+    gm = np.array([[1, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [1, 0, 0], [0, 0, 1]], dtype=np.int32)
+    p = Pipeline(
+        pipe.release, PipelineConfig(rerank=RerankConfig(genre_cap=2, window=10)), catalog=pipe.catalog
+    )
+    order, demoted = p._genre_cap(np.arange(6), 3, gm)
+    assert order.tolist() == [0, 1, 3, 5, 2, 4]
+    assert demoted.tolist() == [False, False, False, False, True, True]
+
+
+def test_profile_without_two_tower_uses_demographic_popularity(pipe: Pipeline) -> None:
+    res = pipe.recommend(RecRequest(profile={"age": 20, "gender": "F", "occupation": "student"}, k=3))
+    assert res.user_kind == "profile" and res.cold_start
+    assert "demographic" in res.fallbacks
+
+
+def test_liked_items_become_the_history(pipe: Pipeline) -> None:
+    res = pipe.recommend(RecRequest(liked_items=[103, 104], k=5))
+    assert res.user_kind == "liked_items"
+    assert not {3, 4} & set(res.items.tolist())
+    assert any("itemknn" in s for s in res.sources)
+
+
+def test_rankers_pick_the_order(full: Pipeline) -> None:
+    assert full.models == ["neg", "pos", "recall"] and full.default_model == "neg"
+    # unknown user: every item is a candidate; neg scores -(index + 1) -> lowest indices first
+    res = full.recommend(RecRequest(user_id="x", k=5, model="neg"))
+    assert ids(res.items) == [100, 101, 102, 103, 104]
+    assert res.scores.tolist() == [-1.0, -2.0, -3.0, -4.0, -5.0]
+    res = full.recommend(RecRequest(user_id="x", k=3, model="pos"))
+    assert ids(res.items) == [111, 110, 109]
+
+
+def test_two_tower_ann_source_with_explain(full: Pipeline) -> None:
+    # user tower -> [1, 0]; item i embeds to [i / 12, 1] -> ANN score i / 12
+    res = full.recommend(RecRequest(user_id=1, k=4, model="recall", explain=True))
+    assert res.explain is not None
+    for item, e in zip(res.items.tolist(), res.explain, strict=True):
+        assert "two_tower" in e["sources"]
+        assert e["recall_scores"]["two_tower"] == pytest.approx(item / 12, abs=1e-6)
+        assert set(e) >= {"merged_score", "rank_score", "rank_position", "final_position"}
+    res = full.recommend(RecRequest(profile={"age": 30}, k=3))
+    assert res.user_kind == "profile" and any("two_tower" in s for s in res.sources)
+
+
+def test_similar_items(pipe: Pipeline) -> None:
+    items, scores, model = pipe.similar(0, 3)
+    assert model == "itemknn" and 0 not in items.tolist() and len(items) == 3
+    assert np.all(np.diff(scores) <= 0)
+    with pytest.raises(InvalidArgumentError, match="allowed: itemknn"):
+        pipe.similar(0, 3, "nope")
+
+
+@pytest.mark.parametrize(
+    ("req", "error", "match"),
+    [
+        (RecRequest(user_id=1, k=0), InvalidArgumentError, "between 1 and 100"),
+        (RecRequest(user_id=1, k=101), InvalidArgumentError, "between 1 and 100"),
+        (RecRequest(user_id=1, model="deepfm"), InvalidArgumentError, "allowed: recall"),
+        (
+            RecRequest(user_id=1, genres=["Opera"]),
+            InvalidArgumentError,
+            "allowed genres: Action, Comedy, Drama",
+        ),
+        (RecRequest(user_id=1, exclude=[999]), UnknownIdError, "999"),
+        (RecRequest(liked_items=[5]), UnknownIdError, "liked item"),
+    ],
+)
+def test_bad_requests(pipe: Pipeline, req: RecRequest, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        pipe.recommend(req)
+
+
+def test_config_toml_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.toml"
+    path.write_text(
+        "k_max = 50\n[[sources]]\nname = 'knn'\nkind = 'history'\nretriever = 'itemknn'\nquota = 20\n"
+        "[[sources]]\nname = 'popular'\nkind = 'popular'\n[rerank]\ngenre_cap = 2\n"
+    )
+    cfg = PipelineConfig.from_toml(path)
+    assert cfg.k_max == 50 and [s.name for s in cfg.sources] == ["knn", "popular"]
+    assert PipelineConfig.from_config(cfg.dump_config()) == cfg
+    path.write_text("[[sources]]\nname = 'a'\nkind = 'popular'\n[[sources]]\nname = 'a'\nkind = 'trending'\n")
+    with pytest.raises(ConfigError, match="unique"):
+        PipelineConfig.from_toml(path)
+
+
+def test_history_source_by_alias(tiny_release: MemoryRelease) -> None:
+    from recstack.serving.pipeline import SourceConfig
+
+    cfg = PipelineConfig(
+        sources=(
+            SourceConfig(name="knn", kind="history", retriever="itemknn", quota=5),
+            SourceConfig(name="trend", kind="trending", quota=5),
+        )
+    )
+    p = Pipeline(tiny_release, cfg)
+    res = p.recommend(RecRequest(user_id=2, k=4))
+    assert {s for ss in res.sources for s in ss} <= {"knn", "trend", "fill"}
+    assert [s.name for s in p.active_sources] == ["knn", "trend"]
