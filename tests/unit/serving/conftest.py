@@ -9,7 +9,6 @@ and 1. Popularity (distinct users): items 0 and 1 are the most popular.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx

@@ -16,7 +16,6 @@ from recstack.serving._state import build_state
 from recstack.serving.pipeline import Pipeline, PipelineConfig, RecRequest, RerankConfig
 from recstack.serving.settings import ServingSettings
 
-
 POP_ORDER = [0, 1, 3, 4, 5, 6, 7, 2, 8, 9, 10, 11]
 
 
