@@ -21,8 +21,10 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 from recstack._progress import progress_bar
 from recstack.config import get_settings
@@ -59,6 +61,8 @@ def _expected(
         return "md5", md5.lower()
     if name in KNOWN_MD5:
         return "md5", KNOWN_MD5[name]
+    import httpx
+
     try:
         resp = client.get(url + ".md5")
     except httpx.HTTPError as exc:
@@ -94,6 +98,8 @@ def fetch_movielens(
     """Download, verify and unpack the MovieLens archive ``name`` (e.g. ``ml-25m``) into
     ``directory/name`` (default: ``Settings.data_path()``). Returns that directory. An existing
     ``directory/name`` is returned as is unless ``force``."""
+    import httpx
+
     name = name.lower().strip()
     if name.endswith(".zip"):
         name = name[:-4]

@@ -161,6 +161,12 @@ def _tags_per_item(tags: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _join_tags(items: pl.DataFrame, tags: pl.DataFrame) -> pl.DataFrame:
+    """Add ``tags`` (list[str], empty for movies nobody tagged)."""
+    joined = items.join(_tags_per_item(tags), on="item_id", how="left")
+    return joined.with_columns(pl.col("tags").fill_null(pl.lit([], dtype=pl.List(pl.String))))
+
+
 def _finish(
     name: str,
     fmt: str,
@@ -309,7 +315,7 @@ def _load_dat(src: Source, name: str, fmt: str, duplicates: DuplicatePolicy) -> 
             encoding=_LATIN1,
             n_fields=4,
         )
-        items = items.join(_tags_per_item(tags), on="item_id", how="left")
+        items = _join_tags(items, tags)
     return _finish(name, fmt, src, ratings, users, items, duplicates, ref, header=False)
 
 
@@ -358,7 +364,7 @@ def _load_csv(src: Source, name: str, fmt: str, duplicates: DuplicatePolicy, gen
             has_header=True,
             quote=True,
         )
-        items = items.join(_tags_per_item(tags), on="item_id", how="left")
+        items = _join_tags(items, tags)
     meta: dict[str, Any] = {}
     gsref, gtref = src.get("genome-scores.csv"), src.get("genome-tags.csv")
     if genome and gsref is not None and gtref is not None:
