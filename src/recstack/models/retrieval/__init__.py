@@ -1,1 +1,48 @@
-"""recstack.models.retrieval."""
+"""Retrieval models (`recstack.models.base.Retriever` subclasses).
+
+Names are imported lazily (PEP 562) so that ``import recstack.models.retrieval`` stays light: ALS/BPR
+load `implicit`, the two-tower model loads torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from recstack.models.retrieval.ease import EASE, EASEConfig
+    from recstack.models.retrieval.itemknn import ItemKNN, ItemKNNConfig
+    from recstack.models.retrieval.mf import ALS, BPR, ALSConfig, BPRConfig
+    from recstack.models.retrieval.popular import MostPopular, MostPopularConfig
+
+__all__ = [
+    "ALS",
+    "BPR",
+    "EASE",
+    "ALSConfig",
+    "BPRConfig",
+    "EASEConfig",
+    "ItemKNN",
+    "ItemKNNConfig",
+    "MostPopular",
+    "MostPopularConfig",
+]
+
+_LAZY: dict[str, str] = {
+    "MostPopular": "popular",
+    "MostPopularConfig": "popular",
+    "ItemKNN": "itemknn",
+    "ItemKNNConfig": "itemknn",
+    "EASE": "ease",
+    "EASEConfig": "ease",
+    "ALS": "mf",
+    "ALSConfig": "mf",
+    "BPR": "mf",
+    "BPRConfig": "mf",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

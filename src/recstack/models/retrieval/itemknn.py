@@ -35,7 +35,7 @@ class ItemKNNConfig(ComponentConfig):
     denominator; damps similarities supported by few common users."""
 
     neighbours: int = Field(default=200, ge=1)
-    shrink: float = Field(default=10.0, ge=0.0)
+    shrink: float = Field(default=100.0, ge=0.0)
 
 
 def cosine_topn(X: sp.csr_matrix, neighbours: int, shrink: float) -> sp.csr_matrix:
