@@ -116,6 +116,8 @@ class Retriever(ABC):
         self, history: sp.csr_matrix, k: int, *, exclude_history: bool = True
     ) -> tuple[IntArray, FloatArray]:
         """Top k for users given by interaction rows (new users, a few liked items)."""
+        if k <= 0:
+            raise InvalidArgumentError(f"k must be a positive integer, got {k}")
         scores = self.score_history(history).astype(np.float32, copy=True)
         if exclude_history:
             _mask(scores, history)
