@@ -100,7 +100,7 @@ def dataset_summary(ds: Dataset) -> dict[str, Any]:
     inter = ds.interactions
     cells = ds.n_users * ds.n_items
     counts = inter.group_by("rating").len().sort("rating")
-    lo, hi = inter.select(pl.col("timestamp").min(), pl.col("timestamp").max()).row(0)
+    lo, hi = inter.select(pl.col("timestamp").min().alias("lo"), pl.col("timestamp").max().alias("hi")).row(0)
     first = last = None
     if inter.height and hi is not None and int(hi) > 0:
         first = datetime.fromtimestamp(int(lo), tz=UTC).date().isoformat()

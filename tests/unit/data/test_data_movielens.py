@@ -111,7 +111,12 @@ def test_25m_csv_links_tags_genome() -> None:
     assert toy["genome"] == pytest.approx([0.025, 0.125])
     assert (toy["imdb"], toy["tmdb"], toy["tags"]) == ("0114709", 862, ["pixar"])
     cafe = _item(ds, 307)  # "Café, The (Das Café) (2006)" quoted because of the comma
-    assert (cafe["title"], cafe["year"], cafe["genres"], cafe["tmdb"]) == ("Café, The (Das Café)", 2006, [], None)
+    assert (cafe["title"], cafe["year"], cafe["genres"], cafe["tmdb"]) == (
+        "Café, The (Das Café)",
+        2006,
+        [],
+        None,
+    )
     assert cafe["genome"] is None
     assert _item(ds, 308)["year"] is None  # "Babylon 5": no year
     assert _item(ds, 296)["tags"] == ["dark comedy, cult", "quentin tarantino"]
@@ -149,14 +154,14 @@ def test_detection_and_explicit_formats(tmp_path: Path) -> None:
     ds = load_movielens(other, format="movielens-20m")
     assert ds.meta["format"] == "movielens-20m" and ds.name == "ml-20m"
     assert load_movielens(ML / "ml-1m", format="1m").meta["format"] == "movielens-1m"
-    with pytest.raises(DataFormatError, match="ratings.csv"):
+    with pytest.raises(DataFormatError, match=r"ratings\.csv"):
         load_movielens(ML / "ml-1m", format="movielens-25m")
     with pytest.raises(ValueError, match="unknown MovieLens format"):
         load_movielens(ML / "ml-1m", format="movielens-2m")
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "README").write_text("no data here")
-    with pytest.raises(DataFormatError, match="u.data"):
+    with pytest.raises(DataFormatError, match=r"u\.data"):
         detect_movielens_format(empty)
     assert len(MOVIELENS_FORMATS) == 7
 
@@ -165,5 +170,5 @@ def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match="nothing there"):
         load_movielens(tmp_path / "nope")
     (tmp_path / "f.txt").write_text("x")
-    with pytest.raises(DataFormatError, match="directory or a .zip"):
+    with pytest.raises(DataFormatError, match=r"directory or a \.zip"):
         load_movielens(tmp_path / "f.txt")

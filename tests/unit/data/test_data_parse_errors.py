@@ -90,7 +90,11 @@ def test_bytes_invalid_in_declared_encoding(tmp_path: Path) -> None:
 def test_unknown_encoding_name(tmp_path: Path) -> None:
     p = tmp_path / "a.txt"
     p.write_text("1|2\n")
-    err = _error(lambda: read_delimited(FileRef(p), [Field("a"), Field("b")], sep="|", has_header=False, encoding="klingon"))
+    err = _error(
+        lambda: read_delimited(
+            FileRef(p), [Field("a"), Field("b")], sep="|", has_header=False, encoding="klingon"
+        )
+    )
     assert err.line is None and "klingon" in err.found
 
 
