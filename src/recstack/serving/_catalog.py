@@ -64,7 +64,10 @@ class Catalog:
     # ----------------------------------------------------------------- ids
     def item_index(self, external: Any) -> int:
         """Dense index of an external item id; `UnknownIdError` (404) when absent."""
-        return self.dataset.item_vocab.index(external)
+        idx = self.dataset.item_vocab.get(external)
+        if idx is None:
+            raise UnknownIdError(f"unknown item id {external!r}; GET /v1/items lists the catalogue")
+        return idx
 
     def item_indices(self, externals: list[Any], *, what: str = "item") -> IntArray:
         """Dense indices of external item ids; unknown ones raise `UnknownIdError` naming them."""

@@ -99,13 +99,7 @@ class StoreHistory:
     def append(
         self, user_key: str, user_idx: int | None, item_idx: int, kind: str, rating: float | None, ts: int
     ) -> History:
-        self.store.append_event(
-            user_key if user_idx is None else user_idx,
-            int(item_idx),
-            kind=kind,
-            rating=rating,
-            timestamp=ts,
-        )
+        self.store.append_event(user_key if user_idx is None else user_idx, int(item_idx), kind, rating, ts)
         return self.get(user_key, user_idx)
 
 

@@ -92,18 +92,19 @@ def _open_index(release: ServingRelease, settings: ServingSettings, emb: Any) ->
 
 
 def _open_history(release: ServingRelease, settings: ServingSettings, catalog: Any) -> HistoryBackend:
-    if settings.store == "embedded":
+    """Histories from a `recstack.store` FeatureStore (embedded: in process; redis: shared by every
+    worker); without the store package, in-process arrays of the catalog."""
+    try:
+        from recstack.store import open_store
+    except ImportError:  # pragma: no cover - the store package is part of recstack
+        if settings.store == "redis":
+            raise ConfigError("store=redis needs recstack.store") from None
         return MemoryHistory(catalog)
+    if settings.store == "embedded":
+        return StoreHistory(open_store("embedded", release=release), catalog)
     try:
-        from recstack import store as store_mod
-    except ImportError as exc:  # pragma: no cover
-        raise ConfigError(f"store=redis needs recstack.store: {exc}") from exc
-    factory = getattr(store_mod, "open_store", None) or getattr(store_mod, "create_store", None)
-    if factory is None:
-        raise ConfigError("recstack.store has no Redis FeatureStore yet; use --store embedded")
-    try:
-        st = factory("redis", release=release, url=settings.redis_url)
-    except ConnectionError as exc:
+        st = open_store("redis", release=release, url=settings.redis_url)
+    except (ConnectionError, OSError) as exc:
         raise UnavailableError(f"Redis at {settings.redis_url} does not answer: {exc}") from exc
     return StoreHistory(st, catalog)
 
