@@ -435,7 +435,13 @@ def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Ti
         "catalog_popularity": [],
     }
     metrics: dict[str, dict[str, float]] = {}
-    arts: dict[str, Any] = {"retrievers": {}, "retriever_models": {}, "rankers": {}, "embeddings": {}}
+    arts: dict[str, Any] = {
+        "retrievers": {},
+        "retriever_models": {},
+        "rankers": {},
+        "user_towers": {},
+        "embeddings": {},
+    }
     n_steps = len(STAGES) + len(specs) * (int(cfg.evaluation.enabled) + int(cfg.evaluation.refit_full))
 
     with progress_bar() as prog:
@@ -564,11 +570,14 @@ def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Ti
                 model.save(d)
                 arts["retrievers"][key] = f"models/{key}"
                 arts["retriever_models"][key] = next(s.name for s in specs if s.key == key)
-                onnx = sorted(d.rglob("*.onnx"))
-                if key.startswith("two_stage") or arts["retriever_models"][key].startswith("two_stage"):
+                if arts["retriever_models"][key].startswith("two_stage"):
+                    onnx = sorted(d.rglob("*.onnx"))
                     for f in onnx:
                         name = key if len(onnx) == 1 else f"{key}:{f.stem}"
                         arts["rankers"][name] = f.relative_to(tmp).as_posix()
+                elif callable(getattr(model, "export_onnx", None)):
+                    model.export_onnx(d / "user_tower.onnx")  # type: ignore[attr-defined]
+                    arts["user_towers"][key] = f"models/{key}/user_tower.onnx"
             results["skipped"] = skipped
             (tmp / "metrics.json").write_text(
                 json.dumps(_jsonable(results), indent=2, default=_json_default) + "\n"

@@ -106,6 +106,16 @@ class Release:
         """Ranker name -> ONNX file (scored with ONNX Runtime by serving)."""
         return {name: self._file(rel) for name, rel in self.manifest.artifacts.rankers.items()}
 
+    @property
+    def user_tower_path(self) -> Path | None:
+        """The ONNX user tower matching `item_embeddings` (two-tower), or None."""
+        towers = self.manifest.artifacts.user_towers
+        key = self.manifest.artifacts.primary_embeddings
+        rel = towers.get(key) if key is not None else None
+        if rel is None and towers:
+            rel = next(iter(towers.values()))
+        return None if rel is None else self._file(rel)
+
     @cached_property
     def item_embeddings(self) -> npt.NDArray[np.float32] | None:
         """The embeddings the ANN index holds: [n_items, dim] float32 (row = item index), or None."""

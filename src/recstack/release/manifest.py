@@ -96,6 +96,8 @@ class ArtifactsInfo(_Strict):
     retriever_models: dict[str, str] = Field(default_factory=dict)
     #: ranker name -> ONNX file
     rankers: dict[str, str] = Field(default_factory=dict)
+    #: model alias -> ONNX user tower (user features -> embedding; score = embedding @ item embeddings)
+    user_towers: dict[str, str] = Field(default_factory=dict)
     #: the saved FeatureTables dir (Parquet tables + features.json), when built
     features: str | None = None
     #: model alias -> .npy file of item embeddings [n_items, dim] float32
