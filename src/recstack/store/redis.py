@@ -54,6 +54,7 @@ DEFAULT_PREFIX = "recstack"
 HISTORY_DTYPE = np.dtype([("item", "<i8"), ("ts", "<i8"), ("rating", "<f4")])
 _FORMAT = 1
 _CHUNK = 2000
+_KEY_CACHE_MAX = 2_000_000
 
 
 def connect(url: str = "redis://127.0.0.1:6379/0", **kwargs: Any) -> Any:
@@ -232,6 +233,7 @@ class RedisFeatureStore(FeatureStore):
         self._ns = _ns(prefix, rid)
         self._user_dtype = _row_dtype(meta["user_schema"])
         self._item_dtype = _row_dtype(meta["item_schema"])
+        self._key_cache: dict[str, npt.NDArray[np.object_]] = {}
 
     @property
     def user_features(self) -> list[str]:
@@ -245,7 +247,7 @@ class RedisFeatureStore(FeatureStore):
         if len(ids) == 0:
             rec = np.zeros(0, dtype=dtype)
         else:
-            keys = [f"{self._ns}:{what}:{i}" for i in ids.tolist()]
+            keys = self._keys(what, ids)
             try:
                 values = self.client.mget(keys)
             except self._redis_error as exc:
@@ -258,6 +260,19 @@ class RedisFeatureStore(FeatureStore):
                 )
             rec = np.frombuffer(b"".join(values), dtype=dtype)
         return {name: np.ascontiguousarray(rec[name]) for name in dtype.names or ()}
+
+    def _keys(self, what: str, ids: npt.NDArray[np.int64]) -> list[bytes]:
+        """Encoded keys of ``ids``; the key strings of a release are built once per store (up to
+        ``_KEY_CACHE_MAX`` rows), which halves the client CPU of a 300-row MGET."""
+        cache = self._key_cache.get(what)
+        if cache is None:
+            n = self.n_users if what == "user" else self.n_items
+            if n > _KEY_CACHE_MAX:
+                return [f"{self._ns}:{what}:{i}".encode() for i in ids.tolist()]
+            cache = np.array([f"{self._ns}:{what}:{i}".encode() for i in range(n)], dtype=object)
+            self._key_cache[what] = cache
+        keys: list[bytes] = cache[ids].tolist()
+        return keys
 
     def get_users(self, ids: npt.ArrayLike) -> FeatureArrays:
         return self._mget("user", self._check_ids(ids, self.n_users, "user"), self._user_dtype)
