@@ -267,3 +267,10 @@ def test_build_config_toml(tmp_path: Path) -> None:
     p.write_text('[[models]]\nname = "pop"\n[[models]]\nname = "pop"\n')
     with pytest.raises(ConfigError, match="unique"):
         BuildConfig.from_toml(p)
+
+
+def test_example_recstack_toml_parses() -> None:
+    example = Path(__file__).resolve().parents[3] / "recstack.toml"
+    cfg = BuildConfig.from_toml(example)
+    assert [m.key for m in cfg.models] == ["pop", "ease", "als64"]
+    assert cfg.index.source == "als64" and cfg.headline.model == "ease"
