@@ -41,7 +41,6 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import scipy.sparse as sp
 from pydantic import Field, model_validator
 
 from recstack.config import ComponentConfig, load_toml
@@ -49,6 +48,7 @@ from recstack.errors import InvalidArgumentError
 from recstack.models.base import Retriever
 from recstack.serving._catalog import Catalog, build_catalog
 from recstack.serving._history import History, HistoryBackend, MemoryHistory
+from recstack.serving._kernels import HistoryScorer, history_scorer
 from recstack.serving._ranker import OnnxRanker, RankContext, UserTower
 from recstack.serving._release import ServingRelease
 
@@ -226,6 +226,10 @@ class Pipeline:
             or (s.kind == "ann" and self.index is not None and self.user_tower is not None)
             or s.kind in ("popular", "trending")
         ]
+        self.scorers: dict[str, tuple[HistoryScorer, bool]] = {
+            name: history_scorer(r, self.catalog.n_items) for name, r in self.retrievers.items()
+        }
+        self._tag_tables: dict[tuple[str, ...], list[list[str]]] = {}
         self.rankers: dict[str, OnnxRanker] = {
             name: OnnxRanker(name, path, self.features) for name, path in release.ranker_paths.items()
         }
@@ -271,12 +275,6 @@ class Pipeline:
         start = int(ts.max()) - int(self.config.trending_days * _SECONDS_PER_DAY)
         items = inter["item"].to_numpy()[ts >= start]
         return np.bincount(items, minlength=n).astype(np.float32)
-
-    def _history_row(self, recent: IntArray) -> sp.csr_matrix:
-        n = len(recent)
-        return sp.csr_matrix(
-            (np.ones(n, dtype=np.float32), np.sort(recent), np.array([0, n])), shape=(1, self.catalog.n_items)
-        )
 
     @staticmethod
     def _top(scores: FloatArray, n: int) -> IntArray:
@@ -339,10 +337,13 @@ class Pipeline:
             if src.kind == "history":
                 if len(user.recent) == 0:
                     continue
-                row = self._history_row(user.recent[: src.recent])
-                ids, sc = self.retrievers[src.name].recommend_history(row, src.quota)
-                ok = ids[0] >= 0
-                out.append((src.name, ids[0][ok], sc[0][ok]))
+                scorer, sparse = self.scorers[src.name]
+                s = scorer(user.recent[: src.recent])
+                s[user.seen] = -np.inf
+                top = self._top(s, src.quota)
+                sc = s[top]
+                ok = (sc > 0) if sparse else np.isfinite(sc)
+                out.append((src.name, top[ok], sc[ok]))
             elif src.kind == "ann":
                 assert self.user_tower is not None and self.index is not None
                 if user.idx is None and len(user.recent) == 0 and not user.profile:
@@ -375,32 +376,39 @@ class Pipeline:
 
     def _merge(
         self, parts: list[tuple[str, IntArray, FloatArray]]
-    ) -> tuple[IntArray, FloatArray, IntArray, FloatArray, list[str]]:
-        """Union of the sources -> (items[m], merged[m], tags[m] bitmask of sources, raw[m, s] source
-        scores (NaN = not recalled by that source), source names). The merged score sums each
-        source's min-max normalised score times its weight."""
+    ) -> tuple[IntArray, FloatArray, IntArray, list[str]]:
+        """Union of the sources -> (items[m] sorted, merged[m], tags[m] bitmask of sources, source
+        names). The merged score sums each source's min-max normalised score times its weight."""
         names = [p[0] for p in parts]
         weights = {s.name: s.weight for s in self.config.sources}
-        ids = np.concatenate([p[1] for p in parts])
-        src = np.concatenate([np.full(len(p[1]), j, dtype=np.int64) for j, p in enumerate(parts)])
-        raw_sc = np.concatenate([p[2] for p in parts]).astype(np.float32)
-        norm = np.empty_like(raw_sc)
-        pos = 0
-        for p in parts:  # one iteration per source (a handful), vectorised inside
-            s = p[2].astype(np.float32)
-            n = len(s)
-            if n:
-                lo, hi = float(s.min()), float(s.max())
-                w = weights.get(p[0], 1.0)
-                norm[pos : pos + n] = w * ((s - lo) / (hi - lo) if hi > lo else np.ones(n, np.float32))
-            pos += n
-        items, inv = np.unique(ids, return_inverse=True)
-        merged = np.bincount(inv, weights=norm, minlength=len(items)).astype(np.float32)
-        tags = np.zeros(len(items), dtype=np.int64)
-        np.bitwise_or.at(tags, inv, np.left_shift(1, src))
+        n = self.catalog.n_items
+        merged_full = np.zeros(n, dtype=np.float32)
+        tags_full = np.zeros(n, dtype=np.int64)
+        for j, (name, ids, sc) in enumerate(parts):  # one iteration per source, vectorised inside
+            if not len(ids):
+                continue
+            lo, hi = float(sc.min()), float(sc.max())
+            w = np.float32(weights.get(name, 1.0))
+            norm = (
+                w * ((sc - lo) / (hi - lo)).astype(np.float32) if hi > lo else np.full(len(sc), w, np.float32)
+            )
+            merged_full[ids] += norm  # ids are unique within a source
+            tags_full[ids] |= 1 << j
+        items = np.flatnonzero(tags_full).astype(np.int64)
+        return items, merged_full[items], tags_full[items], names
+
+    @staticmethod
+    def _raw_scores(parts: list[tuple[str, IntArray, FloatArray]], items: IntArray) -> FloatArray:
+        """Source scores [m, n_sources] of ``items`` (NaN where a source did not recall the item)."""
         raw = np.full((len(items), len(parts)), np.nan, dtype=np.float32)
-        raw[inv, src] = raw_sc
-        return items, merged, tags, raw, names
+        for j, (_, ids, sc) in enumerate(parts):
+            if len(ids):
+                order = np.argsort(ids)
+                pos = np.searchsorted(ids[order], items)
+                pos = np.minimum(pos, len(ids) - 1)
+                hit = ids[order][pos] == items
+                raw[hit, j] = sc[order][pos[hit]]
+        return raw
 
     # ------------------------------------------------------------ filter
     def _filter_mask(
@@ -410,7 +418,9 @@ class Pipeline:
         keep = np.ones(len(items), dtype=bool)
         exclude_seen = self.config.filters.exclude_seen if req.exclude_seen is None else req.exclude_seen
         if exclude_seen and len(user.seen):
-            keep &= ~np.isin(items, user.seen, assume_unique=False)
+            seen_mask = np.zeros(cat.n_items, dtype=bool)
+            seen_mask[user.seen] = True
+            keep &= ~seen_mask[items]
         if len(exclude_idx):
             keep &= ~np.isin(items, exclude_idx)
         if req.genres:
@@ -476,12 +486,12 @@ class Pipeline:
         timings["resolve"] = t1 - t0
 
         parts = self._recall(user, fallbacks)
-        items, merged, tags, raw, src_names = self._merge(parts)
+        items, merged, tags, src_names = self._merge(parts)
         t2 = time.perf_counter()
         timings["recall"] = t2 - t1
 
         keep = self._filter_mask(items, user, req, exclude_idx)
-        items, merged, tags, raw = items[keep], merged[keep], tags[keep], raw[keep]
+        items, merged, tags = items[keep], merged[keep], tags[keep]
         if len(items) < k:  # not enough candidates: fill from the whole catalogue, popular first
             fallbacks.append("popular_fill")
             pool = cat.pop_order[~np.isin(cat.pop_order, items)]
@@ -489,13 +499,12 @@ class Pipeline:
             items = np.concatenate([items, pool])
             merged = np.concatenate([merged, np.zeros(len(pool), np.float32)])
             tags = np.concatenate([tags, np.zeros(len(pool), np.int64)])
-            raw = np.concatenate([raw, np.full((len(pool), raw.shape[1]), np.nan, np.float32)])
         t3 = time.perf_counter()
         timings["filter"] = t3 - t2
 
         n_rank = min(len(items), max(self.config.rank.candidates, k))
         top = self._top(merged, n_rank)
-        items, merged, tags, raw = items[top], merged[top], tags[top], raw[top]
+        items, merged, tags = items[top], merged[top], tags[top]
         if model != RECALL_MODEL and len(items):
             affinity = None
             if self.features is not None and len(user.recent):
@@ -517,6 +526,7 @@ class Pipeline:
         src_lists = self._source_lists(tags[final], src_names)
         explain = None
         if req.explain:
+            raw = self._raw_scores(parts, items)
             pre_pos = np.empty(len(items), dtype=np.int64)
             pre_pos[self._top(rank_scores.astype(np.float32), len(items))] = np.arange(len(items))
             explain = [
@@ -545,11 +555,16 @@ class Pipeline:
             explain=explain,
         )
 
-    @staticmethod
-    def _source_lists(tags: IntArray, names: list[str]) -> list[list[str]]:
-        """Source names per candidate from its tag bitmask (one list per returned item; k is small)."""
-        bits = (tags[:, None] >> np.arange(len(names))) & 1
-        return [[names[s] for s in np.flatnonzero(row)] or ["fill"] for row in bits]
+    def _source_lists(self, tags: IntArray, names: list[str]) -> list[list[str]]:
+        """Source names per returned item from its tag bitmask (a table of every combination)."""
+        key = tuple(names)
+        table = self._tag_tables.get(key)
+        if table is None:
+            table = [
+                [n for j, n in enumerate(names) if t >> j & 1] or ["fill"] for t in range(1 << len(names))
+            ]
+            self._tag_tables[key] = table
+        return [table[t] for t in tags.tolist()]
 
     # ------------------------------------------------------------ similar
     def similar(self, item_idx: int, k: int, model: str | None = None) -> tuple[IntArray, FloatArray, str]:

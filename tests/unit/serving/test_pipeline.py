@@ -189,3 +189,17 @@ def test_history_source_by_alias(tiny_release: MemoryRelease) -> None:
     res = p.recommend(RecRequest(user_id=2, k=4))
     assert {s for ss in res.sources for s in ss} <= {"knn", "trend", "fill"}
     assert [s.name for s in p.active_sources] == ["knn", "trend"]
+
+
+@pytest.mark.parametrize("model", ["itemknn", "ease", "pop"])
+def test_history_kernels_equal_score_history(tiny_dataset: Any, model: str) -> None:
+    import scipy.sparse as sp
+
+    from recstack.models.registry import create
+    from recstack.serving._kernels import history_scorer
+
+    r = create(model).fit(tiny_dataset)
+    scorer, _ = history_scorer(r, 12)
+    items = np.array([3, 0, 7], dtype=np.int64)
+    row = sp.csr_matrix((np.ones(3, np.float32), (np.zeros(3, int), items)), shape=(1, 12))
+    np.testing.assert_allclose(scorer(items), r.score_history(row)[0], rtol=1e-5, atol=1e-6)
