@@ -270,3 +270,41 @@ def test_redis_batch_read_is_one_round_trip(redis_url: str, redis_client: Any, r
     f = st.get_items(ids)
     assert calls == [("MGET",)]
     np.testing.assert_allclose(f["pop"], np.linspace(0, 1, n_items, dtype=np.float32)[ids])
+
+
+def test_from_release_splits_feature_tables_by_rows() -> None:
+    import dataclasses
+
+    from recstack.data.dataset import Dataset
+    from recstack.store import from_release
+
+    ds = Dataset.from_frames(
+        "tiny",
+        pl.DataFrame(
+            {"user_id": [10, 10, 20], "item_id": [1, 2, 3], "rating": [5.0, 3.0, 4.0], "timestamp": [3, 1, 2]}
+        ),
+    )
+
+    @dataclasses.dataclass
+    class Tables:  # shaped like recstack.features.FeatureTables: 2 users, 3 items
+        activity: np.ndarray
+        user_mean_rating: np.ndarray
+        popularity: np.ndarray
+        vocabularies: dict[str, list[str]]
+
+    @dataclasses.dataclass
+    class FakeRelease:
+        id: str
+        dataset: Dataset
+        features: Tables
+
+    rel = FakeRelease(
+        "rel-7",
+        ds,
+        Tables(np.array([2.0, 1.0]), np.array([4.0, 4.0]), np.array([1.0, 1.0, 1.0]), {"genres": []}),
+    )
+    st = from_release(rel)
+    assert st.release_id == "rel-7" and st.user_features == ["activity", "user_mean_rating"]
+    assert st.item_features == ["popularity"]
+    # user 10 -> index 0: items 1 (t3), 2 (t1) -> newest last: item index 1 (t1), then 0 (t3)
+    assert st.get_history(0).items.tolist() == [1, 0]
