@@ -37,7 +37,7 @@ __all__ = ["ALS", "BPR", "ALSConfig", "BPRConfig"]
 
 class ALSConfig(ComponentConfig):
     """implicit's AlternatingLeastSquares. ``alpha`` scales the confidence of observed entries
-    (``C = 1 + alpha * x``); ``num_threads`` 0 = all cores."""
+    (implicit's convention: ``C = alpha * x`` where ``x > 0``, 1 elsewhere); ``num_threads`` 0 = all cores."""
 
     factors: int = Field(default=64, ge=1)
     regularization: float = Field(default=100.0, ge=0.0)

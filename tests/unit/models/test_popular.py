@@ -1,0 +1,63 @@
+"""MostPopular: counts worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recstack.data.dataset import Dataset
+from recstack.errors import ConfigError
+from recstack.models.retrieval.popular import MostPopular
+
+DAY = 86_400
+
+
+def _data() -> Dataset:
+    # item 10: users 1, 2, 3 (day 0)      -> 3 users, all old
+    # item 11: user 1 twice (days 9, 10)  -> 1 user, 2 events, recent
+    # item 12: users 2, 3 (day 10)        -> 2 users, recent
+    # item 13: nobody (only in the items table)
+    rows = [
+        (1, 10, 0), (2, 10, 0), (3, 10, 0),
+        (1, 11, 9 * DAY), (1, 11, 10 * DAY),
+        (2, 12, 10 * DAY), (3, 12, 10 * DAY),
+    ]  # fmt: skip
+    frame = pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp"], orient="row")
+    return Dataset.from_frames("pop", frame, items=pl.DataFrame({"item_id": [10, 11, 12, 13]}))
+
+
+def test_counts_distinct_users_by_default() -> None:
+    m = MostPopular().fit(_data())
+    # distinct users per item: 10 -> 3, 11 -> 1, 12 -> 2, 13 -> 0
+    np.testing.assert_array_equal(m.score_users([0])[0], [3, 1, 2, 0])
+    ids, scores = m.recommend([0, 1], 4)
+    assert ids.tolist() == [[0, 2, 1, 3]] * 2
+    assert scores[0].tolist() == [3.0, 2.0, 1.0, 0.0]
+
+
+def test_counts_every_event() -> None:
+    m = MostPopular(distinct_users=False).fit(_data())
+    np.testing.assert_array_equal(m.score_users([0])[0], [3, 2, 2, 0])  # item 11 has 2 events
+
+
+def test_recent_window() -> None:
+    # latest timestamp = day 10; a 2-day window keeps days >= 8: item 11 (user 1) and item 12 (2 users)
+    m = MostPopular(window_days=2).fit(_data())
+    np.testing.assert_array_equal(m.score_users([0])[0], [0, 1, 2, 0])
+    ids, _ = m.recommend([0], 2)
+    assert ids.tolist() == [[2, 1]]
+    # a window covering everything equals no window
+    full = MostPopular(window_days=365).fit(_data()).score_users([0])
+    np.testing.assert_array_equal(full, MostPopular().fit(_data()).score_users([0]))
+
+
+def test_bad_window_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="window_days"):
+        MostPopular(window_days=0)
+
+
+def test_similar_items_are_the_most_popular_others() -> None:
+    m = MostPopular().fit(_data())
+    ids, _ = m.similar_items([0, 2], 2)
+    assert ids.tolist() == [[2, 1], [0, 1]]
