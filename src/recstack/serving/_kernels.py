@@ -5,7 +5,8 @@
 history row holding ``items``:
 
 - a sparse item-item model (``similarity`` CSR [n_items, n_items], item-kNN): the sum of the rows
-  of the user's items, gathered from the CSR arrays and summed with one ``np.bincount``;
+  of the user's items, gathered from the CSR arrays and summed with one ``np.bincount`` (densified
+  when the catalogue has at most `DENSE_MAX_ITEMS` items);
 - a dense item-item model (``weights`` [n_items, n_items], EASE): the sum of the user's rows;
 - anything else: ``score_history`` on a one-row CSR (exact, slower).
 """
@@ -21,7 +22,10 @@ import scipy.sparse as sp
 
 from recstack.models.base import Retriever
 
-__all__ = ["HistoryScorer", "history_scorer"]
+__all__ = ["DENSE_MAX_ITEMS", "HistoryScorer", "history_scorer"]
+
+#: sparse item-item models of catalogues up to this size are densified (3000^2 float32 = 36 MB)
+DENSE_MAX_ITEMS = 3000
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
@@ -72,6 +76,8 @@ def history_scorer(retriever: Retriever, n_items: int) -> tuple[HistoryScorer, b
     models: such items are not recalled)."""
     sim = getattr(retriever, "similarity", None)
     if isinstance(sim, sp.spmatrix | sp.sparray) and sim.shape == (n_items, n_items):
+        if n_items <= DENSE_MAX_ITEMS:  # small catalogue: a dense copy sums rows faster
+            return _dense_rows_sum(sp.csr_matrix(sim).toarray()), True
         return _sparse_rows_sum(sp.csr_matrix(sim)), True
     w = getattr(retriever, "weights", None)
     if isinstance(w, np.ndarray) and w.shape == (n_items, n_items):

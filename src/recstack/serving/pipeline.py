@@ -277,6 +277,13 @@ class Pipeline:
         return np.bincount(items, minlength=n).astype(np.float32)
 
     @staticmethod
+    def _top_set(scores: FloatArray, n: int) -> IntArray:
+        """Indices of the n largest scores, in no particular order (recall does not need one)."""
+        if n >= len(scores):
+            return np.arange(len(scores), dtype=np.int64)
+        return np.argpartition(-scores, n - 1)[:n].astype(np.int64)
+
+    @staticmethod
     def _top(scores: FloatArray, n: int) -> IntArray:
         """Indices of the n largest scores, best first (ties: lower index first)."""
         m = len(scores)
@@ -340,7 +347,7 @@ class Pipeline:
                 scorer, sparse = self.scorers[src.name]
                 s = scorer(user.recent[: src.recent])
                 s[user.seen] = -np.inf
-                top = self._top(s, src.quota)
+                top = self._top_set(s, src.quota)
                 sc = s[top]
                 ok = (sc > 0) if sparse else np.isfinite(sc)
                 out.append((src.name, top[ok], sc[ok]))
@@ -363,7 +370,7 @@ class Pipeline:
                 top = (
                     self.catalog.pop_order[: src.quota + n_seen]
                     if scores is self.catalog.popularity
-                    else self._top(scores, src.quota + n_seen)
+                    else self._top_set(scores, src.quota + n_seen)
                 )
                 out.append((src.name, top, scores[top]))
         if not any(len(ids) for _, ids, _ in out):
