@@ -23,7 +23,7 @@ from recstack.serving._release import ServingRelease
 from recstack.serving._state import ReleaseLoader, StateHolder, default_loader
 from recstack.serving.api.errors import install_error_handlers
 from recstack.serving.api.middleware import RequestContextMiddleware
-from recstack.serving.api.routers import admin, events, items, recommend, users
+from recstack.serving.api.routers import admin, batch, events, items, recommend, users
 from recstack.serving.pipeline import PipelineConfig
 from recstack.serving.settings import ServingSettings, get_serving_settings
 
@@ -99,6 +99,7 @@ def create_app(
     app.state.settings = settings
     app.state.holder = holder
     app.state.batch_provider = None
+    batch.install(app)  # issue 7: source=batch and GET /v1/pairs
     if release is not None:
         from recstack.serving._state import build_state
 
