@@ -101,7 +101,6 @@ def test_unknown_user_is_cold_start(client: TestClient) -> None:
         ({"genres": "Opera"}, "allowed genres: Action, Comedy, Drama"),
         ({"explain": "maybe"}, "explain"),
         ({"source": "cache"}, "source"),
-        ({"source": "batch"}, "allowed here: source=online"),
     ],
 )
 def test_invalid_params_are_422(client: TestClient, params: dict[str, Any], match: str) -> None:
