@@ -3,6 +3,7 @@ same data built into a real release directory (pop, itemknn, ease; no evaluation
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,24 @@ def built_release(tmp_path_factory: pytest.TempPathFactory, batch_dataset: Datas
     root = base / "releases"
     manifest = build(cfg, root)
     return root, manifest.id
+
+
+def pg_clean(dsn: str) -> None:
+    """Drop every batch table and the pointer table of the test database."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND (tablename LIKE "
+            "'%user_recs_%' OR tablename LIKE '%pair_recs_%' OR tablename = 'recstack_releases')"
+        ).fetchall()
+        for (t,) in rows:
+            conn.execute(f"DROP TABLE IF EXISTS {t}")
+
+
+@pytest.fixture
+def clean_postgres(postgres_dsn: str) -> Iterator[str]:
+    """The test database's DSN, without batch tables before and after the test."""
+    pg_clean(postgres_dsn)
+    yield postgres_dsn
+    pg_clean(postgres_dsn)

@@ -95,5 +95,6 @@ def test_top_rows_breaks_ties_by_lower_index() -> None:
     ids, sc = _top_rows(s, 2)
     # row 0: three items tie at 3.0 -> items 1 and 2 (lowest indices); row 1: 5.0 at 2 and 3
     np.testing.assert_array_equal(ids, [[1, 2], [2, 3]])
+    np.testing.assert_array_equal(sc, [[3.0, 3.0], [5.0, 5.0]])
     ids, _ = _top_rows(s, 5)
     np.testing.assert_array_equal(ids[1], [2, 3, 4, 0, -1])  # -inf comes back as -1

@@ -12,27 +12,12 @@ from recstack.batch.sinks import BatchReader, Sink, make_version, open_sink, tab
 from recstack.errors import ArtifactError, InvalidArgumentError, UnavailableError
 
 
-def _pg_clean(dsn: str) -> None:
-    import psycopg
-
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND (tablename LIKE "
-            "'%user_recs_%' OR tablename LIKE '%pair_recs_%' OR tablename = 'recstack_releases')"
-        ).fetchall()
-        for (t,) in rows:
-            conn.execute(f"DROP TABLE IF EXISTS {t}")
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def sink_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'b.db'}"
         return
-    dsn = request.getfixturevalue("postgres_dsn")
-    _pg_clean(dsn)
-    yield dsn
-    _pg_clean(dsn)
+    yield request.getfixturevalue("clean_postgres")
 
 
 def _rows(n: int, rid: str) -> list[tuple[str, ...]]:
