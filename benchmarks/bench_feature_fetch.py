@@ -70,12 +70,15 @@ def measure(
     for ids in batches[:warmup]:
         fn(ids)
     times = np.empty(len(batches))
+    cpu0 = time.process_time()
     for j, ids in enumerate(batches):
         t = time.perf_counter()
         fn(ids)
         times[j] = time.perf_counter() - t
+    cpu_ms = (time.process_time() - cpu0) * 1e3 / len(batches)
     ms = times * 1e3
     return {
+        "client_cpu_ms": float(cpu_ms),
         "batches": len(batches),
         "p50_ms": float(np.percentile(ms, 50)),
         "p90_ms": float(np.percentile(ms, 90)),
@@ -156,7 +159,7 @@ def main() -> None:
                 proc.wait()
 
     table = Table(title=f"get_items of {BATCH} items ({row_bytes} B/row, {args.items:,} items), per batch")
-    for col in ("backend", "batches", "p50 ms", "p90 ms", "p99 ms", "items/s"):
+    for col in ("backend", "batches", "p50 ms", "p90 ms", "p99 ms", "client CPU ms", "items/s"):
         table.add_column(col, justify="right")
     names = {
         "embedded": "embedded (numpy)",
@@ -170,9 +173,11 @@ def main() -> None:
             f"{r['p50_ms']:.3f}",
             f"{r['p90_ms']:.3f}",
             f"{r['p99_ms']:.3f}",
+            f"{r['client_cpu_ms']:.3f}",
             f"{r['items_per_s']:,.0f}",
         )
     console.print(table)
+    console.print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": "feature_fetch",
@@ -183,6 +188,7 @@ def main() -> None:
         "redis_url": url,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "note": "measured on a shared 2-core machine; noisy",
+        "load_average_1m": os.getloadavg()[0],
         "results": results,
     }
     OUT.write_text(json.dumps(payload, indent=2))
