@@ -122,7 +122,7 @@ def main() -> None:
         try:
             rep = run_job(pspec, args.postgres, keep=1)
             rows.append({"job": f"pairs top-{args.top} -> postgresql", **rep.as_dict()})
-        except Exception as exc:  # noqa: BLE001 - report and go on
+        except Exception as exc:
             rows.append({"job": f"pairs top-{args.top} -> postgresql", "error": str(exc)})
     finally:
         if ray_runner is not None:
