@@ -26,6 +26,11 @@ from rich.table import Table
 RESULTS = Path(__file__).resolve().parent / "results" / "build.json"
 
 
+def _fit_seconds(root: Path, rid: str) -> dict[str, float]:
+    data = json.loads((root / rid / "metrics.json").read_text())
+    return {k: v.get("fit_seconds") for k, v in data.get("results", {}).items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, default=None, help="pipeline TOML (default: the bundled one)")
@@ -48,6 +53,8 @@ def main() -> int:
     try:
         manifest = build(cfg, root)
         total = time.perf_counter() - t0
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = ru.ru_utime + ru.ru_stime
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
         size = manifest.total_size() + (root / manifest.id / "manifest.json").stat().st_size
     finally:
@@ -64,6 +71,8 @@ def main() -> int:
         "index": manifest.artifacts.index.backend if manifest.artifacts.index else None,
         "stage_seconds": manifest.timings,
         "total_seconds": round(total, 2),
+        "cpu_seconds": round(cpu, 2),
+        "fit_seconds": _fit_seconds(root, manifest.id) if args.keep else {},
         "peak_rss_mb": round(peak_rss_mb, 1),
         "release_bytes": size,
         "release_mb": round(size / 2**20, 2),
@@ -75,6 +84,7 @@ def main() -> int:
         },
         "ndcg@10": {k: v.get("ndcg@10") for k, v in manifest.metrics.items()},
         "threads": args.threads,
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -90,6 +100,7 @@ def main() -> int:
     for stage, sec in manifest.timings.items():
         t.add_row(stage, f"{sec:.1f}")
     t.add_row("[bold]total[/bold]", f"[bold]{total:.1f}[/bold]")
+    t.add_row("cpu (user+sys)", f"{cpu:.1f}")
     con.print(t)
     con.print(
         f"models {', '.join(result['models'])}"
