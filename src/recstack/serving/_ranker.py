@@ -23,7 +23,25 @@ import numpy.typing as npt
 from recstack.errors import ArtifactError
 from recstack.features.tables import FeatureTables
 
-__all__ = ["OnnxRanker", "RankContext", "UserTower", "session"]
+__all__ = ["SUPPORTED_INPUTS", "OnnxRanker", "RankContext", "UserTower", "session"]
+
+#: ONNX input names `OnnxRanker` builds from the feature tables
+SUPPORTED_INPUTS = frozenset(
+    {
+        "uid",
+        "iid",
+        "ucat",
+        "hist",
+        "genres",
+        "year",
+        "year_bucket",
+        "title",
+        "title_tokens",
+        "item_dense",
+        "user_dense",
+        "affinity",
+    }
+)
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
@@ -74,6 +92,15 @@ class OnnxRanker:
             self._external = getattr(feat_mod, "ranker_inputs", None)
         except ImportError:  # pragma: no cover
             self._external = None
+        if self._external is None:
+            unknown = [m.name for m in self.inputs if m.name not in SUPPORTED_INPUTS]
+            if unknown:
+                raise ArtifactError(
+                    f"ranker {name} ({self.path}): serving cannot build ONNX inputs {unknown}; "
+                    f"supported inputs: {', '.join(sorted(SUPPORTED_INPUTS))}"
+                )
+            if features is None and any(m.name not in ("uid", "iid", "ucat", "hist") for m in self.inputs):
+                raise ArtifactError(f"ranker {name}: its inputs need the release's feature tables")
 
     def _feed(self, ctx: RankContext, items: IntArray) -> dict[str, Any]:
         n = len(items)

@@ -44,7 +44,7 @@ import numpy.typing as npt
 from pydantic import Field, model_validator
 
 from recstack.config import ComponentConfig, load_toml
-from recstack.errors import InvalidArgumentError
+from recstack.errors import ArtifactError, InvalidArgumentError
 from recstack.models.base import Retriever
 from recstack.serving._catalog import Catalog, build_catalog
 from recstack.serving._history import History, HistoryBackend, MemoryHistory
@@ -230,9 +230,15 @@ class Pipeline:
             name: history_scorer(r, self.catalog.n_items) for name, r in self.retrievers.items()
         }
         self._tag_tables: dict[tuple[str, ...], list[list[str]]] = {}
-        self.rankers: dict[str, OnnxRanker] = {
-            name: OnnxRanker(name, path, self.features) for name, path in release.ranker_paths.items()
-        }
+        self.rankers: dict[str, OnnxRanker] = {}
+        #: rankers of the release that serving cannot run, with the reason
+        self.unavailable_rankers: dict[str, str] = {}
+        for name, path in release.ranker_paths.items():
+            try:
+                self.rankers[name] = OnnxRanker(name, path, self.features)
+            except ArtifactError as exc:
+                log.warning("ranker %s is not served: %s", name, exc.message)
+                self.unavailable_rankers[name] = exc.message
         wanted = self.config.rank.ranker
         if wanted is not None and wanted != RECALL_MODEL and wanted not in self.rankers:
             log.warning("ranker %r is not in release %s; using %s", wanted, release.id, self.default_model)

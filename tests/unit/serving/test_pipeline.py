@@ -203,3 +203,22 @@ def test_history_kernels_equal_score_history(tiny_dataset: Any, model: str) -> N
     items = np.array([3, 0, 7], dtype=np.int64)
     row = sp.csr_matrix((np.ones(3, np.float32), (np.zeros(3, int), items)), shape=(1, 12))
     np.testing.assert_allclose(scorer(items), r.score_history(row)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_ranker_with_unsupported_inputs_is_not_served(tiny_release: MemoryRelease, tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, save
+
+    x = helper.make_tensor_value_info("mystery", TensorProto.FLOAT, ["n"])
+    y = helper.make_tensor_value_info("score", TensorProto.FLOAT, ["n"])
+    graph = helper.make_graph([helper.make_node("Identity", ["mystery"], ["score"])], "g", [x], [y])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    rel = MemoryRelease(
+        id="odd",
+        dataset=tiny_release.dataset,
+        retrievers=tiny_release.retrievers,
+        features=tiny_release.features,
+        ranker_paths={"odd": tmp_path / "m.onnx"},
+    )
+    p = Pipeline(rel)
+    assert p.models == ["recall"] and "mystery" in p.unavailable_rankers["odd"]
+    assert len(p.recommend(RecRequest(user_id=1, k=3)).items) == 3

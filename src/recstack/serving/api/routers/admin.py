@@ -43,6 +43,7 @@ def release_info(state: ServingState) -> dict[str, Any]:
         "retrievers": list(rel.retriever_names),
         "models": p.models,
         "default_model": p.default_model,
+        "unavailable_models": p.unavailable_rankers,
         "sources": [s.name for s in p.active_sources],
         "k_default": p.config.k_default,
         "k_max": p.config.k_max,
