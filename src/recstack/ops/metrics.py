@@ -11,6 +11,7 @@ mode). Without it each worker reports its own counts (whichever worker answers t
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -24,8 +25,8 @@ from prometheus_client import (
 )
 
 __all__ = [
-    "CONTENT_TYPE_LATEST",
     "COLD_STARTS",
+    "CONTENT_TYPE_LATEST",
     "FALLBACKS",
     "RELEASE_INFO",
     "RELOADS",
@@ -97,10 +98,8 @@ def set_release(release_id: str) -> None:
     """Mark ``release_id`` as the served release (the previous one's series is removed)."""
     global _current_release
     if _current_release is not None and _current_release != release_id:
-        try:
+        with contextlib.suppress(KeyError):
             RELEASE_INFO.remove(_current_release)
-        except KeyError:  # pragma: no cover
-            pass
     RELEASE_INFO.labels(release_id=release_id).set(1)
     _current_release = release_id
 
