@@ -24,10 +24,13 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
+from recstack.data.dataset import Dataset, Vocabulary
 from recstack.errors import DataFormatError
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "Field",
     "FileRef",
     "Source",
+    "build_dataset",
     "check_encoding",
     "dedupe",
     "read_delimited",
@@ -240,10 +244,23 @@ def read_delimited(
     a missing one is an error on line 1. Blank lines are skipped.
     """
     codec = check_encoding(encoding, ref.display)
-    data = ref.read_bytes()
+    # fast path: polars reads the file itself (no copy through Python) when it can
+    direct = ref.member is None and codec == "utf-8" and len(sep) == 1
+    loaded: list[bytes] = []
+
+    def raw() -> bytes:
+        if not loaded:
+            loaded.append(ref.read_bytes())
+        return loaded[0]
+
+    if direct:
+        with ref.path.open("rb") as fh:
+            head = fh.readline()
+    else:
+        head = raw().split(b"\n", 1)[0]
     header_cols: list[str] = []
     if has_header:
-        first = data.split(b"\n", 1)[0].rstrip(b"\r")
+        first = head.rstrip(b"\r\n")
         try:
             first_s = first.decode(codec).lstrip("\ufeff")
         except UnicodeDecodeError:
@@ -267,7 +284,7 @@ def read_delimited(
     def fail(exc: Exception | None) -> DataFormatError:
         err = _diagnose(
             ref,
-            data,
+            raw(),
             fields=fields,
             positions=positions,
             n_fields=n_fields,
@@ -282,26 +299,29 @@ def read_delimited(
         return DataFormatError(ref.display, None, f"{_sep_name(sep)}-separated fields ({names})", detail)
 
     names = ", ".join(f.name for f in fields)
-    text = data
-    if codec not in ("utf-8",):
-        try:
-            text = data.decode(codec).encode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise fail(exc) from None
     psep = sep
-    if len(sep) > 1:
-        text = text.replace(sep.encode("utf-8"), _SUB.encode())
-        psep = _SUB
-    if has_header:
-        text = text.split(b"\n", 1)[1] if b"\n" in text else b""
+    source: Path | io.BytesIO = ref.path
+    if not direct:
+        text = raw()
+        if codec not in ("utf-8",):
+            try:
+                text = text.decode(codec).encode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise fail(exc) from None
+        if len(sep) > 1:
+            text = text.replace(sep.encode("utf-8"), _SUB.encode())
+            psep = _SUB
+        source = io.BytesIO(text)
+        del text
     col_names = [f"c{i}" for i in range(n_fields)]
     schema: dict[str, type[pl.DataType]] = dict.fromkeys(col_names, pl.String)
     for f, pos in zip(fields, positions, strict=True):
         schema[col_names[pos]] = f.dtype
     try:
         df = pl.read_csv(
-            io.BytesIO(text),
+            source,
             separator=psep,
+            skip_rows=1 if has_header else 0,
             has_header=False,
             schema=schema,
             quote_char='"' if quote else None,
@@ -322,6 +342,92 @@ def read_delimited(
     return df
 
 
+def _pair_key(df: pl.DataFrame, user_col: str, item_col: str) -> pl.Series:
+    """One hashable value per (user, item) pair: a packed int64 for non-negative integer ids (fast),
+    else a struct."""
+    u, i = df[user_col], df[item_col]
+    if u.dtype.is_integer() and i.dtype.is_integer() and df.height:
+        umin, umax, imin, imax = u.min(), u.max(), i.min(), i.max()
+        assert (
+            isinstance(umin, int)
+            and isinstance(umax, int)
+            and isinstance(imin, int)
+            and isinstance(imax, int)
+        )
+        if umin >= 0 and imin >= 0 and (umax + 1) * (imax + 1) < 2**62:
+            return u.cast(pl.Int64) * (imax + 1) + i.cast(pl.Int64)
+    return df.select(pl.struct(user_col, item_col).alias("k")).to_series()
+
+
+def _dense_int_ids(
+    ids: pl.Series, extra: pl.Series | None
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]] | None:
+    """(sorted distinct ids over ``ids`` and ``extra``, dense index of each of ``ids``) for
+    non-negative integer ids below 2**26 via a lookup table, O(n); None otherwise."""
+    if not ids.dtype.is_integer() or (extra is not None and not extra.dtype.is_integer()):
+        return None
+    a = ids.to_numpy()
+    b = extra.to_numpy() if extra is not None else np.zeros(0, dtype=np.int64)
+    if (len(a) and (a.min() < 0 or a.max() >= 2**26)) or (len(b) and (b.min() < 0 or b.max() >= 2**26)):
+        return None
+    top = int(max(a.max() if len(a) else 0, b.max() if len(b) else 0)) + 1
+    seen = np.zeros(top, dtype=bool)
+    seen[a] = True
+    seen[b] = True
+    uniq = np.flatnonzero(seen).astype(np.int64)
+    lut = np.full(top, -1, dtype=np.int32)
+    lut[uniq] = np.arange(len(uniq), dtype=np.int32)
+    return uniq, lut[a]
+
+
+def build_dataset(
+    name: str,
+    interactions: pl.DataFrame,
+    users: pl.DataFrame | None = None,
+    items: pl.DataFrame | None = None,
+    *,
+    meta: dict[str, Any] | None = None,
+) -> Dataset:
+    """`Dataset.from_frames` semantics (frames keyed by ``user_id`` / ``item_id``; vocabularies over
+    every id of the three tables, sorted ascending), built with a binary search into the sorted
+    vocabulary instead of joins (25M rows in seconds), interaction order kept, and the tables' columns
+    ordered ``user, external_id, <attributes>`` / ``item, external_id, <attributes>``."""
+    if "rating" not in interactions.columns:
+        interactions = interactions.with_columns(pl.lit(1.0).alias("rating"))
+    if "timestamp" not in interactions.columns:
+        interactions = interactions.with_columns(pl.lit(0).alias("timestamp"))
+    out: dict[str, Any] = {}
+    vocabs: list[Vocabulary] = []
+    tables: list[pl.DataFrame] = []
+    for kind, key, attrs in (("user", "user_id", users), ("item", "item_id", items)):
+        ids = interactions[key]
+        dense = _dense_int_ids(ids, None if attrs is None else attrs[key])
+        if dense is not None:
+            uniq, idx = dense
+            vocab = Vocabulary(kind, pl.Series(kind, uniq, dtype=pl.Int64))
+        else:  # string (or huge) ids: sort + join
+            vocab = Vocabulary.from_values(kind, ids if attrs is None else pl.concat([ids, attrs[key]]))
+            m = pl.DataFrame({key: vocab.ids, "_i": np.arange(len(vocab), dtype=np.int32)})
+            idx = interactions.select(key).join(m, on=key, how="left", maintain_order="left")["_i"].to_numpy()
+        out[kind] = idx
+        base = pl.DataFrame({kind: np.arange(len(vocab), dtype=np.int32), "external_id": vocab.ids})
+        if attrs is not None:
+            base = base.join(
+                attrs.rename({key: "external_id"}), on="external_id", how="left", maintain_order="left"
+            )
+        vocabs.append(vocab)
+        tables.append(base)
+    inter = pl.DataFrame(
+        {
+            "user": out["user"],
+            "item": out["item"],
+            "rating": interactions["rating"].cast(pl.Float32),
+            "timestamp": interactions["timestamp"].cast(pl.Int64),
+        }
+    )
+    return Dataset(name, inter, tables[0], tables[1], vocabs[0], vocabs[1], dict(meta or {}))
+
+
 def dedupe(
     interactions: pl.DataFrame,
     policy: str = "last",
@@ -339,7 +445,13 @@ def dedupe(
     if policy == "keep" or interactions.height == 0:
         return interactions
     keys = [user_col, item_col]
-    dup = interactions.select(pl.struct(keys).is_duplicated()).to_series()
+    pk = _pair_key(interactions, user_col, item_col)
+    if pk.dtype == pl.Int64:  # quick exit without hashing: sort and compare neighbours
+        srt = np.sort(pk.to_numpy())
+        if not (srt[1:] == srt[:-1]).any():
+            return interactions
+        del srt
+    dup = pk.is_duplicated()
     if not dup.any():
         return interactions
     if policy == "error":

@@ -25,14 +25,21 @@ keeps the latest rating of a pair, ``"keep"`` keeps all, ``"error"`` raises.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib.resources
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from recstack.data._parse import DuplicatePolicy, Field, FileRef, Source, dedupe, read_delimited
+from recstack.data._parse import (
+    DuplicatePolicy,
+    Field,
+    FileRef,
+    Source,
+    build_dataset,
+    dedupe,
+    read_delimited,
+)
 from recstack.data.dataset import Dataset
 from recstack.errors import DataFormatError
 
@@ -182,15 +189,7 @@ def _finish(
     ratings = dedupe(ratings, duplicates, source=ratings_ref.display, line_offset=2 if header else 1)
     full_meta: dict[str, Any] = {"format": fmt, "source": str(src.path)}
     full_meta.update(meta or {})
-    ds = Dataset.from_frames(name, ratings, users, items, meta=full_meta)
-    return _front_columns(ds)
-
-
-def _front_columns(ds: Dataset) -> Dataset:
-    """Put the index and external id columns first: ``user, external_id, ...``."""
-    users = ds.users.select("user", "external_id", pl.exclude("user", "external_id"))
-    items = ds.items.select("item", "external_id", pl.exclude("item", "external_id"))
-    return dataclasses.replace(ds, users=users, items=items)
+    return build_dataset(name, ratings, users, items, meta=full_meta)
 
 
 _RATING_FIELDS = [

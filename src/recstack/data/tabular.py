@@ -17,12 +17,11 @@ keeps the latest row of each pair, ``"keep"`` keeps every row (event logs), ``"e
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import polars as pl
 
-from recstack.data._parse import DuplicatePolicy, Field, FileRef, dedupe, read_delimited
+from recstack.data._parse import DuplicatePolicy, Field, FileRef, build_dataset, dedupe, read_delimited
 from recstack.data.dataset import Dataset
 from recstack.errors import DataFormatError
 
@@ -229,13 +228,8 @@ def load_tabular(
             raise DataFormatError(
                 users if key == "user_id" else items, None, f"one row per {key}", f"{dup!r} twice"
             )
-    ds = Dataset.from_frames(
+    return build_dataset(
         name or p.stem, inter, users_t, items_t, meta={"format": "tabular", "source": str(p)}
-    )
-    return dataclasses.replace(
-        ds,
-        users=ds.users.select("user", "external_id", pl.exclude("user", "external_id")),
-        items=ds.items.select("item", "external_id", pl.exclude("item", "external_id")),
     )
 
 

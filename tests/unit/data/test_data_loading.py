@@ -59,3 +59,23 @@ def test_named_archive_in_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert load_dataset("ml-1m").meta["format"] == "movielens-1m"
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("ids", [[5, 1, 5, 3], ["b", "a", "b", "c"], [2**40, 7, 2**40, 9]])
+def test_build_dataset_matches_from_frames(ids: list[object]) -> None:
+    import polars as pl
+
+    from recstack.data import Dataset
+    from recstack.data._parse import build_dataset
+
+    inter = pl.DataFrame({"user_id": ids, "item_id": [10, 10, 11, 12], "rating": [1.0, 2.0, 3.0, 4.0]})
+    users = pl.DataFrame({"user_id": [ids[0], ids[1]], "age": [30, 40]})
+    fast = build_dataset("x", inter, users)
+    ref = Dataset.from_frames("x", inter, users)
+    assert fast.user_vocab == ref.user_vocab and fast.item_vocab == ref.item_vocab
+    # the same (external user, external item, rating) rows; the fast path keeps the row order
+    ext = fast.user_vocab.external(fast.interactions["user"].to_numpy())
+    assert ext == ids
+    assert sorted(fast.interactions.rows()) == sorted(ref.interactions.rows())
+    assert fast.users.columns == ["user", "external_id", "age"]
+    assert fast.users.sort("user")["age"].to_list() == ref.users.sort("user")["age"].to_list()
