@@ -1,0 +1,349 @@
+"""Shared machinery of the neural rankers: the input layout, training (listwise / pairwise / pointwise)
+and ONNX export.
+
+Every ranker scores flat rows of two inputs: ``cat`` [n, C] int64 categorical codes (field 0 = user
+index + 1, field 1 = item index + 1, 0 = unknown; then the other categorical features) and ``dense``
+[n, D] float32 numeric features. Dense features are standardised inside the network with the mean / std
+of the training rows (buffers, so the ONNX graph includes them). Output: ``score`` [n] float32 logits,
+higher is better.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from recstack.config import ComponentConfig
+from recstack.data.dataset import Dataset
+from recstack.errors import ArtifactError, InvalidArgumentError, NotFittedError
+from recstack.models.base import Ranker
+from recstack.models.ranking.trainer import TrainerConfig, load_module, save_module, train
+
+__all__ = ["NeuralRanker", "RankerConfig", "RankerNet", "RankingData", "ndcg_at_k"]
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+
+class RankerConfig(ComponentConfig):
+    """Hyperparameters of a neural ranker. ``loss``: ``softmax`` (listwise over each user's candidate
+    list), ``bpr`` (pairwise, every positive against every negative of the list) or ``bce``
+    (pointwise). ``id_features``: use the user / item id fields (False zeroes them)."""
+
+    emb_dim: int = 16
+    hidden: tuple[int, ...] = (128, 64)
+    dropout: float = 0.1
+    loss: Literal["softmax", "bpr", "bce"] = "softmax"
+    id_features: bool = True
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 4
+    seed: int = 42
+    num_threads: int = 1
+
+
+@dataclass
+class RankingData:
+    """Training rows. Grouped (listwise) data has 3-d arrays: ``cat`` [U, L, C], ``dense`` [U, L, D],
+    ``label`` [U, L] (1 positive, 0 negative), ``mask`` [U, L] (False = padding); flat data has ``cat``
+    [n, C], ``dense`` [n, D], ``label`` [n] and ``mask`` None."""
+
+    cat: IntArray
+    dense: FloatArray
+    label: FloatArray
+    mask: npt.NDArray[np.bool_] | None
+    cat_cards: list[int]
+
+    @property
+    def grouped(self) -> bool:
+        return self.cat.ndim == 3
+
+    def flat(self) -> tuple[IntArray, FloatArray, FloatArray]:
+        if not self.grouped:
+            return self.cat, self.dense, self.label
+        m = self.mask if self.mask is not None else np.ones(self.label.shape, dtype=bool)
+        return self.cat[m], self.dense[m], self.label[m]
+
+
+def ndcg_at_k(scores: FloatArray, label: FloatArray, mask: npt.NDArray[np.bool_], k: int = 10) -> float:
+    """Mean NDCG@k over groups [U, L] ranking by ``scores`` (padding excluded); groups without a
+    positive count 0, as in the evaluation where their positives were not recalled."""
+    s = np.where(mask, scores, -np.inf)
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    gains = np.take_along_axis(label * mask, order, axis=1)
+    disc = 1.0 / np.log2(np.arange(2, gains.shape[1] + 2))
+    dcg = (gains * disc).sum(axis=1)
+    npos = (label * mask).sum(axis=1)
+    ideal = np.array([disc[: int(min(p, k))].sum() for p in npos])
+    return float(np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0).mean())
+
+
+class RankerNet(nn.Module):
+    """Base network: field embeddings + dense standardisation; subclasses implement `logits`."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__()
+        self.spec = spec
+        e = spec["emb_dim"]
+        self.n_fields = len(spec["cat_cards"])
+        self.n_dense = spec["n_dense"]
+        embs = [nn.Embedding(c, e) for c in spec["cat_cards"]]
+        for emb in embs:
+            nn.init.normal_(emb.weight, std=0.01)
+        self.emb = nn.ModuleList(embs)
+        self.register_buffer("mean", torch.zeros(self.n_dense))
+        self.register_buffer("std", torch.ones(self.n_dense))
+        self.id_mask = 1.0 if spec.get("id_features", True) else 0.0
+
+    def field_embeddings(self, cat: torch.Tensor) -> torch.Tensor:
+        """[n, C, e]; the id fields (0, 1) are zeroed when ``id_features`` is False."""
+        embs = [emb(cat[:, j]) for j, emb in enumerate(self.emb)]
+        if self.id_mask == 0.0:
+            embs[0] = embs[0] * 0.0
+            embs[1] = embs[1] * 0.0
+        return torch.stack(embs, dim=1)
+
+    def norm_dense(self, dense: torch.Tensor) -> torch.Tensor:
+        mean, std = self.mean, self.std
+        assert isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor)
+        return (dense - mean) / std
+
+    def logits(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.logits(cat, self.norm_dense(dense))
+        return out
+
+
+def mlp(n_in: int, hidden: list[int] | tuple[int, ...], dropout: float, out: int | None = 1) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    d = n_in
+    for h in hidden:
+        layers += [nn.Linear(d, h), nn.ReLU(), nn.Dropout(dropout)]
+        d = h
+    if out is not None:
+        layers.append(nn.Linear(d, out))
+    return nn.Sequential(*layers)
+
+
+class NeuralRanker(Ranker):
+    """A `Ranker` around one `RankerNet` subclass (``Net``)."""
+
+    name: ClassVar[str]
+    Net: ClassVar[type[RankerNet]]
+    Config: ClassVar[type[RankerConfig]] = RankerConfig
+
+    def __init__(self, config: RankerConfig | None = None, **overrides: Any) -> None:
+        base = config.dump_config() if config is not None else {}
+        base.update(overrides)
+        self.config = self.Config.from_config(base)
+        self.net: RankerNet | None = None
+        self.fit_result: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------- fit
+    def fit(self, dataset: Dataset | None, candidates: Any, validation: RankingData | None = None) -> Self:
+        """Train on ``candidates`` (a `RankingData`); early stopping on ``validation``: NDCG@10 for
+        grouped data, AUC for flat data. ``dataset`` is unused (the rows carry every feature)."""
+        if not isinstance(candidates, RankingData):
+            raise InvalidArgumentError("NeuralRanker.fit expects a RankingData of candidate rows")
+        c = self.config
+        data = candidates
+        _, dense_f, _ = data.flat()
+        spec = {
+            "cat_cards": list(data.cat_cards),
+            "n_dense": int(dense_f.shape[1]),
+            "emb_dim": c.emb_dim,
+            "hidden": list(c.hidden),
+            "dropout": c.dropout,
+            "id_features": c.id_features,
+        }
+        torch.manual_seed(c.seed)
+        net = self.Net(spec)
+        mean = dense_f.mean(axis=0)
+        std = dense_f.std(axis=0)
+        net.mean.copy_(torch.from_numpy(mean.astype(np.float32)))  # type: ignore[operator]
+        net.std.copy_(torch.from_numpy(np.where(std > 1e-6, std, 1.0).astype(np.float32)))  # type: ignore[operator]
+        self.net = net
+        grouped = data.grouped and c.loss != "bce"
+        if grouped:
+            cat_t = torch.from_numpy(data.cat)
+            dense_t = torch.from_numpy(data.dense)
+            lab_t = torch.from_numpy(data.label.astype(np.float32))
+            mask_t = torch.from_numpy(data.mask if data.mask is not None else np.ones(data.label.shape, bool))
+            n_rows = cat_t.shape[0]
+        else:
+            cat_t, dense_t, lab_np = (torch.from_numpy(a) for a in data.flat())
+            lab_t = lab_np.to(torch.float32)
+            mask_t = torch.ones(0, dtype=torch.bool)
+            n_rows = cat_t.shape[0]
+
+        def batches(epoch: int, rng: np.random.Generator) -> Any:
+            perm = torch.from_numpy(rng.permutation(n_rows))
+            for s in range(0, n_rows, c.batch_size):
+                yield perm[s : s + c.batch_size]
+
+        def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+            if not grouped:
+                logit = net(cat_t[idx], dense_t[idx])
+                bce: torch.Tensor = F.binary_cross_entropy_with_logits(logit, lab_t[idx])
+                return bce
+            cat_b, dense_b, lab, m = cat_t[idx], dense_t[idx], lab_t[idx], mask_t[idx]
+            u, L = lab.shape
+            logit = net(cat_b.reshape(u * L, -1), dense_b.reshape(u * L, -1)).reshape(u, L)
+            logit = logit.masked_fill(~m, -1e9)
+            lab = lab * m
+            npos = lab.sum(dim=1)
+            keep = npos > 0
+            if not bool(keep.any()):
+                zero: torch.Tensor = logit.sum() * 0.0
+                return zero
+            logit, lab, m, npos = logit[keep], lab[keep], m[keep], npos[keep]
+            if c.loss == "softmax":
+                logp = F.log_softmax(logit, dim=1)
+                return -((logp * lab).sum(dim=1) / npos).mean()
+            # bpr: each positive vs every valid negative
+            neg = m & (lab == 0)
+            diff = logit.unsqueeze(2) - logit.unsqueeze(1)  # [u, L(pos), L(neg)]
+            pair = lab.unsqueeze(2) * neg.unsqueeze(1).to(lab.dtype)
+            return -(F.logsigmoid(diff) * pair).sum() / pair.sum().clamp(min=1.0)
+
+        validate = None
+        if validation is not None:
+            val = validation
+
+            def validate() -> float:
+                if val.grouped:
+                    s = self._predict(
+                        val.cat.reshape(-1, val.cat.shape[2]), val.dense.reshape(-1, val.dense.shape[2])
+                    )
+                    m = val.mask if val.mask is not None else np.ones(val.label.shape, bool)
+                    return ndcg_at_k(s.reshape(val.label.shape), val.label, m, 10)
+                return auc(val.label, self._predict(val.cat, val.dense))
+
+        tc = TrainerConfig(
+            epochs=c.epochs,
+            batch_size=c.batch_size,
+            lr=c.lr,
+            weight_decay=c.weight_decay,
+            patience=c.patience,
+            seed=c.seed,
+            num_threads=c.num_threads,
+        )
+        res = train(
+            net,
+            batches,
+            loss_fn,
+            tc,
+            validate=validate,
+            description=self.name,
+            n_batches=(n_rows + c.batch_size - 1) // c.batch_size,
+        )
+        self.fit_result = {"best_epoch": res.best_epoch, "best_val": res.best_metric, "seconds": res.seconds}
+        return self
+
+    # ---------------------------------------------------------------- scoring
+    def _require(self) -> RankerNet:
+        if self.net is None:
+            raise NotFittedError(f"{self.name}: call fit() or load() first")
+        return self.net
+
+    def _predict(self, cat: IntArray, dense: FloatArray, batch: int = 65536) -> FloatArray:
+        net = self._require()
+        net.eval()
+        out = np.empty(len(cat), dtype=np.float32)
+        with torch.no_grad():
+            for s in range(0, len(cat), batch):
+                out[s : s + batch] = net(
+                    torch.from_numpy(np.ascontiguousarray(cat[s : s + batch], dtype=np.int64)),
+                    torch.from_numpy(np.ascontiguousarray(dense[s : s + batch], dtype=np.float32)),
+                ).numpy()
+        return out
+
+    def score(self, features: dict[str, npt.NDArray[Any]]) -> FloatArray:
+        """Logits [n] (float32, higher is better) of rows ``features["cat"]`` [n, C] int64 and
+        ``features["dense"]`` [n, D] float32."""
+        try:
+            return self._predict(features["cat"], features["dense"])
+        except KeyError as exc:
+            raise InvalidArgumentError(
+                f"{self.name}.score needs 'cat' and 'dense' arrays, missing {exc}"
+            ) from None
+
+    def export_onnx(self, path: str | Path) -> Path:
+        """ONNX graph with inputs ``cat`` [batch, C] int64, ``dense`` [batch, D] float32 -> ``score``
+        [batch] float32 (the same logits as `score`)."""
+        net = self._require()
+        net.eval()
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        args = (
+            torch.zeros(4, net.n_fields, dtype=torch.int64),
+            torch.zeros(4, net.n_dense, dtype=torch.float32),
+        )
+        torch.onnx.export(
+            net,
+            args,
+            str(p),
+            input_names=["cat", "dense"],
+            output_names=["score"],
+            dynamic_axes={"cat": {0: "batch"}, "dense": {0: "batch"}, "score": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+        return p
+
+    # ---------------------------------------------------------------- storage
+    def save(self, directory: str | Path) -> Path:
+        net = self._require()
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        save_module(net, d / "ranker", net.spec)
+        (d / "ranker_config.json").write_text(
+            json.dumps({"model": self.name, "config": self.config.dump_config(), "fit": self.fit_result})
+        )
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Self:
+        d = Path(directory)
+        try:
+            info = json.loads((d / "ranker_config.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{d}: cannot read ranker_config.json: {exc}") from exc
+        if info.get("model") != cls.name:
+            raise ArtifactError(f"{d}: holds ranker {info.get('model')!r}, not {cls.name!r}")
+        obj = cls(cls.Config.from_config(info["config"]))
+        module, _ = load_module(d / "ranker", cls.Net)
+        assert isinstance(module, RankerNet)
+        obj.net = module
+        obj.fit_result = dict(info.get("fit") or {})
+        return obj
+
+
+def auc(label: npt.ArrayLike, score: npt.ArrayLike) -> float:
+    """ROC AUC with ties counted half (Mann-Whitney U)."""
+    y = np.asarray(label, dtype=np.float64).ravel()
+    s = np.asarray(score, dtype=np.float64).ravel()
+    npos = y.sum()
+    nneg = len(y) - npos
+    if npos == 0 or nneg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), dtype=np.float64)
+    sorted_s = s[order]
+    # average ranks of ties
+    _, start, counts = np.unique(sorted_s, return_index=True, return_counts=True)
+    avg = start + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[y == 1].sum() - npos * (npos + 1) / 2) / (npos * nneg))

@@ -1,0 +1,155 @@
+"""The one PyTorch training loop of recstack.
+
+Seeded and deterministic on CPU (``torch.manual_seed``, ``torch.use_deterministic_algorithms``, a fixed
+number of threads), early stopping on a validation metric (higher is better) with best-checkpoint
+restore, a rich progress bar with live metrics. Modules are saved as safetensors + a JSON config.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from recstack._progress import progress_bar
+from recstack.config import ComponentConfig
+from recstack.errors import ArtifactError
+
+__all__ = ["TrainResult", "TrainerConfig", "load_module", "save_module", "seed_everything", "train"]
+
+log = logging.getLogger(__name__)
+
+
+class TrainerConfig(ComponentConfig):
+    """Hyperparameters of the loop. ``patience`` epochs without a validation improvement larger than
+    ``min_delta`` stop training; ``num_threads`` is passed to ``torch.set_num_threads``."""
+
+    epochs: int = 20
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 3
+    min_delta: float = 1e-4
+    seed: int = 42
+    num_threads: int = 2
+    deterministic: bool = True
+
+
+@dataclass
+class TrainResult:
+    """What the loop did: best epoch (1-based; 0 = no validation), its metric, per-epoch history."""
+
+    best_epoch: int
+    best_metric: float
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def seed_everything(seed: int, num_threads: int = 2, deterministic: bool = True) -> np.random.Generator:
+    """Seed torch and return a numpy Generator for the same seed; fix threads and determinism."""
+    torch.manual_seed(seed)
+    torch.set_num_threads(max(1, num_threads))
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return np.random.default_rng(seed)
+
+
+def train(
+    module: torch.nn.Module,
+    batches: Callable[[int, np.random.Generator], Iterable[Any]],
+    loss_fn: Callable[[Any], torch.Tensor],
+    config: TrainerConfig,
+    *,
+    validate: Callable[[], float] | None = None,
+    description: str = "training",
+    n_batches: int | None = None,
+) -> TrainResult:
+    """Train ``module`` with Adam(W).
+
+    ``batches(epoch, rng)`` yields the batches of one epoch (shuffled with ``rng``); ``loss_fn(batch)``
+    returns a scalar loss; ``validate()`` returns a metric (higher is better) computed with the module in
+    eval mode. The best state (by validation) is restored at the end.
+    """
+    t0 = time.perf_counter()
+    rng = seed_everything(config.seed, config.num_threads, config.deterministic)
+    opt = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    best_state: dict[str, torch.Tensor] | None = None
+    best, best_epoch, bad = -math.inf, 0, 0
+    history: list[dict[str, float]] = []
+    with progress_bar() as prog:
+        task = prog.add_task(description, total=config.epochs * (n_batches or 1), status="")
+        for epoch in range(1, config.epochs + 1):
+            module.train()
+            total, count = 0.0, 0
+            for batch in batches(epoch, rng):
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(batch)
+                loss.backward()  # type: ignore[no-untyped-call]
+                opt.step()
+                total += float(loss.detach())
+                count += 1
+                if n_batches:
+                    prog.update(task, advance=1, status=f"epoch {epoch} loss {total / count:.4f}")
+            if not n_batches:
+                prog.update(task, advance=1)
+            row = {"epoch": float(epoch), "loss": total / max(count, 1)}
+            if validate is not None:
+                module.eval()
+                with torch.no_grad():
+                    metric = float(validate())
+                row["val"] = metric
+                if metric > best + config.min_delta:
+                    best, best_epoch, bad = metric, epoch, 0
+                    best_state = copy.deepcopy(module.state_dict())
+                else:
+                    bad += 1
+            history.append(row)
+            status = f"epoch {epoch} loss {row['loss']:.4f}" + (
+                f" val {row['val']:.4f} (best {best:.4f}@{best_epoch})" if "val" in row else ""
+            )
+            prog.update(task, status=status)
+            log.debug("%s: %s", description, status)
+            if validate is not None and bad >= config.patience:
+                break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    if validate is None:
+        best = history[-1]["loss"] if history else math.nan
+    return TrainResult(best_epoch, best, time.perf_counter() - t0, history)
+
+
+def save_module(module: torch.nn.Module, path: str | Path, config: dict[str, Any]) -> Path:
+    """Write ``<path>.safetensors`` (weights) and ``<path>.json`` (``config``); returns the stem."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
+    save_file(state, str(p.with_suffix(".safetensors")))
+    p.with_suffix(".json").write_text(json.dumps(config, indent=2))
+    return p
+
+
+def load_module(
+    path: str | Path, factory: Callable[[dict[str, Any]], torch.nn.Module]
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a module with ``factory(config)`` and load the weights written by `save_module`."""
+    p = Path(path)
+    try:
+        config = json.loads(p.with_suffix(".json").read_text())
+        state = load_file(str(p.with_suffix(".safetensors")))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{p}: cannot read module (.json + .safetensors): {exc}") from exc
+    module = factory(config)
+    module.load_state_dict(state)
+    module.eval()
+    return module, config

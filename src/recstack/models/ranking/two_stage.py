@@ -1,0 +1,395 @@
+"""Two-stage recommender: recall (union of several retrievers' top-N) -> neural ranker -> top-k.
+
+Training, the industrial way:
+
+1. hold out part of the training data (``holdout="random"``: a random ``holdout_fraction`` of each
+   user's interactions, like ``stratified``; ``"temporal"``: the latest ``holdout_fraction`` of the
+   interactions by time, like ``temporal``);
+2. fit the retrievers on the rest, recall candidates for the users of the held-out part and label them
+   (positive = the user then interacted with the item; negatives = the other recalled candidates plus
+   ``random_negatives`` random items);
+3. train the ranker on those lists (early stopping and the ranker's hyperparameters chosen on a
+   validation share of the users, NDCG@10);
+4. refit the retrievers on the whole training data for serving.
+
+Features of a (user, candidate) row (see `CandidateFeaturizer`): per source the score standardised
+over the user's candidate list, the rank among all items (as 1 / log2(rank + 2)) and a recall flag; the
+number of sources that recalled the item; item popularity, mean rating, genres; user activity, mean
+rating; user-genre affinity against the item's genres. Categorical: user id, item id, age bucket,
+gender, occupation, zip prefix, year bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+from pydantic import Field
+
+from recstack._progress import progress_bar
+from recstack.config import ComponentConfig
+from recstack.data.dataset import Dataset
+from recstack.errors import ArtifactError, InvalidArgumentError, NotFittedError
+from recstack.features.tables import FeatureTables, build_features, user_genre_affinity
+from recstack.models.base import Retriever, top_k
+from recstack.models.ranking._base import NeuralRanker, RankerConfig, RankingData
+
+__all__ = ["RANKERS", "CandidateFeaturizer", "TwoStage", "TwoStageConfig", "ranker_class"]
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+RANKERS: dict[str, str] = {
+    "ncf": "recstack.models.ranking.ncf:NCF",
+    "widedeep": "recstack.models.ranking.widedeep:WideDeep",
+    "deepfm": "recstack.models.ranking.deepfm:DeepFM",
+    "dnn": "recstack.models.ranking.mlp:DNN",
+    "lr": "recstack.models.ranking.widedeep:LogisticRegression",
+}
+
+
+def ranker_class(name: str) -> type[NeuralRanker]:
+    import importlib
+
+    if name not in RANKERS:
+        raise InvalidArgumentError(f"unknown ranker {name!r}; choose from {', '.join(RANKERS)}")
+    module, cls = RANKERS[name].split(":")
+    klass: type[NeuralRanker] = getattr(importlib.import_module(module), cls)
+    return klass
+
+
+class TwoStageConfig(ComponentConfig):
+    """``sources``: retrievers of the recall stage (registry names); ``source_params`` overrides their
+    configs; ``per_source``: top-N taken from each (the union is the candidate list, ~300 on ML-100K);
+    ``ranker_grid``: ranker hyperparameter points tried, the best on validation NDCG@10 is kept."""
+
+    ranker: Literal["ncf", "widedeep", "deepfm", "dnn", "lr"] = "deepfm"
+    sources: tuple[str, ...] = ("two_tower", "ease", "als", "itemknn", "pop")
+    source_params: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"two_tower": {"epochs": 6, "val_fraction": 0.0}}
+    )
+    per_source: int = 100
+    holdout: Literal["random", "temporal"] = "random"
+    holdout_fraction: float = 0.25
+    random_negatives: int = 20
+    val_users_fraction: float = 0.2
+    ranker_params: dict[str, Any] = Field(default_factory=dict)
+    ranker_grid: tuple[dict[str, Any], ...] = ({"id_features": False}, {"id_features": True})
+    seed: int = 42
+
+
+@dataclass
+class _Candidates:
+    items: IntArray  # [n, L] candidate item indices, -1 padding
+    cat: IntArray  # [n, L, C]
+    dense: FloatArray  # [n, L, D]
+    mask: npt.NDArray[np.bool_]  # [n, L]
+
+
+class CandidateFeaturizer:
+    """Recall + feature rows for users, from fitted sources and feature tables."""
+
+    def __init__(self, sources: dict[str, Retriever], features: FeatureTables, per_source: int) -> None:
+        self.sources = sources
+        self.features = features
+        self.per_source = per_source
+
+    @property
+    def cat_cards(self) -> list[int]:
+        f = self.features
+        return [f.n_users + 1, f.n_items + 1, *f.user_cardinalities(), f.cardinality("year_bucket")]
+
+    def dense_names(self) -> list[str]:
+        names = []
+        for s in self.sources:
+            names += [f"{s}_z", f"{s}_rank", f"{s}_flag"]
+        names += ["n_sources", "popularity", "item_mean_rating", "activity", "user_mean_rating", "affinity"]
+        names += [f"genre_{g}" for g in self.features.vocabularies["genre"][1:]]
+        return names
+
+    def build(
+        self,
+        history: sp.csr_matrix,
+        users: IntArray | None,
+        extra: list[IntArray] | None = None,
+    ) -> _Candidates:
+        """Candidates for n users given by ``history`` [n, n_items] (and their dense indices ``users``,
+        or None for anonymous users); ``extra[r]`` items are appended to user r's list (random
+        negatives). Returns padded arrays."""
+        n = history.shape[0]
+        f = self.features
+        n_items = f.n_items
+        hist = history.tocsr()
+        mats: list[FloatArray] = []
+        for src in self.sources.values():
+            s = np.asarray(
+                src.score_users(users) if users is not None else src.score_history(hist), dtype=np.float32
+            ).copy()
+            ex = hist.tocoo()
+            s[ex.row, ex.col] = -np.inf
+            mats.append(s)
+        flags = np.zeros((len(mats), n, n_items), dtype=bool)
+        ranks = np.empty((len(mats), n, n_items), dtype=np.float32)
+        for j, s in enumerate(mats):
+            ids, _ = top_k(s, self.per_source)
+            rows = np.repeat(np.arange(n), ids.shape[1])
+            ok = ids.ravel() >= 0
+            flags[j, rows[ok], ids.ravel()[ok]] = True
+            order = np.argsort(-s, axis=1, kind="stable")
+            r = np.empty_like(order)
+            np.put_along_axis(r, order, np.arange(n_items)[None, :].repeat(n, 0), axis=1)
+            ranks[j] = 1.0 / np.log2(r.astype(np.float32) + 2.0)
+        recalled: npt.NDArray[np.bool_] = np.asarray(flags.any(axis=0))
+        if extra is not None:
+            for r_, items in enumerate(extra):
+                recalled[r_, items] = True
+        seen = hist.toarray() > 0
+        recalled &= ~seen
+        counts = recalled.sum(axis=1)
+        L = max(int(counts.max()) if n else 1, 1)
+        items = np.full((n, L), -1, dtype=np.int64)
+        mask = np.zeros((n, L), dtype=bool)
+        for r_ in range(n):
+            c = np.flatnonzero(recalled[r_])
+            items[r_, : len(c)] = c
+            mask[r_, : len(c)] = True
+        safe = np.where(mask, items, 0)
+        rows = np.arange(n)[:, None]
+        dense_parts: list[FloatArray] = []
+        for j, s in enumerate(mats):
+            sc = s[rows, safe]
+            sc = np.where(np.isfinite(sc), sc, 0.0)
+            m = np.where(mask, sc, np.nan)
+            mu = np.nanmean(m, axis=1, keepdims=True)
+            sd = np.nanstd(m, axis=1, keepdims=True)
+            mu = np.nan_to_num(mu)
+            sd = np.where(np.nan_to_num(sd) > 1e-9, np.nan_to_num(sd), 1.0)
+            dense_parts += [((sc - mu) / sd).astype(np.float32), ranks[j][rows, safe], flags[j][rows, safe]]
+        dense_parts.append(flags[:, rows, safe].sum(axis=0).astype(np.float32))
+        dense_parts += [f.popularity[safe], f.item_mean_rating[safe]]
+        if users is not None:
+            act = f.activity[users]
+            umean = f.user_mean_rating[users]
+        else:
+            act = np.log1p(np.asarray(hist.sum(axis=1)).ravel()).astype(np.float32)
+            umean = np.zeros(n, dtype=np.float32)
+        dense_parts += [np.broadcast_to(act[:, None], (n, L)), np.broadcast_to(umean[:, None], (n, L))]
+        aff = user_genre_affinity(hist, f.genres)  # [n, G]
+        ig = f.genres[safe]  # [n, L, G]
+        dense_parts.append((ig * aff[:, None, :]).sum(axis=2) / np.maximum(ig.sum(axis=2), 1.0))
+        dense = np.concatenate(
+            [np.asarray(p, dtype=np.float32)[:, :, None] for p in dense_parts] + [ig.astype(np.float32)],
+            axis=2,
+        )
+        ucat = f.users_cat[users] if users is not None else np.zeros((n, f.users_cat.shape[1]), np.int64)
+        uid = users + 1 if users is not None else np.zeros(n, dtype=np.int64)
+        cat = np.concatenate(
+            [
+                np.broadcast_to(uid[:, None, None], (n, L, 1)),
+                (safe + 1)[:, :, None],
+                np.broadcast_to(ucat[:, None, :], (n, L, ucat.shape[1])),
+                f.year_bucket[safe][:, :, None],
+            ],
+            axis=2,
+        ).astype(np.int64)
+        dense[~mask] = 0.0
+        cat[~mask] = 0
+        return _Candidates(items, np.ascontiguousarray(cat), np.ascontiguousarray(dense), mask)
+
+
+def _holdout(dataset: Dataset, mode: str, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    from recstack.data.splits import split
+
+    if mode == "temporal":
+        sp_ = split(dataset, "temporal", seed=seed, test_fraction=fraction)
+    else:
+        sp_ = split(dataset, "stratified", seed=seed, train_fraction=1.0 - fraction)
+    return sp_.train, sp_.test
+
+
+def _fit_sources(cfg: TwoStageConfig, dataset: Dataset) -> tuple[dict[str, Retriever], dict[str, float]]:
+    from recstack.models.registry import create
+
+    out: dict[str, Retriever] = {}
+    secs: dict[str, float] = {}
+    for name in cfg.sources:
+        t0 = time.perf_counter()
+        out[name] = create(name, **cfg.source_params.get(name, {})).fit(dataset)
+        secs[name] = time.perf_counter() - t0
+    return out, secs
+
+
+class TwoStage(Retriever):
+    """Recall from several retrievers, rank the union with a neural ranker."""
+
+    name = "two_stage"
+    Config = TwoStageConfig
+
+    def __init__(self, config: ComponentConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.sources: dict[str, Retriever] = {}
+        self.features: FeatureTables | None = None
+        self.ranker: NeuralRanker | None = None
+        self.fit_result: dict[str, Any] = {}
+
+    @property
+    def cfg(self) -> TwoStageConfig:
+        assert isinstance(self.config, TwoStageConfig)
+        return self.config
+
+    # ------------------------------------------------------------------ fit
+    def _fit(self, dataset: Dataset) -> None:
+        c = self.cfg
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(c.seed)
+        part_a, part_b = _holdout(dataset, c.holdout, c.holdout_fraction, c.seed)
+        sources_a, secs_a = _fit_sources(c, part_a)
+        feats_a = build_features(dataset, part_a.interactions)
+        fz = CandidateFeaturizer(sources_a, feats_a, c.per_source)
+        b_csr = part_b.to_csr("binary")
+        a_csr = part_a.to_csr("binary")
+        users = np.flatnonzero(np.diff(b_csr.indptr) > 0).astype(np.int64)
+        users = users[np.diff(a_csr.indptr)[users] > 0]
+        extra = []
+        for _ in users:
+            cand = rng.choice(dataset.n_items, size=min(c.random_negatives, dataset.n_items), replace=False)
+            extra.append(cand.astype(np.int64))
+        with progress_bar() as prog:
+            task = prog.add_task("two_stage candidates", total=len(users), status="")
+            chunks: list[_Candidates] = []
+            for s in range(0, len(users), 256):
+                bu = users[s : s + 256]
+                chunks.append(fz.build(a_csr[bu], bu, extra[s : s + 256]))
+                prog.advance(task, len(bu))
+        L = max(ch.items.shape[1] for ch in chunks)
+
+        def pad(a: npt.NDArray[Any], value: Any) -> npt.NDArray[Any]:
+            w = [(0, 0)] * a.ndim
+            w[1] = (0, L - a.shape[1])
+            return np.pad(a, w, constant_values=value)
+
+        items = np.concatenate([pad(ch.items, -1) for ch in chunks])
+        cat = np.concatenate([pad(ch.cat, 0) for ch in chunks])
+        dense = np.concatenate([pad(ch.dense, 0.0) for ch in chunks])
+        mask = np.concatenate([pad(ch.mask, False) for ch in chunks])
+        label = (np.asarray(b_csr[users[:, None], np.where(mask, items, 0)].todense()) > 0) & mask
+        label = label.astype(np.float32)
+        # the ranker's ceiling: share of held-out positives that made it into the candidate lists
+        recall_union = float(label.sum() / max(b_csr[users].sum(), 1))
+        perm = rng.permutation(len(users))
+        n_val = max(1, int(len(users) * c.val_users_fraction))
+        vi, ti = perm[:n_val], perm[n_val:]
+
+        def take(ix: IntArray) -> RankingData:
+            return RankingData(cat[ix], dense[ix], label[ix], mask[ix], fz.cat_cards)
+
+        train_d, val_d = take(ti), take(vi)
+        klass = ranker_class(c.ranker)
+        best: tuple[float, NeuralRanker | None, dict[str, Any]] = (-np.inf, None, {})
+        grid_scores = []
+        for point in c.ranker_grid or ({},):
+            params = {**c.ranker_params, **point, "seed": c.seed}
+            r = klass(RankerConfig.from_config(params)).fit(None, train_d, validation=val_d)
+            score = float(r.fit_result["best_val"])
+            grid_scores.append([point, score])
+            log.info("two_stage %s %s: validation ndcg@10 %.4f", c.ranker, point, score)
+            if score > best[0]:
+                best = (score, r, params)
+        assert best[1] is not None
+        self.ranker = best[1]
+        # refit the recall stage on the whole training data for serving
+        self.sources, secs_full = _fit_sources(c, dataset)
+        self.features = build_features(dataset)
+        self.fit_result = {
+            "holdout_users": len(users),
+            "candidates_per_user": float(mask.sum(axis=1).mean()),
+            "holdout_recall@candidates": recall_union,
+            "ranker_val_ndcg@10": best[0],
+            "ranker_params": best[2],
+            "ranker_grid": grid_scores,
+            "source_fit_seconds": {k: secs_a[k] + secs_full[k] for k in secs_a},
+            "seconds": time.perf_counter() - t0,
+        }
+        log.info("two_stage fit: %s", self.fit_result)
+
+    # -------------------------------------------------------------- scoring
+    def _featurizer(self) -> CandidateFeaturizer:
+        if self.ranker is None or self.features is None or not self.sources:
+            raise NotFittedError("two_stage: call fit() or load() first")
+        return CandidateFeaturizer(self.sources, self.features, self.cfg.per_source)
+
+    def _score(self, history: sp.csr_matrix, users: IntArray | None) -> FloatArray:
+        fz = self._featurizer()
+        assert self.ranker is not None and self.features is not None
+        n = history.shape[0]
+        # non-candidates rank below every candidate, by popularity
+        pop = self.features.popularity
+        out = np.tile((-1e4 + pop / (pop.max() + 1.0)).astype(np.float32), (n, 1))
+        for s in range(0, n, 256):
+            sl = slice(s, s + 256)
+            ch = fz.build(history[sl], None if users is None else users[sl])
+            C, D = ch.cat.shape[2], ch.dense.shape[2]
+            sc = self.ranker.score({"cat": ch.cat.reshape(-1, C), "dense": ch.dense.reshape(-1, D)})
+            sc = sc.reshape(ch.items.shape)
+            rr, cc = np.nonzero(ch.mask)
+            out[s + rr, ch.items[rr, cc]] = sc[rr, cc]
+        return out
+
+    def score_users(self, user_idx: npt.ArrayLike) -> FloatArray:
+        train = self._require_fitted()
+        idx = np.asarray(user_idx, dtype=np.int64).ravel()
+        return self._score(train[idx], idx)
+
+    def score_history(self, history: sp.csr_matrix) -> FloatArray:
+        return self._score(sp.csr_matrix(history), None)
+
+    def candidates(self, user_idx: npt.ArrayLike) -> list[IntArray]:
+        """The recall stage's candidate list of each user (the ranker's ceiling)."""
+        fz = self._featurizer()
+        train = self._require_fitted()
+        idx = np.asarray(user_idx, dtype=np.int64).ravel()
+        out: list[IntArray] = []
+        for s in range(0, len(idx), 256):
+            ch = fz.build(train[idx[s : s + 256]], idx[s : s + 256])
+            out += [ch.items[r][ch.mask[r]] for r in range(len(ch.items))]
+        return out
+
+    def params(self) -> dict[str, Any]:
+        p = self.config.dump_config()
+        if self.fit_result:
+            p["chosen_ranker_params"] = self.fit_result.get("ranker_params")
+            p["holdout_recall@candidates"] = self.fit_result.get("holdout_recall@candidates")
+        return p
+
+    # -------------------------------------------------------------- storage
+    def _save(self, directory: Path) -> None:
+        self._featurizer()
+        assert self.ranker is not None and self.features is not None
+        for name, src in self.sources.items():
+            src.save(directory / "sources" / name)
+        self.ranker.save(directory / "ranker")
+        self.ranker.export_onnx(directory / "ranker" / "ranker.onnx")
+        self.features.save(directory / "features")
+        (directory / "fit_result.json").write_text(json.dumps(self.fit_result, default=str))
+
+    def _load(self, directory: Path) -> None:
+        from recstack.models.registry import get_class
+
+        c = self.cfg
+        try:
+            self.sources = {n: get_class(n).load(directory / "sources" / n) for n in c.sources}
+        except OSError as exc:
+            raise ArtifactError(f"{directory}: cannot load recall sources: {exc}") from exc
+        self.ranker = ranker_class(c.ranker).load(directory / "ranker")
+        self.features = FeatureTables.load(directory / "features")
+        fr = directory / "fit_result.json"
+        self.fit_result = json.loads(fr.read_text()) if fr.is_file() else {}
