@@ -26,8 +26,8 @@ from recstack.models.retrieval._arrays import load_sparse
 
 __all__ = ["ItemKNN", "ItemKNNConfig", "cosine_topn"]
 
-#: float32 entries of one dense similarity block (n_items x block): 32M entries = 128 MB
-_BLOCK_ENTRIES = 32 * 1024 * 1024
+#: entries of one dense similarity block (n_items x block); 16M entries -> ~256 MB peak per block
+_BLOCK_ENTRIES = 16 * 1024 * 1024
 
 
 class ItemKNNConfig(ComponentConfig):
@@ -46,9 +46,8 @@ def cosine_topn(X: sp.csr_matrix, neighbours: int, shrink: float) -> sp.csr_matr
     """
     X = sp.csr_matrix(X, dtype=np.float32)
     n_items = X.shape[1]
-    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=0), dtype=np.float64).ravel())
-    Xt = X.T.tocsr()
-    Xc = X.tocsc()
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=0), dtype=np.float32).ravel())
+    Xt = X.T.tocsr()  # [n_items, n_users]
     block = max(1, min(n_items, _BLOCK_ENTRIES // max(n_items, 1)))
     nn = min(neighbours, max(n_items - 1, 0))
     rows: list[npt.NDArray[np.int64]] = []
@@ -59,19 +58,23 @@ def cosine_topn(X: sp.csr_matrix, neighbours: int, shrink: float) -> sp.csr_matr
     for start in range(0, n_items, block):
         stop = min(start + block, n_items)
         target = np.arange(start, stop)
-        dots = np.asarray((Xt @ Xc[:, start:stop]).toarray(), dtype=np.float64)  # [n_items, b]
-        denom = np.outer(norms, norms[start:stop]) + shrink
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sim = np.where(denom > 0, dots / denom, 0.0)
-        sim[target, np.arange(stop - start)] = 0.0  # an item is not its own neighbour
+        # one row per target item (row-major for a fast argpartition); float32 and in place: peak about
+        # 16 bytes x block x n_items (similarities, denominators, argpartition indices)
+        sim = np.asarray((Xt[start:stop] @ X).toarray(), dtype=np.float32)  # dot products [b, n_items]
+        denom = np.outer(norms[start:stop], norms)
+        denom += np.float32(shrink)
+        denom[denom == 0] = 1.0  # only items without interactions (their dot products are 0)
+        sim /= denom
+        del denom
+        sim[np.arange(stop - start), target] = 0.0  # an item is not its own neighbour
         if nn < n_items:
-            part = np.argpartition(-sim, nn - 1, axis=0)[:nn]  # [nn, b]
+            part = np.argpartition(-sim, nn - 1, axis=1)[:, :nn]  # [b, nn]
         else:
-            part = np.tile(np.arange(n_items)[:, None], (1, stop - start))
-        top = np.take_along_axis(sim, part, axis=0)
+            part = np.tile(np.arange(n_items)[None, :], (stop - start, 1))
+        top = np.take_along_axis(sim, part, axis=1)
         keep = top > 0
-        rows.append(part[keep].astype(np.int64))
-        cols.append(np.broadcast_to(target[None, :], part.shape)[keep].astype(np.int64))
+        rows.append(part[keep].astype(np.int64))  # the neighbour j ...
+        cols.append(np.broadcast_to(target[:, None], part.shape)[keep].astype(np.int64))  # ... of target i
         vals.append(top[keep].astype(np.float32))
     S = sp.csr_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),

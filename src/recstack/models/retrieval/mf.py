@@ -69,6 +69,7 @@ class _MatrixFactorization(Retriever):
         super().__init__(config, **overrides)
         self.user_factors: FloatArray | None = None
         self.item_factors: FloatArray | None = None
+        self._model: Any = None  # the implicit model (fit, or rebuilt from the factors for fold-in)
 
     # implicit model construction (per subclass)
     def _make_model(self) -> Any:
@@ -167,7 +168,7 @@ class ALS(_MatrixFactorization):
     def fold_in(self, history: sp.csr_matrix) -> FloatArray:
         """One exact ALS half-step for each row given the item factors (implicit's recalculate_user)."""
         U, V = self._factors()
-        model = getattr(self, "_model", None)
+        model = self._model
         if model is None:
             with threadpool_limits(1, "blas"):
                 model = self._make_model()
