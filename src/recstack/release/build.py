@@ -571,9 +571,13 @@ def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Ti
                 arts["retrievers"][key] = f"models/{key}"
                 arts["retriever_models"][key] = next(s.name for s in specs if s.key == key)
                 if arts["retriever_models"][key].startswith("two_stage"):
-                    onnx = sorted(d.rglob("*.onnx"))
+                    # the ranker's ONNX export, named by its variant ("deepfm") as serving's model=
+                    onnx = [f for f in sorted(d.rglob("*.onnx")) if "sources" not in f.relative_to(d).parts]
+                    variant = str(getattr(model.config, "ranker", "") or key)
                     for f in onnx:
-                        name = key if len(onnx) == 1 else f"{key}:{f.stem}"
+                        name = variant if len(onnx) == 1 else f"{variant}:{f.stem}"
+                        if name in arts["rankers"]:
+                            name = f"{key}:{f.stem}"
                         arts["rankers"][name] = f.relative_to(tmp).as_posix()
                 elif callable(getattr(model, "export_onnx", None)):
                     model.export_onnx(d / "user_tower.onnx")  # type: ignore[attr-defined]

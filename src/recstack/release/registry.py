@@ -200,7 +200,7 @@ class Registry:
 
     def resolve(self, ref: str) -> str:
         """A release id from an id, a unique id prefix, a channel name or ``latest``."""
-        if ref in self.channels or (self._channel_path(ref).is_file() and not RELEASE_ID_RE.match(ref)):
+        if ref in self.channels:
             cur = self.channel(ref).current
             if cur is None:
                 raise NotFoundError(

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from recstack.config import get_settings
+from recstack.config import ComponentConfig, get_settings
 from recstack.data.dataset import Dataset
 from recstack.errors import ArtifactError, ConfigError, InvalidArgumentError, NotFoundError
+from recstack.models.base import Retriever
 from recstack.release import BuildConfig, Registry, build, load
 from recstack.release.build import STAGES, default_config_path
 from recstack.release.registry import PromotionRefusedError
@@ -213,23 +214,22 @@ def test_promote_after_build_uses_headline_gate(tiny_dataset_dir: Path, tmp_path
         reg.promote(bad.id)
 
 
-def test_optional_models_are_skipped_and_required_ones_fail(tiny_dataset_dir: Path, tmp_path: Path) -> None:
-    root = tmp_path / "releases"
-    cfg = _config(
-        tiny_dataset_dir,
-        models=[{"name": "pop"}, {"name": "two_stage:ncf", "optional": True, "alias": "ranked"}],
-    )
-    from recstack.models.registry import get_class
+def test_optional_models_are_skipped_and_required_ones_fail(
+    tiny_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recstack.models import registry
 
-    try:
-        get_class("two_stage")
-        pytest.skip("two_stage is implemented: nothing to skip")
-    except InvalidArgumentError:
-        pass
+    # a registered model whose module does not exist (yet): "not available"
+    monkeypatch.setitem(registry._RETRIEVERS, "future", "recstack.models.retrieval._no_such_module:Future")
+    root = tmp_path / "releases"
+    cfg = _config(tiny_dataset_dir, models=[{"name": "pop"}, {"name": "future", "optional": True}])
     m = build(cfg, root)
-    assert list(m.skipped) == ["ranked"] and m.artifacts.retrievers == {"pop": "models/pop"}
+    assert list(m.skipped) == ["future"] and "not available" in m.skipped["future"]
+    assert m.artifacts.retrievers == {"pop": "models/pop"}
+    assert m.headline is not None and m.headline.model == "pop"
     with pytest.raises(InvalidArgumentError, match="mark it optional"):
-        build(_config(tiny_dataset_dir, models=[{"name": "two_stage:ncf"}]), root)
+        build(_config(tiny_dataset_dir, models=[{"name": "future"}]), root)
+    assert Registry(root).ids() == [m.id]
 
 
 def test_embeddings_and_index_of_mf_model(tiny_dataset_dir: Path, tmp_path: Path) -> None:
@@ -274,3 +274,58 @@ def test_example_recstack_toml_parses() -> None:
     cfg = BuildConfig.from_toml(example)
     assert [m.key for m in cfg.models] == ["pop", "ease", "als64"]
     assert cfg.index.source == "als64" and cfg.headline.model == "ease"
+
+
+class _FakeTwoStageConfig(ComponentConfig):
+    ranker: str = "deepfm"
+
+
+class _FakeTwoStage(Retriever):
+    """Stands in for two_stage (cheap): popularity scores; saves a ranker ONNX file and a recall
+    source with its own ONNX file (which is not a ranker)."""
+
+    name = "two_stage"
+    Config = _FakeTwoStageConfig
+
+    def _fit(self, dataset: Dataset) -> None:
+        self.pop = dataset.item_popularity().astype(np.float32)
+
+    def score_history(self, history: Any) -> Any:
+        return np.tile(self.pop, (history.shape[0], 1))
+
+    def _save(self, directory: Path) -> None:
+        (directory / "ranker").mkdir()
+        (directory / "ranker" / "ranker.onnx").write_bytes(b"onnx of the ranker")
+        (directory / "sources" / "tt").mkdir(parents=True)
+        (directory / "sources" / "tt" / "user_tower.onnx").write_bytes(b"not a ranker")
+        np.save(directory / "pop.npy", self.pop, allow_pickle=False)
+
+    def _load(self, directory: Path) -> None:
+        self.pop = np.load(directory / "pop.npy", allow_pickle=False)
+
+
+def test_two_stage_rankers_are_named_by_variant(
+    tiny_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recstack.models import registry
+
+    real_get_class = registry.get_class
+
+    def get_class(name: str) -> type[Retriever]:
+        return _FakeTwoStage if name.startswith("two_stage") else real_get_class(name)
+
+    def create(name: str, **params: Any) -> Retriever:
+        if name.startswith("two_stage"):
+            return _FakeTwoStage(ranker=name.split(":")[1], **params)
+        return real_get_class(name)(**params)
+
+    monkeypatch.setattr(registry, "get_class", get_class)
+    monkeypatch.setattr(registry, "create", create)
+    root = tmp_path / "releases"
+    cfg = _config(tiny_dataset_dir, models=[{"name": "pop"}, {"name": "two_stage:ncf"}])
+    m = build(cfg, root)
+    assert m.artifacts.rankers == {"ncf": "models/two_stage:ncf/ranker/ranker.onnx"}
+    rel = load(m.id, root)
+    assert rel.ranker_paths == {"ncf": root / m.id / "models/two_stage:ncf/ranker/ranker.onnx"}
+    assert m.headline is not None and m.headline.model == "two_stage:ncf"
+    assert isinstance(rel.retriever("two_stage:ncf"), _FakeTwoStage)
