@@ -1,0 +1,711 @@
+/* recstack web UI: vanilla JS, no dependencies. Every page is an HTML shell (templates/page.html)
+ * that this script fills in from the REST API with fetch(). Pages: home, movie, user, start, release. */
+"use strict";
+
+(() => {
+  // ------------------------------------------------------------------------------------------ helpers
+  const $ = (sel, root = document) => root.querySelector(sel);
+
+  /** h("a", {href: "/", class: "x", onclick: fn}, "text", child) -> Element (text is never parsed as HTML). */
+  function h(tag, attrs, ...children) {
+    const el = tag === "svg" || SVG_TAGS.has(tag)
+      ? document.createElementNS("http://www.w3.org/2000/svg", tag)
+      : document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
+      else if (k === "style" && typeof v === "object") for (const [p, pv] of Object.entries(v)) el.style.setProperty(p, pv);
+      else el.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const c of children.flat(Infinity)) {
+      if (c === null || c === undefined || c === false) continue;
+      el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return el;
+  }
+  const SVG_TAGS = new Set(["rect", "text", "g", "title", "line", "path", "circle"]);
+
+  class ApiError extends Error {
+    constructor(status, code, message, path) {
+      super(message);
+      this.status = status; this.code = code; this.path = path;
+    }
+  }
+
+  /** fetch JSON from the API; throws ApiError (status 0 = network failure). */
+  async function api(path, opts = {}) {
+    let res;
+    try {
+      res = await fetch(path, {
+        method: opts.method || "GET",
+        headers: opts.body !== undefined ? { "Content-Type": "application/json" } : undefined,
+        body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined,
+        keepalive: !!opts.keepalive,
+        signal: opts.signal,
+      });
+    } catch (e) {
+      if (e && e.name === "AbortError") throw e;
+      throw new ApiError(0, "network", "The recstack API could not be reached. Is the server running?", path);
+    }
+    let body = null;
+    try { body = await res.json(); } catch (_) { body = null; }
+    if (!res.ok) {
+      const err = body && body.error ? body.error : {};
+      throw new ApiError(res.status, err.code || "http_" + res.status, err.message || res.statusText || "request failed", path);
+    }
+    return body;
+  }
+
+  const qs = (params) => {
+    const p = new URLSearchParams();
+    for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== "") p.set(k, v);
+    const s = p.toString();
+    return s ? "?" + s : "";
+  };
+  const urlParam = (name) => new URLSearchParams(location.search).get(name);
+  function setUrlParam(name, value) {
+    const u = new URL(location.href);
+    if (value === null || value === undefined || value === "") u.searchParams.delete(name);
+    else u.searchParams.set(name, value);
+    history.replaceState(null, "", u.pathname + u.search);
+  }
+
+  let releasePromise = null;
+  const getRelease = () => (releasePromise = releasePromise || api("/v1/release"));
+
+  const fmt = (x, d = 2) => (x === null || x === undefined || Number.isNaN(x) ? "–" : Number(x).toFixed(d));
+  /** "2026-11-23T08:50:14+00:00" -> "2026-11-23 08:50 UTC" (the same on every machine). */
+  const when = (iso) => {
+    const d = new Date(String(iso).replace(" ", "T"));
+    return Number.isNaN(d.getTime()) ? String(iso) : d.toISOString().slice(0, 16).replace("T", " ") + " UTC";
+  };
+  const plural = (n, one, many) => `${n.toLocaleString()} ${n === 1 ? one : many || one + "s"}`;
+
+  // ------------------------------------------------------------------------------------------ tiles
+  const ARTICLES = new Set(["the", "a", "an", "la", "le", "les", "il", "el", "das", "der", "die"]);
+
+  /** "Shawshank Redemption, The" -> "SR"; "12 Angry Men" -> "1A"; "Se7en" -> "S". */
+  function initials(title) {
+    let t = String(title || "?").replace(/\s*\(\d{4}\)\s*$/, "").replace(/,\s*(The|A|An|La|Le|Les|Il|El|Das|Der|Die)$/i, "");
+    const words = t.split(/[\s:\-–,.&/]+/).map((w) => w.replace(/[^\p{L}\p{N}]/gu, "")).filter(Boolean);
+    while (words.length > 1 && ARTICLES.has(words[0].toLowerCase())) words.shift();
+    return (words.slice(0, 2).map((w) => w[0]).join("") || "?").toUpperCase();
+  }
+  function hue(text) {
+    let x = 2166136261;
+    for (const ch of String(text)) x = Math.imul(x ^ ch.codePointAt(0), 16777619) >>> 0;
+    return x % 360;
+  }
+  function tile(title, cls = "tile", extra = []) {
+    return h("div", { class: cls, style: { "--h": String(hue(title)) }, "aria-hidden": "true" }, initials(title), extra);
+  }
+  const movieLabel = (it) => (it.year ? `${it.title} (${it.year})` : it.title);
+
+  /** A movie card (a link). opts: rank, why (node), onclick(event, item). */
+  function movieCard(it, opts = {}) {
+    const badge = it.year ? h("span", { class: "badge" }, it.year) : null;
+    const rank = opts.rank ? h("span", { class: "rank" }, "#" + opts.rank) : null;
+    const a = h("a", {
+      class: "card", href: `/movies/${encodeURIComponent(it.item_id)}`, "data-item-id": it.item_id,
+      "aria-label": movieLabel(it) + (opts.rank ? `, recommendation ${opts.rank}` : ""),
+    },
+    tile(it.title, "tile", [badge, rank]),
+    h("div", { class: "card-body" },
+      h("span", { class: "card-title" }, it.title),
+      h("span", { class: "card-meta" }, (it.genres || []).slice(0, 3).join(" · ") || "–"),
+      opts.why || null));
+    if (opts.onclick) a.addEventListener("click", (ev) => opts.onclick(ev, it, a));
+    return a;
+  }
+
+  const skeletons = (n) => Array.from({ length: n }, () => h("div", { class: "skeleton", "aria-hidden": "true" }));
+
+  // ------------------------------------------------------------------------------------------ states
+  /** An empty / error state box. kind: "empty" | "error"; actions: [{label, href} | {label, onclick}]. */
+  function stateBox({ kind = "empty", title, message, detail, actions = [], heading = "h2" }) {
+    return h("div", { class: `state state-${kind}`, role: kind === "error" ? "alert" : "status", "data-state": kind },
+      h("div", { class: "state-icon", "aria-hidden": "true" }, kind === "error" ? "⚠️" : "🎬"),
+      h(heading, {}, title),
+      message ? h("p", {}, message) : null,
+      detail ? h("p", {}, h("code", {}, detail)) : null,
+      actions.length ? h("div", { class: "state-actions" }, actions.map((a) => a.href
+        ? h("a", { class: "btn" + (a.primary ? " btn-primary" : ""), href: a.href }, a.label)
+        : h("button", { type: "button", class: "btn" + (a.primary ? " btn-primary" : ""), onclick: a.onclick }, a.label))) : null);
+  }
+
+  function errorBox(err, retry, heading = "h2") {
+    const status = err && err.status;
+    const title = status === 0 ? "Cannot reach the API" : `The API answered with an error${status ? " (" + status + ")" : ""}`;
+    return stateBox({
+      kind: "error", heading, title,
+      message: err && err.message ? err.message : "Something went wrong.",
+      detail: err && err.path ? err.path : null,
+      actions: retry ? [{ label: "Try again", onclick: retry, primary: true }, { label: "Home", href: "/" }] : [{ label: "Home", href: "/" }],
+    });
+  }
+
+  function fill(container, ...nodes) {
+    container.replaceChildren(...nodes.flat());
+    container.removeAttribute("aria-busy");
+  }
+
+  // ------------------------------------------------------------------------------------------ type-ahead
+  /** A combobox over GET /v1/items?q=. onChoose(item) when an option is picked; onSubmit(text)
+   * when Enter is pressed without an active option. */
+  function typeahead(root, { onChoose, onSubmit, limit = 8 }) {
+    const input = $("input", root);
+    const list = $("[role=listbox]", root);
+    let items = [], active = -1, timer = 0, ctrl = null, seq = 0;
+
+    const close = () => {
+      list.hidden = true; input.setAttribute("aria-expanded", "false");
+      input.removeAttribute("aria-activedescendant"); active = -1;
+    };
+    const setActive = (i) => {
+      active = i;
+      [...list.children].forEach((li, j) => li.setAttribute("aria-selected", j === i ? "true" : "false"));
+      if (i >= 0 && list.children[i]) {
+        input.setAttribute("aria-activedescendant", list.children[i].id);
+        list.children[i].scrollIntoView({ block: "nearest" });
+      } else input.removeAttribute("aria-activedescendant");
+    };
+    const choose = (i) => {
+      const it = items[i];
+      if (!it) return;
+      close();
+      onChoose(it);
+    };
+    const render = (q) => {
+      list.replaceChildren();
+      if (!items.length) {
+        list.append(h("li", { class: "empty", role: "option", "aria-disabled": "true", id: input.id + "-none" }, `No movies match “${q}”`));
+      }
+      items.forEach((it, i) => list.append(h("li", {
+        role: "option", id: `${input.id}-opt-${i}`, "aria-selected": "false", "data-item-id": it.item_id,
+        onmousedown: (ev) => { ev.preventDefault(); choose(i); },
+      }, tile(it.title, "tile mini-tile"), h("div", {},
+        h("div", { class: "opt-title" }, it.title),
+        h("div", { class: "opt-meta" }, [it.year, (it.genres || []).slice(0, 2).join(", ")].filter(Boolean).join(" · "))))));
+      list.hidden = false; input.setAttribute("aria-expanded", "true"); active = -1;
+    };
+    const search = async () => {
+      const q = input.value.trim();
+      if (q.length < 2) { close(); return; }
+      if (ctrl) ctrl.abort();
+      ctrl = new AbortController();
+      const my = ++seq;
+      try {
+        const body = await api("/v1/items" + qs({ q, limit }), { signal: ctrl.signal });
+        if (my !== seq) return;
+        items = body.items; render(q);
+      } catch (e) {
+        if (e.name === "AbortError" || my !== seq) return;
+        items = [];
+        list.replaceChildren(h("li", { class: "empty", role: "option", "aria-disabled": "true", id: input.id + "-err" }, "Search is unavailable: " + e.message));
+        list.hidden = false; input.setAttribute("aria-expanded", "true");
+      }
+    };
+    input.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(search, 120); });
+    input.addEventListener("keydown", (ev) => {
+      const open = !list.hidden && items.length;
+      if (ev.key === "ArrowDown") { ev.preventDefault(); if (list.hidden) search(); else if (open) setActive((active + 1) % items.length); }
+      else if (ev.key === "ArrowUp") { ev.preventDefault(); if (open) setActive(active <= 0 ? items.length - 1 : active - 1); }
+      else if (ev.key === "Enter") {
+        ev.preventDefault();
+        if (open && active >= 0) choose(active);
+        else if (onSubmit && input.value.trim()) { close(); onSubmit(input.value.trim()); }
+      } else if (ev.key === "Escape") { if (!list.hidden) { ev.preventDefault(); close(); } }
+    });
+    input.addEventListener("blur", () => setTimeout(close, 100));
+    return { input, close };
+  }
+
+  // ------------------------------------------------------------------------------------------ models switch
+  /** Radio buttons in a fieldset; unavailable models are shown disabled with the reason. */
+  function modelSwitch(fieldset, models, selected, onChange, unavailable = {}) {
+    const name = fieldset.id + "-model";
+    const legend = $("legend", fieldset);
+    fieldset.replaceChildren(legend);
+    for (const m of models) {
+      fieldset.append(h("label", {},
+        h("input", { type: "radio", name, value: m, checked: m === selected, onchange: () => onChange(m) }),
+        h("span", {}, MODEL_NAMES[m] || m)));
+    }
+    for (const [m, reason] of Object.entries(unavailable)) {
+      fieldset.append(h("label", { title: "not served: " + reason },
+        h("input", { type: "radio", name, value: m, disabled: true, "aria-describedby": null }),
+        h("span", {}, MODEL_NAMES[m] || m)));
+    }
+    fieldset.hidden = models.length + Object.keys(unavailable).length < 2;
+  }
+  const MODEL_NAMES = {
+    recall: "Recall (no ranker)", itemknn: "Item-kNN", ease: "EASE", als: "ALS", bpr: "BPR", two_tower: "Two-tower",
+    pop: "Popular", deepfm: "DeepFM", dnn: "DNN", ncf: "NCF", widedeep: "Wide & Deep",
+  };
+
+  // ------------------------------------------------------------------------------------------ why
+  const SOURCE_TEXT = {
+    itemknn: "Similar to movies you watched",
+    ease: "Liked by viewers with your taste",
+    two_tower: "Matches your profile",
+    als: "Fits your taste profile",
+    popular: "Popular with everyone",
+    trending: "Trending lately",
+    fill: "Popular pick",
+  };
+  const SOURCE_NAMES = { itemknn: "item-kNN", ease: "EASE", two_tower: "two-tower", popular: "popular", trending: "trending", fill: "fill" };
+
+  function whyNode(it) {
+    const srcs = it.sources || (it.explain && it.explain.sources) || [];
+    const ex = it.explain;
+    const text = srcs.filter((s) => SOURCE_TEXT[s]).map((s) => SOURCE_TEXT[s]).slice(0, 2).join(" · ");
+    const parts = [];
+    if (ex) {
+      parts.push(`score ${fmt(ex.rank_score, 3)}`);
+      if (ex.rank_position !== ex.final_position) parts.push(`ranked #${ex.rank_position}`);
+      if (ex.demoted_by_genre_cap) parts.push("moved down for genre variety");
+    }
+    return h("div", { class: "why-wrap" },
+      h("div", { class: "why", "aria-label": "Recommended by" }, srcs.map((s) => h("span", { class: "chip chip-accent" }, SOURCE_NAMES[s] || s))),
+      text ? h("div", { class: "why-text" }, text + (parts.length ? " · " + parts.join(" · ") : "")) : null);
+  }
+
+  /** Record a click, then follow the link (the event is posted before leaving the page). */
+  function clickRecorder(userId) {
+    return async (ev, it, a) => {
+      if (ev.button !== 0 || ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.altKey) return;
+      ev.preventDefault();
+      const post = api("/v1/events", { method: "POST", body: { user_id: userId, item_id: it.item_id, type: "click" }, keepalive: true })
+        .catch((e) => console.warn("event not recorded:", e.message));
+      await Promise.race([post, new Promise((r) => setTimeout(r, 1500))]);
+      location.href = a.href;
+    };
+  }
+
+  // ------------------------------------------------------------------------------------------ footer
+  function footer() {
+    const el = $("#footer-release");
+    if (!el) return;
+    getRelease().then((r) => { el.replaceChildren("release ", h("a", { href: "/release", class: "mono" }, r.release_id)); },
+      () => { el.textContent = "release unavailable"; });
+  }
+
+  function userJump() {
+    const form = $(".user-jump");
+    if (!form) return;
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const id = $("input", form).value.trim();
+      if (id) location.href = "/users/" + encodeURIComponent(id);
+    });
+  }
+
+  // ============================================================================================ pages
+  // ------------------------------------------------------------------------------------------ home
+  async function pageHome() {
+    const rowsEl = $("#rows");
+    const results = $("#search-results");
+    typeahead($(".search"), {
+      onChoose: (it) => { location.href = `/movies/${encodeURIComponent(it.item_id)}`; },
+      onSubmit: (q) => { setUrlParam("genre", null); setUrlParam("q", q); showResults(); },
+    });
+
+    async function showResults() {
+      const q = urlParam("q"), genre = urlParam("genre");
+      if (!q && !genre) { results.hidden = true; rowsEl.hidden = false; return; }
+      results.hidden = false; rowsEl.hidden = true;
+      const title = q ? `Results for “${q}”` : `${genre} movies`;
+      const head = h("div", { class: "section-head" }, h("h2", {}, title, " ", h("span", { class: "count" })),
+        h("a", { class: "btn btn-ghost", href: "/" }, "Back to all genres"));
+      const grid = h("div", { class: "grid" }, skeletons(12));
+      results.replaceChildren(head, grid);
+      try {
+        const body = await api("/v1/items" + qs({ q, genre, limit: 60 }));
+        $(".count", head).textContent = `(${body.total.toLocaleString()})`;
+        if (!body.items.length) {
+          grid.replaceChildren(stateBox({ title: "No results", heading: "h3",
+            message: q ? `No movie title contains “${q}”. Check the spelling or try a shorter part of the title.` : `No movies in ${genre}.`,
+            actions: [{ label: "Browse popular movies", href: "/" }] }));
+        } else grid.replaceChildren(...body.items.map((it) => movieCard(it)));
+      } catch (e) { grid.replaceChildren(errorBox(e, showResults, "h3")); }
+    }
+
+    async function loadRow(row, genre) {
+      const track = $(".row-track", row);
+      try {
+        const body = await api("/v1/items" + qs({ genre, limit: 16 }));
+        if (!body.items.length) track.replaceChildren(stateBox({ title: "Nothing here yet", heading: "h3" }));
+        else track.replaceChildren(...body.items.map((it) => movieCard(it)));
+      } catch (e) { track.replaceChildren(errorBox(e, () => loadRow(row, genre), "h3")); }
+    }
+
+    async function loadRows() {
+      rowsEl.replaceChildren(...skeletonRows(2));
+      let rel;
+      try { rel = await getRelease(); } catch (e) { releasePromise = null; fill(rowsEl, errorBox(e, loadRows)); return; }
+      const genres = rel.genres.filter((g) => g.toLowerCase() !== "unknown");
+      const rows = [null, ...genres].map((g) => {
+        const id = "row-" + (g || "popular").replace(/[^a-z0-9]+/gi, "-").toLowerCase();
+        return h("section", { class: "row", "aria-labelledby": id, "data-genre": g || "" },
+          h("div", { class: "row-head" }, h("h2", { id }, g ? g : "Most popular"),
+            g ? h("a", { href: "/" + qs({ genre: g }), "aria-label": `See all ${g} movies` }, "See all") : null),
+          h("div", { class: "row-track", role: "list" }, skeletons(8)));
+      });
+      fill(rowsEl, rows);
+      // the first rows at once, the others when they scroll into view
+      const io = "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
+        for (const e of entries) if (e.isIntersecting) { io.unobserve(e.target); loadRow(e.target, e.target.dataset.genre || null); }
+      }, { rootMargin: "600px 0px" }) : null;
+      rows.forEach((row, i) => (i < 3 || !io ? loadRow(row, row.dataset.genre || null) : io.observe(row)));
+    }
+    const skeletonRows = (n) => Array.from({ length: n }, () => h("section", { class: "row" },
+      h("div", { class: "row-head" }, h("h2", {}, "\u00a0")), h("div", { class: "row-track" }, skeletons(8))));
+
+    await Promise.all([loadRows(), showResults()]);
+  }
+
+  // ------------------------------------------------------------------------------------------ movie
+  async function pageMovie() {
+    const id = document.body.dataset.itemId;
+    const root = $("#movie");
+    let item;
+    try {
+      item = await api(`/v1/items/${encodeURIComponent(id)}`);
+    } catch (e) {
+      if (e.status === 404) {
+        fill(root, stateBox({ kind: "error", title: "Movie not found",
+          message: `There is no movie with id “${id}” in this release.`,
+          actions: [{ label: "Search movies", href: "/", primary: true }] }));
+      } else fill(root, errorBox(e, pageMovie));
+      return;
+    }
+    document.title = `${item.title} · recstack`;
+    const avg = item.average_rating;
+    const stars = avg === null || avg === undefined ? "" : "★".repeat(Math.round(avg)) + "☆".repeat(5 - Math.round(avg));
+    fill(root, h("article", { class: "detail" },
+      tile(item.title, "tile", item.year ? h("span", { class: "badge" }, item.year) : null),
+      h("div", {},
+        h("h1", {}, item.title),
+        h("p", { class: "sub" }, [item.year || "year unknown", `movie #${item.item_id}`].join(" · ")),
+        h("div", { class: "genres" }, (item.genres || []).map((g) => h("a", { class: "chip chip-lg", href: "/" + qs({ genre: g }) }, g))),
+        h("dl", { class: "stats" },
+          h("div", { class: "stat" }, h("dt", {}, "Mean rating"),
+            h("dd", {}, fmt(avg), h("small", {}, " / 5"), " ", h("span", { class: "stars", "aria-hidden": "true" }, stars))),
+          h("div", { class: "stat" }, h("dt", {}, "Ratings"), h("dd", {}, (item.rating_count || 0).toLocaleString())),
+          h("div", { class: "stat" }, h("dt", {}, "Viewers"), h("dd", {}, (item.popularity || 0).toLocaleString()))))));
+
+    const section = $("#similar-section");
+    section.hidden = false;
+    $("#similar-title").textContent = `Similar to ${item.title}`;
+    const grid = $("#similar");
+    let rel = null;
+    try { rel = await getRelease(); } catch (_) { rel = null; }
+    const models = rel ? rel.retrievers.filter((m) => m !== "pop") : [];
+    let model = urlParam("model") || null;
+    if (model && models.length && !models.includes(model)) model = null;
+
+    async function loadSimilar() {
+      grid.setAttribute("aria-busy", "true");
+      grid.replaceChildren(...skeletons(6));
+      try {
+        const body = await api(`/v1/items/${encodeURIComponent(id)}/similar` + qs({ k: 12, model }));
+        grid.dataset.model = body.model;
+        if (!model) modelSwitch($("#similar-models"), models, body.model, (m) => { model = m; setUrlParam("model", m); loadSimilar(); });
+        if (!body.items.length) fill(grid, stateBox({ title: "No similar movies", heading: "h3", message: `The ${body.model} model found no movie similar to this one.` }));
+        else fill(grid, body.items.map((it) => movieCard(it)));
+      } catch (e) { fill(grid, errorBox(e, loadSimilar, "h3")); }
+    }
+    if (model) modelSwitch($("#similar-models"), models, model, (m) => { model = m; setUrlParam("model", m); loadSimilar(); });
+    await loadSimilar();
+  }
+
+  // ------------------------------------------------------------------------------------------ user
+  function histogram(ratings) {
+    const counts = [0, 0, 0, 0, 0];
+    for (const r of ratings) {
+      const b = Math.min(5, Math.max(1, Math.round(r)));
+      counts[b - 1] += 1;
+    }
+    const max = Math.max(1, ...counts);
+    const W = 300, H = 130, bw = 40, gap = (W - 5 * bw) / 6, top = 18, base = H - 22;
+    const label = "Rating histogram: " + counts.map((c, i) => `${i + 1} star${i ? "s" : ""}: ${c}`).join(", ");
+    return h("svg", { class: "histogram", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label },
+      h("title", {}, label),
+      counts.map((c, i) => {
+        const bh = Math.max(c ? 3 : 0, ((base - top) * c) / max);
+        const x = gap + i * (bw + gap);
+        return h("g", {},
+          h("rect", { class: "bar", x, y: base - bh, width: bw, height: bh, rx: 5, opacity: String(0.45 + 0.13 * i) }),
+          h("text", { class: "val", x: x + bw / 2, y: base - bh - 5, "text-anchor": "middle" }, c),
+          h("text", { x: x + bw / 2, y: H - 6, "text-anchor": "middle" }, `${i + 1}★`));
+      }),
+      h("line", { x1: gap / 2, x2: W - gap / 2, y1: base, y2: base, stroke: "currentColor", "stroke-opacity": ".2" }));
+  }
+
+  async function pageUser() {
+    const id = document.body.dataset.userId;
+    const root = $("#user");
+    let user;
+    try {
+      user = await api(`/v1/users/${encodeURIComponent(id)}` + qs({ history_limit: 10000 }));
+    } catch (e) {
+      if (e.status === 404) {
+        fill(root, stateBox({ kind: "error", title: "Unknown user",
+          message: `We don’t know a user with id “${id}”: no profile and no activity yet.`,
+          actions: [{ label: "Get started as a new visitor", href: "/start", primary: true }, { label: "See user 1", href: "/users/1" }] }));
+      } else fill(root, errorBox(e, pageUser));
+      return;
+    }
+    document.title = `User ${id} · recstack`;
+    const s = user.stats;
+    const p = user.profile || {};
+    const ratings = user.history.map((x) => x.rating).filter((r) => r !== null && r !== undefined);
+    const profileLine = [p.age ? `${p.age} years` : null, { M: "male", F: "female" }[p.gender] || p.gender, p.occupation].filter(Boolean).join(" · ");
+    fill(root, h("article", { class: "detail detail-user" },
+      tile("user " + id, "tile avatar", null),
+      h("div", {},
+        h("h1", {}, `User ${id}`),
+        h("p", { class: "sub" }, profileLine || (user.known ? "no profile" : "new visitor (events only)")),
+        h("dl", { class: "stats" },
+          h("div", { class: "stat" }, h("dt", {}, "Movies rated"), h("dd", { "data-stat": "rated" }, s.rated.toLocaleString())),
+          h("div", { class: "stat" }, h("dt", {}, "Average"), h("dd", { "data-stat": "average" }, fmt(s.average_rating))),
+          h("div", { class: "stat" }, h("dt", {}, "Highest"), h("dd", { "data-stat": "highest" }, fmt(s.highest_rating, 1))),
+          h("div", { class: "stat" }, h("dt", {}, "Lowest"), h("dd", { "data-stat": "lowest" }, fmt(s.lowest_rating, 1)))),
+        h("div", { class: "user-extra" },
+          h("div", {},
+            h("h2", { class: "visually-hidden" }, "Favourite genres"),
+            h("p", { class: "hint", style: { margin: "0 0 .4rem" } }, "Favourite genres"),
+            s.favourite_genres.length
+              ? h("div", { class: "genres", id: "fav-genres" }, s.favourite_genres.map((g) => h("a", { class: "chip chip-lg chip-accent", href: "/" + qs({ genre: g }) }, g)))
+              : h("p", {}, "none yet")),
+          ratings.length ? h("figure", { style: { margin: 0 } }, histogram(ratings)) : null))));
+
+    // watched list
+    const wSec = $("#watched-section");
+    wSec.hidden = false;
+    $("#watched-title").textContent = `Watched (${s.count.toLocaleString()})`;
+    const wList = $("#watched");
+    const more = $("#watched-more");
+    const renderWatched = (n) => {
+      wList.replaceChildren(...user.history.slice(0, n).map((x) => h("li", {},
+        tile(x.title, "tile mini-tile"),
+        h("a", { class: "w-title", href: `/movies/${encodeURIComponent(x.item_id)}` }, x.title),
+        h("span", { class: "w-meta" }, x.rating !== null && x.rating !== undefined ? h("span", { class: "stars", "aria-label": `rated ${x.rating}` }, "★ " + fmt(x.rating, 0)) : "clicked",
+          " · ", new Date(x.timestamp * 1000).toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" })))));
+      if (!user.history.length) wList.replaceChildren(stateBox({ title: "Nothing watched yet", heading: "h3" }));
+      more.hidden = user.history.length <= n;
+      more.textContent = `Show all ${user.history.length.toLocaleString()}`;
+    };
+    more.onclick = () => renderWatched(user.history.length);
+    renderWatched(24);
+
+    // recommendations with a model switch
+    const rSec = $("#recs-section");
+    rSec.hidden = false;
+    const grid = $("#recs");
+    let rel = null;
+    try { rel = await getRelease(); } catch (_) { rel = null; }
+    const models = rel ? rel.models : [];
+    let model = urlParam("model") || (rel ? rel.default_model : null);
+    const onClick = clickRecorder(id);
+    async function loadRecs() {
+      grid.setAttribute("aria-busy", "true");
+      grid.replaceChildren(...skeletons(6));
+      try {
+        const body = await api(`/v1/users/${encodeURIComponent(id)}/recommendations` + qs({ k: 12, model, explain: "true" }));
+        grid.dataset.model = body.model;
+        $("#recs-note").textContent = body.cold_start
+          ? "Not enough history yet: these are popular picks. Click a few movies to personalise them."
+          : `Model ${MODEL_NAMES[body.model] || body.model} · recall from ${(rel ? rel.sources : []).join(", ") || "the release"} · release ${body.release_id}`;
+        if (!body.items.length) fill(grid, stateBox({ title: "No recommendations", heading: "h3", message: "Every movie was filtered out for this user." }));
+        else fill(grid, body.items.map((it, i) => movieCard(it, { rank: i + 1, why: whyNode(it), onclick: onClick })));
+      } catch (e) { fill(grid, errorBox(e, loadRecs, "h3")); }
+    }
+    modelSwitch($("#rec-models"), models, model, (m) => { model = m; setUrlParam("model", m); loadRecs(); }, rel ? rel.unavailable_models || {} : {});
+    await loadRecs();
+  }
+
+  // ------------------------------------------------------------------------------------------ onboarding
+  function visitorId() {
+    let v = null;
+    try { v = localStorage.getItem("recstack.visitor"); } catch (_) { v = null; }
+    if (!v) {
+      v = "visitor-" + Math.random().toString(36).slice(2, 10);
+      try { localStorage.setItem("recstack.visitor", v); } catch (_) { /* private mode */ }
+    }
+    return v;
+  }
+
+  async function pageStart() {
+    const picked = new Map();
+    const chips = $("#picked");
+    const picks = $("#popular-picks");
+    const err = $("#onboarding-error");
+
+    const sync = () => {
+      chips.replaceChildren(...[...picked.values()].map((it) => h("li", { class: "chip chip-accent chip-lg", "data-item-id": it.item_id },
+        movieLabel(it), h("button", { type: "button", "aria-label": `Remove ${it.title}`, onclick: () => { picked.delete(String(it.item_id)); sync(); } }, "×"))));
+      for (const b of picks.querySelectorAll(".pick")) b.setAttribute("aria-pressed", picked.has(b.dataset.itemId) ? "true" : "false");
+      if (picked.size) err.textContent = "";
+    };
+    const toggle = (it) => { const k = String(it.item_id); if (picked.has(k)) picked.delete(k); else picked.set(k, it); sync(); };
+    const ta = typeahead($(".search"), { onChoose: (it) => { picked.set(String(it.item_id), it); ta.input.value = ""; sync(); ta.input.focus(); } });
+
+    (async function loadPicks() {
+      picks.replaceChildren(...skeletons(6));
+      try {
+        const body = await api("/v1/items" + qs({ limit: 12 }));
+        picks.replaceChildren(...body.items.map((it) => h("button", {
+          type: "button", class: "pick", "aria-pressed": "false", "data-item-id": String(it.item_id), onclick: () => toggle(it),
+          "aria-label": movieLabel(it),
+        }, tile(it.title), h("span", { class: "pick-title" }, it.title))));
+        sync();
+      } catch (e) { picks.replaceChildren(errorBox(e, loadPicks, "h3")); }
+    })();
+
+    const out = $("#onboarding-results");
+    const grid = $("#onboarding-recs");
+    $("#onboarding").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const profile = {};
+      const age = $("#age").value.trim();
+      if (age) {
+        const n = Number(age);
+        if (!Number.isInteger(n) || n < 1 || n > 120) { err.textContent = "Age must be a whole number between 1 and 120."; $("#age").focus(); return; }
+        profile.age = n;
+      }
+      if ($("#gender").value) profile.gender = $("#gender").value;
+      if ($("#occupation").value) profile.occupation = $("#occupation").value;
+      const liked = [...picked.values()].map((it) => it.item_id);
+      const hasProfile = Object.keys(profile).length > 0;
+      if (liked.length < 2 && !hasProfile) {
+        err.textContent = liked.length === 1
+          ? "Pick at least one more movie, or tell us a little about yourself."
+          : "Pick two or more movies you like, or fill in your profile.";
+        return;
+      }
+      err.textContent = "";
+      out.hidden = false;
+      grid.setAttribute("aria-busy", "true");
+      grid.replaceChildren(...skeletons(6));
+      const body = { k: 12, explain: true };
+      if (liked.length) body.liked_items = liked;
+      if (hasProfile) body.profile = profile;
+      const submit = $("#onboarding-submit");
+      submit.disabled = true;
+      try {
+        const res = await api("/v1/recommendations", { method: "POST", body });
+        const basis = [liked.length ? plural(liked.length, "movie") + " you like" : null, hasProfile ? "your profile" : null].filter(Boolean).join(" and ");
+        $("#onboarding-note").textContent = `Based on ${basis} · model ${MODEL_NAMES[res.model] || res.model}`;
+        if (!res.items.length) fill(grid, stateBox({ title: "No recommendations", heading: "h3", message: "Try picking different movies." }));
+        else fill(grid, res.items.map((it, i) => movieCard(it, { rank: i + 1, why: whyNode(it), onclick: clickRecorder(visitorId()) })));
+        out.scrollIntoView({ behavior: "smooth", block: "start" });
+      } catch (e) { fill(grid, errorBox(e, () => $("#onboarding").requestSubmit(), "h3")); }
+      finally { submit.disabled = false; }
+    });
+  }
+
+  // ------------------------------------------------------------------------------------------ release
+  const METRIC_COLS = [
+    ["ndcg@10", "NDCG@10", 1], ["precision@10", "P@10", 1], ["recall@10", "R@10", 1], ["map@10", "MAP@10", 1],
+    ["hr@10", "HR@10", 1], ["mrr@10", "MRR@10", 1], ["coverage@10", "Coverage", 1], ["novelty@10", "Novelty", 0],
+    ["diversity@10", "Diversity", 0], ["fit_seconds", "Fit s", -1],
+  ];
+
+  async function pageRelease() {
+    const root = $("#release");
+    const [relR, linR, evR] = await Promise.allSettled([getRelease(), api("/v1/release/lineage"), api("/v1/release/evaluation")]);
+    if (relR.status === "rejected") { releasePromise = null; fill(root, errorBox(relR.reason, pageRelease)); return; }
+    const r = relR.value;
+    const channels = linR.status === "fulfilled" ? linR.value.channels : {};
+    const mine = Object.entries(channels).filter(([, v]) => v === r.release_id).map(([k]) => k);
+    const unavailable = Object.entries(r.unavailable_models || {});
+    const kv = (k, v) => h("div", {}, h("dt", {}, k), h("dd", {}, v));
+    fill(root, h("article", { class: "detail detail-release" }, h("div", {},
+      h("h1", {}, "Serving release"),
+      h("p", { class: "sub" }, h("span", { class: "mono", id: "release-id" }, r.release_id), " ",
+        mine.map((c) => h("span", { class: "chip chip-accent" }, c))),
+      h("dl", { class: "kv" },
+        kv("Created", r.created_at ? when(r.created_at) : "–"),
+        kv("Loaded", `${when(r.loaded_at)} (in ${fmt(r.load_seconds, 1)} s)`),
+        kv("Catalogue", `${plural(r.n_users, "user")} · ${plural(r.n_items, "item")} · ${plural(r.genres.length, "genre")}`),
+        kv("Retrievers", r.retrievers.join(", ") || "–"),
+        kv("Recall sources", r.sources.join(", ") || "–"),
+        kv("Ranking models", r.models.join(", ") + (unavailable.length ? ` (not served: ${unavailable.map(([m]) => m).join(", ")})` : "")),
+        kv("Store / index", `${r.store} / ${r.index || "none"}`),
+        kv("k", `default ${r.k_default}, max ${r.k_max}`)),
+      unavailable.length ? h("p", { class: "hint", style: { margin: "1rem 0 0" } }, unavailable.map(([m, why]) => `${m}: ${why}`).join(" · ")) : null)));
+
+    // lineage
+    const lSec = $("#lineage-section");
+    lSec.hidden = false;
+    const lin = $("#lineage");
+    if (linR.status === "rejected") lin.replaceChildren(errorBox(linR.reason, pageRelease, "h3"));
+    else {
+      lin.replaceChildren(...linR.value.lineage.map((e, i) => h("li", { class: i === 0 ? "current" : "" },
+        h("div", { class: "t-head" }, h("strong", { class: "mono" }, e.release_id),
+          i === 0 ? h("span", { class: "chip chip-accent" }, "serving") : null,
+          (e.channels || []).map((c) => h("span", { class: "chip" }, c)),
+          e.available ? null : h("span", { class: "chip" }, "deleted")),
+        e.available ? h("div", { class: "t-meta" }, [
+          when(e.created_at),
+          e.dataset,
+          "models " + (e.models || []).join(", "),
+          e.headline && e.headline.value !== null ? `${e.headline.model} ${e.headline.metric} ${fmt(e.headline.value, 4)}` : null,
+          e.size_bytes ? (e.size_bytes / 1048576).toFixed(1) + " MB" : null,
+        ].filter(Boolean).join(" · ")) : null)));
+      if (linR.value.lineage.length === 1) lin.append(h("li", {}, h("div", { class: "t-meta" }, "First build: no parent release.")));
+    }
+
+    // evaluation
+    const eSec = $("#evaluation-section");
+    eSec.hidden = false;
+    const table = $("#evaluation");
+    if (evR.status === "rejected") {
+      const e = evR.reason;
+      $(".table-wrap", eSec).replaceWith(e.status === 404
+        ? stateBox({ title: "No evaluation", heading: "h3", message: e.message })
+        : errorBox(e, pageRelease, "h3"));
+      return;
+    }
+    const ev = evR.value;
+    $("#evaluation-note").textContent = `Holdout evaluation on ${ev.dataset}, protocol ${ev.protocol}, seed ${ev.seed}` +
+      (ev.counts.train ? ` · ${ev.counts.train.toLocaleString()} train / ${ev.counts.test.toLocaleString()} test interactions` : "");
+    const names = Object.keys(ev.results);
+    const cols = METRIC_COLS.filter(([k]) => names.some((n) => ev.results[n][k] !== undefined));
+    const best = {};
+    for (const [k, , dir] of cols) {
+      if (!dir) continue;
+      const vals = names.map((n) => ev.results[n][k]).filter((v) => v !== undefined);
+      best[k] = dir > 0 ? Math.max(...vals) : Math.min(...vals);
+    }
+    table.replaceChildren(
+      h("caption", { class: "visually-hidden" }, "Holdout metrics per model"),
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Model"), cols.map(([, label]) => h("th", { scope: "col" }, label)))),
+      h("tbody", {}, names.map((n) => h("tr", {}, h("th", { scope: "row" }, n),
+        cols.map(([k, , dir]) => {
+          const v = ev.results[n][k];
+          return h("td", { class: dir && v === best[k] && names.length > 1 ? "best" : null }, v === undefined ? "–" : fmt(v, k === "fit_seconds" || k === "novelty@10" ? 2 : 4));
+        })))));
+    if (!names.length) table.replaceWith(stateBox({ title: "No models were evaluated", heading: "h3" }));
+    const link = $("#report-link");
+    if (ev.report_url) { link.href = ev.report_url; link.hidden = false; }
+    $("#plots").replaceChildren(...ev.plots.map((p) => h("figure", {},
+      h("img", { src: p.url, alt: p.alt, loading: "lazy", width: "1200", height: "420" }), h("figcaption", {}, p.alt))));
+  }
+
+  // ------------------------------------------------------------------------------------------ boot
+  const PAGES = { home: pageHome, movie: pageMovie, user: pageUser, start: pageStart, release: pageRelease };
+  function boot() {
+    footer();
+    userJump();
+    const fn = PAGES[document.body.dataset.page];
+    if (fn) fn().catch((e) => {
+      console.error(e);
+      const main = $("#main");
+      main.prepend(errorBox(e instanceof ApiError ? e : new ApiError(500, "ui", String(e && e.message || e), location.pathname)));
+    }).finally(() => { document.body.dataset.ready = "true"; });
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", boot);
+  else boot();
+})();
