@@ -39,7 +39,7 @@ from recstack.data.dataset import Dataset
 from recstack.errors import ArtifactError, InvalidArgumentError, NotFittedError
 from recstack.features.tables import FeatureTables, build_features, user_genre_affinity
 from recstack.models.base import Retriever, top_k
-from recstack.models.ranking._base import NeuralRanker, RankerConfig, RankingData
+from recstack.models.ranking._base import NeuralRanker, RankerConfig, RankingData, ndcg_at_k
 
 __all__ = ["RANKERS", "CandidateFeaturizer", "TwoStage", "TwoStageConfig", "ranker_class"]
 
@@ -293,6 +293,12 @@ class TwoStage(Retriever):
             return RankingData(cat[ix], dense[ix], label[ix], mask[ix], fz.cat_cards)
 
         train_d, val_d = take(ti), take(vi)
+        # each source alone on the validation lists (the bar the ranker must clear)
+        source_val = {
+            name: ndcg_at_k(val_d.dense[:, :, 3 * j], val_d.label, val_d.mask, 10)
+            for j, name in enumerate(c.sources)
+        }
+        log.info("two_stage: validation ndcg@10 of each source alone %s", source_val)
         klass = ranker_class(c.ranker)
         best: tuple[float, NeuralRanker | None, dict[str, Any]] = (-np.inf, None, {})
         grid_scores = []
@@ -314,6 +320,7 @@ class TwoStage(Retriever):
             "candidates_per_user": float(mask.sum(axis=1).mean()),
             "holdout_recall@candidates": recall_union,
             "ranker_val_ndcg@10": best[0],
+            "source_val_ndcg@10": source_val,
             "ranker_params": best[2],
             "ranker_grid": grid_scores,
             "source_fit_seconds": {k: secs_a[k] + secs_full[k] for k in secs_a},

@@ -277,9 +277,9 @@ class TwoTower(Retriever):
         n = feats.n_items
         return (
             torch.arange(1, n + 1, dtype=torch.int64),
-            torch.from_numpy(feats.genres),
-            torch.from_numpy(feats.year_bucket),
-            torch.from_numpy(feats.title_tokens),
+            torch.from_numpy(np.array(feats.genres, dtype=np.float32)),
+            torch.from_numpy(np.array(feats.year_bucket, dtype=np.int64)),
+            torch.from_numpy(np.array(feats.title_tokens, dtype=np.int64)),
         )
 
     # ------------------------------------------------------------ embeddings
