@@ -341,13 +341,17 @@ def releases_promote(
     ref: Annotated[str, typer.Argument(help="Release id (or prefix) or 'latest'.")],
     channel: _ChannelOpt = "production",
     force: Annotated[bool, typer.Option("--force", help="Skip the headline-metric gate.")] = False,
+    max_drop: Annotated[
+        float, typer.Option("--max-drop", min=0.0, help="Largest relative headline drop (0.02 = 2%).")
+    ] = 0.02,
     releases_dir: _ReleasesDirOpt = None,
 ) -> None:
     """Point a channel at a release (refused if its headline metric is > 2% below the current one)."""
     from recstack.release import _cli
     from recstack.release.registry import Registry
 
-    state = Registry(_cli.releases_root(releases_dir)).promote(ref, channel, force=force)
+    reg = Registry(_cli.releases_root(releases_dir), max_relative_drop=max_drop)
+    state = reg.promote(ref, channel, force=force)
     _cli.print_channel(console(), state, "promoted")
 
 
