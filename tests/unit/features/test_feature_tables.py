@@ -107,7 +107,7 @@ def test_parquet_round_trip(tiny: Dataset, tmp_path: Path) -> None:
     assert g.vocabularies == f.vocabularies
     for name in ("users_cat", "activity", "genres", "year_bucket", "title_tokens", "popularity"):
         np.testing.assert_array_equal(getattr(g, name), getattr(f, name))
-    with pytest.raises(ArtifactError, match="features.json"):
+    with pytest.raises(ArtifactError, match=r"features\.json"):
         FeatureTables.load(tmp_path / "nothing")
 
 

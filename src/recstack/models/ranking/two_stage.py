@@ -295,7 +295,7 @@ class TwoStage(Retriever):
         train_d, val_d = take(ti), take(vi)
         # each source alone on the validation lists (the bar the ranker must clear)
         source_val = {
-            name: ndcg_at_k(val_d.dense[:, :, 3 * j], val_d.label, val_d.mask, 10)
+            name: ndcg_at_k(val_d.dense[:, :, 3 * j], val_d.label, mask[vi], 10)
             for j, name in enumerate(c.sources)
         }
         log.info("two_stage: validation ndcg@10 of each source alone %s", source_val)
