@@ -119,6 +119,9 @@ class ModelSpec(ComponentConfig):
     params: dict[str, Any] = Field(default_factory=dict)
     optional: bool = False
     evaluate: bool = True
+    #: refit on all data for serving; None: ``[evaluation] refit_full``. False serves the model fitted
+    #: on the split's train part (saves a second fit of expensive models)
+    refit: bool | None = None
 
     @property
     def key(self) -> str:
@@ -442,7 +445,12 @@ def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Ti
         "user_towers": {},
         "embeddings": {},
     }
-    n_steps = len(STAGES) + len(specs) * (int(cfg.evaluation.enabled) + int(cfg.evaluation.refit_full))
+    ev = cfg.evaluation
+
+    def refit(spec: ModelSpec) -> bool:
+        return not ev.enabled or (ev.refit_full if spec.refit is None else spec.refit)
+
+    n_steps = len(STAGES) + len(specs) * int(ev.enabled) + sum(refit(s) for s in specs)
 
     with progress_bar() as prog:
         task = prog.add_task("build", total=n_steps, status="")
@@ -500,7 +508,7 @@ def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Ti
                         res["params"] = model.params()
                         results["results"][spec.key] = res
                         metrics[spec.key] = _scalar_metrics(res)
-                    if not cfg.evaluation.refit_full:
+                    if not refit(spec):
                         fitted[spec.key] = model
                     else:
                         del model
@@ -515,8 +523,8 @@ def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Ti
                 model = _create_model(spec)
                 model.fit(dataset)
                 fitted[spec.key] = model
-                if cfg.evaluation.refit_full:
-                    step(f"fitted {spec.key}")
+                step(f"fitted {spec.key}")
+            fitted = {s.key: fitted[s.key] for s in specs}  # config order
 
         # 5. embeddings + ANN index
         with timer.stage("index"):

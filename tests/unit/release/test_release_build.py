@@ -329,3 +329,20 @@ def test_two_stage_rankers_are_named_by_variant(
     assert rel.ranker_paths == {"ncf": root / m.id / "models/two_stage:ncf/ranker/ranker.onnx"}
     assert m.headline is not None and m.headline.model == "two_stage:ncf"
     assert isinstance(rel.retriever("two_stage:ncf"), _FakeTwoStage)
+
+
+def test_refit_false_serves_the_holdout_fit(tiny_dataset_dir: Path, tmp_path: Path) -> None:
+    from recstack.data.splits import split
+    from recstack.models.registry import create
+
+    root = tmp_path / "releases"
+    cfg = _config(tiny_dataset_dir, models=[{"name": "pop", "refit": False}, {"name": "itemknn"}])
+    rel = load(build(cfg, root).id, root)
+    assert rel.retriever_names == ["pop", "itemknn"]
+    ds = Dataset.load(tiny_dataset_dir)
+    on_train = create("pop").fit(split(ds, "stratified", seed=42).train)
+    on_all = create("pop").fit(ds)
+    served = rel.retriever("pop").score_users(np.arange(30))
+    np.testing.assert_allclose(served, on_train.score_users(np.arange(30)))
+    # the popularity counts of the train part differ from those of all the data
+    assert not np.allclose(served, on_all.score_users(np.arange(30)))
