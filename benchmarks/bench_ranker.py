@@ -1,0 +1,105 @@
+"""Benchmark: ranking 300 candidates with ONNX Runtime vs PyTorch eager, per ranker, single thread.
+
+Each ranker is trained for one epoch on random rows of the two-stage layout (7 categorical fields,
+39 dense features) — speed does not depend on the weights. Reports ms per request (p50 / p99) and the
+ratio eager / ORT. Writes ``benchmarks/results/ranker.json``.
+
+    python benchmarks/bench_ranker.py [--candidates 300] [--requests 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from recstack.models.ranking._base import RankingData
+from recstack.models.ranking.two_stage import ranker_class
+
+OUT = Path(__file__).parent / "results" / "ranker.json"
+CARDS = [944, 1683, 8, 3, 22, 20, 17]
+N_DENSE = 39
+
+
+def _rows(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    cat = np.stack([rng.integers(0, c, size=n) for c in CARDS], axis=1).astype(np.int64)
+    return cat, rng.normal(size=(n, N_DENSE)).astype(np.float32)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--candidates", type=int, default=300)
+    ap.add_argument("--requests", type=int, default=300)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    cat, dense = _rows(64 * 20, rng)
+    data = RankingData(
+        cat.reshape(64, 20, -1),
+        dense.reshape(64, 20, -1),
+        np.eye(20, dtype=np.float32)[rng.integers(0, 20, 64)],
+        np.ones((64, 20), bool),
+        CARDS,
+    )
+    reqs = [_rows(args.candidates, rng) for _ in range(args.requests)]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("ncf", "widedeep", "deepfm", "dnn"):
+            r = ranker_class(name)(epochs=1, num_threads=1).fit(None, data)
+            sess = ort.InferenceSession(
+                str(r.export_onnx(Path(tmp) / f"{name}.onnx")), so, providers=["CPUExecutionProvider"]
+            )
+            net = r.net
+            assert net is not None
+            times: dict[str, list[float]] = {"ort": [], "torch": []}
+            for c, d in reqs[:10]:  # warm-up
+                sess.run(["score"], {"cat": c, "dense": d})
+            for c, d in reqs:
+                t0 = time.perf_counter()
+                sess.run(["score"], {"cat": c, "dense": d})
+                t1 = time.perf_counter()
+                with torch.inference_mode():
+                    net(torch.from_numpy(c), torch.from_numpy(d))
+                t2 = time.perf_counter()
+                times["ort"].append((t1 - t0) * 1e3)
+                times["torch"].append((t2 - t1) * 1e3)
+            row = {
+                f"{k}_{q}_ms": float(np.percentile(v, p))
+                for k, v in times.items()
+                for q, p in (("p50", 50), ("p99", 99))
+            }
+            row["ratio_torch_over_ort_p50"] = row["torch_p50_ms"] / row["ort_p50_ms"]
+            results[name] = row
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(
+        json.dumps(
+            {"candidates": args.candidates, "requests": args.requests, "threads": 1, "results": results},
+            indent=2,
+        )
+    )
+    t = Table(title=f"ranking {args.candidates} candidates, 1 thread")
+    for c in ("ranker", "ORT p50 ms", "ORT p99 ms", "torch p50 ms", "torch p99 ms", "torch/ORT"):
+        t.add_column(c, justify="right")
+    for name, r in results.items():
+        t.add_row(
+            name,
+            *(f"{r[k]:.3f}" for k in ("ort_p50_ms", "ort_p99_ms", "torch_p50_ms", "torch_p99_ms")),
+            f"{r['ratio_torch_over_ort_p50']:.2f}x",
+        )
+    Console().print(t)
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
