@@ -323,6 +323,19 @@ def releases_show(
     _cli.print_show(console(), Registry(_cli.releases_root(releases_dir)).show(ref))
 
 
+@releases_app.command("verify")
+def releases_verify(
+    ref: Annotated[str, typer.Argument(help="Release id (or prefix), channel name or 'latest'.")],
+    releases_dir: _ReleasesDirOpt = None,
+) -> None:
+    """Check every file of a release against its manifest (size + sha256)."""
+    from recstack.release import _cli
+    from recstack.release.loader import load
+
+    rel = load(ref, _cli.releases_root(releases_dir))
+    console().print(f"release {rel.id}: {len(rel.manifest.files)} files verified")
+
+
 @releases_app.command("diff")
 def releases_diff(
     a: Annotated[str, typer.Argument(help="Old release.")],

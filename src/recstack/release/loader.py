@@ -39,6 +39,10 @@ class Release:
     _retrievers: dict[str, Retriever] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def verify(self) -> None:
+        """Re-check every file's size and sha256 against the manifest (ArtifactError naming the file)."""
+        self.manifest.verify(self.path)
+
     # ------------------------------------------------------------------ paths
     def _file(self, rel: str) -> Path:
         """Absolute path of a listed file (ArtifactError when the manifest does not list it)."""
