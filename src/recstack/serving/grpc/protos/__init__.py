@@ -1,0 +1,1 @@
+"""Protobuf definitions of the gRPC services and their generated (committed) stubs."""
