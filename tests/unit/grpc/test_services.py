@@ -3,6 +3,8 @@ log ids, and the aggregator's chain == the single-process pipeline."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import numpy as np
 import pytest
@@ -12,11 +14,9 @@ from recstack.serving.grpc.client import GrpcClient, ServiceCallError, make_user
 from recstack.serving.grpc.protos import common_pb2
 from recstack.serving.pipeline import Pipeline, RecRequest
 
-from conftest import Cluster
-
 
 @pytest.fixture
-def client(cluster: Cluster) -> GrpcClient:
+def client(cluster: Any) -> GrpcClient:
     c = GrpcClient(cluster.addresses, timeout=5.0)
     yield c  # type: ignore[misc]
     c.close()
@@ -40,7 +40,7 @@ def test_user_profile_and_history_most_recent_first(client: GrpcClient) -> None:
     assert len(client.get_user("12", history_limit=1).history) == 1
 
 
-def test_unknown_user_is_not_found_with_envelope(cluster: Cluster) -> None:
+def test_unknown_user_is_not_found_with_envelope(cluster: Any) -> None:
     from recstack.serving.grpc.protos import user_pb2, user_pb2_grpc
 
     with grpc.insecure_channel(cluster.address("user")) as ch:

@@ -75,6 +75,8 @@ _DOWN = frozenset(
         grpc.StatusCode.FAILED_PRECONDITION,
     }
 )
+#: seconds of the caller's deadline kept for assembling the answer
+_RESERVE = 0.01
 #: candidates the aggregator asks the item service for when recall is down
 POPULAR_CANDIDATES = 100
 
@@ -314,13 +316,14 @@ class AggregatorServicer:
         context: grpc.ServicerContext,
         failed: list[str],
         hop_ms: dict[str, float],
+        hops_left: int = 1,
     ) -> Any | None:
         """One hop: the response, None when the hop is down (added to ``failed``), or `_HopError`
-        for an answer to pass on."""
+        for an answer to pass on. ``hops_left``: hops still to call, this one included."""
         timeout = self.hop_timeout
         left = context.time_remaining()
-        if left is not None:
-            timeout = max(0.001, min(timeout, left - 0.005))
+        if left is not None:  # share what is left of the caller's deadline among the hops to come
+            timeout = max(0.001, min(timeout, (left - _RESERVE) / hops_left))
         t0 = time.perf_counter()
         try:
             return method(request, timeout=timeout)
@@ -374,7 +377,7 @@ class AggregatorServicer:
         if user.user_id:
             ureq = user_pb2.UserRequest(log_id=log_id, user_id=user.user_id, history_limit=0)
             try:
-                uresp = self._call("user", self.user.GetUser, ureq, context, failed, hop_ms)
+                uresp = self._call("user", self.user.GetUser, ureq, context, failed, hop_ms, 4)
             except _HopError as exc:
                 if exc.code != grpc.StatusCode.NOT_FOUND or not (user.profile or user.liked_items):
                     raise
@@ -385,7 +388,7 @@ class AggregatorServicer:
         # 2. recall (popular items from the item service when it is down)
         k = request.k
         rreq = recall_pb2.RecallRequest(log_id=log_id, user=user, k=k, exclude=request.exclude)
-        rresp = self._call("recall", self.recall.Recall, rreq, context, failed, hop_ms)
+        rresp = self._call("recall", self.recall.Recall, rreq, context, failed, hop_ms, 3)
         if rresp is not None:
             candidates = list(rresp.candidates)
             release_id = release_id or rresp.release_id
@@ -397,7 +400,7 @@ class AggregatorServicer:
 
         # 3. rank (recall order when it is down)
         rk = rank_pb2.RankRequest(log_id=log_id, user=user, candidates=candidates, k=k, model=request.model)
-        kresp = self._call("rank", self.rank.Rank, rk, context, failed, hop_ms)
+        kresp = self._call("rank", self.rank.Rank, rk, context, failed, hop_ms, 2)
         if kresp is not None:
             top = list(kresp.items)
             model = kresp.model
@@ -448,14 +451,14 @@ class AggregatorServicer:
         if user.user_id and "user" not in failed:
             ureq = user_pb2.UserRequest(log_id=log_id, user_id=user.user_id, history_limit=100_000)
             try:
-                uresp = self._call("user", self.user.GetUser, ureq, context, failed, hop_ms)
+                uresp = self._call("user", self.user.GetUser, ureq, context, failed, hop_ms, 4)
             except _HopError:
                 uresp = None
             if uresp is not None:
                 exclude += [h.item_id for h in uresp.history]
         n = max(POPULAR_CANDIDATES, request.k)
         preq = item_pb2.PopularRequest(log_id=log_id, k=n, exclude=exclude)
-        presp = self._call("item", self.item.GetPopular, preq, context, failed, hop_ms)
+        presp = self._call("item", self.item.GetPopular, preq, context, failed, hop_ms, 3)
         if presp is None:
             raise UnavailableError("recall and item services are both unavailable: no candidates to serve")
         return [
