@@ -258,16 +258,16 @@
   function whyNode(it) {
     const srcs = it.sources || (it.explain && it.explain.sources) || [];
     const ex = it.explain;
-    const text = srcs.filter((s) => SOURCE_TEXT[s]).map((s) => SOURCE_TEXT[s]).slice(0, 2).join(" · ");
-    const parts = [];
-    if (ex) {
-      parts.push(`score ${fmt(ex.rank_score, 3)}`);
-      if (ex.rank_position !== ex.final_position) parts.push(`ranked #${ex.rank_position}`);
-      if (ex.demoted_by_genre_cap) parts.push("moved down for genre variety");
-    }
-    return h("div", { class: "why-wrap" },
-      h("div", { class: "why", "aria-label": "Recommended by" }, srcs.map((s) => h("span", { class: "chip chip-accent" }, SOURCE_NAMES[s] || s))),
-      text ? h("div", { class: "why-text" }, text + (parts.length ? " · " + parts.join(" · ") : "")) : null);
+    const main = srcs.map((x) => SOURCE_TEXT[x]).find(Boolean) || "";
+    const extra = ex && ex.demoted_by_genre_cap ? " · moved down for genre variety" : "";
+    const detail = ex
+      ? `sources: ${srcs.join(", ")}; recall scores: ${Object.entries(ex.recall_scores || {}).map(([k, v]) => `${k} ${fmt(v, 3)}`).join(", ")}; ` +
+        `rank score ${fmt(ex.rank_score, 3)} (rank #${ex.rank_position}, shown #${ex.final_position})`
+      : `sources: ${srcs.join(", ")}`;
+    return h("div", { class: "why-wrap", title: detail },
+      h("div", { class: "why", "aria-label": "Recommended by " + srcs.join(", ") }, srcs.map((x) => h("span", { class: "chip chip-accent" }, SOURCE_NAMES[x] || x))),
+      main ? h("div", { class: "why-text" }, main + extra) : null,
+      h("span", { class: "visually-hidden" }, detail));
   }
 
   /** Record a click, then follow the link (the event is posted before leaving the page). */
@@ -356,7 +356,9 @@
       const io = "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
         for (const e of entries) if (e.isIntersecting) { io.unobserve(e.target); loadRow(e.target, e.target.dataset.genre || null); }
       }, { rootMargin: "600px 0px" }) : null;
-      rows.forEach((row, i) => (i < 3 || !io ? loadRow(row, row.dataset.genre || null) : io.observe(row)));
+      const eager = [];
+      rows.forEach((row, i) => (i < 3 || !io ? eager.push(loadRow(row, row.dataset.genre || null)) : io.observe(row)));
+      await Promise.all(eager);
     }
     const skeletonRows = (n) => Array.from({ length: n }, () => h("section", { class: "row" },
       h("div", { class: "row-head" }, h("h2", {}, "\u00a0")), h("div", { class: "row-track" }, skeletons(8))));
@@ -551,7 +553,7 @@
     const toggle = (it) => { const k = String(it.item_id); if (picked.has(k)) picked.delete(k); else picked.set(k, it); sync(); };
     const ta = typeahead($(".search"), { onChoose: (it) => { picked.set(String(it.item_id), it); ta.input.value = ""; sync(); ta.input.focus(); } });
 
-    (async function loadPicks() {
+    const picksLoaded = (async function loadPicks() {
       picks.replaceChildren(...skeletons(6));
       try {
         const body = await api("/v1/items" + qs({ limit: 12 }));
@@ -603,6 +605,7 @@
       } catch (e) { fill(grid, errorBox(e, () => $("#onboarding").requestSubmit(), "h3")); }
       finally { submit.disabled = false; }
     });
+    await picksLoaded;
   }
 
   // ------------------------------------------------------------------------------------------ release
@@ -634,7 +637,7 @@
         kv("Ranking models", r.models.join(", ") + (unavailable.length ? ` (not served: ${unavailable.map(([m]) => m).join(", ")})` : "")),
         kv("Store / index", `${r.store} / ${r.index || "none"}`),
         kv("k", `default ${r.k_default}, max ${r.k_max}`)),
-      unavailable.length ? h("p", { class: "hint", style: { margin: "1rem 0 0" } }, unavailable.map(([m, why]) => `${m}: ${why}`).join(" · ")) : null)));
+      unavailable.length ? h("p", { class: "hint", style: { margin: "1rem 0 0" } }, unavailable.map(([m, why]) => `${m} is not served: ${String(why).replace(/^.*?\):\s*/, "")}`).join(" · ")) : null)));
 
     // lineage
     const lSec = $("#lineage-section");
@@ -704,7 +707,10 @@
       console.error(e);
       const main = $("#main");
       main.prepend(errorBox(e instanceof ApiError ? e : new ApiError(500, "ui", String(e && e.message || e), location.pathname)));
-    }).finally(() => { document.body.dataset.ready = "true"; });
+    }).finally(() => {
+      document.body.dataset.readyMs = String(Math.round(performance.now()));
+      document.body.dataset.ready = "true";
+    });
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", boot);
   else boot();
