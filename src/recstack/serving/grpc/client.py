@@ -14,7 +14,7 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
-from recstack.errors import RecstackError
+from recstack.errors import InvalidArgumentError, RecstackError
 from recstack.serving.grpc._common import DEFAULT_PORTS, envelope_of, new_log_id
 from recstack.serving.grpc.protos import (
     aggregator_pb2,
@@ -30,7 +30,17 @@ from recstack.serving.grpc.protos import (
     user_pb2_grpc,
 )
 
-__all__ = ["GrpcClient", "ServiceCallError", "make_user", "print_response"]
+__all__ = [
+    "GrpcClient",
+    "ServiceCallError",
+    "client_for",
+    "make_user",
+    "parse_profile",
+    "print_response",
+    "service_address",
+    "split_ids",
+    "user_from_cli",
+]
 
 
 class ServiceCallError(RecstackError):
@@ -232,3 +242,43 @@ def print_response(resp: Any, console: Console | None = None) -> None:
         out.print(_envelope_line(resp))
     else:  # pragma: no cover - every response type is handled above
         out.print(str(resp))
+
+
+def parse_profile(text: str | None) -> dict[str, str]:
+    """``age=25,gender=M,occupation=writer`` -> a profile dict (keys: age, gender, occupation, zip_code)."""
+    out: dict[str, str] = {}
+    allowed = ("age", "gender", "occupation", "zip_code")
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key.strip() not in allowed:
+            raise InvalidArgumentError(
+                f"bad profile entry {part!r}; use key=value with key in {', '.join(allowed)}"
+            )
+        out[key.strip()] = value.strip()
+    return out
+
+
+def split_ids(text: str | None) -> list[str]:
+    """``"1,2, 3"`` -> ["1", "2", "3"]."""
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
+def service_address(name: str, addr: str | None = None, run_dir: Any = None, host: str = "127.0.0.1") -> str:
+    """``addr`` if given; else where ``recstack services start`` started ``name`` (run dir); else
+    the default port on ``host``."""
+    if addr:
+        return addr if ":" in addr else f"{host}:{addr}"
+    from recstack.serving.grpc.launcher import default_run_dir, read_info
+
+    info = read_info(run_dir or default_run_dir(), name)
+    return info.address if info is not None else f"{host}:{DEFAULT_PORTS[name]}"
+
+
+def client_for(name: str, addr: str | None = None, timeout: float = 5.0) -> GrpcClient:
+    """A client whose ``name`` service is at `service_address` (``recstack client ...``)."""
+    return GrpcClient({name: service_address(name, addr)}, timeout=timeout)
+
+
+def user_from_cli(user_id: str | None, profile: str | None, liked: str | None) -> common_pb2.User:
+    """The `User` of ``recstack client`` options: an id, ``age=25,gender=M`` and/or ``1,2,3``."""
+    return make_user(user_id, parse_profile(profile), split_ids(liked))
