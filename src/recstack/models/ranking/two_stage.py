@@ -79,7 +79,8 @@ class TwoStageConfig(ComponentConfig):
     )
     per_source: int = 100
     holdout: Literal["random", "temporal"] = "random"
-    holdout_fraction: float = 0.25
+    holdout_fraction: float = 0.1
+    holdout_folds: int = Field(default=2, ge=1)
     random_negatives: int = 20
     val_users_fraction: float = 0.2
     ranker_params: dict[str, Any] = Field(default_factory=dict)
@@ -251,46 +252,31 @@ class TwoStage(Retriever):
         c = self.cfg
         t0 = time.perf_counter()
         rng = np.random.default_rng(c.seed)
-        part_a, part_b = _holdout(dataset, c.holdout, c.holdout_fraction, c.seed)
-        sources_a, secs_a = _fit_sources(c, part_a)
-        feats_a = build_features(dataset, part_a.interactions)
-        fz = CandidateFeaturizer(sources_a, feats_a, c.per_source)
-        b_csr = part_b.to_csr("binary")
-        a_csr = part_a.to_csr("binary")
-        users = np.flatnonzero(np.diff(b_csr.indptr) > 0).astype(np.int64)
-        users = users[np.diff(a_csr.indptr)[users] > 0]
-        extra = []
-        for _ in users:
-            cand = rng.choice(dataset.n_items, size=min(c.random_negatives, dataset.n_items), replace=False)
-            extra.append(cand.astype(np.int64))
-        with progress_bar() as prog:
-            task = prog.add_task("two_stage candidates", total=len(users), status="")
-            chunks: list[_Candidates] = []
-            for s in range(0, len(users), 256):
-                bu = users[s : s + 256]
-                chunks.append(fz.build(a_csr[bu], bu, extra[s : s + 256]))
-                prog.advance(task, len(bu))
-        L = max(ch.items.shape[1] for ch in chunks)
+        folds = [self._fold(dataset, c.seed + f, rng) for f in range(c.holdout_folds)]
+        cat_cards = folds[0]["cat_cards"]
+        L = max(f["items"].shape[1] for f in folds)
 
         def pad(a: npt.NDArray[Any], value: Any) -> npt.NDArray[Any]:
             w = [(0, 0)] * a.ndim
             w[1] = (0, L - a.shape[1])
             return np.pad(a, w, constant_values=value)
 
-        items = np.concatenate([pad(ch.items, -1) for ch in chunks])
-        cat = np.concatenate([pad(ch.cat, 0) for ch in chunks])
-        dense = np.concatenate([pad(ch.dense, 0.0) for ch in chunks])
-        mask = np.concatenate([pad(ch.mask, False) for ch in chunks])
-        label = (np.asarray(b_csr[users[:, None], np.where(mask, items, 0)].todense()) > 0) & mask
-        label = label.astype(np.float32)
-        # the ranker's ceiling: share of held-out positives that made it into the candidate lists
-        recall_union = float(label.sum() / max(b_csr[users].sum(), 1))
-        perm = rng.permutation(len(users))
-        n_val = max(1, int(len(users) * c.val_users_fraction))
-        vi, ti = perm[:n_val], perm[n_val:]
+        cat = np.concatenate([pad(f["cat"], 0) for f in folds])
+        dense = np.concatenate([pad(f["dense"], 0.0) for f in folds])
+        mask = np.concatenate([pad(f["mask"], False) for f in folds])
+        label = np.concatenate([pad(f["label"], 0.0) for f in folds])
+        fold_users = np.concatenate([f["users"] for f in folds])
+        recall_union = float(np.mean([f["recall"] for f in folds]))
+        secs_a = {k: sum(f["secs"][k] for f in folds) for k in folds[0]["secs"]}
+        # validation users (all their folds) are never trained on
+        all_users = np.unique(fold_users)
+        val_users = rng.permutation(all_users)[: max(1, int(len(all_users) * c.val_users_fraction))]
+        is_val = np.isin(fold_users, val_users)
+        vi, ti = np.flatnonzero(is_val), np.flatnonzero(~is_val)
+        users = all_users
 
         def take(ix: IntArray) -> RankingData:
-            return RankingData(cat[ix], dense[ix], label[ix], mask[ix], fz.cat_cards)
+            return RankingData(cat[ix], dense[ix], label[ix], mask[ix], cat_cards)
 
         train_d, val_d = take(ti), take(vi)
         # each source alone on the validation lists (the bar the ranker must clear)
@@ -317,6 +303,7 @@ class TwoStage(Retriever):
         self.features = build_features(dataset)
         self.fit_result = {
             "holdout_users": len(users),
+            "holdout_lists": len(fold_users),
             "candidates_per_user": float(mask.sum(axis=1).mean()),
             "holdout_recall@candidates": recall_union,
             "ranker_val_ndcg@10": best[0],
@@ -327,6 +314,48 @@ class TwoStage(Retriever):
             "seconds": time.perf_counter() - t0,
         }
         log.info("two_stage fit: %s", self.fit_result)
+
+    def _fold(self, dataset: Dataset, seed: int, rng: np.random.Generator) -> dict[str, Any]:
+        """One holdout fold: fit the sources on part A, labelled candidate lists for part B's users."""
+        c = self.cfg
+        part_a, part_b = _holdout(dataset, c.holdout, c.holdout_fraction, seed)
+        sources_a, secs = _fit_sources(c, part_a)
+        fz = CandidateFeaturizer(sources_a, build_features(dataset, part_a.interactions), c.per_source)
+        b_csr = part_b.to_csr("binary")
+        a_csr = part_a.to_csr("binary")
+        users = np.flatnonzero(np.diff(b_csr.indptr) > 0).astype(np.int64)
+        users = users[np.diff(a_csr.indptr)[users] > 0]
+        k = min(c.random_negatives, dataset.n_items)
+        extra = [rng.choice(dataset.n_items, size=k, replace=False).astype(np.int64) for _ in users]
+        chunks: list[_Candidates] = []
+        with progress_bar() as prog:
+            task = prog.add_task("two_stage candidates", total=len(users), status="")
+            for s in range(0, len(users), 256):
+                bu = users[s : s + 256]
+                chunks.append(fz.build(a_csr[bu], bu, extra[s : s + 256]))
+                prog.advance(task, len(bu))
+        L = max(ch.items.shape[1] for ch in chunks)
+
+        def pad(a: npt.NDArray[Any], value: Any) -> npt.NDArray[Any]:
+            w = [(0, 0)] * a.ndim
+            w[1] = (0, L - a.shape[1])
+            return np.pad(a, w, constant_values=value)
+
+        items = np.concatenate([pad(ch.items, -1) for ch in chunks])
+        mask = np.concatenate([pad(ch.mask, False) for ch in chunks])
+        label = (np.asarray(b_csr[users[:, None], np.where(mask, items, 0)].todense()) > 0) & mask
+        return {
+            "users": users,
+            "items": items,
+            "cat": np.concatenate([pad(ch.cat, 0) for ch in chunks]),
+            "dense": np.concatenate([pad(ch.dense, 0.0) for ch in chunks]),
+            "mask": mask,
+            "label": label.astype(np.float32),
+            # the ranker's ceiling: share of held-out positives that made it into the candidate lists
+            "recall": float(label.sum() / max(b_csr[users].sum(), 1)),
+            "cat_cards": fz.cat_cards,
+            "secs": secs,
+        }
 
     # -------------------------------------------------------------- scoring
     def _featurizer(self) -> CandidateFeaturizer:

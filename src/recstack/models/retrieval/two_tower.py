@@ -152,11 +152,7 @@ class TwoTower(Retriever):
 
     name = "two_tower"
     Config = TwoTowerConfig
-    tuning_grid = (
-        {"temperature": 0.05},
-        {"temperature": 0.1},
-        {"temperature": 0.05, "dim": 128},
-    )
+    tuning_grid = ({"temperature": 0.05}, {"temperature": 0.1})
 
     def __init__(self, config: ComponentConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
