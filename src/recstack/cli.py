@@ -660,7 +660,7 @@ def services_start_cmd(
         grace=grace,
     )
     for info in started:
-        console().print(
+        typer.echo(
             f"{info.name:<11} pid {info.pid:<7} {info.address:<16} release {info.release}  log {info.log}"
         )
 

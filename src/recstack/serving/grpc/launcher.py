@@ -1,6 +1,6 @@
 """`recstack services start | status | stop`: one process per gRPC service.
 
-Each service runs as ``python -m recstack.serving.grpc.server NAME ...`` in its own session; the run
+Each service runs as ``python -m recstack.serving.grpc NAME ...`` in its own session; the run
 directory (``$RECSTACK_HOME/run``, else ``~/.recstack/run``) holds ``NAME.pid``, ``NAME.json`` (pid,
 host, port, release, log path) and ``NAME.log``. ``start`` returns once every service answers
 SERVING on ``grpc.health.v1`` (or fails with the tail of the log); ``stop`` sends SIGTERM (the
@@ -193,7 +193,7 @@ def start_services(
     started: list[ServiceInfo] = []
     try:
         for n in todo:
-            cmd = [sys.executable, "-m", "recstack.serving.grpc.server", n]
+            cmd = [sys.executable, "-m", "recstack.serving.grpc", n]
             cmd += ["--host", host, "--port", str(port_of[n]), "--grace", str(grace)]
             if n == "aggregator":
                 cmd += ["--upstreams", ",".join(f"{k}={v}" for k, v in upstreams.items())]

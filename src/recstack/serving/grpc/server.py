@@ -1,4 +1,4 @@
-"""One gRPC service in one process: ``python -m recstack.serving.grpc.server SERVICE --port N ...``.
+"""One gRPC service in one process: ``python -m recstack.serving.grpc SERVICE --port N ...``.
 
 `recstack services start` runs this once per service. The process loads the release (user, item,
 recall, rank: the same `build_state` as the REST API; the aggregator loads none), serves the
@@ -127,7 +127,7 @@ def parse_upstreams(text: str, host: str = "127.0.0.1") -> dict[str, str]:
 
 
 def _args(argv: Sequence[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m recstack.serving.grpc.server")
+    ap = argparse.ArgumentParser(prog="python -m recstack.serving.grpc")
     ap.add_argument("service", choices=list(SERVICE_NAMES))
     ap.add_argument("--port", type=int, default=None)
     ap.add_argument("--host", default="127.0.0.1")
@@ -169,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     rid = state.release_id if state is not None else "-"
     log.info("%s service serving on %s:%d (release %s)", a.service, a.host, running.port, rid)
-    stop.wait()
+    while not stop.wait(0.1):  # short waits: the signal handler runs between them
+        pass
     log.info("%s service stopping (grace %.1fs)", a.service, a.grace)
     running.stop(a.grace)
     log.info("%s service stopped", a.service)
