@@ -668,6 +668,7 @@ def services_start_cmd(
 @services_app.command("status")
 def services_status_cmd(run_dir: _SvcRunDir = None) -> None:
     """Each service's process and gRPC health (grpc.health.v1); exit 1 when one is not SERVING."""
+    from rich.console import Console
     from rich.table import Table
 
     from recstack.serving.grpc import launcher
@@ -680,7 +681,10 @@ def services_status_cmd(run_dir: _SvcRunDir = None) -> None:
         style = "green" if r.health == "SERVING" else "red" if r.pid is not None else "dim"
         proc = "running" if r.running else ("exited" if r.pid is not None else "-")
         table.add_row(r.name, str(r.pid or "-"), r.address, proc, f"[{style}]{r.health}[/{style}]", r.release)
-    console().print(table)
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=140)
+    out.print(table)
     if any(r.pid is not None and r.health != "SERVING" for r in rows):
         raise typer.Exit(1)
 
@@ -695,7 +699,7 @@ def services_stop_cmd(
     from recstack.serving.grpc import launcher
 
     stopped = launcher.stop_services(names or [], run_dir=run_dir, timeout=timeout)
-    console().print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
 _CliAddr = Annotated[
