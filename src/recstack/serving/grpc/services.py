@@ -1,6 +1,6 @@
 """The five gRPC servicers. User, item, recall and rank serve one release through the serving
 `Pipeline` (its catalog, history store and stages); the aggregator holds no release and chains the
-others: user -> recall -> rank -> item.
+others: user (in parallel with recall) -> recall -> rank -> item.
 
 Failures: an unknown user / item id is NOT_FOUND (status + envelope); a bad argument is
 INVALID_ARGUMENT. When a hop is down or misses its deadline the aggregator still answers, in
@@ -308,34 +308,49 @@ class AggregatorServicer:
         for ch in self.channels.values():
             ch.close()
 
+    def _timeout(self, context: grpc.ServicerContext, hops_left: int) -> float:
+        """``hop_timeout``, capped by a share of what is left of the caller's deadline."""
+        left: float | None = context.time_remaining()
+        if left is None:
+            return self.hop_timeout
+        return max(0.001, min(self.hop_timeout, (left - _RESERVE) / hops_left))
+
+    def _start(self, method: Any, request: Any, context: grpc.ServicerContext, hops_left: int) -> Any:
+        """Send one hop's call without waiting (a grpc future)."""
+        return method.future(request, timeout=self._timeout(context, hops_left))
+
+    @staticmethod
+    def _finish(
+        hop: str, future: Any, t0: float, failed: list[str], hop_ms: dict[str, float], log_id: str
+    ) -> Any | None:
+        """The hop's response, None when it is down (added to ``failed``), or `_HopError` for an
+        answer to pass on (NOT_FOUND, INVALID_ARGUMENT...)."""
+        try:
+            return future.result()
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code in _DOWN:
+                log.warning("hop %s down (%s: %s), log_id %s", hop, code.name, exc.details(), log_id)
+                failed.append(hop)
+                return None
+            raise _HopError(hop, code, envelope_of(exc)) from None
+        finally:
+            hop_ms[hop] = hop_ms.get(hop, 0.0) + 1000 * (time.perf_counter() - t0)
+
     def _call(
         self,
         hop: str,
-        method: Callable[..., Any],
+        method: Any,
         request: Any,
         context: grpc.ServicerContext,
         failed: list[str],
         hop_ms: dict[str, float],
         hops_left: int = 1,
     ) -> Any | None:
-        """One hop: the response, None when the hop is down (added to ``failed``), or `_HopError`
-        for an answer to pass on. ``hops_left``: hops still to call, this one included."""
-        timeout = self.hop_timeout
-        left = context.time_remaining()
-        if left is not None:  # share what is left of the caller's deadline among the hops to come
-            timeout = max(0.001, min(timeout, (left - _RESERVE) / hops_left))
+        """One hop, waited for (see `_finish`). ``hops_left``: hops still to call, this one included."""
         t0 = time.perf_counter()
-        try:
-            return method(request, timeout=timeout)
-        except grpc.RpcError as exc:
-            code = exc.code()
-            if code in _DOWN:
-                log.warning("hop %s down (%s: %s), log_id %s", hop, code.name, exc.details(), request.log_id)
-                failed.append(hop)
-                return None
-            raise _HopError(hop, code, envelope_of(exc)) from None
-        finally:
-            hop_ms[hop] = hop_ms.get(hop, 0.0) + 1000 * (time.perf_counter() - t0)
+        fut = self._start(method, request, context, hops_left)
+        return self._finish(hop, fut, t0, failed, hop_ms, request.log_id)
 
     def Recommend(  # noqa: N802
         self, request: aggregator_pb2.RecommendRequest, context: grpc.ServicerContext
@@ -373,22 +388,28 @@ class AggregatorServicer:
         release_id = ""
         known = False
 
-        # 1. user: a bare user id must be known (NOT_FOUND otherwise)
+        # 1. user (a bare user id must be known: NOT_FOUND otherwise) and recall, in parallel
+        k = request.k
+        rreq = recall_pb2.RecallRequest(log_id=log_id, user=user, k=k, exclude=request.exclude)
+        t0 = time.perf_counter()
+        ufut = None
         if user.user_id:
             ureq = user_pb2.UserRequest(log_id=log_id, user_id=user.user_id, history_limit=0)
+            ufut = self._start(self.user.GetUser, ureq, context, 3)
+        rfut = self._start(self.recall.Recall, rreq, context, 3)
+        if ufut is not None:
             try:
-                uresp = self._call("user", self.user.GetUser, ureq, context, failed, hop_ms, 4)
+                uresp = self._finish("user", ufut, t0, failed, hop_ms, log_id)
             except _HopError as exc:
                 if exc.code != grpc.StatusCode.NOT_FOUND or not (user.profile or user.liked_items):
+                    rfut.cancel()
                     raise
                 uresp = None  # a new user with an id and a profile / liked items
             if uresp is not None:
                 known, release_id = uresp.known, uresp.release_id
 
         # 2. recall (popular items from the item service when it is down)
-        k = request.k
-        rreq = recall_pb2.RecallRequest(log_id=log_id, user=user, k=k, exclude=request.exclude)
-        rresp = self._call("recall", self.recall.Recall, rreq, context, failed, hop_ms, 3)
+        rresp = self._finish("recall", rfut, t0, failed, hop_ms, log_id)
         if rresp is not None:
             candidates = list(rresp.candidates)
             release_id = release_id or rresp.release_id
