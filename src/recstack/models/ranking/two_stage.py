@@ -70,12 +70,18 @@ def ranker_class(name: str) -> type[NeuralRanker]:
 class TwoStageConfig(ComponentConfig):
     """``sources``: retrievers of the recall stage (registry names); ``source_params`` overrides their
     configs; ``per_source``: top-N taken from each (the union is the candidate list, ~300 on ML-100K);
-    ``ranker_grid``: ranker hyperparameter points tried, the best on validation NDCG@10 is kept."""
+    ``ranker_grid``: ranker hyperparameter points tried, the best on validation NDCG@10 is kept;
+    ``holdout_folds`` holdouts (seeds seed, seed + 1, ...) each give one labelled list per user."""
 
     ranker: Literal["ncf", "widedeep", "deepfm", "dnn", "lr"] = "deepfm"
     sources: tuple[str, ...] = ("two_tower", "ease", "als", "itemknn", "pop")
     source_params: dict[str, dict[str, Any]] = Field(
-        default_factory=lambda: {"two_tower": {"epochs": 6, "val_fraction": 0.0}}
+        default_factory=lambda: {
+            # a cheaper two-tower inside the recall stage (it is fitted once per fold and once on all)
+            "two_tower": {"epochs": 3, "val_fraction": 0.0, "max_history": 32, "hidden": 128},
+            # the ALS point the baselines' validation tuning chose on `stratified`
+            "als": {"regularization": 30.0, "alpha": 5.0},
+        }
     )
     per_source: int = 100
     holdout: Literal["random", "temporal"] = "random"
