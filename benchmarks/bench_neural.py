@@ -106,10 +106,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", default="stratified,tfrs,temporal,ctr")
     ap.add_argument("--rankers", default="deepfm,ncf,dnn,widedeep")
+    ap.add_argument("--out", default=str(OUT), help="JSON file (parts are merged into it)")
     args = ap.parse_args()
+    out_path = Path(args.out)
     ds = load_dataset("ml-100k")
     rankers = [r for r in args.rankers.split(",") if r]
-    result: dict[str, Any] = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    result: dict[str, Any] = json.loads(out_path.read_text()) if out_path.is_file() else {}
     for part in args.parts.split(","):
         t0 = time.perf_counter()
         if part == "stratified":
@@ -123,8 +125,8 @@ def main() -> None:
         else:
             raise SystemExit(f"unknown part {part!r}")
         result[part] = {"results": body, "wall_seconds": time.perf_counter() - t0}
-        OUT.parent.mkdir(parents=True, exist_ok=True)
-        OUT.write_text(json.dumps(result, indent=2, default=str))
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(result, indent=2, default=str))
         t = Table(title=f"ml-100k · {part}")
         t.add_column("model", style="bold")
         cols = ("auc", "logloss", "fit_seconds") if part == "ctr" else (*KEYS, "candidate_recall")
@@ -136,7 +138,7 @@ def main() -> None:
         for name, r in body.items():
             if "cold" in r:
                 Console().print(f"cold-start users {name}: {r['cold']}")
-    print(f"wrote {OUT}")
+    print(f"wrote {out_path}")
 
 
 if __name__ == "__main__":

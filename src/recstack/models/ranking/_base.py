@@ -43,11 +43,11 @@ class RankerConfig(ComponentConfig):
     dropout: float = 0.1
     loss: Literal["softmax", "bpr", "bce"] = "softmax"
     id_features: bool = True
-    epochs: int = 30
+    epochs: int = 15
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    patience: int = 4
+    patience: int = 3
     seed: int = 42
     num_threads: int = 1
 

@@ -90,7 +90,9 @@ class TwoStageConfig(ComponentConfig):
     random_negatives: int = 20
     val_users_fraction: float = 0.2
     ranker_params: dict[str, Any] = Field(default_factory=dict)
-    ranker_grid: tuple[dict[str, Any], ...] = ({"id_features": False}, {"id_features": True})
+    # id features lost on validation in every ML-100K run (0.1783 vs 0.1729 NDCG@10 on the holdout
+    # lists); add {"id_features": True} here to let validation choose again
+    ranker_grid: tuple[dict[str, Any], ...] = ({"id_features": False},)
     seed: int = 42
 
 
