@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+import scipy.sparse as sp
 
 from recstack.data.dataset import Dataset
 from recstack.data.movielens import load_movielens
@@ -66,6 +67,9 @@ def test_small_two_stage_end_to_end(ml100k: Dataset, tmp_path: Path) -> None:
         model.ranker.score({"cat": cat, "dense": dense}),
         atol=1e-5,
     )
+    # a user without history gets the popularity order
+    cold = model.score_history(sp.csr_matrix((1, ml100k.n_items), dtype=np.float32))
+    assert np.argmax(cold[0]) == np.argmax(sp_.train.item_popularity())
     model.save(tmp_path / "ts")
     back = TwoStage.load(tmp_path / "ts")
     np.testing.assert_allclose(back.score_users(users[:5]), model.score_users(users[:5]), atol=1e-5)

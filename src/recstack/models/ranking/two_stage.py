@@ -378,14 +378,18 @@ class TwoStage(Retriever):
         # non-candidates rank below every candidate, by popularity
         pop = self.features.popularity
         out = np.tile((-1e4 + pop / (pop.max() + 1.0)).astype(np.float32), (n, 1))
-        for s in range(0, n, 256):
-            sl = slice(s, s + 256)
-            ch = fz.build(history[sl], None if users is None else users[sl])
+        hist = sp.csr_matrix(history)
+        # users without any history (cold start): the popularity order alone; the sources and the
+        # ranker have nothing to personalise with
+        warm = np.flatnonzero(np.diff(hist.indptr) > 0)
+        for s in range(0, len(warm), 256):
+            rows_s = warm[s : s + 256]
+            ch = fz.build(hist[rows_s], None if users is None else users[rows_s])
             C, D = ch.cat.shape[2], ch.dense.shape[2]
             sc = self.ranker.score({"cat": ch.cat.reshape(-1, C), "dense": ch.dense.reshape(-1, D)})
             sc = sc.reshape(ch.items.shape)
             rr, cc = np.nonzero(ch.mask)
-            out[s + rr, ch.items[rr, cc]] = sc[rr, cc]
+            out[rows_s[rr], ch.items[rr, cc]] = sc[rr, cc]
         return out
 
     def score_users(self, user_idx: npt.ArrayLike) -> FloatArray:
