@@ -1,6 +1,6 @@
 """Model names -> classes, imported lazily so that light commands stay light.
 
-CLI names: ``pop``, ``itemknn``, ``ease``, ``als``, ``bpr``, ``two_tower``, ``content`` and
+CLI names: ``pop``, ``recent_pop``, ``itemknn``, ``ease``, ``als``, ``bpr``, ``two_tower``, ``content`` and
 ``two_stage:<ranker>`` with ranker in ``ncf``, ``widedeep``, ``deepfm``, ``dnn``.
 """
 
@@ -16,6 +16,7 @@ __all__ = ["create", "get_class", "names"]
 
 _RETRIEVERS: dict[str, str] = {
     "pop": "recstack.models.retrieval.popular:MostPopular",
+    "recent_pop": "recstack.models.retrieval.popular:RecentPopular",
     "itemknn": "recstack.models.retrieval.itemknn:ItemKNN",
     "ease": "recstack.models.retrieval.ease:EASE",
     "als": "recstack.models.retrieval.mf:ALS",

@@ -61,3 +61,16 @@ def test_similar_items_are_the_most_popular_others() -> None:
     m = MostPopular().fit(_data())
     ids, _ = m.similar_items([0, 2], 2)
     assert ids.tolist() == [[2, 1], [0, 1]]
+
+
+def test_recent_popular_is_registered_with_a_30_day_default() -> None:
+    from recstack.models import create
+    from recstack.models.retrieval.popular import RecentPopular
+
+    m = create("recent_pop")
+    assert isinstance(m, RecentPopular) and m.config.window_days == 30.0
+    # latest timestamp = day 10; a 30-day window covers every row -> the same as MostPopular
+    np.testing.assert_array_equal(m.fit(_data()).score_users([0])[0], [3, 1, 2, 0])
+    # the tuning grid varies the window only
+    assert {tuple(p) for p in RecentPopular.tuning_grid} == {("window_days",)}
+    assert create("recent_pop", window_days=2).fit(_data()).score_users([0])[0].tolist() == [0, 1, 2, 0]

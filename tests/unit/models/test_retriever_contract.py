@@ -25,6 +25,7 @@ from recstack.models.base import Retriever
 # fmt: off
 MODELS: list[Any] = [
     pytest.param("pop", {}, False, id="pop"),
+    pytest.param("recent_pop", {"window_days": 365.0}, False, id="recent_pop"),
     pytest.param("itemknn", {"neighbours": 10, "shrink": 1.0}, True, id="itemknn"),
     pytest.param("ease", {"l2": 5.0}, True, id="ease"),
     pytest.param("als", {"factors": 4, "iterations": 15, "regularization": 0.1, "alpha": 5.0, "num_threads": 1}, True, id="als"),  # noqa: E501

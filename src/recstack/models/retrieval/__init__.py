@@ -13,7 +13,12 @@ if TYPE_CHECKING:
     from recstack.models.retrieval.ease import EASE, EASEConfig
     from recstack.models.retrieval.itemknn import ItemKNN, ItemKNNConfig
     from recstack.models.retrieval.mf import ALS, BPR, ALSConfig, BPRConfig
-    from recstack.models.retrieval.popular import MostPopular, MostPopularConfig
+    from recstack.models.retrieval.popular import (
+        MostPopular,
+        MostPopularConfig,
+        RecentPopular,
+        RecentPopularConfig,
+    )
 
 __all__ = [
     "ALS",
@@ -26,11 +31,15 @@ __all__ = [
     "ItemKNNConfig",
     "MostPopular",
     "MostPopularConfig",
+    "RecentPopular",
+    "RecentPopularConfig",
 ]
 
 _LAZY: dict[str, str] = {
     "MostPopular": "popular",
     "MostPopularConfig": "popular",
+    "RecentPopular": "popular",
+    "RecentPopularConfig": "popular",
     "ItemKNN": "itemknn",
     "ItemKNNConfig": "itemknn",
     "EASE": "ease",

@@ -16,7 +16,7 @@ from recstack.errors import ArtifactError
 from recstack.models.base import FloatArray, Retriever
 from recstack.models.retrieval._arrays import load_array
 
-__all__ = ["MostPopular", "MostPopularConfig"]
+__all__ = ["MostPopular", "MostPopularConfig", "RecentPopular", "RecentPopularConfig"]
 
 _SECONDS_PER_DAY = 86_400
 
@@ -76,3 +76,19 @@ class MostPopular(Retriever):
 
     def _load(self, directory: Path) -> None:
         self.popularity = load_array(directory / "popularity.npy", (self.n_items,))
+
+
+class RecentPopularConfig(MostPopularConfig):
+    """MostPopular over the last ``window_days`` days of the training data (default 30)."""
+
+    window_days: float | None = Field(default=30.0, gt=0)
+
+
+class RecentPopular(MostPopular):
+    """The recent-popularity baseline of the ``temporal`` protocol: what was popular lately."""
+
+    name: ClassVar[str] = "recent_pop"
+    Config: ClassVar[type[ComponentConfig]] = RecentPopularConfig
+    tuning_grid: ClassVar[tuple[dict[str, Any], ...]] = tuple(
+        {"window_days": d} for d in (7.0, 14.0, 30.0, 60.0, 120.0)
+    )
