@@ -21,7 +21,7 @@ Declared in TOML (`PipelineConfig.from_toml`)::
     [filters]
     exclude_seen = true
     [rank]
-    ranker = "deepfm"       # default variant; `model=` picks another; "recall" = merged recall score
+    ranker = "ncf"          # default variant; `model=` picks another; "recall" = merged recall score
     candidates = 300
     [rerank]
     genre_cap = 3           # at most 3 items of one genre in the top k (None = off)
