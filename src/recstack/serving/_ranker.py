@@ -23,7 +23,15 @@ import numpy.typing as npt
 from recstack.errors import ArtifactError
 from recstack.features.tables import FeatureTables
 
-__all__ = ["SUPPORTED_INPUTS", "OnnxRanker", "RankContext", "UserTower", "session"]
+__all__ = [
+    "SUPPORTED_INPUTS",
+    "OnnxRanker",
+    "RankContext",
+    "TwoStageRanker",
+    "UserTower",
+    "load_ranker",
+    "session",
+]
 
 #: ONNX input names `OnnxRanker` builds from the feature tables
 SUPPORTED_INPUTS = frozenset(
@@ -183,3 +191,100 @@ class UserTower:
         )
         emb: FloatArray = np.asarray(out[0], dtype=np.float32)[0]
         return emb
+
+
+class TwoStageRanker(OnnxRanker):
+    """The ranker of a two-stage model (ONNX inputs ``cat`` [n, C] int64, ``dense`` [n, D] float32):
+    the inputs come from the model's own `CandidateFeaturizer.features_for` (its fitted recall
+    sources + feature tables, the function training uses), so serving scores a candidate exactly as
+    `TwoStage` does (per-source z-scores over the model's own recall list of the user).
+
+    Known user -> its dense index (source scores from the model's training rows) and the history row
+    (training row + the events of ``ctx.recent``); new user -> ``users=None`` and the history row of
+    ``ctx.recent``; no history at all -> popularity order (as `TwoStage`)."""
+
+    def __init__(self, name: str, path: str | Path, model: Any) -> None:
+        self.name = name
+        self.path = Path(path)
+        self.sess = session(path)
+        self.inputs = list(self.sess.get_inputs())
+        self.output = self.sess.get_outputs()[0].name
+        self._external = None
+        names = {m.name for m in self.inputs}
+        if names != {"cat", "dense"}:
+            raise ArtifactError(
+                f"ranker {name} ({self.path}): a two-stage ranker takes cat, dense; got {names}"
+            )
+        self.featurizer = model.featurizer()
+        self.features = self.featurizer.features
+        self.train = model.train_matrix()
+        self.n_items = int(self.features.n_items)
+        pop = self.features.popularity
+        self._cold: FloatArray = (-1e4 + pop / (pop.max() + 1.0)).astype(np.float32)
+
+    def _history(self, ctx: RankContext) -> tuple[Any, IntArray | None]:
+        import scipy.sparse as sp
+
+        recent = np.unique(np.asarray(ctx.recent, dtype=np.int64))
+        recent = recent[(recent >= 0) & (recent < self.n_items)]
+        row = sp.csr_matrix(
+            (np.ones(len(recent), np.float32), (np.zeros(len(recent), np.int64), recent)),
+            shape=(1, self.n_items),
+        )
+        u = ctx.user_idx
+        if u is not None and 0 <= u < self.train.shape[0]:
+            known = sp.csr_matrix(self.train[u])
+            both = ((known + row) > 0).astype(np.float32)
+            return sp.csr_matrix(both), np.array([u], dtype=np.int64)
+        return row, None
+
+    def _feed(self, ctx: RankContext, items: IntArray) -> dict[str, Any]:
+        hist, users = self._history(ctx)
+        cat, dense, _ = self.featurizer.features_for(
+            hist, users, np.asarray(items, dtype=np.int64)[None, :], standardise_over="recall"
+        )
+        return {"cat": cat.reshape(-1, cat.shape[2]), "dense": dense.reshape(-1, dense.shape[2])}
+
+    def score(self, ctx: RankContext, items: IntArray) -> FloatArray:
+        """Scores [n] float32 of candidate item indices ``items`` [n] (logits, higher is better)."""
+        if len(items) == 0:
+            return np.zeros(0, dtype=np.float32)
+        hist, users = self._history(ctx)
+        if hist.nnz == 0:
+            return self._cold[items].copy()
+        cat, dense, _ = self.featurizer.features_for(
+            hist, users, np.asarray(items, dtype=np.int64)[None, :], standardise_over="recall"
+        )
+        feed = {"cat": cat.reshape(-1, cat.shape[2]), "dense": dense.reshape(-1, dense.shape[2])}
+        out = self.sess.run([self.output], feed)[0]
+        return np.asarray(out, dtype=np.float32).reshape(-1)[: len(items)]
+
+
+def load_ranker(name: str, path: str | Path, release: Any, features: FeatureTables | None) -> OnnxRanker:
+    """The serving ranker of release ranker ``name``: a `TwoStageRanker` when the ONNX file belongs to
+    a two-stage model of the release, else an `OnnxRanker` over the feature tables."""
+    owner = _two_stage_owner(name, Path(path), release)
+    if owner is None:
+        return OnnxRanker(name, path, features)
+    return TwoStageRanker(name, path, release.retriever(owner))
+
+
+def _two_stage_owner(name: str, path: Path, release: Any) -> str | None:
+    """Alias of the two-stage retriever whose model directory holds ``path`` (a loaded `Release`), or
+    of the in-memory two-stage retriever whose ranker variant is ``name`` (a `MemoryRelease`)."""
+    manifest = getattr(release, "manifest", None)
+    arts = getattr(manifest, "artifacts", None)
+    root = getattr(release, "path", None)
+    if arts is not None and root is not None:
+        target = path.resolve()
+        for alias, rel in arts.retrievers.items():
+            model = str(arts.retriever_models.get(alias, ""))
+            if model.startswith("two_stage") and target.is_relative_to((Path(root) / rel).resolve()):
+                return str(alias)
+        return None
+    retrievers = getattr(release, "retrievers", None) or {}
+    two = [a for a, r in retrievers.items() if getattr(r, "name", "") == "two_stage"]
+    named = [a for a in two if str(getattr(retrievers[a].config, "ranker", "")) == name.split(":")[0]]
+    if len(named) == 1:
+        return str(named[0])
+    return str(two[0]) if len(two) == 1 else None

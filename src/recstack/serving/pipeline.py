@@ -49,7 +49,7 @@ from recstack.models.base import Retriever
 from recstack.serving._catalog import Catalog, build_catalog
 from recstack.serving._history import History, HistoryBackend, MemoryHistory
 from recstack.serving._kernels import HistoryScorer, history_scorer
-from recstack.serving._ranker import OnnxRanker, RankContext, UserTower
+from recstack.serving._ranker import OnnxRanker, RankContext, UserTower, load_ranker
 from recstack.serving._release import ServingRelease
 
 __all__ = [
@@ -235,7 +235,7 @@ class Pipeline:
         self.unavailable_rankers: dict[str, str] = {}
         for name, path in release.ranker_paths.items():
             try:
-                self.rankers[name] = OnnxRanker(name, path, self.features)
+                self.rankers[name] = load_ranker(name, path, release, self.features)
             except ArtifactError as exc:
                 log.warning("ranker %s is not served: %s", name, exc.message)
                 self.unavailable_rankers[name] = exc.message

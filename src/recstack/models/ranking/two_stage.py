@@ -38,7 +38,7 @@ from recstack.config import ComponentConfig
 from recstack.data.dataset import Dataset
 from recstack.errors import ArtifactError, InvalidArgumentError, NotFittedError
 from recstack.features.tables import FeatureTables, build_features, user_genre_affinity
-from recstack.models.base import Retriever, top_k
+from recstack.models.base import Retriever
 from recstack.models.ranking._base import NeuralRanker, RankerConfig, RankingData, ndcg_at_k
 
 __all__ = ["RANKERS", "CandidateFeaturizer", "TwoStage", "TwoStageConfig", "ranker_class"]
@@ -125,6 +125,25 @@ class CandidateFeaturizer:
         names += [f"genre_{g}" for g in self.features.vocabularies["genre"][1:]]
         return names
 
+    def source_scores(self, history: sp.csr_matrix, users: IntArray | None) -> list[FloatArray]:
+        """Each source's scores [n, n_items] float32 for the users (``users`` dense indices, or None
+        for users given only by their ``history`` rows); the history items are set to -inf."""
+        hist = sp.csr_matrix(history)
+        ex = hist.tocoo()
+        mats: list[FloatArray] = []
+        for src in self.sources.values():
+            s = np.array(
+                src.score_users(users) if users is not None else src.score_history(hist), dtype=np.float32
+            )
+            s[ex.row, ex.col] = -np.inf
+            mats.append(s)
+        return mats
+
+    def recalled(self, mats: list[FloatArray]) -> npt.NDArray[np.bool_]:
+        """[n_sources, n, n_items] True where an item is in a source's top ``per_source`` (ties: the
+        lower item index first, as a stable sort by descending score; -inf items never)."""
+        return np.stack([_stable_top(s, self.per_source) for s in mats])
+
     def build(
         self,
         history: sp.csr_matrix,
@@ -132,58 +151,101 @@ class CandidateFeaturizer:
         extra: list[IntArray] | None = None,
     ) -> _Candidates:
         """Candidates for n users given by ``history`` [n, n_items] (and their dense indices ``users``,
-        or None for anonymous users); ``extra[r]`` items are appended to user r's list (random
-        negatives). Returns padded arrays."""
+        or None for anonymous users): the union of the sources' top ``per_source`` minus the history;
+        ``extra[r]`` items are appended to user r's list (random negatives). Returns padded arrays,
+        features from `features_for`."""
         n = history.shape[0]
-        f = self.features
-        n_items = f.n_items
-        hist = history.tocsr()
-        mats: list[FloatArray] = []
-        for src in self.sources.values():
-            s = np.asarray(
-                src.score_users(users) if users is not None else src.score_history(hist), dtype=np.float32
-            ).copy()
-            ex = hist.tocoo()
-            s[ex.row, ex.col] = -np.inf
-            mats.append(s)
-        flags = np.zeros((len(mats), n, n_items), dtype=bool)
-        ranks = np.empty((len(mats), n, n_items), dtype=np.float32)
-        for j, s in enumerate(mats):
-            ids, _ = top_k(s, self.per_source)
-            rows = np.repeat(np.arange(n), ids.shape[1])
-            ok = ids.ravel() >= 0
-            flags[j, rows[ok], ids.ravel()[ok]] = True
-            order = np.argsort(-s, axis=1, kind="stable")
-            r = np.empty_like(order)
-            np.put_along_axis(r, order, np.arange(n_items)[None, :].repeat(n, 0), axis=1)
-            ranks[j] = 1.0 / np.log2(r.astype(np.float32) + 2.0)
+        hist = sp.csr_matrix(history)
+        mats = self.source_scores(hist, users)
+        flags = self.recalled(mats)
         recalled: npt.NDArray[np.bool_] = np.asarray(flags.any(axis=0))
         if extra is not None:
-            for r_, items in enumerate(extra):
-                recalled[r_, items] = True
-        seen = hist.toarray() > 0
-        recalled &= ~seen
+            for r_, extra_items in enumerate(extra):
+                recalled[r_, extra_items] = True
+        recalled &= ~(hist.toarray() > 0)
         counts = recalled.sum(axis=1)
         L = max(int(counts.max()) if n else 1, 1)
         items = np.full((n, L), -1, dtype=np.int64)
-        mask = np.zeros((n, L), dtype=bool)
         for r_ in range(n):
             c = np.flatnonzero(recalled[r_])
             items[r_, : len(c)] = c
-            mask[r_, : len(c)] = True
+        cat, dense, mask = self._features(hist, users, mats, items, items, flags)
+        return _Candidates(items, cat, dense, mask)
+
+    def features_for(
+        self,
+        history: sp.csr_matrix,
+        users: IntArray | None,
+        items: IntArray,
+        *,
+        standardise_over: Literal["items", "recall"] = "items",
+    ) -> tuple[IntArray, FloatArray, npt.NDArray[np.bool_]]:
+        """Ranker inputs for GIVEN candidates: ``items`` [n, L] item indices (-1 = padding) of the n
+        users given by ``history`` [n, n_items] (binary) and ``users`` (dense indices, or None for
+        new users) -> (cat [n, L, C] int64, dense [n, L, D] float32, mask [n, L] bool).
+
+        The per-source score features are standardised over each user's list: the given ``items``
+        (``standardise_over="items"``, what `build` trains on), or the model's own recall list (the
+        union of the sources' top ``per_source`` minus the history, what `TwoStage` scores at
+        inference), so that any candidate list gets the scores TwoStage gives the same items."""
+        hist = sp.csr_matrix(history)
+        items = np.asarray(items, dtype=np.int64).reshape(hist.shape[0], -1)
+        mats = self.source_scores(hist, users)
+        norm = items
+        if standardise_over == "recall":
+            recalled = self.recalled(mats).any(axis=0) & ~(hist.toarray() > 0)
+            counts = recalled.sum(axis=1)
+            norm = np.full((hist.shape[0], max(int(counts.max()) if len(counts) else 1, 1)), -1, np.int64)
+            for r_ in range(hist.shape[0]):
+                c = np.flatnonzero(recalled[r_])
+                norm[r_, : len(c)] = c
+        return self._features(hist, users, mats, items, norm, None)
+
+    def _features(
+        self,
+        hist: sp.csr_matrix,
+        users: IntArray | None,
+        mats: list[FloatArray],
+        items: IntArray,
+        norm_items: IntArray,
+        flags: npt.NDArray[np.bool_] | None,
+    ) -> tuple[IntArray, FloatArray, npt.NDArray[np.bool_]]:
+        """The one feature function of training and serving: rows for ``items`` [n, L] (-1 padded)
+        from the source score matrices ``mats``; z-scores use the mean / std over ``norm_items``
+        [n, M] (-1 padded); ``flags`` [S, n, n_items] = `recalled` (computed when None)."""
+        n, L = items.shape
+        f = self.features
+        mask = items >= 0
         safe = np.where(mask, items, 0)
+        nmask = norm_items >= 0
+        nsafe = np.where(nmask, norm_items, 0)
         rows = np.arange(n)[:, None]
         dense_parts: list[FloatArray] = []
+        n_src = np.zeros((n, L), dtype=np.float32)
         for j, s in enumerate(mats):
-            sc = s[rows, safe]
-            sc = np.where(np.isfinite(sc), sc, 0.0)
-            m = np.where(mask, sc, np.nan)
-            mu = np.nanmean(m, axis=1, keepdims=True)
-            sd = np.nanstd(m, axis=1, keepdims=True)
+            ns = s[rows, nsafe]
+            ns = np.where(np.isfinite(ns), ns, 0.0)
+            m = np.where(nmask, ns, np.nan)
+            with np.errstate(all="ignore"):
+                mu = np.nanmean(m, axis=1, keepdims=True) if m.shape[1] else np.zeros((n, 1))
+                sd = np.nanstd(m, axis=1, keepdims=True) if m.shape[1] else np.ones((n, 1))
             mu = np.nan_to_num(mu)
             sd = np.where(np.nan_to_num(sd) > 1e-9, np.nan_to_num(sd), 1.0)
-            dense_parts += [((sc - mu) / sd).astype(np.float32), ranks[j][rows, safe], flags[j][rows, safe]]
-        dense_parts.append(flags[:, rows, safe].sum(axis=0).astype(np.float32))
+            sc = s[rows, safe]
+            sc = np.where(np.isfinite(sc), sc, 0.0)
+            rank = _stable_ranks(s, safe)
+            if flags is not None:
+                flag = flags[j][rows, safe]
+            else:
+                # in the top per_source <=> stable rank < per_source (and a finite score)
+                flag = (rank < self.per_source) & np.isfinite(s[rows, safe])
+            n_src += flag
+            dense_parts += [
+                ((sc - mu) / sd).astype(np.float32),
+                (1.0 / np.log2(rank.astype(np.float32) + 2.0)).astype(np.float32),
+                flag.astype(np.float32),
+            ]
+        dense_parts.append(n_src)
         dense_parts += [f.popularity[safe], f.item_mean_rating[safe]]
         if users is not None:
             act = f.activity[users]
@@ -212,7 +274,45 @@ class CandidateFeaturizer:
         ).astype(np.int64)
         dense[~mask] = 0.0
         cat[~mask] = 0
-        return _Candidates(items, np.ascontiguousarray(cat), np.ascontiguousarray(dense), mask)
+        return np.ascontiguousarray(cat), np.ascontiguousarray(dense), mask
+
+
+def _stable_top(s: FloatArray, k: int) -> npt.NDArray[np.bool_]:
+    """[n, m] True for each row's k best finite scores, ties broken by the lower index (the first k
+    of a stable descending sort), in O(m) per row: threshold = the k-th largest value."""
+    n, m = s.shape
+    kk = min(k, m)
+    if kk <= 0 or n == 0:
+        return np.zeros((n, m), dtype=bool)
+    thr = -np.partition(-s, kk - 1, axis=1)[:, kk - 1 : kk]
+    gt = s > thr
+    eq = s == thr
+    need = kk - gt.sum(axis=1, keepdims=True)
+    sel: npt.NDArray[np.bool_] = (gt | (eq & (np.cumsum(eq, axis=1) <= need))) & np.isfinite(s)
+    return sel
+
+
+def _stable_ranks(s: FloatArray, items: IntArray) -> IntArray:
+    """0-based rank of ``items`` [n, L] among all of a row's items in ``s`` [n, m] (descending score,
+    ties by the lower index: the position in a stable argsort of -s) -> [n, L] int64, without an
+    argsort: rank = #(higher scores) + #(equal scores at lower indices), from one sorted copy of the
+    row and binary searches (tied values, rare, look up their items' indices)."""
+    n, m = s.shape
+    srt = np.sort(s, axis=1)
+    v = np.take_along_axis(s, items, axis=1)
+    out = np.empty(items.shape, dtype=np.int64)
+    for r in range(n):
+        hi = np.searchsorted(srt[r], v[r], side="right")
+        lo = np.searchsorted(srt[r], v[r], side="left")
+        rank = (m - hi).astype(np.int64)
+        tied = (hi - lo) > 1
+        if tied.any():
+            for u in np.unique(v[r, tied]):
+                sel = tied & (v[r] == u)
+                eq_idx = np.flatnonzero(s[r] == u)
+                rank[sel] += np.searchsorted(eq_idx, items[r, sel], side="left")
+        out[r] = rank
+    return out
 
 
 def _holdout(dataset: Dataset, mode: str, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
@@ -370,6 +470,15 @@ class TwoStage(Retriever):
         if self.ranker is None or self.features is None or not self.sources:
             raise NotFittedError("two_stage: call fit() or load() first")
         return CandidateFeaturizer(self.sources, self.features, self.cfg.per_source)
+
+    def featurizer(self) -> CandidateFeaturizer:
+        """The fitted recall sources + feature tables that build the ranker's inputs (serving uses
+        `CandidateFeaturizer.features_for`)."""
+        return self._featurizer()
+
+    def train_matrix(self) -> sp.csr_matrix:
+        """The binary user x item matrix [n_users, n_items] the model was fitted on."""
+        return self._require_fitted()
 
     def _score(self, history: sp.csr_matrix, users: IntArray | None) -> FloatArray:
         fz = self._featurizer()

@@ -1,0 +1,158 @@
+"""Serving a two-stage model's ranker (`TwoStageRanker`): its ONNX inputs come from the model's own
+`CandidateFeaturizer.features_for`, so serving scores equal `TwoStage`'s own scores, and the pipeline
+and REST API serve ``model=ncf`` next to ``model=recall``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+from fastapi.testclient import TestClient
+
+from recstack.data.dataset import Dataset
+from recstack.errors import NotFoundError
+from recstack.features.tables import build_features
+from recstack.models.ranking.two_stage import CandidateFeaturizer, TwoStage, _stable_ranks, _stable_top
+from recstack.serving._ranker import RankContext, TwoStageRanker
+from recstack.serving._release import MemoryRelease
+from recstack.serving.api.app import create_app
+from recstack.serving.pipeline import Pipeline, RecRequest
+from recstack.serving.settings import ServingSettings
+
+
+def _dataset(n_users: int = 60, n_items: int = 40, seed: int = 0) -> Dataset:
+    """Users prefer one of 4 item blocks (item % 4) and draw 10 items from it, plus 2 at random."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        block = np.flatnonzero(np.arange(n_items) % 4 == u % 4)
+        its = np.concatenate([rng.choice(block, 10, replace=False), rng.choice(n_items, 2, replace=False)])
+        for t, it in enumerate(np.unique(its)):
+            rows.append((u + 1, int(it) + 100, float(1 + (u + it) % 5), 1000 * u + t))
+    inter = pl.DataFrame(rows, schema=["user_id", "item_id", "rating", "timestamp"], orient="row")
+    genres = ("Action", "Comedy", "Drama")
+    items = pl.DataFrame(
+        {
+            "item_id": [100 + i for i in range(n_items)],
+            "title": [f"Movie {i}" for i in range(n_items)],
+            "year": [1990 + i % 10 for i in range(n_items)],
+            "genres": [[genres[i % 3]] for i in range(n_items)],
+        }
+    )
+    return Dataset.from_frames("blocks", inter, None, items)
+
+
+@pytest.fixture(scope="module")
+def two_stage_release(tmp_path_factory: pytest.TempPathFactory) -> tuple[MemoryRelease, TwoStage]:
+    ds = _dataset()
+    ts = TwoStage(
+        ranker="ncf",
+        sources=("itemknn", "pop"),
+        per_source=8,
+        random_negatives=4,
+        ranker_grid=({},),
+        ranker_params={"epochs": 2, "num_threads": 1},
+    ).fit(ds)
+    assert ts.ranker is not None
+    path = ts.ranker.export_onnx(tmp_path_factory.mktemp("ts") / "ranker.onnx")
+    rel = MemoryRelease(
+        id="ts-0001",
+        dataset=ds,
+        retrievers={"itemknn": ts.sources["itemknn"], "pop": ts.sources["pop"], "ranker": ts},
+        features=build_features(ds),
+        ranker_paths={"ncf": path},
+    )
+    return rel, ts
+
+
+def test_stable_ranks_and_top_match_a_stable_argsort() -> None:
+    # row [3, 1, 3, -inf, 1]: stable descending order 0, 2, 1, 4, 3 -> ranks 0, 2, 1, 4, 3
+    s = np.array([[3.0, 1.0, 3.0, -np.inf, 1.0]], dtype=np.float32)
+    assert _stable_ranks(s, np.array([[4, 2, 0, 3, 1]])).tolist() == [[3, 1, 0, 4, 2]]
+    # top 3: items 0, 2 (the 3s) and item 1 (the first of the tied 1s); -inf never
+    assert np.flatnonzero(_stable_top(s, 3)[0]).tolist() == [0, 1, 2]
+    assert np.flatnonzero(_stable_top(s, 5)[0]).tolist() == [0, 1, 2, 4]
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        m = rng.integers(0, 5, size=(4, 30)).astype(np.float32)
+        order = np.argsort(-m, axis=1, kind="stable")
+        ranks = np.argsort(order, axis=1)
+        items = rng.integers(0, 30, size=(4, 7))
+        assert np.array_equal(_stable_ranks(m, items), np.take_along_axis(ranks, items, axis=1))
+
+
+def test_features_for_reproduces_build(two_stage_release: tuple[MemoryRelease, TwoStage]) -> None:
+    _, ts = two_stage_release
+    fz: CandidateFeaturizer = ts.featurizer()
+    users = np.arange(10, dtype=np.int64)
+    hist = ts.train_matrix()[users]
+    built = fz.build(hist, users)
+    cat, dense, mask = fz.features_for(hist, users, built.items)
+    assert np.array_equal(cat, built.cat) and np.array_equal(dense, built.dense)
+    assert np.array_equal(mask, built.mask)
+    # the model's own lists: standardising over "recall" is the same list, hence the same rows
+    cat_r, dense_r, _ = fz.features_for(hist, users, built.items, standardise_over="recall")
+    assert np.array_equal(cat_r, built.cat) and np.allclose(dense_r, built.dense)
+
+
+def _ctx(ts: TwoStage, u: int | None, hist_row: Any) -> RankContext:
+    return RankContext(u, np.zeros(4, np.int64), np.asarray(hist_row.indices, dtype=np.int64))
+
+
+def test_serving_scores_equal_two_stage_scores(two_stage_release: tuple[MemoryRelease, TwoStage]) -> None:
+    rel, ts = two_stage_release
+    p = Pipeline(rel)
+    ranker = p.rankers["ncf"]
+    assert isinstance(ranker, TwoStageRanker) and p.unavailable_rankers == {}
+    train = ts.train_matrix()
+    for u in range(0, 60, 7):
+        cands = ts.candidates([u])[0]
+        own = ts.score_users([u])[0][cands]
+        served = ranker.score(_ctx(ts, u, train[u]), cands)
+        np.testing.assert_allclose(served, own, atol=1e-5)
+        # any other candidate order / subset: same scores per item
+        sub = cands[::-2]
+        np.testing.assert_allclose(ranker.score(_ctx(ts, u, train[u]), sub), own[::-2], atol=1e-5)
+        # a new user with the same history (no index)
+        hist = sp.csr_matrix(train[u])
+        new_own = ts.score_history(hist)[0][cands]
+        np.testing.assert_allclose(ranker.score(_ctx(ts, None, train[u]), cands), new_own, atol=1e-5)
+    # no history at all: popularity order, like TwoStage
+    empty = RankContext(None, np.zeros(4, np.int64), np.zeros(0, np.int64))
+    items = np.arange(5, dtype=np.int64)
+    cold = ts.score_history(sp.csr_matrix((1, train.shape[1]), dtype=np.float32))[0][items]
+    np.testing.assert_allclose(ranker.score(empty, items), cold, atol=1e-6)
+
+
+def test_pipeline_and_api_serve_ncf_and_recall(two_stage_release: tuple[MemoryRelease, TwoStage]) -> None:
+    rel, ts = two_stage_release
+    p = Pipeline(rel)
+    assert p.models == ["ncf", "recall"] and p.default_model == "ncf"
+    res = p.recommend(RecRequest(user_id=3, k=5, model="ncf"))
+    # the items TwoStage recalls itself carry its own scores for this user (index 2)
+    own = ts.score_users([2])[0]
+    mine = np.isin(res.items, ts.candidates([2])[0])
+    assert mine.sum() >= 3
+    np.testing.assert_allclose(res.scores[mine], own[res.items[mine]], atol=1e-5)
+
+    def load(target: str) -> MemoryRelease:
+        if target not in ("production", rel.id):
+            raise NotFoundError(f"no release or channel {target!r}")
+        return rel
+
+    app = create_app(ServingSettings(api_key="secret"), loader=load)
+    with TestClient(app) as c:
+        bodies = {}
+        for model in ("ncf", "recall"):
+            r = c.get("/v1/users/3/recommendations", params={"k": 5, "model": model})
+            assert r.status_code == 200, r.text
+            bodies[model] = r.json()
+            assert bodies[model]["model"] == model and len(bodies[model]["items"]) == 5
+        ncf = [(it["item_id"], it["score"]) for it in bodies["ncf"]["items"]]
+        rec = [(it["item_id"], it["score"]) for it in bodies["recall"]["items"]]
+        assert ncf != rec
+        # the API serves the pipeline's ranking
+        assert [i for i, _ in ncf] == [rel.dataset.item_vocab.ids.to_list()[j] for j in res.items.tolist()]
