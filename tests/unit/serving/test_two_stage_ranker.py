@@ -156,3 +156,20 @@ def test_pipeline_and_api_serve_ncf_and_recall(two_stage_release: tuple[MemoryRe
         assert ncf != rec
         # the API serves the pipeline's ranking
         assert [i for i, _ in ncf] == [rel.dataset.item_vocab.ids.to_list()[j] for j in res.items.tolist()]
+
+
+def test_batch_scorer_matches_online_with_two_stage_ranker(
+    two_stage_release: tuple[MemoryRelease, TwoStage],
+) -> None:
+    from recstack.batch._pipeline import BatchScorer
+
+    rel, _ = two_stage_release
+    pipe = Pipeline(rel)
+    scorer = BatchScorer(pipe, "ncf")
+    users = np.arange(0, 60, 5)
+    ids, sc = scorer.recommend(scorer.user_profiles(users), 6)
+    for r, u in enumerate(users.tolist()):
+        res = pipe.recommend(RecRequest(user_id=rel.dataset.user_vocab.external([u])[0], k=6, model="ncf"))
+        ok = ids[r] >= 0
+        np.testing.assert_array_equal(ids[r][ok], res.items, err_msg=f"user {u}")
+        np.testing.assert_allclose(sc[r][ok], res.scores, rtol=1e-5, atol=1e-5)
