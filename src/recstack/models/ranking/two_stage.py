@@ -220,17 +220,18 @@ class CandidateFeaturizer:
         nmask = norm_items >= 0
         nsafe = np.where(nmask, norm_items, 0)
         rows = np.arange(n)[:, None]
+        has = nmask.sum(axis=1, keepdims=True) > 0
+        cnt = np.maximum(nmask.sum(axis=1, keepdims=True), 1)
         dense_parts: list[FloatArray] = []
         n_src = np.zeros((n, L), dtype=np.float32)
         for j, s in enumerate(mats):
+            # mean / std of the finite scores (inf -> 0) over the list; 0 / 1 for an empty list
             ns = s[rows, nsafe]
-            ns = np.where(np.isfinite(ns), ns, 0.0)
-            m = np.where(nmask, ns, np.nan)
-            with np.errstate(all="ignore"):
-                mu = np.nanmean(m, axis=1, keepdims=True) if m.shape[1] else np.zeros((n, 1))
-                sd = np.nanstd(m, axis=1, keepdims=True) if m.shape[1] else np.ones((n, 1))
-            mu = np.nan_to_num(mu)
-            sd = np.where(np.nan_to_num(sd) > 1e-9, np.nan_to_num(sd), 1.0)
+            ns = np.where(nmask & np.isfinite(ns), ns, 0.0)
+            mu = ns.sum(axis=1, keepdims=True) / cnt
+            sd = np.sqrt((np.where(nmask, ns - mu, 0.0) ** 2).sum(axis=1, keepdims=True) / cnt)
+            mu = np.where(has, mu, 0.0)
+            sd = np.where(has & (sd > 1e-9), sd, 1.0)
             sc = s[rows, safe]
             sc = np.where(np.isfinite(sc), sc, 0.0)
             rank = _stable_ranks(s, safe)
@@ -295,22 +296,26 @@ def _stable_top(s: FloatArray, k: int) -> npt.NDArray[np.bool_]:
 def _stable_ranks(s: FloatArray, items: IntArray) -> IntArray:
     """0-based rank of ``items`` [n, L] among all of a row's items in ``s`` [n, m] (descending score,
     ties by the lower index: the position in a stable argsort of -s) -> [n, L] int64, without an
-    argsort: rank = #(higher scores) + #(equal scores at lower indices), from one sorted copy of the
-    row and binary searches (tied values, rare, look up their items' indices)."""
+    argsort of the row: rank = #(higher scores) + #(equal scores at lower indices). The first count
+    comes from one sorted copy of the row and binary searches; the second, for candidates whose score
+    is tied, from binary searches in the sorted (tied value, index) keys of the row's tied items."""
     n, m = s.shape
     srt = np.sort(s, axis=1)
     v = np.take_along_axis(s, items, axis=1)
     out = np.empty(items.shape, dtype=np.int64)
     for r in range(n):
+        row = s[r]
         hi = np.searchsorted(srt[r], v[r], side="right")
         lo = np.searchsorted(srt[r], v[r], side="left")
         rank = (m - hi).astype(np.int64)
         tied = (hi - lo) > 1
         if tied.any():
-            for u in np.unique(v[r, tied]):
-                sel = tied & (v[r] == u)
-                eq_idx = np.flatnonzero(s[r] == u)
-                rank[sel] += np.searchsorted(eq_idx, items[r, sel], side="left")
+            tv = np.unique(v[r, tied])  # the tied values, ascending
+            pos = np.minimum(np.searchsorted(tv, row), len(tv) - 1)
+            members = np.flatnonzero(tv[pos] == row)  # items holding a tied value
+            keys = np.sort(pos[members] * (m + 1) + members)  # (value group, index), ascending
+            group = np.searchsorted(tv, v[r, tied]) * (m + 1)
+            rank[tied] += np.searchsorted(keys, group + items[r, tied]) - np.searchsorted(keys, group)
         out[r] = rank
     return out
 
