@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from recstack.evaluation.report import TABLE_COLUMNS
 from recstack.release.manifest import Manifest
 from recstack.release.registry import ChannelState, Registry, ReleaseDiff
 
@@ -23,16 +24,8 @@ __all__ = [
     "releases_root",
 ]
 
-#: (metric key, header) of the evaluation table
-EVAL_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("precision@10", "P@10"),
-    ("recall@10", "R@10"),
-    ("ndcg@10", "NDCG@10"),
-    ("map@10", "MAP@10"),
-    ("hr@10", "HR@10"),
-    ("coverage@10", "Cov@10"),
-    ("accuracy@100", "Acc@100"),
-)
+#: (metric key, header) of the evaluation table: the evaluation layer's summary columns, metrics only
+EVAL_COLUMNS: tuple[tuple[str, str], ...] = tuple(c for c in TABLE_COLUMNS if c[0] != "fit_seconds")
 
 
 def releases_root(option: Path | None) -> Path:
