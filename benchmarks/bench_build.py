@@ -57,6 +57,7 @@ def main() -> int:
         cpu = ru.ru_utime + ru.ru_stime
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
         size = manifest.total_size() + (root / manifest.id / "manifest.json").stat().st_size
+        fit_seconds = _fit_seconds(root, manifest.id)
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -72,7 +73,7 @@ def main() -> int:
         "stage_seconds": manifest.timings,
         "total_seconds": round(total, 2),
         "cpu_seconds": round(cpu, 2),
-        "fit_seconds": _fit_seconds(root, manifest.id) if args.keep else {},
+        "fit_seconds": fit_seconds,
         "peak_rss_mb": round(peak_rss_mb, 1),
         "release_bytes": size,
         "release_mb": round(size / 2**20, 2),
