@@ -13,6 +13,8 @@ training and serving build identical inputs.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,6 +195,50 @@ class UserTower:
         return emb
 
 
+class _MemoScores:
+    """A recall source whose ``score_users`` of ONE known user is memoised (LRU, ``max_entries``
+    rows, thread-safe); everything else goes to the source. The scores of a known user are a pure
+    function of the fitted model and the user's index (events since the fit only enter the history
+    mask that `CandidateFeaturizer.source_scores` applies to its own copy), so a hit returns exactly
+    what the source would compute. Rows are read-only: callers copy (``np.array``) before writing."""
+
+    def __init__(self, source: Any, max_entries: int) -> None:
+        self.source = source
+        self.max_entries = max_entries
+        self._rows: OrderedDict[int, FloatArray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.source, name)
+
+    def score_users(self, user_idx: Any) -> FloatArray:
+        idx = np.asarray(user_idx, dtype=np.int64).ravel()
+        if len(idx) != 1 or self.max_entries <= 0:
+            out: FloatArray = self.source.score_users(idx)
+            return out
+        key = int(idx[0])
+        with self._lock:
+            row = self._rows.get(key)
+            if row is not None:
+                self._rows.move_to_end(key)
+                return row
+        row = np.asarray(self.source.score_users(idx))
+        row.setflags(write=False)
+        with self._lock:
+            self._rows[key] = row
+            while len(self._rows) > self.max_entries:
+                self._rows.popitem(last=False)
+        return row
+
+    def score_history(self, history: Any) -> FloatArray:
+        out: FloatArray = self.source.score_history(history)
+        return out
+
+
+#: default memory (MB) of a `TwoStageRanker`'s memo of known users' recall-source scores
+SCORE_MEMO_MB = 64.0
+
+
 class TwoStageRanker(OnnxRanker):
     """The ranker of a two-stage model (ONNX inputs ``cat`` [n, C] int64, ``dense`` [n, D] float32):
     the inputs come from the model's own `CandidateFeaturizer.features_for` (its fitted recall
@@ -201,9 +247,14 @@ class TwoStageRanker(OnnxRanker):
 
     Known user -> its dense index (source scores from the model's training rows) and the history row
     (training row + the events of ``ctx.recent``); new user -> ``users=None`` and the history row of
-    ``ctx.recent``; no history at all -> popularity order (as `TwoStage`)."""
+    ``ctx.recent``; no history at all -> popularity order (as `TwoStage`).
 
-    def __init__(self, name: str, path: str | Path, model: Any) -> None:
+    The recall-source scores of known users are memoised (``memo_mb`` MB, LRU by user; 0 turns it
+    off): a known user's source scores do not change between requests, and computing them (the
+    two-tower user embedding in PyTorch, item-kNN, EASE, ALS) is about a fifth of the ranking time on
+    ML-100K."""
+
+    def __init__(self, name: str, path: str | Path, model: Any, memo_mb: float = SCORE_MEMO_MB) -> None:
         self.name = name
         self.path = Path(path)
         self.sess = session(path)
@@ -215,28 +266,55 @@ class TwoStageRanker(OnnxRanker):
             raise ArtifactError(
                 f"ranker {name} ({self.path}): a two-stage ranker takes cat, dense; got {names}"
             )
-        self.featurizer = model.featurizer()
-        self.features = self.featurizer.features
-        self.train = model.train_matrix()
+        import scipy.sparse as sp
+
+        from recstack.models.ranking.two_stage import CandidateFeaturizer
+
+        fz = model.featurizer()
+        self.features = fz.features
         self.n_items = int(self.features.n_items)
+        self.train = model.train_matrix()
+        # the user rows of the training matrix as sorted column lists of its positive entries
+        pos = sp.csr_matrix(self.train > 0)
+        pos.sort_indices()
+        self._indptr = np.asarray(pos.indptr, dtype=np.int64)
+        self._indices = np.asarray(pos.indices, dtype=np.int64)
+        self._n_users = int(pos.shape[0])
+        self.memo = {n: _MemoScores(src, 0) for n, src in fz.sources.items()}
+        self.set_memo(memo_mb)
+        self.featurizer = CandidateFeaturizer(dict(self.memo), fz.features, fz.per_source)
         pop = self.features.popularity
         self._cold: FloatArray = (-1e4 + pop / (pop.max() + 1.0)).astype(np.float32)
 
+    def set_memo(self, memo_mb: float) -> int:
+        """Size the memo of known users' source scores to ``memo_mb`` MB (0: off); returns how
+        many users it holds (4 bytes x items x sources each)."""
+        per_user = 4 * self.n_items * max(len(self.memo), 1)
+        entries = int(memo_mb * 2**20 // per_user) if memo_mb > 0 else 0
+        for m in self.memo.values():
+            with m._lock:
+                m.max_entries = entries
+                m._rows.clear()
+        return entries
+
     def _history(self, ctx: RankContext) -> tuple[Any, IntArray | None]:
+        """The user's binary history row [1, n_items] (the training row, if known, OR the items of
+        ``ctx.recent``) and its dense index (None for a user unknown to the model)."""
         import scipy.sparse as sp
 
-        recent = np.unique(np.asarray(ctx.recent, dtype=np.int64))
-        recent = recent[(recent >= 0) & (recent < self.n_items)]
+        recent = np.asarray(ctx.recent, dtype=np.int64)
+        cols = recent[(recent >= 0) & (recent < self.n_items)]
+        u = ctx.user_idx
+        known = u is not None and 0 <= u < self._n_users
+        if known:
+            assert u is not None
+            cols = np.concatenate([self._indices[self._indptr[u] : self._indptr[u + 1]], cols])
+        cols = np.unique(cols)  # sorted, as a canonical CSR row
         row = sp.csr_matrix(
-            (np.ones(len(recent), np.float32), (np.zeros(len(recent), np.int64), recent)),
+            (np.ones(len(cols), np.float32), cols, np.array([0, len(cols)], dtype=np.int64)),
             shape=(1, self.n_items),
         )
-        u = ctx.user_idx
-        if u is not None and 0 <= u < self.train.shape[0]:
-            known = sp.csr_matrix(self.train[u])
-            both = ((known + row) > 0).astype(np.float32)
-            return sp.csr_matrix(both), np.array([u], dtype=np.int64)
-        return row, None
+        return row, (np.array([u], dtype=np.int64) if known else None)
 
     def _feed(self, ctx: RankContext, items: IntArray) -> dict[str, Any]:
         hist, users = self._history(ctx)

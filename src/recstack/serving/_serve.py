@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from recstack.serving._threads import THREAD_ENV
 from recstack.serving.settings import ServingSettings
 
 __all__ = ["run_server", "settings_env"]
@@ -34,10 +35,15 @@ def check_release(settings: ServingSettings) -> str:
 
 def run_server(settings: ServingSettings, *, log_level: str = "warning") -> None:
     """Serve until interrupted. With ``workers > 1`` Prometheus runs in multiprocess mode (a temp
-    ``PROMETHEUS_MULTIPROC_DIR`` unless one is set) so /metrics aggregates every worker."""
+    ``PROMETHEUS_MULTIPROC_DIR`` unless one is set) so /metrics aggregates every worker. Each worker
+    uses ``settings.threads`` intra-op threads (default 1: one worker per core)."""
     import uvicorn
 
+    if settings.threads is None:
+        settings = settings.model_copy(update={"threads": 1})
     os.environ.update(settings_env(settings))
+    for var in THREAD_ENV:  # read when the worker loads numpy / torch / faiss
+        os.environ.setdefault(var, str(settings.threads))
     tmp: Path | None = None
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         tmp = Path(tempfile.mkdtemp(prefix="recstack-prom-"))

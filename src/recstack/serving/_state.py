@@ -19,7 +19,7 @@ from typing import Any
 from recstack.errors import ConfigError, UnavailableError
 from recstack.serving._catalog import build_catalog
 from recstack.serving._history import HistoryBackend, MemoryHistory, StoreHistory
-from recstack.serving._ranker import UserTower
+from recstack.serving._ranker import TwoStageRanker, UserTower
 from recstack.serving._release import ServingRelease
 from recstack.serving.pipeline import Pipeline, PipelineConfig
 from recstack.serving.settings import ServingSettings
@@ -125,6 +125,9 @@ def build_state(
         tower = UserTower(tower_path)
         index, backend = _open_index(release, settings, emb)
     pipeline = Pipeline(release, config, catalog=catalog, history=history, index=index, user_tower=tower)
+    for ranker in pipeline.rankers.values():
+        if isinstance(ranker, TwoStageRanker):
+            ranker.set_memo(settings.ranker_memo_mb)
     for name in release.retriever_names:  # load (and cache) every retriever before serving
         release.retriever(name)
     return ServingState(

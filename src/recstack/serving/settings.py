@@ -37,7 +37,19 @@ class ServingSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(default=1, ge=1)
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="intra-op threads (BLAS, OpenMP, PyTorch, faiss) per server process once the "
+        "release is loaded; None leaves the libraries' defaults (recstack serve uses 1)",
+    )
     log_json: bool = True
+    ranker_memo_mb: float = Field(
+        default=64.0,
+        ge=0,
+        description="memory (MB per process) of a two-stage ranker's memo of known users' recall-source "
+        "scores (0: off)",
+    )
 
     def releases_path(self) -> Path:
         return self.releases_dir or get_settings().releases_path()

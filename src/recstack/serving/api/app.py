@@ -88,6 +88,10 @@ def create_app(
             state = await anyio.to_thread.run_sync(holder.load, settings.target())
             metrics.set_release(state.release_id)
             log.info("serving release %s (loaded in %.2fs)", state.release_id, state.load_seconds)
+        if settings.threads is not None:  # after the load: the libraries' pools exist now
+            from recstack.serving._threads import limit_threads
+
+            limit_threads(settings.threads)
         yield
 
     app = FastAPI(
