@@ -27,10 +27,14 @@ import scipy.sparse as sp
 
 from recstack.errors import InvalidArgumentError
 from recstack.models.base import Retriever
+from recstack.serving._kernels import DENSE_MAX_ITEMS
 from recstack.serving._ranker import RankContext
 from recstack.serving.pipeline import RECALL_MODEL, Pipeline
 
 __all__ = ["BatchScorer", "Profiles"]
+
+_TINY = float(np.nextafter(np.float32(0), np.float32(1)))
+_FMAX = float(np.finfo(np.float32).max)
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
@@ -55,10 +59,69 @@ class Profiles:
         return int(self.user_idx.shape[0])
 
 
+def _low_ramp(m: int) -> FloatArray:
+    """``m`` distinct float32 values just above -FLT_MAX (increasing): stand-ins for -inf that keep
+    ``np.partition`` fast (long runs of equal values make it several times slower)."""
+    bits = np.uint32(0xFF7FFFFF) - np.arange(m, dtype=np.uint32)
+    out: FloatArray = bits.view(np.float32)
+    return out
+
+
+_RAMPS: dict[int, FloatArray] = {}
+
+
+def _ramp(m: int) -> FloatArray:
+    r = _RAMPS.get(m)
+    if r is None:
+        r = _RAMPS[m] = _low_ramp(m)
+    return r
+
+
 def _top_rows(scores: FloatArray, k: int) -> tuple[IntArray, FloatArray]:
     """Row-wise top k of [B, m] -> (ids[B, k], scores[B, k]), best first, ties: lower index first;
-    -inf entries come back as id -1 (the contract of `recstack.models.base.top_k`, with two plain
-    sorts instead of a lexsort)."""
+    -inf entries come back as id -1 (the contract of `recstack.models.base.top_k`).
+
+    The k-th largest value of every row comes from one in-place ``np.partition`` (values only, -inf
+    replaced by distinct stand-ins), the members are ``scores >= kth`` (ties at the cut: the lowest
+    indices), and only the k members are sorted. Anything unusual (NaN, scores down at -FLT_MAX)
+    goes through `_top_rows_lexsort`."""
+    B, m = scores.shape
+    kk = min(k, m)
+    if kk < m and B:
+        ramp = _ramp(m)
+        X = np.where(np.isneginf(scores), ramp, scores)
+        X.partition(m - kk, axis=1)
+        kth = X[:, m - kk].copy()
+        kth[kth <= ramp[-1]] = -np.inf  # fewer than kk finite scores in the row
+        mask = kth[:, None] <= scores
+        cnt = np.count_nonzero(mask, axis=1)
+        tied = np.flatnonzero(cnt > kk)
+        if len(tied):  # more than kk values reach the cut: keep the lowest indices among the ties
+            sub = scores[tied]
+            t = kth[tied][:, None]
+            eq = sub == t
+            need = kk - np.count_nonzero(sub > t, axis=1)
+            mask[tied] = (sub > t) | (eq & (np.cumsum(eq, axis=1) <= need[:, None]))
+            cnt[tied] = np.count_nonzero(mask[tied], axis=1)
+        if not (cnt == kk).all():
+            return _top_rows_lexsort(scores, k)
+        flat = np.flatnonzero(mask).reshape(B, kk)  # ascending within each row
+        part = flat - (np.arange(B, dtype=np.int64) * m)[:, None]
+    else:
+        part = np.broadcast_to(np.arange(m, dtype=np.int64), (B, m)).copy()
+    ps = np.take_along_axis(scores, part, axis=1)
+    o = np.argsort(-ps, axis=1, kind="stable")
+    ids = np.take_along_axis(part, o, axis=1)
+    sc = np.take_along_axis(ps, o, axis=1).astype(np.float32)
+    ids[np.isneginf(sc)] = -1
+    if kk < k:
+        ids = np.pad(ids, ((0, 0), (0, k - kk)), constant_values=-1)
+        sc = np.pad(sc, ((0, 0), (0, k - kk)), constant_values=-np.inf)
+    return ids, sc
+
+
+def _top_rows_lexsort(scores: FloatArray, k: int) -> tuple[IntArray, FloatArray]:
+    """`_top_rows` by argpartition + lexsort of the tied rows (any input, NaN included)."""
     B, m = scores.shape
     kk = min(k, m)
     if kk < m:
@@ -86,6 +149,20 @@ def _top_rows(scores: FloatArray, k: int) -> tuple[IntArray, FloatArray]:
     return ids, sc
 
 
+def _kernel(retr: Retriever, n: int) -> tuple[str, Any]:
+    """``("dense", W float32 [n, n])``, ``("sparse", S float64 CSR [n, n])`` or ``("generic", None)``:
+    the same choice as `recstack.serving._kernels.history_scorer`."""
+    sim = getattr(retr, "similarity", None)
+    if isinstance(sim, sp.spmatrix | sp.sparray) and sim.shape == (n, n):
+        if n <= DENSE_MAX_ITEMS:
+            return "dense", np.ascontiguousarray(sp.csr_matrix(sim).toarray(), dtype=np.float32)
+        return "sparse", sp.csr_matrix(sim, dtype=np.float64)
+    w = getattr(retr, "weights", None)
+    if isinstance(w, np.ndarray) and w.shape == (n, n):
+        return "dense", np.ascontiguousarray(w, dtype=np.float32)
+    return "generic", None
+
+
 class BatchScorer:
     """Top k for blocks of known users or liked-item profiles with the pipeline of ``pipeline``.
 
@@ -98,28 +175,47 @@ class BatchScorer:
         self.cfg = pipeline.config
         self.model = pipeline.check_model(model)
         self.n_items = self.cat.n_items
-        hist = self.cat.hist_items
-        dedup = hist.copy()
+        self._indptr, self._items = self._base_histories()
+        dedup = sp.csr_matrix(
+            (np.ones(len(self._items), np.float32), self._items, self._indptr),
+            shape=(len(self._indptr) - 1, self.n_items),
+        )
         dedup.sum_duplicates()
-        self._dups = dedup.nnz < hist.nnz
+        self._dups = dedup.nnz < len(self._items)
         self._weights = {s.name: float(s.weight) for s in self.cfg.sources}
         self._pop_rank = np.empty(self.n_items, dtype=np.int64)
         self._pop_rank[self.cat.pop_order] = np.arange(self.n_items)
+        #: per history source: the kernel of `recstack.serving._kernels.history_scorer` in batch form
+        self._kernels = {name: _kernel(r, self.n_items) for name, r in pipeline.retrievers.items()}
+        self._sparse = {name: bool(sc[1]) for name, sc in pipeline.scorers.items()}
 
     # --------------------------------------------------------------- profiles
+    def _base_histories(self) -> tuple[IntArray, IntArray]:
+        """(indptr, items) of every known user's history, oldest first, from where the pipeline
+        reads it: its feature store when that exposes its arrays (the embedded store; equal
+        timestamps keep the interactions' order there), else the catalog's CSR."""
+        arrays = getattr(getattr(self.pipeline.history, "store", None), "arrays", None)
+        if callable(arrays):
+            hist = arrays()[2]
+            indptr = np.asarray(hist.indptr, dtype=np.int64)
+            if len(indptr) == self.cat.n_users + 1:
+                return indptr, np.asarray(hist.items, dtype=np.int64)
+        csr = self.cat.hist_items
+        return csr.indptr.astype(np.int64), csr.indices.astype(np.int64)
+
     def user_profiles(self, user_idx: npt.ArrayLike) -> Profiles:
         """Profiles of known users (dense indices) from the release's histories (ordered by time)."""
         idx = np.asarray(user_idx, dtype=np.int64).ravel()
-        hist = self.cat.hist_items
+        hp, hi = self._indptr, self._items
         if self._dups:  # rare: repeated (user, item) rows; keep the last occurrence of each item
-            rows = [self._dedup_recent(hist.indices[hist.indptr[u] : hist.indptr[u + 1]]) for u in idx]
+            rows = [self._dedup_recent(hi[hp[u] : hp[u + 1]]) for u in idx]
             return self._from_lists(rows, idx)
-        a, b = hist.indptr[idx], hist.indptr[idx + 1]
+        a, b = hp[idx], hp[idx + 1]
         lens = (b - a).astype(np.int64)
         indptr = np.zeros(len(idx) + 1, dtype=np.int64)
         np.cumsum(lens, out=indptr[1:])
         pos = np.arange(indptr[-1], dtype=np.int64) - np.repeat(indptr[:-1], lens) + np.repeat(a, lens)
-        cols = hist.indices[pos].astype(np.int64)
+        cols = hi[pos]
         # recency rank: the last item of a row (most recent) gets 1
         within = np.arange(indptr[-1], dtype=np.int64) - np.repeat(indptr[:-1], lens)
         rank = (np.repeat(lens, lens) - within).astype(np.float32)
@@ -213,7 +309,8 @@ class BatchScorer:
         B, n = prof.n, self.n_items
         n_seen = np.diff(prof.seen.indptr).astype(np.int64)
         has_recent = np.diff(prof.recent.indptr) > 0
-        merged = np.zeros((B, n), dtype=np.float64)
+        # float32 and summed source by source, as `Pipeline._merge`
+        merged = np.zeros((B, n), dtype=np.float32)
         recalled = np.zeros((B, n), dtype=bool)
         offsets = (np.arange(B, dtype=np.int64) * n)[:, None]
 
@@ -221,15 +318,21 @@ class BatchScorer:
             valid = valid & (ids >= 0)
             norm = self._row_minmax_norm(sc.astype(np.float32), valid, self._weights.get(name, 1.0))
             flat = (ids + offsets)[valid]  # ids are unique within a row of one source
-            merged.ravel()[flat] += norm[valid].astype(np.float64)
+            merged.ravel()[flat] += norm[valid]
             recalled.ravel()[flat] = True
 
         max_seen = int(n_seen.max()) if B else 0
+        seen_coo = prof.seen.tocoo()
         for src in self.pipeline.active_sources:
             if src.kind == "history":
-                rows = self._most_recent(prof.recent, src.recent)
-                ids, sc = self._history_recall(self.pipeline.retrievers[src.name], rows, src.quota)
-                add(src.name, ids, sc, np.broadcast_to(has_recent[:, None], ids.shape))
+                S = self._history_scores(src.name, prof.recent, src.recent)
+                S[seen_coo.row, seen_coo.col] = -np.inf
+                flat, norm = self._dense_recall(
+                    S, src.quota, self._sparse.get(src.name, False), has_recent, self._weights[src.name]
+                )
+                del S
+                merged.ravel()[flat] += norm  # one entry per (row, item): += is exact
+                recalled.ravel()[flat] = True
             elif src.kind == "ann":
                 pipe = self.pipeline
                 assert pipe.user_tower is not None and pipe.index is not None
@@ -264,7 +367,7 @@ class BatchScorer:
                 np.arange(width)[None, :] < (self.cfg.rank.candidates + n_seen)[:, None]
             )
             add("popular", ids, sc, valid)
-        merged32 = merged.astype(np.float32)
+        merged32 = merged
 
         # ---- filter
         blocked = np.zeros((B, n), dtype=bool)
@@ -284,10 +387,12 @@ class BatchScorer:
             r, j = np.nonzero(take)
             items_fill = self.cat.pop_order[j]
             key[short[r], items_fill] = (-(1.0 + j) / (n + 1.0)).astype(np.float32)
-        n_rank_max = max(self.cfg.rank.candidates, k)
+        n_rank = max(self.cfg.rank.candidates, k)  # what the pipeline ranks
+        n_rank_max = n_rank
         if self.model == RECALL_MODEL:  # merged order is final: only the genre-cap window matters
             n_rank_max = min(n_rank_max, max(self.cfg.rerank.window * k, k))
         cand_ids, cand_key = _top_rows(key, n_rank_max)  # ties: lower item index (= Pipeline._top)
+        self._online_cut(key, cand, n_cand, n_rank, cand_ids, cand_key)
         valid = cand_ids >= 0
         base_scores = np.where(valid, np.maximum(cand_key, 0), np.nan).astype(np.float32)
 
@@ -321,6 +426,29 @@ class BatchScorer:
         out_sc[out_ids < 0] = np.nan
         return out_ids, out_sc
 
+    @staticmethod
+    def _online_cut(
+        key: FloatArray, cand: BoolArray, n_cand: IntArray, n_rank: int, ids: IntArray, sc: FloatArray
+    ) -> None:
+        """Rows whose top ``n_rank`` (the pipeline's ranked list) is cut inside a run of tied scores
+        that reaches the selected ``ids``: which tied items make the list is ``Pipeline._top``'s
+        argpartition over the row's candidates, so take exactly that (in place)."""
+        w = ids.shape[1]
+        if not w:
+            return
+        last = sc[:, -1]
+        risky = (n_cand > n_rank) & np.isfinite(last)
+        if not risky.any():
+            return
+        rows = np.flatnonzero(risky)
+        reach = (key[rows] >= last[rows, None]).sum(axis=1) > n_rank
+        for r in rows[reach].tolist():
+            items = np.flatnonzero(cand[r])
+            vals = key[r, items]
+            top = Pipeline._top(vals, n_rank)[:w]
+            ids[r] = items[top]
+            sc[r] = vals[top]
+
     def _genre_keep(self, head: IntArray, head_ok: BoolArray, cap: int) -> BoolArray:
         """``Pipeline._genre_cap``'s keep flags for a [B, W] block of ranked heads: item j is kept when
         each of its genres has fewer than ``cap`` kept items above it. The pipeline solves this by
@@ -339,25 +467,94 @@ class BatchScorer:
             full = counts >= cap
         return keep
 
+    def _history_scores(self, name: str, recent: sp.csr_matrix, limit: int) -> FloatArray:
+        """Scores [B, n_items] (float32, a fresh array) of the ``limit`` most recent items of each
+        profile, bit for bit what the online pipeline's scorer gives for one profile: dense
+        item-item rows added in recency order in float32 (rows without history: 0), sparse rows
+        summed in float64."""
+        kind, mat = self._kernels[name]
+        if kind == "dense":
+            W: FloatArray = mat
+            R = self._recent_matrix(recent, limit)  # [B, limit] item + 1, most recent first
+            first = R[:, 0]  # limit >= 1
+            S = np.take(W, np.maximum(first - 1, 0), axis=0)
+            if not first.all():
+                S[first == 0] = 0
+            for p in range(1, R.shape[1]):
+                col = R[:, p]
+                rows = np.flatnonzero(col)
+                if not len(rows):
+                    break
+                if len(rows) == len(col):
+                    S += W[col - 1]
+                else:
+                    S[rows] += W[col[rows] - 1]
+            return S
+        rows = self._most_recent(recent, limit)
+        if kind == "sparse":
+            prod = sp.csr_matrix(rows, dtype=np.float64) @ mat
+            return np.asarray(prod.toarray(), dtype=np.float32)
+        return np.array(self.pipeline.retrievers[name].score_history(rows), dtype=np.float32, copy=True)
+
     @staticmethod
-    def _history_recall(retr: Retriever, rows: sp.csr_matrix, quota: int) -> tuple[IntArray, FloatArray]:
-        """``retr.recommend_history(rows, quota)`` as a set: the same scores, history mask and
-        argpartition as `recstack.models.base.top_k` (so the same items), without sorting them
-        (the merge does not need the order). Falls back to ``recommend_history`` when a model
-        overrides it."""
-        if type(retr).recommend_history is not Retriever.recommend_history:
-            return retr.recommend_history(rows, quota)
-        scores = np.array(retr.score_history(rows), dtype=np.float32, copy=True)
-        coo = rows.tocoo()
-        scores[coo.row, coo.col] = -np.inf
-        n, m = scores.shape
-        kk = min(quota, m)
-        part = (
-            np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < m else np.tile(np.arange(m), (n, 1))
-        ).astype(np.int64)
-        sc = np.take_along_axis(scores, part, axis=1)
-        part[~np.isfinite(sc) & (sc < 0)] = -1
-        return part, sc
+    def _dense_recall(
+        S: FloatArray, quota: int, sparse: bool, has_recent: BoolArray, weight: float
+    ) -> tuple[IntArray, FloatArray]:
+        """One history source of ``Pipeline._recall`` + its share of ``Pipeline._merge`` for a block
+        ``S`` [B, n] (seen items at -inf): the recalled items (top ``quota`` of each row; positive
+        scores only for sparse models, finite ones otherwise; none without history) as flat indices
+        into [B, n] (row-major), and their normalised scores ``w * (s - lo) / (hi - lo)``.
+
+        The quota-th largest score of each row comes from one in-place ``np.partition`` (the values
+        that can never be recalled replaced by distinct stand-ins, which keeps it fast); rows where
+        more than ``quota`` items tie at that score take the online pipeline's own argpartition
+        (``Pipeline._top_set``; numpy's row-wise argpartition gives the same as the 1-D call)."""
+        B, m = S.shape
+        q = min(quota, m)
+        floor_ramp = -(1.0 + np.arange(m, dtype=np.float32)) if sparse else _ramp(m)
+        if q < m and B:
+            X = np.where(S > 0, S, floor_ramp) if sparse else np.where(np.isneginf(S), floor_ramp, S)
+            X.partition(m - q, axis=1)
+            kth = X[:, m - q].copy()
+            del X
+        else:
+            kth = np.full(B, -np.inf, dtype=np.float32)
+        if sparse:
+            ok_kth = kth > 0
+            t_eff = np.where(ok_kth, kth, np.float32(_TINY))  # S >= tiny  <=>  S > 0
+        else:
+            ok_kth = kth > _ramp(m)[-1]
+            t_eff = np.where(ok_kth, kth, np.float32(-_FMAX))  # S >= -max  <=>  finite
+        t_eff = np.where(has_recent, t_eff, np.float32(np.inf)).astype(np.float32)
+        valid = t_eff[:, None] <= S
+        cnt = np.count_nonzero(valid, axis=1)
+        tied = np.flatnonzero(ok_kth & has_recent & (cnt > q))
+        if len(tied):
+            top = np.argpartition(-S[tied], q - 1, axis=1)[:, :q]  # `Pipeline._top_set`
+            rows = np.zeros((len(tied), m), dtype=bool)
+            np.put_along_axis(rows, top, True, axis=1)
+            valid[tied] = rows
+            cnt[tied] = q
+        flat: IntArray = np.flatnonzero(valid).astype(np.int64, copy=False)
+        if not len(flat):
+            return flat, np.zeros(0, dtype=np.float32)
+        row_of = np.repeat(np.arange(B, dtype=np.int64), cnt)
+        vals = S.ravel()[flat]
+        some = cnt > 0
+        hi = S.max(axis=1)
+        lo = kth.copy()
+        low = np.flatnonzero(some & ~ok_kth)
+        if len(low):
+            lo[low] = np.where(valid[low], S[low], np.float32(np.inf)).min(axis=1)
+        lo = np.where(some, lo, np.float32(0)).astype(np.float32)
+        hi = np.where(some, hi, np.float32(0)).astype(np.float32)
+        denom = (hi.astype(np.float64) - lo.astype(np.float64)).astype(np.float32)
+        flat_row = ~(hi > lo)
+        norm = (vals - lo[row_of]) / np.where(flat_row, np.float32(1), denom)[row_of]
+        out: FloatArray = np.where(flat_row[row_of], np.float32(1), norm).astype(np.float32)
+        if weight != 1.0:
+            out = (np.float32(weight) * out).astype(np.float32)
+        return flat, out
 
     def _encode(self, prof: Profiles, use: BoolArray) -> FloatArray:
         """User-tower embeddings [sum(use), d] for the profiles ``use`` (one ONNX call)."""
