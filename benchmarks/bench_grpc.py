@@ -24,10 +24,6 @@ import argparse
 import json
 import os
 import platform
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,45 +34,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from recstack.testing import ServerProcess, build_small_release, free_ports
+
 HERE = Path(__file__).resolve().parent
-QUICK_BUILD = """
-[dataset]
-source = "ml-100k"
-[evaluation]
-enabled = false
-report = false
-[[models]]
-name = "pop"
-[[models]]
-name = "itemknn"
-[[models]]
-name = "ease"
-[index]
-backend = "none"
-"""
 NAMES = ("user", "item", "recall", "rank", "aggregator")
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def quick_release(root: Path) -> str:
-    from recstack.release.build import BuildConfig, build
-    from recstack.release.registry import Registry
-
-    cfg = root / "build.toml"
-    cfg.write_text(QUICK_BUILD)
-    manifest = build(BuildConfig.from_toml(cfg), root / "releases")
-    Registry(root / "releases").promote(manifest.id, "production")
-    return manifest.id
 
 
 def stats(lat_s: list[float]) -> dict[str, float]:
@@ -145,20 +106,6 @@ def run_inprocess(users: list[str], warmup: int, n: int, releases_dir: Path, rel
     return stats(lat)
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], limit: float = 120.0) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"recstack serve exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} not ready after {limit}s")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000)
@@ -173,8 +120,8 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-grpc-"))
     if args.releases_dir is None:
-        release = quick_release(tmp)
         releases_dir = tmp / "releases"
+        release = build_small_release(releases_dir)
     else:
         releases_dir = args.releases_dir
         release = Registry(releases_dir).resolve(args.release or "production")
@@ -194,21 +141,8 @@ def main() -> None:
         stop_services(run_dir=run_dir)
 
     # 2. REST, one process
-    port = free_ports(1)[0]
-    exe = Path(sys.executable).parent / "recstack"
-    env = {**os.environ, "RECSTACK_SERVE_LOG_JSON": "false"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    cmd = [str(exe), "-q", "serve", "--releases-dir", str(releases_dir), "--release", release]
-    cmd += ["--port", str(port), "--workers", "1"]
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}", proc)
-        results["rest_single_process"] = run_rest(users, args.warmup, args.requests, port)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+    with ServerProcess(releases_dir, release=release, workers=1) as srv:
+        results["rest_single_process"] = run_rest(users, args.warmup, args.requests, srv.port)
 
     # 3. in process
     results["pipeline_in_process"] = run_inprocess(users, args.warmup, args.requests, releases_dir, release)

@@ -15,12 +15,7 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +23,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from recstack.testing import ServerProcess, ServerStartError, build_release
 
 # the semantics of tests/conftest.py::require_service (that module cannot be imported by name from
 # here: pytest imports every conftest.py as `conftest`)
@@ -91,25 +88,10 @@ model = "ease"
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _build_releases(root: Path) -> str:
     """Build parent then child into ``root`` and promote the child to production -> child id."""
-    from recstack.release.build import BuildConfig, build
-    from recstack.release.registry import Registry
-
-    root.mkdir(parents=True, exist_ok=True)
-    reg = Registry(root)
-    for name, text in (("parent", PARENT_TOML), ("child", CHILD_TOML)):
-        cfg = root / f"{name}.toml"
-        cfg.write_text(text)
-        manifest = build(BuildConfig.from_toml(cfg), root)
-        reg.promote(manifest.id, "production", force=True)
-    return reg.resolve("production")
+    build_release(root, PARENT_TOML, force=True)
+    return build_release(root, CHILD_TOML, force=True)
 
 
 @pytest.fixture(scope="session")
@@ -145,51 +127,15 @@ class Server:
 
 @pytest.fixture(scope="session")
 def server(releases_dir: Path) -> Iterator[Server]:
-    """The real API + web UI: ``uvicorn recstack.serving.api.app:app_from_env`` on a free port."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "RECSTACK_SERVE_RELEASES_DIR": str(releases_dir),
-        "RECSTACK_SERVE_LOG_JSON": "false",
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "recstack.serving.api.app:app_from_env",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
+    """The real API + web UI: ``recstack serve`` (one uvicorn worker) on a free port."""
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-                pytest.fail(f"the web server did not become ready: {out[-2000:]}")
-            time.sleep(0.3)
-        yield Server(url, releases_dir, httpx.get(f"{url}/v1/release", timeout=10).json())
+        srv = ServerProcess(releases_dir, workers=1, timeout=120).start()
+    except ServerStartError as exc:
+        pytest.fail(f"the web server did not become ready: {exc}")
+    try:
+        yield Server(srv.url, releases_dir, httpx.get(f"{srv.url}/v1/release", timeout=10).json())
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        srv.stop()
 
 
 @pytest.fixture(scope="session")

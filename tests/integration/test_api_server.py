@@ -4,11 +4,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,82 +11,21 @@ from typing import Any
 import httpx
 import pytest
 
-BUILD_TOML = """
-[dataset]
-source = "ml-100k"
-[evaluation]
-enabled = false
-report = false
-[[models]]
-name = "pop"
-[[models]]
-name = "itemknn"
-[index]
-backend = "none"
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from recstack.testing import ServerProcess, build_small_release
 
 
 @pytest.fixture(scope="module")
 def releases_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A promoted ML-100K release (pop + itemknn, no evaluation: a few seconds)."""
-    from recstack.release.build import BuildConfig, build
-    from recstack.release.registry import Registry
-
     root = tmp_path_factory.mktemp("releases")
-    cfg_path = root.parent / "build.toml"
-    cfg_path.write_text(BUILD_TOML)
-    manifest = build(BuildConfig.from_toml(cfg_path), root)
-    Registry(root).promote(manifest.id, "production")
+    build_small_release(root, ("pop", "itemknn"))
     return root
 
 
 @pytest.fixture(scope="module")
 def server(releases_dir: Path) -> Iterator[str]:
-    port = _free_port()
-    exe = Path(sys.executable).parent / "recstack"
-    env = {**os.environ, "RECSTACK_SERVE_API_KEY": "k", "RECSTACK_SERVE_LOG_JSON": "false"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    cmd = [
-        str(exe),
-        "-q",
-        "serve",
-        "--releases-dir",
-        str(releases_dir),
-        "--port",
-        str(port),
-        "--workers",
-        "2",
-    ]
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-                pytest.fail(f"recstack serve did not become ready: {out[-2000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    with ServerProcess(releases_dir, workers=2, env={"RECSTACK_SERVE_API_KEY": "k"}) as srv:
+        yield srv.url
 
 
 @pytest.mark.slow

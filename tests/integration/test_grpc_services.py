@@ -5,9 +5,7 @@ single-process pipeline; stopping the rank service midway gives degraded answers
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,60 +15,29 @@ import pytest
 from recstack.serving.grpc.client import GrpcClient, ServiceCallError, make_user
 from recstack.serving.grpc.launcher import read_info, stop_services
 from recstack.serving.pipeline import Pipeline, RecRequest
+from recstack.testing import build_small_release, free_ports, recstack_command
 
 pytestmark = pytest.mark.slow
 
-BUILD_TOML = """
-[dataset]
-source = "ml-100k"
-[evaluation]
-enabled = false
-report = false
-[[models]]
-name = "pop"
-[[models]]
-name = "itemknn"
-[[models]]
-name = "ease"
-[index]
-backend = "none"
-"""
 NAMES = ("user", "item", "recall", "rank", "aggregator")
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    exe = Path(sys.executable).parent / "recstack"
-    return subprocess.run([str(exe), "-q", *args], env=env, capture_output=True, text=True, timeout=180)
+    cmd = [*recstack_command(), "-q", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
 
 
 @pytest.fixture(scope="module")
 def releases_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from recstack.release.build import BuildConfig, build
-    from recstack.release.registry import Registry
-
     root = tmp_path_factory.mktemp("grpc-releases")
-    cfg = root.parent / "grpc-build.toml"
-    cfg.write_text(BUILD_TOML)
-    manifest = build(BuildConfig.from_toml(cfg), root)
-    Registry(root).promote(manifest.id, "production")
+    build_small_release(root, ("pop", "itemknn", "ease"))
     return root
 
 
 @pytest.fixture(scope="module")
 def services(releases_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     run_dir = tmp_path_factory.mktemp("grpc-run")
-    ports = dict(zip(NAMES, _free_ports(len(NAMES)), strict=True))
+    ports = dict(zip(NAMES, free_ports(len(NAMES)), strict=True))
     env = {**os.environ, "RECSTACK_HOME": str(run_dir.parent / "home-unused"), "COLUMNS": "200"}
     spec = ",".join(f"{n}={p}" for n, p in ports.items())
     try:
