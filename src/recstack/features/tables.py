@@ -12,6 +12,13 @@ Item features (one row per dense item index):
     ``title_tokens`` [n_items, MAX_TITLE_TOKENS] token codes padded with 0, ``popularity`` =
     log1p(#interactions) and ``item_mean_rating`` (float32).
 
+Time context (when the interactions carry timestamps): the fit data's time span is cut into
+`TIME_BINS` equal bins; ``user_time`` [n_users, 2] = the bins (float, fractional) of each user's first
+and last interaction, ``item_first_time`` [n_items] the bin of each item's first interaction, and
+``item_time_counts`` [n_items, TIME_BINS + 1] the cumulative interaction counts per bin, from which
+`local_popularity` counts an item's interactions inside any user's active window. Absent (None) when
+the data has no timestamps.
+
 Storage: ``users.parquet``, ``items.parquet`` and ``vocabularies.parquet`` (feature, code, value) plus
 ``features.json``; never pickle.
 """
@@ -34,9 +41,11 @@ from recstack.errors import ArtifactError
 __all__ = [
     "AGE_EDGES",
     "MAX_TITLE_TOKENS",
+    "TIME_BINS",
     "USER_CATEGORICAL",
     "FeatureTables",
     "build_features",
+    "time_context",
     "user_genre_affinity",
 ]
 
@@ -50,6 +59,10 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
 
 USER_CATEGORICAL = ("age_bucket", "gender", "occupation", "zip_prefix")
+#: bins of the fit data's time span (the time context's resolution)
+TIME_BINS = 64
+#: the active window of a user known only by their history (no timestamps): the last bins of the data
+RECENT_BINS = 4
 
 
 def _col(frame: pl.DataFrame, *names: str) -> pl.Series | None:
@@ -91,6 +104,38 @@ class FeatureTables:
     popularity: FloatArray
     item_mean_rating: FloatArray
     vocabularies: dict[str, list[str]] = field(default_factory=dict)
+    user_time: FloatArray | None = None
+    item_first_time: FloatArray | None = None
+    item_time_counts: FloatArray | None = None
+
+    @property
+    def has_time(self) -> bool:
+        return self.user_time is not None and self.item_time_counts is not None
+
+    def time_features(self, users: IntArray | None, items: IntArray) -> list[FloatArray]:
+        """The time context of (user, item) pairs: ``items`` [n, L] (valid indices) of n ``users``
+        (dense indices; None: users known only by their history, whose active window is the last
+        `RECENT_BINS` bins) -> [local popularity, item age]: log1p of the item's interactions per bin
+        inside the user's active window, and (user's last bin - item's first bin) / TIME_BINS
+        (negative: the item appeared after the user's last activity). Empty when `has_time` is False."""
+        if self.user_time is None or self.item_time_counts is None or self.item_first_time is None:
+            return []
+        n = items.shape[0]
+        nb = self.item_time_counts.shape[1] - 1
+        if users is not None:
+            window = self.user_time[users]  # [n, 2]
+        else:
+            window = np.tile(np.array([[nb - RECENT_BINS, nb - 1e-6]], dtype=np.float32), (n, 1))
+        known = window[:, 0] >= 0
+        b0 = np.clip(np.floor(window[:, 0]), 0, nb - 1).astype(np.int64)
+        b1 = np.clip(np.floor(window[:, 1]), 0, nb - 1).astype(np.int64) + 1
+        counts = self.item_time_counts[items, b1[:, None]] - self.item_time_counts[items, b0[:, None]]
+        local = np.log1p(counts / (b1 - b0)[:, None].astype(np.float32))
+        first = self.item_first_time[items]
+        age = np.where(first >= 0, (window[:, 1:2] - first) / nb, -1.0)
+        local = np.where(known[:, None], local, 0.0)
+        age = np.where(known[:, None], age, 0.0)
+        return [local.astype(np.float32), age.astype(np.float32)]
 
     # ------------------------------------------------------------ sizes
     @property
@@ -150,6 +195,10 @@ class FeatureTables:
                 "user_mean_rating": self.user_mean_rating,
             }
         )
+        if self.user_time is not None:
+            users = users.with_columns(
+                pl.Series("time_first", self.user_time[:, 0]), pl.Series("time_last", self.user_time[:, 1])
+            )
         items = pl.DataFrame(
             {
                 "item": np.arange(self.n_items, dtype=np.int32),
@@ -160,6 +209,10 @@ class FeatureTables:
                 "item_mean_rating": self.item_mean_rating,
             }
         )
+        if self.item_first_time is not None and self.item_time_counts is not None:
+            items = items.with_columns(
+                pl.Series("time_first", self.item_first_time), pl.Series("time_counts", self.item_time_counts)
+            )
         users.write_parquet(d / "users.parquet")
         items.write_parquet(d / "items.parquet")
         vocab_rows = [(f, c, v) for f, vals in self.vocabularies.items() for c, v in enumerate(vals)]
@@ -190,7 +243,21 @@ class FeatureTables:
             if code != len(vocabularies[feat]):
                 raise ArtifactError(f"{d}/vocabularies.parquet: codes of {feat!r} are not contiguous")
             vocabularies[feat].append(value)
+        has_time = "time_first" in users.columns and "time_counts" in items.columns
         return cls(
+            user_time=(
+                np.stack([users["time_first"].to_numpy(), users["time_last"].to_numpy()], axis=1).astype(
+                    np.float32
+                )
+                if has_time
+                else None
+            ),
+            item_first_time=items["time_first"].to_numpy().astype(np.float32) if has_time else None,
+            item_time_counts=(
+                np.asarray(items["time_counts"].to_numpy(), dtype=np.float32).reshape(len(items), -1)
+                if has_time
+                else None
+            ),
             users_cat=np.stack([users[n].to_numpy().astype(np.int64) for n in USER_CATEGORICAL], axis=1),
             activity=users["activity"].to_numpy().astype(np.float32),
             user_mean_rating=users["user_mean_rating"].to_numpy().astype(np.float32),
@@ -285,7 +352,11 @@ def build_features(dataset: Dataset, interactions: pl.DataFrame | None = None) -
         title_tokens[row, : len(codes_t)] = codes_t
     vocabularies["title_token"] = ["", *tok_vocab]
 
+    user_time, item_first_time, item_time_counts = time_context(inter, n_u, n_i)
     return FeatureTables(
+        user_time=user_time,
+        item_first_time=item_first_time,
+        item_time_counts=item_time_counts,
         users_cat=users_cat,
         activity=np.log1p(ucount).astype(np.float32),
         user_mean_rating=umean.astype(np.float32),
@@ -295,6 +366,38 @@ def build_features(dataset: Dataset, interactions: pl.DataFrame | None = None) -
         popularity=np.log1p(icount).astype(np.float32),
         item_mean_rating=imean.astype(np.float32),
         vocabularies=vocabularies,
+    )
+
+
+def time_context(
+    inter: pl.DataFrame, n_users: int, n_items: int
+) -> tuple[FloatArray | None, FloatArray | None, FloatArray | None]:
+    """(user_time, item_first_time, item_time_counts) of `FeatureTables` from interactions with
+    ``user``, ``item`` and ``timestamp`` columns; three Nones when the timestamps are all equal."""
+    if inter.height == 0 or "timestamp" not in inter.columns:
+        return None, None, None
+    t = inter["timestamp"].to_numpy().astype(np.float64)
+    lo, hi = float(t.min()), float(t.max())
+    if hi <= lo:
+        return None, None, None
+    # fractional bin in [0, TIME_BINS), kept below TIME_BINS also once rounded to float32
+    pos = np.minimum((t - lo) / (hi - lo) * TIME_BINS, TIME_BINS - 1e-3)
+    u = inter["user"].to_numpy().astype(np.int64)
+    i = inter["item"].to_numpy().astype(np.int64)
+    user_time = np.full((n_users, 2), -1.0, dtype=np.float64)
+    user_time[:, 0] = np.inf
+    np.minimum.at(user_time[:, 0], u, pos)
+    np.maximum.at(user_time[:, 1], u, pos)
+    user_time[~np.isfinite(user_time[:, 0]), 0] = -1.0
+    first = np.full(n_items, np.inf)
+    np.minimum.at(first, i, pos)
+    first[~np.isfinite(first)] = -1.0
+    counts = np.zeros((n_items, TIME_BINS + 1), dtype=np.float64)
+    np.add.at(counts, (i, np.floor(pos).astype(np.int64) + 1), 1.0)
+    return (
+        user_time.astype(np.float32),
+        first.astype(np.float32),
+        np.cumsum(counts, axis=1).astype(np.float32),
     )
 
 

@@ -1,7 +1,7 @@
 """Model names -> classes, imported lazily so that light commands stay light.
 
-CLI names: ``pop``, ``recent_pop``, ``itemknn``, ``ease``, ``als``, ``bpr``, ``two_tower``, ``content`` and
-``two_stage:<ranker>`` with ranker in ``ncf``, ``widedeep``, ``deepfm``, ``dnn``.
+CLI names: ``pop``, ``recent_pop``, ``window_pop``, ``itemknn``, ``ease``, ``als``, ``bpr``, ``two_tower``,
+``content`` and ``two_stage:<ranker>`` with ranker in ``ncf``, ``widedeep``, ``deepfm``, ``dnn``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ __all__ = ["create", "get_class", "names"]
 _RETRIEVERS: dict[str, str] = {
     "pop": "recstack.models.retrieval.popular:MostPopular",
     "recent_pop": "recstack.models.retrieval.popular:RecentPopular",
+    "window_pop": "recstack.models.retrieval.popular:WindowPopular",
     "itemknn": "recstack.models.retrieval.itemknn:ItemKNN",
     "ease": "recstack.models.retrieval.ease:EASE",
     "als": "recstack.models.retrieval.mf:ALS",

@@ -116,3 +116,35 @@ def test_user_genre_affinity() -> None:
     hist = sp.csr_matrix(np.array([[1, 1, 0], [0, 0, 1]], dtype=np.float32))
     # user 0: genre counts (1, 2) -> shares (1/3, 2/3); user 1: no genres -> zeros
     np.testing.assert_allclose(user_genre_affinity(hist, genres), [[1 / 3, 2 / 3], [0, 0]], rtol=1e-6)
+
+
+def test_time_context_worked_by_hand(tiny: Dataset, tmp_path: Path) -> None:
+    # timestamps 1..6 span 5 s cut into TIME_BINS bins: t -> (t - 1) / 5 * TIME_BINS (fractional bin)
+    from recstack.features.tables import TIME_BINS
+
+    f = build_features(tiny)
+    assert f.has_time and f.user_time is not None and f.item_first_time is not None
+    b = np.array([0, 1, 2, 3, 4, 5]) / 5 * TIME_BINS
+    np.testing.assert_allclose(f.user_time, [[b[0], b[1]], [b[2], b[2]], [b[3], b[5]]], atol=1e-3)
+    np.testing.assert_allclose(f.item_first_time, [b[0], b[1], b[5]], atol=1e-3)
+    # user 0 (bins 0 .. 12.8 -> 13 bins) saw item 0 at t=1 and item 1 at t=2; user 2 (bins 38.4 ..
+    # 63.99 -> bins 38..63, 26 bins) overlaps item 0's t=4 and item 2's t=6 rating
+    local, age = f.time_features(np.array([0, 2]), np.array([[0, 1, 2], [0, 1, 2]]))
+    np.testing.assert_allclose(local[0], np.log1p(np.array([1, 1, 0]) / 13), rtol=1e-5)
+    np.testing.assert_allclose(local[1], np.log1p(np.array([1, 1, 1]) / 26), rtol=1e-5)
+    # item 2 first appears after user 0's last activity: negative age
+    assert age[0, 2] < 0 < age[0, 0]
+    np.testing.assert_allclose(age[1, 2], (b[5] - b[5]) / TIME_BINS, atol=1e-4)
+    g = FeatureTables.load(f.save(tmp_path / "f"))
+    assert g.has_time
+    for x, y in zip(
+        f.time_features(None, np.array([[0, 2]])), g.time_features(None, np.array([[0, 2]])), strict=True
+    ):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_no_time_context_without_timestamps(tiny: Dataset) -> None:
+    flat = tiny.interactions.with_columns(pl.lit(0, dtype=pl.Int64).alias("timestamp"))
+    f = build_features(tiny, flat)
+    assert not f.has_time
+    assert f.time_features(np.array([0]), np.array([[0, 1]])) == []

@@ -74,3 +74,26 @@ def test_recent_popular_is_registered_with_a_30_day_default() -> None:
     # the tuning grid varies the window only
     assert {tuple(p) for p in RecentPopular.tuning_grid} == {("window_days",)}
     assert create("recent_pop", window_days=2).fit(_data()).score_users([0])[0].tolist() == [0, 1, 2, 0]
+
+
+def test_window_popular_counts_inside_each_users_active_window() -> None:
+    from recstack.models.retrieval.popular import WindowPopular
+
+    late = pl.DataFrame([(4, 12, 10 * DAY)], schema=["user_id", "item_id", "timestamp"], orient="row")
+    rows = [(1, 10, 0), (2, 10, 0), (3, 10, 0), (1, 11, 9 * DAY), (1, 11, 10 * DAY), (2, 12, 10 * DAY)]
+    rows += [(3, 12, 10 * DAY)]
+    full = pl.concat([pl.DataFrame(rows, schema=late.columns, orient="row"), late])
+    ds = Dataset.from_frames("wpop", full, items=pl.DataFrame({"item_id": [10, 11, 12, 13]}))
+    m = WindowPopular().fit(ds)
+    # 64 bins over 10 days: day 0 -> bin 0, day 9 -> bin 57, day 10 -> bin 63. User 1 (index 0) is
+    # active over every bin: all events count, 10 -> 3, 11 -> 2, 12 -> 3, plus the tie-breaker
+    # events / (max + 1): 3/4, 2/4, 3/4, 0
+    np.testing.assert_allclose(m.score_users([0])[0], [3.75, 2.5, 3.75, 0.0])
+    # user 4 (index 3) is active in bin 63 only: 11 -> 1 (day 10), 12 -> 3, 10 -> 0
+    np.testing.assert_allclose(m.score_users([3])[0], [0.75, 1.5, 3.75, 0.0])
+    # someone known only by a history: the last RECENT_BINS bins (here the same as user 4)
+    hist = ds.to_csr("binary")[[0]]
+    np.testing.assert_allclose(m.score_history(hist)[0], [0.75, 1.5, 3.75, 0.0])
+    # a wider window (6 bins each side: 57..63) reaches day 9's event of item 11
+    wide = WindowPopular(margin_bins=6).fit(ds)
+    np.testing.assert_allclose(wide.score_users([3])[0], [0.75, 2.5, 3.75, 0.0])

@@ -21,11 +21,13 @@ from recstack.errors import InvalidArgumentError, NotFittedError
 from recstack.models import create
 from recstack.models.base import Retriever
 
-# (registry name, hyperparameters small enough for the tiny data below, personalised?)
+# (registry name, hyperparameters small enough for the tiny data below, personalised? True: learns
+# tastes, False: the same list for everyone, None: neither, e.g. personalised by time)
 # fmt: off
 MODELS: list[Any] = [
     pytest.param("pop", {}, False, id="pop"),
     pytest.param("recent_pop", {"window_days": 365.0}, False, id="recent_pop"),
+    pytest.param("window_pop", {"margin_bins": 1}, None, id="window_pop"),
     pytest.param("itemknn", {"neighbours": 10, "shrink": 1.0}, True, id="itemknn"),
     pytest.param("ease", {"l2": 5.0}, True, id="ease"),
     pytest.param("als", {"factors": 4, "iterations": 15, "regularization": 0.1, "alpha": 5.0, "num_threads": 1}, True, id="als"),  # noqa: E501
@@ -83,7 +85,7 @@ def _fitted(name: str, params: dict[str, Any], data: Dataset) -> Retriever:
 @pytest.mark.parametrize(("name", "params", "personalised"), MODELS)
 class TestRetrieverContract:
     def test_recommend_shapes_dtypes_order(
-        self, name: str, params: dict[str, Any], personalised: bool, data: Dataset
+        self, name: str, params: dict[str, Any], personalised: bool | None, data: Dataset
     ) -> None:
         m = _fitted(name, params, data)
         users = np.array([0, 5, 59])
@@ -100,7 +102,7 @@ class TestRetrieverContract:
         np.testing.assert_allclose(np.take_along_axis(full, ids, axis=1), scores, rtol=1e-6)
 
     def test_padding_when_k_exceeds_candidates(
-        self, name: str, params: dict[str, Any], personalised: bool, data: Dataset
+        self, name: str, params: dict[str, Any], personalised: bool | None, data: Dataset
     ) -> None:
         m = _fitted(name, params, data)
         # exclude all but items 3, 4 and 5 for user 0: 3 real results, then 2 pads; k > n_items pads too
@@ -116,7 +118,7 @@ class TestRetrieverContract:
         assert ids[0, N_ITEMS:].tolist() == [-1, -1, -1]
 
     def test_exclusion_respected(
-        self, name: str, params: dict[str, Any], personalised: bool, data: Dataset
+        self, name: str, params: dict[str, Any], personalised: bool | None, data: Dataset
     ) -> None:
         m = _fitted(name, params, data)
         X = data.to_csr("binary")
@@ -127,10 +129,12 @@ class TestRetrieverContract:
             assert not seen & set(ids[u].tolist()), f"user {u} got a training item back"
 
     def test_learns_tastes(
-        self, name: str, params: dict[str, Any], personalised: bool, data: Dataset
+        self, name: str, params: dict[str, Any], personalised: bool | None, data: Dataset
     ) -> None:
         m = _fitted(name, params, data)
         X = data.to_csr("binary")
+        if personalised is None:  # personalised by something other than taste (window_pop: time)
+            return
         if not personalised:  # the same list for everyone
             ids, _ = m.recommend(np.arange(N_USERS), 5)
             assert (ids == ids[0]).all()
@@ -141,14 +145,14 @@ class TestRetrieverContract:
         assert own_cluster.mean() >= 0.8, own_cluster.mean()
 
     def test_deterministic_with_seed(
-        self, name: str, params: dict[str, Any], personalised: bool, data: Dataset
+        self, name: str, params: dict[str, Any], personalised: bool | None, data: Dataset
     ) -> None:
         a = create(name, **params).fit(data).score_users(np.arange(N_USERS))
         b = create(name, **params).fit(data).score_users(np.arange(N_USERS))
         np.testing.assert_array_equal(a, b)
 
     def test_save_load_round_trip(
-        self, name: str, params: dict[str, Any], personalised: bool, data: Dataset, tmp_path: Path
+        self, name: str, params: dict[str, Any], personalised: bool | None, data: Dataset, tmp_path: Path
     ) -> None:
         m = _fitted(name, params, data)
         m.save(tmp_path / "m")
@@ -169,7 +173,7 @@ class TestRetrieverContract:
         self,
         name: str,
         params: dict[str, Any],
-        personalised: bool,
+        personalised: bool | None,
         data: Dataset,
         tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch,
@@ -202,7 +206,7 @@ class TestRetrieverContract:
         loaded.score_users([0])
 
     def test_unfitted_raises(
-        self, name: str, params: dict[str, Any], personalised: bool, tmp_path: Path
+        self, name: str, params: dict[str, Any], personalised: bool | None, tmp_path: Path
     ) -> None:
         m = create(name, **params)
         hist = sp.csr_matrix((1, N_ITEMS), dtype=np.float32)
@@ -217,7 +221,7 @@ class TestRetrieverContract:
 
     @pytest.mark.parametrize("k", [0, -3])
     def test_non_positive_k_raises(
-        self, name: str, params: dict[str, Any], personalised: bool, data: Dataset, k: int
+        self, name: str, params: dict[str, Any], personalised: bool | None, data: Dataset, k: int
     ) -> None:
         m = _fitted(name, params, data)
         with pytest.raises(InvalidArgumentError, match="k must be a positive integer"):
@@ -229,7 +233,7 @@ class TestRetrieverContract:
             m.recommend_history(hist, k)
 
     def test_similar_items_excludes_itself(
-        self, name: str, params: dict[str, Any], personalised: bool, data: Dataset
+        self, name: str, params: dict[str, Any], personalised: bool | None, data: Dataset
     ) -> None:
         m = _fitted(name, params, data)
         items = np.arange(N_ITEMS)
@@ -245,7 +249,7 @@ class TestRetrieverContract:
             assert same.mean() >= 0.8, same.mean()
 
     def test_score_history_for_unseen_user(
-        self, name: str, params: dict[str, Any], personalised: bool, data: Dataset
+        self, name: str, params: dict[str, Any], personalised: bool | None, data: Dataset
     ) -> None:
         m = _fitted(name, params, data)
         # a new user who liked three items of the second cluster (and one empty history)
@@ -261,7 +265,7 @@ class TestRetrieverContract:
         if personalised:
             assert (ids[0] >= CLUSTER_ITEMS).mean() >= 0.8, ids[0]
 
-    def test_config_round_trip(self, name: str, params: dict[str, Any], personalised: bool) -> None:
+    def test_config_round_trip(self, name: str, params: dict[str, Any], personalised: bool | None) -> None:
         m = create(name, **params)
         cfg = m.config
         Cfg = type(cfg)
@@ -274,7 +278,7 @@ class TestRetrieverContract:
         with pytest.raises(InvalidArgumentError):
             create(name, no_such_option=1)
 
-    def test_tuning_grid_is_valid(self, name: str, params: dict[str, Any], personalised: bool) -> None:
+    def test_tuning_grid_is_valid(self, name: str, params: dict[str, Any], personalised: bool | None) -> None:
         grid = create(name).tuning_grid
         assert isinstance(grid, tuple) and len(grid) >= 1
         for point in grid:

@@ -15,7 +15,9 @@ Training, the industrial way:
 Features of a (user, candidate) row (see `CandidateFeaturizer`): per source the score standardised
 over the user's candidate list, the rank among all items (as 1 / log2(rank + 2)) and a recall flag; the
 number of sources that recalled the item; item popularity, mean rating, genres; user activity, mean
-rating; user-genre affinity against the item's genres. Categorical: user id, item id, age bucket,
+rating; user-genre affinity against the item's genres; when the data has timestamps, the time context of
+`FeatureTables.time_features` (the item's popularity inside the user's active window, and the item's age
+at the user's last activity). Categorical: user id, item id, age bucket,
 gender, occupation, zip prefix, year bucket.
 """
 
@@ -122,6 +124,8 @@ class CandidateFeaturizer:
         for s in self.sources:
             names += [f"{s}_z", f"{s}_rank", f"{s}_flag"]
         names += ["n_sources", "popularity", "item_mean_rating", "activity", "user_mean_rating", "affinity"]
+        if self.features.has_time:
+            names += ["local_popularity", "item_age"]
         names += [f"genre_{g}" for g in self.features.vocabularies["genre"][1:]]
         return names
 
@@ -258,6 +262,7 @@ class CandidateFeaturizer:
         aff = user_genre_affinity(hist, f.genres)  # [n, G]
         ig = f.genres[safe]  # [n, L, G]
         dense_parts.append((ig * aff[:, None, :]).sum(axis=2) / np.maximum(ig.sum(axis=2), 1.0))
+        dense_parts += f.time_features(users, safe)
         dense = np.concatenate(
             [np.asarray(p, dtype=np.float32)[:, :, None] for p in dense_parts] + [ig.astype(np.float32)],
             axis=2,

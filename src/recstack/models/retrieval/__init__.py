@@ -18,6 +18,8 @@ if TYPE_CHECKING:
         MostPopularConfig,
         RecentPopular,
         RecentPopularConfig,
+        WindowPopular,
+        WindowPopularConfig,
     )
 
 __all__ = [
@@ -33,6 +35,8 @@ __all__ = [
     "MostPopularConfig",
     "RecentPopular",
     "RecentPopularConfig",
+    "WindowPopular",
+    "WindowPopularConfig",
 ]
 
 _LAZY: dict[str, str] = {
@@ -40,6 +44,8 @@ _LAZY: dict[str, str] = {
     "MostPopularConfig": "popular",
     "RecentPopular": "popular",
     "RecentPopularConfig": "popular",
+    "WindowPopular": "popular",
+    "WindowPopularConfig": "popular",
     "ItemKNN": "itemknn",
     "ItemKNNConfig": "itemknn",
     "EASE": "ease",

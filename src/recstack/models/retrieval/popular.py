@@ -1,4 +1,5 @@
-"""MostPopular: every user gets the items with the most interactions (optionally recent ones only)."""
+"""Popularity baselines: MostPopular (every user gets the items with the most interactions, optionally
+recent ones only) and WindowPopular (what was popular while the user was active)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ from recstack.errors import ArtifactError
 from recstack.models.base import FloatArray, Retriever
 from recstack.models.retrieval._arrays import load_array
 
-__all__ = ["MostPopular", "MostPopularConfig", "RecentPopular", "RecentPopularConfig"]
+__all__ = [
+    "MostPopular",
+    "MostPopularConfig",
+    "RecentPopular",
+    "RecentPopularConfig",
+    "WindowPopular",
+    "WindowPopularConfig",
+]
 
 _SECONDS_PER_DAY = 86_400
 
@@ -92,3 +100,84 @@ class RecentPopular(MostPopular):
     tuning_grid: ClassVar[tuple[dict[str, Any], ...]] = tuple(
         {"window_days": d} for d in (7.0, 14.0, 30.0, 60.0, 120.0)
     )
+
+
+class WindowPopularConfig(ComponentConfig):
+    """``margin_bins``: widen each user's active window by this many time bins (of
+    `recstack.features.tables.TIME_BINS` over the training span) on both sides."""
+
+    margin_bins: int = Field(default=0, ge=0)
+
+
+class WindowPopular(Retriever):
+    """Score of item i for user u = i's training interactions inside u's active window (first to last
+    training interaction, in `TIME_BINS` bins of the data's span), ties broken by overall popularity.
+
+    Users known only by their history (and users without training interactions) get the last
+    `RECENT_BINS` bins of the data: what is popular now. Without timestamps it is MostPopular. On
+    randomly split data (``stratified``) this is a strong time-aware recall source: what a user rated
+    was mostly on screens while they were rating."""
+
+    name: ClassVar[str] = "window_pop"
+    Config: ClassVar[type[ComponentConfig]] = WindowPopularConfig
+    tuning_grid: ClassVar[tuple[dict[str, Any], ...]] = tuple({"margin_bins": m} for m in (0, 1, 4))
+
+    config: WindowPopularConfig
+
+    def __init__(self, config: ComponentConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.user_time: FloatArray | None = None
+        self.item_time_counts: FloatArray | None = None
+        self.popularity: FloatArray | None = None
+
+    def _fit(self, dataset: Dataset) -> None:
+        from recstack.features.tables import time_context
+
+        inter = dataset.interactions
+        user_time, _, counts = time_context(inter, dataset.n_users, dataset.n_items)
+        pop = np.bincount(inter["item"].to_numpy(), minlength=dataset.n_items).astype(np.float32)
+        if user_time is None or counts is None:  # no time: one bin holding every interaction
+            user_time = np.zeros((dataset.n_users, 2), dtype=np.float32)
+            counts = np.stack([np.zeros_like(pop), pop], axis=1)
+        self.user_time, self.item_time_counts, self.popularity = user_time, counts, pop
+
+    def _arrays(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        self._require_fitted()
+        if self.user_time is None or self.item_time_counts is None or self.popularity is None:
+            raise ArtifactError("window_pop: arrays missing")  # pragma: no cover - fit/load set them
+        return self.user_time, self.item_time_counts, self.popularity
+
+    def _window_scores(self, window: FloatArray) -> FloatArray:
+        """Scores [n, n_items] of n windows [n, 2] (fractional bins; first < 0: the recent window)."""
+        from recstack.features.tables import RECENT_BINS
+
+        _, counts, pop = self._arrays()
+        nb = counts.shape[1] - 1
+        recent = window[:, 0] < 0
+        lo = np.where(recent, nb - RECENT_BINS, np.floor(window[:, 0]) - self.config.margin_bins)
+        hi = np.where(recent, nb, np.floor(window[:, 1]) + 1 + self.config.margin_bins)
+        b0 = np.clip(lo, 0, nb).astype(np.int64)
+        b1 = np.clip(hi, 0, nb).astype(np.int64)
+        tie = pop / (float(pop.max()) + 1.0)  # < 1: only orders items with equal window counts
+        out: FloatArray = (counts[:, b1].T - counts[:, b0].T + tie[None, :]).astype(np.float32)
+        return out
+
+    def score_history(self, history: sp.csr_matrix) -> FloatArray:
+        """Scores [n, n_items]: popularity over the last `RECENT_BINS` bins (what is popular now)."""
+        n = history.shape[0]
+        return self._window_scores(np.full((n, 2), -1.0, dtype=np.float32))
+
+    def score_users(self, user_idx: Any) -> FloatArray:
+        idx = np.asarray(user_idx, dtype=np.int64).ravel()
+        return self._window_scores(self._arrays()[0][idx])
+
+    def _save(self, directory: Path) -> None:
+        user_time, counts, pop = self._arrays()
+        np.save(directory / "user_time.npy", user_time, allow_pickle=False)
+        np.save(directory / "item_time_counts.npy", counts, allow_pickle=False)
+        np.save(directory / "popularity.npy", pop, allow_pickle=False)
+
+    def _load(self, directory: Path) -> None:
+        self.user_time = load_array(directory / "user_time.npy", (self._require_fitted().shape[0], 2))
+        self.item_time_counts = load_array(directory / "item_time_counts.npy", (self.n_items, None))
+        self.popularity = load_array(directory / "popularity.npy", (self.n_items,))
