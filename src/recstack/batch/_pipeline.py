@@ -188,6 +188,7 @@ class BatchScorer:
         #: per history source: the kernel of `recstack.serving._kernels.history_scorer` in batch form
         self._kernels = {name: _kernel(r, self.n_items) for name, r in pipeline.retrievers.items()}
         self._sparse = {name: bool(sc[1]) for name, sc in pipeline.scorers.items()}
+        self._trending_sets: dict[int, IntArray] = {}
 
     # --------------------------------------------------------------- profiles
     def _base_histories(self) -> tuple[IntArray, IntArray]:
@@ -349,14 +350,21 @@ class BatchScorer:
                 lim = (src.quota + n_seen)[:, None]
                 add(src.name, ids_full, sc_full, use[:, None] & (np.arange(width)[None, :] < lim))
             else:
-                scores = self.cat.popularity if src.kind == "popular" else self.pipeline._trending
                 width = min(src.quota + max_seen, n)
-                top = (
-                    self.cat.pop_order[:width] if src.kind == "popular" else self.pipeline._top(scores, width)
-                )
-                ids = np.broadcast_to(top, (B, width))
-                sc = np.broadcast_to(scores[top], (B, width))
-                add(src.name, ids, sc, np.arange(width)[None, :] < (src.quota + n_seen)[:, None])
+                lim = (src.quota + n_seen)[:, None]
+                if src.kind == "popular":  # a prefix of the popularity order
+                    top = self.cat.pop_order[:width]
+                    ids = np.broadcast_to(top, (B, width))
+                    sc = np.broadcast_to(self.cat.popularity[top], (B, width))
+                    add(src.name, ids, sc, np.arange(width)[None, :] < lim)
+                else:  # the pipeline's unordered top set per history length (ties: its argpartition)
+                    scores = self.pipeline._trending
+                    ids = np.full((B, width), -1, dtype=np.int64)
+                    for v in np.unique(n_seen).tolist():
+                        top = self._trending_set(src.quota + v)
+                        ids[n_seen == v, : len(top)] = top
+                    sc = scores[np.maximum(ids, 0)]
+                    add(src.name, ids, sc, ids >= 0)
         empty: BoolArray = np.asarray(~recalled.any(axis=1), dtype=bool)
         if empty.any():  # the pipeline's "popular" fallback
             width = min(self.cfg.rank.candidates + max_seen, n)
@@ -425,6 +433,13 @@ class BatchScorer:
         out_sc = rank_scores[:, :k].astype(np.float32)
         out_sc[out_ids < 0] = np.nan
         return out_ids, out_sc
+
+    def _trending_set(self, n: int) -> IntArray:
+        """``Pipeline._top_set(trending, n)``, cached per n."""
+        top = self._trending_sets.get(n)
+        if top is None:
+            top = self._trending_sets[n] = self.pipeline._top_set(self.pipeline._trending, n)
+        return top
 
     @staticmethod
     def _online_cut(

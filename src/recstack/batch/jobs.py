@@ -184,28 +184,52 @@ def plan(spec: JobSpec) -> tuple[int, list[Block]]:
 _PAIR_CACHE: dict[tuple[int, int], tuple[IntArray, IntArray]] = {}
 
 
+#: a block is scored in chunks of about this many [rows x items] cells, so that the score matrices
+#: of one chunk (float32: 4 MB) stay in cache instead of streaming through memory
+CHUNK_CELLS = 1 << 20
+
+
+def chunk_rows(n_items: int) -> int:
+    return max(16, CHUNK_CELLS // max(n_items, 1))
+
+
 def compute_block(spec: JobSpec, block: Block) -> BlockResult:
     """The top k of one block (runs on a worker; the release is loaded once per process)."""
     t0 = time.perf_counter()
     scorer = get_scorer(spec)
     if spec.kind == "users":
         keys = np.arange(block.start, block.stop, dtype=np.int64)
-        prof = scorer.user_profiles(keys)
     else:
         ck = (id(scorer), spec.top)
         if ck not in _PAIR_CACHE:
             _PAIR_CACHE[ck] = _pairs(scorer, spec.top)
         a_all, b_all = _PAIR_CACHE[ck]
-        a, b = a_all[block.start : block.stop], b_all[block.start : block.stop]
-        keys = np.stack([a, b], axis=1)
-        prof = scorer.pair_profiles(a, b)
-    items, scores = scorer.recommend(prof, spec.k)
+        keys = np.stack([a_all[block.start : block.stop], b_all[block.start : block.stop]], axis=1)
+    step = chunk_rows(scorer.n_items)
+    items_parts: list[IntArray] = []
+    score_parts: list[FloatArray] = []
+    for s in range(0, len(keys), step):
+        part = keys[s : s + step]
+        if spec.kind == "users":
+            prof = scorer.user_profiles(part)
+        else:
+            prof = scorer.pair_profiles(part[:, 0], part[:, 1])
+        it, sc = scorer.recommend(prof, spec.k)
+        items_parts.append(it)
+        score_parts.append(sc)
+    if items_parts:
+        items, scores = np.concatenate(items_parts), np.concatenate(score_parts)
+    else:
+        items, scores = np.zeros((0, spec.k), np.int64), np.zeros((0, spec.k), np.float32)
     return BlockResult(block, keys, items, scores, time.perf_counter() - t0)
 
 
 # ------------------------------------------------------------------------------------ encode
 class RowEncoder:
-    """Turns `BlockResult` arrays into sink rows: external ids, JSON arrays of ids and scores."""
+    """Turns `BlockResult` arrays into sink rows: external ids, JSON arrays of ids and scores.
+
+    Blocks without padding and with integer external item ids are encoded with one ``orjson`` call
+    per block for the ids and one for the scores (split into rows), the same text as row by row."""
 
     def __init__(self, scorer: BatchScorer, release_id: str) -> None:
         import orjson
@@ -216,27 +240,45 @@ class RowEncoder:
         self.item_json = [orjson.dumps(x).decode() for x in ids]
         self.user_key = [str(x) for x in scorer.cat.dataset.user_vocab.ids.to_list()]
         self.release_id = release_id
+        ints = all(isinstance(x, int | np.integer) and not isinstance(x, bool) for x in ids)
+        self._ext: IntArray | None = np.asarray(ids, dtype=np.int64) if ints and len(ids) else None
+        self._item_key_arr = np.asarray(self.item_key, dtype=str)
+
+    def _json_rows(self, arr: npt.NDArray[Any]) -> list[str]:
+        """One JSON array per row of a 2-D numeric array (orjson's formatting, NaN as null)."""
+        text = self._dumps(arr, option=_NUMPY).decode()
+        if arr.shape[0] == 0:
+            return []
+        if arr.shape[1] == 0:
+            return ["[]"] * arr.shape[0]
+        parts = text[2:-2].split("],[")
+        return ["[" + x + "]" for x in parts]
+
+    def _keys(self, kind: str, res: BlockResult) -> list[tuple[str, ...]]:
+        if kind == "users":
+            return [(self.user_key[u],) for u in res.keys.tolist()]
+        ka = self._item_key_arr[res.keys[:, 0]]
+        kb = self._item_key_arr[res.keys[:, 1]]
+        swap = ka > kb
+        lo = np.where(swap, kb, ka).tolist()
+        hi = np.where(swap, ka, kb).tolist()
+        return list(zip(lo, hi, strict=True))
 
     def rows(self, kind: str, res: BlockResult) -> list[Row]:
-        ij, dumps, rid = self.item_json, self._dumps, self.release_id
-        full = bool((res.items >= 0).all())
+        keys = self._keys(kind, res)
+        rid = self.release_id
+        if self._ext is not None and bool((res.items >= 0).all()):
+            items = self._json_rows(self._ext[res.items])
+            scores = self._json_rows(np.ascontiguousarray(res.scores, dtype=np.float32))
+            return [(*key, rid, it, sc) for key, it, sc in zip(keys, items, scores, strict=True)]
+        ij, dumps = self.item_json, self._dumps
         out: list[Row] = []
-        keys: list[tuple[str, ...]]
-        if kind == "users":
-            keys = [(self.user_key[u],) for u in res.keys.tolist()]
-        else:
-            ik = self.item_key
-            keys = []
-            for a, b in res.keys.tolist():
-                sa, sb = ik[a], ik[b]
-                keys.append((sa, sb) if sa < sb else (sb, sa))
         for r, (key, row) in enumerate(zip(keys, res.items.tolist(), strict=True)):
             sc = res.scores[r]
-            if not full:
-                n = sum(1 for x in row if x >= 0)
-                row, sc = row[:n], sc[:n]
-            items = "[" + ",".join([ij[i] for i in row]) + "]"
-            out.append((*key, rid, items, dumps(sc, option=_NUMPY).decode()))
+            n = sum(1 for x in row if x >= 0)
+            row, sc = row[:n], sc[:n]
+            items_json = "[" + ",".join([ij[i] for i in row]) + "]"
+            out.append((*key, rid, items_json, dumps(sc, option=_NUMPY).decode()))
         return out
 
 

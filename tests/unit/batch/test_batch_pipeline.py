@@ -1,6 +1,7 @@
 """The batched pipeline gives, profile by profile, exactly what the online `Pipeline.recommend` gives
-(same items in the same order, same scores) for known users and for two-item liked-items profiles,
-with the recall score and with an ONNX ranker, with and without the genre cap."""
+(same items in the same order, bit-identical scores) for known users and for two-item liked-items
+profiles, with the recall score and with an ONNX ranker, with and without the genre cap, with quotas
+that cut through ties and through zero scores, and with histories whose timestamps tie."""
 
 from __future__ import annotations
 
@@ -11,9 +12,20 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from recstack.batch._pipeline import BatchScorer, _top_rows
-from recstack.serving._release import MemoryRelease
-from recstack.serving.pipeline import Pipeline, PipelineConfig, RecRequest, RerankConfig
+from recstack.batch._pipeline import BatchScorer, _top_rows, _top_rows_lexsort
+from recstack.data.dataset import Dataset
+from recstack.data.synthetic import synthesize
+from recstack.serving._release import MemoryRelease, fit_memory_release
+from recstack.serving._state import build_state
+from recstack.serving.pipeline import (
+    Pipeline,
+    PipelineConfig,
+    RankConfig,
+    RecRequest,
+    RerankConfig,
+    SourceConfig,
+)
+from recstack.serving.settings import ServingSettings
 
 
 def _linear_ranker(path: Path) -> Path:
@@ -38,7 +50,7 @@ def _check_users(pipe: Pipeline, scorer: BatchScorer, k: int) -> None:
         res = pipe.recommend(RecRequest(user_id=ds.user_vocab.external([u])[0], k=k))
         ok = ids[u] >= 0
         np.testing.assert_array_equal(ids[u][ok], res.items, err_msg=f"user {u}")
-        np.testing.assert_allclose(sc[u][ok], res.scores, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(sc[u][ok], res.scores, err_msg=f"user {u}")
 
 
 @pytest.mark.parametrize("k", [5, 30])
@@ -66,19 +78,77 @@ def test_users_match_with_onnx_ranker(mem_release: MemoryRelease, tmp_path: Path
     _check_users(pipe, scorer, 10)
 
 
-def test_pairs_match_liked_items_requests(mem_release: MemoryRelease) -> None:
-    pipe = Pipeline(mem_release, PipelineConfig())
-    scorer = BatchScorer(pipe)
-    top = pipe.catalog.pop_order[:12]
-    i, j = np.triu_indices(12, 1)
+def _check_pairs(pipe: Pipeline, scorer: BatchScorer, top_n: int, k: int) -> None:
+    top = pipe.catalog.pop_order[:top_n]
+    i, j = np.triu_indices(top_n, 1)
     a, b = top[i], top[j]
-    ids, sc = scorer.recommend(scorer.pair_profiles(a, b), 10)
+    ids, sc = scorer.recommend(scorer.pair_profiles(a, b), k)
     vocab = pipe.catalog.dataset.item_vocab
     for r in range(len(a)):
-        res = pipe.recommend(RecRequest(liked_items=vocab.external([a[r], b[r]]), k=10))
-        np.testing.assert_array_equal(ids[r], res.items)
-        np.testing.assert_allclose(sc[r], res.scores, rtol=1e-6, atol=1e-6)
+        res = pipe.recommend(RecRequest(liked_items=vocab.external([a[r], b[r]]), k=k, model="recall"))
+        np.testing.assert_array_equal(ids[r], res.items, err_msg=f"pair {a[r]}, {b[r]}")
+        np.testing.assert_array_equal(sc[r], res.scores, err_msg=f"pair {a[r]}, {b[r]}")
         assert a[r] not in ids[r] and b[r] not in ids[r]  # the two liked items are excluded
+
+
+def test_pairs_match_liked_items_requests(mem_release: MemoryRelease) -> None:
+    pipe = Pipeline(mem_release, PipelineConfig())
+    _check_pairs(pipe, BatchScorer(pipe, "recall"), 12, 10)
+
+
+@pytest.fixture(scope="module")
+def sparse_release() -> MemoryRelease:
+    """More items, and item-kNN rows of 4 neighbours: two-item profiles have few positive scores."""
+    ds = synthesize(300, 400, 9000, seed=5)
+    return fit_memory_release(ds, "mem-sparse", models=("pop", "itemknn", "ease"), itemknn={"neighbours": 4})
+
+
+def _config(quota: int, *, cap: int | None = 3, window: int = 4, candidates: int = 300) -> PipelineConfig:
+    return PipelineConfig(
+        sources=(
+            SourceConfig(name="itemknn", kind="history", quota=quota, recent=5),
+            SourceConfig(name="ease", kind="history", quota=quota, recent=50, weight=0.7),
+            SourceConfig(name="popular", kind="popular", quota=min(quota, 20), weight=0.3),
+            SourceConfig(name="trending", kind="trending", quota=7),
+        ),
+        rank=RankConfig(candidates=candidates),
+        rerank=RerankConfig(genre_cap=cap, window=window),
+    )
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        _config(300),  # quota above the positive item-kNN scores of most profiles: zeros never recalled
+        _config(3),  # tiny quota: the cut falls inside runs of tied scores
+        _config(12, cap=1, window=1, candidates=15),  # ranked list cut inside the candidates
+        _config(200, cap=None),
+    ],
+    ids=["quota300", "quota3", "cap1-cut", "no-cap"],
+)
+def test_users_and_pairs_match_under_configs(sparse_release: MemoryRelease, cfg: PipelineConfig) -> None:
+    pipe = Pipeline(sparse_release, cfg)
+    scorer = BatchScorer(pipe, "recall")
+    _check_users(pipe, scorer, 10)
+    _check_pairs(pipe, scorer, 14, 6)
+
+
+def test_users_with_tied_timestamps_follow_the_store_order(batch_dataset: Dataset) -> None:
+    """Equal timestamps: the batch reads histories in the order of the pipeline's feature store."""
+    inter = batch_dataset.interactions
+    coarse = inter.with_columns((inter["timestamp"] // 10**8 * 10**8).alias("timestamp")).sample(
+        fraction=1.0, shuffle=True, seed=3
+    )
+    ds = batch_dataset.with_interactions(coarse)
+    rel = fit_memory_release(ds, "mem-ties", models=("pop", "itemknn", "ease"))
+    cfg = PipelineConfig(
+        sources=(
+            SourceConfig(name="itemknn", kind="history", quota=20, recent=3),
+            SourceConfig(name="ease", kind="history", quota=20, recent=3),
+        )
+    )
+    pipe = build_state(rel, ServingSettings(store="embedded"), cfg).pipeline
+    _check_users(pipe, BatchScorer(pipe), 10)
 
 
 def test_seen_items_are_excluded(mem_release: MemoryRelease) -> None:
@@ -98,3 +168,63 @@ def test_top_rows_breaks_ties_by_lower_index() -> None:
     np.testing.assert_array_equal(sc, [[3.0, 3.0], [5.0, 5.0]])
     ids, _ = _top_rows(s, 5)
     np.testing.assert_array_equal(ids[1], [2, 3, 4, 0, -1])  # -inf comes back as -1
+
+
+def test_top_rows_matches_the_lexsort_form() -> None:
+    rng = np.random.default_rng(3)
+    s = rng.integers(0, 6, size=(300, 50)).astype(np.float32)  # many ties
+    s[rng.random(s.shape) < 0.3] = -np.inf
+    s[:5] = -np.inf  # rows without any finite score
+    for k in (1, 7, 49, 50, 60):
+        ids, sc = _top_rows(s, k)
+        ref_ids, ref_sc = _top_rows_lexsort(s, k)
+        np.testing.assert_array_equal(ids, ref_ids)
+        np.testing.assert_array_equal(sc, ref_sc)
+    s[7, 3] = np.nan  # NaN: the exact form
+    np.testing.assert_array_equal(_top_rows(s, 5)[0], _top_rows_lexsort(s, 5)[0])
+
+
+@pytest.fixture(scope="module")
+def ml100k_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    """The serving pipeline of a release built from the bundled ML-100K (pop, itemknn, ease)."""
+    from recstack.release import load
+    from recstack.release.build import BuildConfig, build
+
+    cfg = BuildConfig.from_config(
+        {
+            "dataset": {"source": "ml-100k"},
+            "evaluation": {"enabled": False},
+            "features": {"enabled": False},
+            "models": [{"name": "pop"}, {"name": "itemknn"}, {"name": "ease"}],
+            "index": {"backend": "none"},
+        }
+    )
+    root = tmp_path_factory.mktemp("ml100k-releases")
+    rel = load(build(cfg, root).id, str(root))
+    return build_state(rel, ServingSettings(store="embedded", releases_dir=str(root))).pipeline
+
+
+@pytest.mark.slow
+def test_ml100k_users_and_pairs_match(ml100k_pipeline: Pipeline) -> None:
+    """On real data (equal timestamps, item-kNN rows with zeros, near-tied merged scores): a sample
+    of users at k=100 and of pairs of the 1000 most popular items at k=10, bit for bit."""
+    pipe = ml100k_pipeline
+    scorer = BatchScorer(pipe, "recall")
+    rng = np.random.default_rng(7)
+    users = np.sort(rng.choice(pipe.catalog.dataset.n_users, 150, replace=False))
+    ids, sc = scorer.recommend(scorer.user_profiles(users), 100)
+    vocab_u = pipe.catalog.dataset.user_vocab
+    for r, u in enumerate(users.tolist()):
+        res = pipe.recommend(RecRequest(user_id=vocab_u.external([u])[0], k=100, model="recall"))
+        np.testing.assert_array_equal(ids[r][ids[r] >= 0], res.items, err_msg=f"user {u}")
+        np.testing.assert_array_equal(sc[r][ids[r] >= 0], res.scores, err_msg=f"user {u}")
+    top = np.sort(pipe.catalog.pop_order[:1000])
+    a, b = np.sort(rng.choice(top, (300, 2), replace=True), axis=1).T
+    keep = a != b
+    a, b = a[keep], b[keep]
+    ids, sc = scorer.recommend(scorer.pair_profiles(a, b), 10)
+    vocab = pipe.catalog.dataset.item_vocab
+    for r in range(len(a)):
+        res = pipe.recommend(RecRequest(liked_items=vocab.external([a[r], b[r]]), k=10, model="recall"))
+        np.testing.assert_array_equal(ids[r], res.items, err_msg=f"pair {a[r]}, {b[r]}")
+        np.testing.assert_array_equal(sc[r], res.scores, err_msg=f"pair {a[r]}, {b[r]}")
