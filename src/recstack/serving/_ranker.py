@@ -282,7 +282,7 @@ class TwoStageRanker(OnnxRanker):
         self._n_users = int(pos.shape[0])
         self.memo = {n: _MemoScores(src, 0) for n, src in fz.sources.items()}
         self.set_memo(memo_mb)
-        self.featurizer = CandidateFeaturizer(dict(self.memo), fz.features, fz.per_source)
+        self.featurizer = CandidateFeaturizer(dict(self.memo), fz.features, fz.per_source, fz.ablate)
         pop = self.features.popularity
         self._cold: FloatArray = (-1e4 + pop / (pop.max() + 1.0)).astype(np.float32)
 

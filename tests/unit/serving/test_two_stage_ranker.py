@@ -98,6 +98,28 @@ def test_features_for_reproduces_build(two_stage_release: tuple[MemoryRelease, T
     assert np.array_equal(cat_r, built.cat) and np.allclose(dense_r, built.dense)
 
 
+def test_ablated_features_are_zero_and_unknown_names_refused(
+    two_stage_release: tuple[MemoryRelease, TwoStage],
+) -> None:
+    from recstack.errors import InvalidArgumentError
+
+    _, ts = two_stage_release
+    fz: CandidateFeaturizer = ts.featurizer()
+    names = fz.dense_names()
+    users = np.arange(10, dtype=np.int64)
+    hist = ts.train_matrix()[users]
+    full = fz.build(hist, users)
+    cut = CandidateFeaturizer(fz.sources, fz.features, fz.per_source, ("genre_", "local_popularity"))
+    cat, dense, _ = cut.features_for(hist, users, full.items)
+    gone = [j for j, n in enumerate(names) if n.startswith("genre_") or n == "local_popularity"]
+    kept = [j for j in range(len(names)) if j not in gone]
+    assert len(gone) == 4 and "local_popularity" in names  # 3 genres + the time feature
+    assert not dense[:, :, gone].any() and full.dense[:, :, gone].any()
+    assert np.array_equal(dense[:, :, kept], full.dense[:, :, kept]) and np.array_equal(cat, full.cat)
+    with pytest.raises(InvalidArgumentError, match="no such dense feature"):
+        CandidateFeaturizer(fz.sources, fz.features, fz.per_source, ("colour",))
+
+
 def _ctx(ts: TwoStage, u: int | None, hist_row: Any) -> RankContext:
     return RankContext(u, np.zeros(4, np.int64), np.asarray(hist_row.indices, dtype=np.int64))
 

@@ -95,6 +95,9 @@ class TwoStageConfig(ComponentConfig):
     # id features lost on validation in every ML-100K run (0.1783 vs 0.1729 NDCG@10 on the holdout
     # lists); add {"id_features": True} here to let validation choose again
     ranker_grid: tuple[dict[str, Any], ...] = ({"id_features": False},)
+    #: dense features held at 0, by name or name prefix of `CandidateFeaturizer.dense_names` (feature
+    #: ablations: ``["local_popularity", "item_age"]``, ``["genre_", "affinity"]``, ``["two_tower_"]``)
+    ablate: tuple[str, ...] = ()
     seed: int = 42
 
 
@@ -109,10 +112,25 @@ class _Candidates:
 class CandidateFeaturizer:
     """Recall + feature rows for users, from fitted sources and feature tables."""
 
-    def __init__(self, sources: dict[str, Retriever], features: FeatureTables, per_source: int) -> None:
+    def __init__(
+        self,
+        sources: dict[str, Retriever],
+        features: FeatureTables,
+        per_source: int,
+        ablate: tuple[str, ...] = (),
+    ) -> None:
         self.sources = sources
         self.features = features
         self.per_source = per_source
+        self.ablate = tuple(ablate)
+        names = self.dense_names()
+        unknown = [a for a in self.ablate if not any(n == a or n.startswith(a) for n in names)]
+        if unknown:
+            raise InvalidArgumentError(f"ablate {unknown}: no such dense feature; features are {names}")
+        #: dense columns held at 0 (feature ablations: names or name prefixes of `dense_names`)
+        self._ablated = np.array(
+            [j for j, n in enumerate(names) if any(n == a or n.startswith(a) for a in self.ablate)], np.int64
+        )
 
     @property
     def cat_cards(self) -> list[int]:
@@ -279,6 +297,8 @@ class CandidateFeaturizer:
             axis=2,
         ).astype(np.int64)
         dense[~mask] = 0.0
+        if len(self._ablated):
+            dense[:, :, self._ablated] = 0.0
         cat[~mask] = 0
         return np.ascontiguousarray(cat), np.ascontiguousarray(dense), mask
 
@@ -438,7 +458,9 @@ class TwoStage(Retriever):
         c = self.cfg
         part_a, part_b = _holdout(dataset, c.holdout, c.holdout_fraction, seed)
         sources_a, secs = _fit_sources(c, part_a)
-        fz = CandidateFeaturizer(sources_a, build_features(dataset, part_a.interactions), c.per_source)
+        fz = CandidateFeaturizer(
+            sources_a, build_features(dataset, part_a.interactions), c.per_source, c.ablate
+        )
         b_csr = part_b.to_csr("binary")
         a_csr = part_a.to_csr("binary")
         users = np.flatnonzero(np.diff(b_csr.indptr) > 0).astype(np.int64)
@@ -479,7 +501,7 @@ class TwoStage(Retriever):
     def _featurizer(self) -> CandidateFeaturizer:
         if self.ranker is None or self.features is None or not self.sources:
             raise NotFittedError("two_stage: call fit() or load() first")
-        return CandidateFeaturizer(self.sources, self.features, self.cfg.per_source)
+        return CandidateFeaturizer(self.sources, self.features, self.cfg.per_source, self.cfg.ablate)
 
     def featurizer(self) -> CandidateFeaturizer:
         """The fitted recall sources + feature tables that build the ranker's inputs (serving uses
