@@ -7,10 +7,16 @@ Parts (each a protocol of BENCHMARKS.md, peers side by side in the same run, sam
 - ``tfrs``: two_tower vs MostPopular (top-K categorical accuracy, nothing removed).
 - ``temporal``: two-stage (temporal holdout) vs EASE vs recent popularity, warm and cold-start users.
 - ``ctr``: AUC / logloss of the four rankers and logistic regression.
+- ``tuning``: the two-stage model's own hyperparameters (candidates per source, holdout folds, recall
+  sources) chosen on a validation split carved out of ``stratified``'s train part by the same protocol;
+  the test figure of the chosen point is the ``stratified`` part's.
+- ``ablation``: ``stratified`` test NDCG@10 of two_stage:ncf with groups of ranker features held at 0
+  (why the ranker beats EASE: which inputs carry it).
 
 Writes ``benchmarks/results/neural.json`` (parts merged into the existing file).
 
-    python benchmarks/bench_neural.py [--parts stratified,tfrs,temporal,ctr] [--rankers deepfm,ncf]
+    python benchmarks/bench_neural.py [--parts stratified,tfrs,temporal,ctr,tuning,ablation]
+                                      [--rankers deepfm,ncf]
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from rich.table import Table
 from recstack.data.loading import load_dataset
 from recstack.data.splits import split
 from recstack.evaluation.protocols import evaluate_retriever
+from recstack.models.ranking import two_stage as two_stage_mod
 from recstack.models.ranking.ctr import run_ctr
 from recstack.models.ranking.two_stage import TwoStage
 from recstack.models.registry import create
@@ -102,6 +109,87 @@ def temporal(ds: Any, rankers: list[str]) -> dict[str, Any]:
     return res
 
 
+_SOURCE_FITS: dict[tuple[str, str], Any] = {}
+
+
+def _share_source_fits() -> None:
+    """The recall sources are seeded and deterministic given (data, sources config): the runs of one
+    part fit them once per holdout fold and share them (the ranker is what the runs vary)."""
+    fit = two_stage_mod._fit_sources
+    if getattr(fit, "shared", False):
+        return
+
+    def shared(cfg: Any, dataset: Any) -> Any:
+        key = (dataset.fingerprint(), json.dumps([cfg.sources, cfg.source_params], sort_keys=True))
+        if key not in _SOURCE_FITS:
+            _SOURCE_FITS[key] = fit(cfg, dataset)
+        return _SOURCE_FITS[key]
+
+    shared.shared = True  # type: ignore[attr-defined]
+    two_stage_mod._fit_sources = shared
+
+
+#: (label, two_stage params) of the validation grid: the default point first
+TUNING_GRID: list[tuple[str, dict[str, Any]]] = [
+    ("default (per_source 100, 2 folds)", {}),
+    ("per_source 150", {"per_source": 150}),
+    ("3 holdout folds", {"holdout_folds": 3}),
+    ("per_source 150, 3 folds", {"per_source": 150, "holdout_folds": 3}),
+    ("+ window_pop source", {"sources": ["two_tower", "ease", "als", "itemknn", "pop", "window_pop"]}),
+]
+
+#: (label, dense features held at 0) of the ablation part
+ABLATIONS: list[tuple[str, list[str]]] = [
+    ("all features", []),
+    ("- time context", ["local_popularity", "item_age"]),
+    ("- item/user statistics", ["popularity", "item_mean_rating", "activity", "user_mean_rating"]),
+    ("- genres and affinity", ["genre_", "affinity"]),
+    ("- two_tower scores", ["two_tower_"]),
+    ("- ease scores", ["ease_"]),
+    (
+        "- every source score (flags kept)",
+        [
+            "two_tower_z",
+            "two_tower_rank",
+            "ease_z",
+            "ease_rank",
+            "als_z",
+            "als_rank",
+            "itemknn_z",
+            "itemknn_rank",
+            "pop_z",
+            "pop_rank",
+        ],
+    ),
+]
+
+
+def tuning(ds: Any) -> dict[str, Any]:
+    _share_source_fits()
+    val = split(ds, "stratified", seed=42).validation()
+    res: dict[str, Any] = {}
+    for label, params in TUNING_GRID:
+        _, out = _fit_eval("two_stage:ncf", params, val, True)
+        out["grid_params"] = params
+        res[label] = out
+        Console(stderr=True).print(f"tuning {label}: ndcg@10 {out['ndcg@10']:.4f}")
+    best = max(res, key=lambda k: res[k]["ndcg@10"])
+    res[best]["chosen"] = True
+    return res
+
+
+def ablation(ds: Any) -> dict[str, Any]:
+    _share_source_fits()
+    sp_ = split(ds, "stratified", seed=42)
+    res: dict[str, Any] = {}
+    for label, cut in ABLATIONS:
+        _, out = _fit_eval("two_stage:ncf", {"ablate": cut}, sp_, True)
+        out["ablate"] = cut
+        res[label] = out
+        Console(stderr=True).print(f"ablation {label}: ndcg@10 {out['ndcg@10']:.4f}")
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--parts", default="stratified,tfrs,temporal,ctr")
@@ -120,6 +208,10 @@ def main() -> None:
             body = tfrs(ds)
         elif part == "temporal":
             body = temporal(ds, rankers)
+        elif part == "tuning":
+            body = tuning(ds)
+        elif part == "ablation":
+            body = ablation(ds)
         elif part == "ctr":
             body = run_ctr(ds, [f"two_stage:{r}" for r in rankers], None)["results"]
         else:
