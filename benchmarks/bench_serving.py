@@ -331,6 +331,7 @@ def main() -> None:
             "platform": platform.platform(),
             "loadavg_start": [round(x, 2) for x in load_start],
             "loadavg_end": [round(x, 2) for x in load_end],
+            "under_load": max(load_start[0], load_end[0]) > 1.5,
         },
         "note": (
             "2 cores shared by the server workers, the load generator and, on a shared machine, other "
