@@ -189,6 +189,12 @@ class BatchScorer:
         self._kernels = {name: _kernel(r, self.n_items) for name, r in pipeline.retrievers.items()}
         self._sparse = {name: bool(sc[1]) for name, sc in pipeline.scorers.items()}
         self._trending_sets: dict[int, IntArray] = {}
+        gm = np.asarray(self.cat.genre_matrix) > 0
+        self._genre_bits: IntArray | None = (
+            (gm.astype(np.int64) << np.arange(gm.shape[1], dtype=np.int64)).sum(axis=1)
+            if 0 < gm.shape[1] <= 63
+            else None
+        )
 
     # --------------------------------------------------------------- profiles
     def _base_histories(self) -> tuple[IntArray, IntArray]:
@@ -469,8 +475,22 @@ class BatchScorer:
         each of its genres has fewer than ``cap`` kept items above it. The pipeline solves this by
         fixed-point iteration per user; its fixed point is this greedy scan, run here once over the
         W positions for all B rows at a time ([B, G] counters)."""
-        gm = self.cat.genre_matrix.astype(np.int16)
         B, W = head.shape
+        if self._genre_bits is not None and cap <= 8:
+            # genre bitmasks per item; level c = the genres with more than c kept items
+            gb = self._genre_bits[head]
+            levels = [np.zeros(B, dtype=np.int64) for _ in range(cap)]
+            keep = np.empty((B, W), dtype=bool)
+            for j in range(W):
+                gj = gb[:, j]
+                ok = ((levels[cap - 1] & gj) == 0) & head_ok[:, j]
+                keep[:, j] = ok
+                add = np.where(ok, gj, 0)
+                for c in range(cap - 1, 0, -1):
+                    levels[c] |= levels[c - 1] & add
+                levels[0] |= add
+            return keep
+        gm = self.cat.genre_matrix.astype(np.int16)
         counts = np.zeros((B, gm.shape[1]), dtype=np.int16)
         keep = np.zeros((B, W), dtype=bool)
         full = counts >= cap  # genres already at the cap, per row
@@ -491,19 +511,24 @@ class BatchScorer:
         if kind == "dense":
             W: FloatArray = mat
             R = self._recent_matrix(recent, limit)  # [B, limit] item + 1, most recent first
+            lens = np.count_nonzero(R, axis=1)
+            order = None
+            if len(lens) and lens.min() != lens.max():  # longest first: position p is a prefix
+                order = np.argsort(-lens, kind="stable")
+                R, lens = R[order], lens[order]
             first = R[:, 0]  # limit >= 1
             S = np.take(W, np.maximum(first - 1, 0), axis=0)
             if not first.all():
                 S[first == 0] = 0
             for p in range(1, R.shape[1]):
-                col = R[:, p]
-                rows = np.flatnonzero(col)
-                if not len(rows):
+                m_p = int(np.count_nonzero(lens > p))
+                if not m_p:
                     break
-                if len(rows) == len(col):
-                    S += W[col - 1]
-                else:
-                    S[rows] += W[col[rows] - 1]
+                S[:m_p] += W[R[:m_p, p] - 1]
+            if order is not None:
+                out = np.empty_like(S)
+                out[order] = S
+                S = out
             return S
         rows = self._most_recent(recent, limit)
         if kind == "sparse":
