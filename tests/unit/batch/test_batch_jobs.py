@@ -159,7 +159,7 @@ def test_block_encoding_matches_row_by_row(built_release: tuple[Path, str]) -> N
         assert fast == slow and len(fast) == 40
         ext = get_scorer(spec).cat.item_ids
         assert json.loads(fast[0][-2]) == [ext[i] for i in res.items[0].tolist()]
-        assert json.loads(fast[0][-1]) == [float(x) for x in res.scores[0]]
+        np.testing.assert_array_equal(np.asarray(json.loads(fast[0][-1]), dtype=np.float32), res.scores[0])
         if kind == "pairs":
             assert all(r[0] < r[1] for r in fast)
         res.items[0, -2:] = -1
