@@ -43,7 +43,7 @@ from recstack.features.tables import FeatureTables, build_features, user_genre_a
 from recstack.models.base import Retriever
 from recstack.models.ranking._base import NeuralRanker, RankerConfig, RankingData, ndcg_at_k
 
-__all__ = ["RANKERS", "CandidateFeaturizer", "TwoStage", "TwoStageConfig", "ranker_class"]
+__all__ = ["RANKERS", "CandidateFeaturizer", "TwoStage", "TwoStageConfig", "UserState", "ranker_class"]
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +71,15 @@ def ranker_class(name: str) -> type[NeuralRanker]:
 
 class TwoStageConfig(ComponentConfig):
     """``sources``: retrievers of the recall stage (registry names); ``source_params`` overrides their
-    configs; ``per_source``: top-N taken from each (the union is the candidate list, ~300 on ML-100K);
+    configs; ``per_source``: top-N taken from each (the union is the candidate list, ~215 on ML-100K);
     ``ranker_grid``: ranker hyperparameter points tried, the best on validation NDCG@10 is kept;
     ``holdout_folds`` holdouts (seeds seed, seed + 1, ...) each give one labelled list per user."""
 
     ranker: Literal["ncf", "widedeep", "deepfm", "dnn", "lr"] = "deepfm"
-    sources: tuple[str, ...] = ("two_tower", "ease", "als", "itemknn", "pop")
+    # sources / per_source / holdout_folds: the best point of bench_neural.py's validation grid (stratified,
+    # validation carved from train): adding window_pop gave 0.2643 against 0.2628 without it, 0.2641 with
+    # 150 per source and 3 folds (~285 candidates), 0.2634 with both
+    sources: tuple[str, ...] = ("two_tower", "ease", "als", "itemknn", "pop", "window_pop")
     source_params: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {
             # a cheaper two-tower inside the recall stage (it is fitted once per fold and once on all)
@@ -107,6 +110,26 @@ class _Candidates:
     cat: IntArray  # [n, L, C]
     dense: FloatArray  # [n, L, D]
     mask: npt.NDArray[np.bool_]  # [n, L]
+
+
+@dataclass
+class UserState:
+    """The user side of `CandidateFeaturizer._features` for n users (`CandidateFeaturizer.user_state`):
+    the sources' scores [S, n, n_items] (history items -inf), their mean / std [S, n, 1] (float64)
+    over the list the z-scores standardise over, and optionally every item's stable rank
+    [S, n, n_items]; activity / mean rating [n], genre affinity [n, G], categorical codes [n, C] and
+    ids [n]."""
+
+    users: IntArray | None
+    scores: FloatArray
+    mu: npt.NDArray[np.float64]
+    sd: npt.NDArray[np.float64]
+    act: FloatArray
+    umean: FloatArray
+    aff: FloatArray
+    ucat: IntArray
+    uid: IntArray
+    ranks: npt.NDArray[np.integer[Any]] | None = None
 
 
 class CandidateFeaturizer:
@@ -213,15 +236,72 @@ class CandidateFeaturizer:
         hist = sp.csr_matrix(history)
         items = np.asarray(items, dtype=np.int64).reshape(hist.shape[0], -1)
         mats = self.source_scores(hist, users)
-        norm = items
-        if standardise_over == "recall":
-            recalled = self.recalled(mats).any(axis=0) & ~(hist.toarray() > 0)
-            counts = recalled.sum(axis=1)
-            norm = np.full((hist.shape[0], max(int(counts.max()) if len(counts) else 1, 1)), -1, np.int64)
-            for r_ in range(hist.shape[0]):
-                c = np.flatnonzero(recalled[r_])
-                norm[r_, : len(c)] = c
+        norm = self.recall_lists(hist, mats) if standardise_over == "recall" else items
         return self._features(hist, users, mats, items, norm, None)
+
+    def recall_lists(self, hist: sp.csr_matrix, mats: list[FloatArray]) -> IntArray:
+        """The model's own recall list of each user [n, M] (-1 padded, ascending item index): the union
+        of the sources' top ``per_source`` in ``mats`` (`source_scores`) minus the history."""
+        recalled = self.recalled(mats).any(axis=0) & ~(hist.toarray() > 0)
+        counts = recalled.sum(axis=1)
+        norm = np.full((hist.shape[0], max(int(counts.max()) if len(counts) else 1, 1)), -1, np.int64)
+        for r_ in range(hist.shape[0]):
+            c = np.flatnonzero(recalled[r_])
+            norm[r_, : len(c)] = c
+        return norm
+
+    def user_state(
+        self,
+        hist: sp.csr_matrix,
+        users: IntArray | None,
+        mats: list[FloatArray],
+        norm_items: IntArray,
+        *,
+        full_ranks: bool = False,
+    ) -> UserState:
+        """The user side of `_features` for the n users of ``hist``: per source the score matrix
+        ``mats`` and its mean / std over ``norm_items`` [n, M] (-1 padded); activity, mean rating,
+        genre affinity and categorical codes. ``full_ranks``: also the stable rank of every item per
+        source (one stable argsort per row; `rows` then gathers ranks instead of searching them), for
+        callers that ask for rows of the same users many times (serving). `rows` of the state = the
+        rows `_features` returns."""
+        n = hist.shape[0]
+        f = self.features
+        nmask = norm_items >= 0
+        nsafe = np.where(nmask, norm_items, 0)
+        rows = np.arange(n)[:, None]
+        has = nmask.sum(axis=1, keepdims=True) > 0
+        cnt = np.maximum(nmask.sum(axis=1, keepdims=True), 1)
+        mus: list[npt.NDArray[np.float64]] = []
+        sds: list[npt.NDArray[np.float64]] = []
+        for s in mats:
+            # mean / std of the finite scores (inf -> 0) over the list; 0 / 1 for an empty list
+            ns = s[rows, nsafe]
+            ns = np.where(nmask & np.isfinite(ns), ns, 0.0)
+            mu = ns.sum(axis=1, keepdims=True) / cnt
+            sd = np.sqrt((np.where(nmask, ns - mu, 0.0) ** 2).sum(axis=1, keepdims=True) / cnt)
+            mus.append(np.where(has, mu, 0.0))
+            sds.append(np.where(has & (sd > 1e-9), sd, 1.0))
+        if users is not None:
+            act = f.activity[users]
+            umean = f.user_mean_rating[users]
+        else:
+            act = np.log1p(np.asarray(hist.sum(axis=1)).ravel()).astype(np.float32)
+            umean = np.zeros(n, dtype=np.float32)
+        ucat = f.users_cat[users] if users is not None else np.zeros((n, f.users_cat.shape[1]), np.int64)
+        uid = users + 1 if users is not None else np.zeros(n, dtype=np.int64)
+        return UserState(
+            users=users,
+            scores=np.stack(mats) if mats else np.zeros((0, n, f.n_items), np.float32),
+            mu=np.stack(mus) if mus else np.zeros((0, n, 1)),
+            sd=np.stack(sds) if sds else np.ones((0, n, 1)),
+            act=act,
+            umean=umean,
+            aff=user_genre_affinity(hist, f.genres),
+            ucat=ucat,
+            uid=uid,
+            ranks=np.stack([_all_stable_ranks(s) for s in mats]) if full_ranks and mats else None,
+        )
 
     def _features(
         self,
@@ -235,67 +315,57 @@ class CandidateFeaturizer:
         """The one feature function of training and serving: rows for ``items`` [n, L] (-1 padded)
         from the source score matrices ``mats``; z-scores use the mean / std over ``norm_items``
         [n, M] (-1 padded); ``flags`` [S, n, n_items] = `recalled` (computed when None)."""
+        return self.rows(self.user_state(hist, users, mats, norm_items), items, flags)
+
+    def rows(
+        self, state: UserState, items: IntArray, flags: npt.NDArray[np.bool_] | None = None
+    ) -> tuple[IntArray, FloatArray, npt.NDArray[np.bool_]]:
+        """Feature rows (cat [n, L, C] int64, dense [n, L, D] float32, mask [n, L]) of ``items``
+        [n, L] (-1 padded) for the n users of ``state`` (`user_state`); ``flags`` as `_features`."""
         n, L = items.shape
         f = self.features
         mask = items >= 0
         safe = np.where(mask, items, 0)
-        nmask = norm_items >= 0
-        nsafe = np.where(nmask, norm_items, 0)
         rows = np.arange(n)[:, None]
-        has = nmask.sum(axis=1, keepdims=True) > 0
-        cnt = np.maximum(nmask.sum(axis=1, keepdims=True), 1)
-        dense_parts: list[FloatArray] = []
-        n_src = np.zeros((n, L), dtype=np.float32)
-        for j, s in enumerate(mats):
-            # mean / std of the finite scores (inf -> 0) over the list; 0 / 1 for an empty list
-            ns = s[rows, nsafe]
-            ns = np.where(nmask & np.isfinite(ns), ns, 0.0)
-            mu = ns.sum(axis=1, keepdims=True) / cnt
-            sd = np.sqrt((np.where(nmask, ns - mu, 0.0) ** 2).sum(axis=1, keepdims=True) / cnt)
-            mu = np.where(has, mu, 0.0)
-            sd = np.where(has & (sd > 1e-9), sd, 1.0)
-            sc = s[rows, safe]
-            sc = np.where(np.isfinite(sc), sc, 0.0)
-            rank = _stable_ranks(s, safe)
-            if flags is not None:
-                flag = flags[j][rows, safe]
-            else:
-                # in the top per_source <=> stable rank < per_source (and a finite score)
-                flag = (rank < self.per_source) & np.isfinite(s[rows, safe])
-            n_src += flag
-            dense_parts += [
-                ((sc - mu) / sd).astype(np.float32),
-                (1.0 / np.log2(rank.astype(np.float32) + 2.0)).astype(np.float32),
-                flag.astype(np.float32),
-            ]
-        dense_parts.append(n_src)
-        dense_parts += [f.popularity[safe], f.item_mean_rating[safe]]
-        if users is not None:
-            act = f.activity[users]
-            umean = f.user_mean_rating[users]
+        S = state.scores.shape[0]
+        # every source at once: [S, n, L]
+        sc = state.scores[:, rows, safe]
+        finite = np.isfinite(sc)
+        if state.ranks is not None:
+            rank = state.ranks[:, rows, safe]
         else:
-            act = np.log1p(np.asarray(hist.sum(axis=1)).ravel()).astype(np.float32)
-            umean = np.zeros(n, dtype=np.float32)
-        dense_parts += [np.broadcast_to(act[:, None], (n, L)), np.broadcast_to(umean[:, None], (n, L))]
-        aff = user_genre_affinity(hist, f.genres)  # [n, G]
+            rank = np.zeros((S, n, L), np.int64)
+            for j, s in enumerate(state.scores):
+                rank[j] = _stable_ranks(s, safe)
+        # in the top per_source <=> stable rank < per_source (and a finite score)
+        flag = flags[:, rows, safe] if flags is not None else (rank < self.per_source) & finite
+        # the columns of `dense_names`: per source (z, rank, flag), n_sources, popularity, item mean
+        # rating, activity, user mean rating, affinity, [time features], genres
+        time_parts = f.time_features(state.users, safe)
+        G = f.genres.shape[1]
+        dense = np.empty((n, L, 3 * S + 6 + len(time_parts) + G), dtype=np.float32)
+        dense[:, :, 0 : 3 * S : 3] = ((np.where(finite, sc, 0.0) - state.mu) / state.sd).transpose(1, 2, 0)
+        dense[:, :, 1 : 3 * S : 3] = (1.0 / np.log2(rank.astype(np.float32) + 2.0)).transpose(1, 2, 0)
+        dense[:, :, 2 : 3 * S : 3] = flag.transpose(1, 2, 0)
+        c = 3 * S
+        dense[:, :, c] = flag.sum(axis=0, dtype=np.float32)
+        dense[:, :, c + 1] = f.popularity[safe]
+        dense[:, :, c + 2] = f.item_mean_rating[safe]
+        dense[:, :, c + 3] = state.act[:, None]
+        dense[:, :, c + 4] = state.umean[:, None]
         ig = f.genres[safe]  # [n, L, G]
-        dense_parts.append((ig * aff[:, None, :]).sum(axis=2) / np.maximum(ig.sum(axis=2), 1.0))
-        dense_parts += f.time_features(users, safe)
-        dense = np.concatenate(
-            [np.asarray(p, dtype=np.float32)[:, :, None] for p in dense_parts] + [ig.astype(np.float32)],
-            axis=2,
-        )
-        ucat = f.users_cat[users] if users is not None else np.zeros((n, f.users_cat.shape[1]), np.int64)
-        uid = users + 1 if users is not None else np.zeros(n, dtype=np.int64)
-        cat = np.concatenate(
-            [
-                np.broadcast_to(uid[:, None, None], (n, L, 1)),
-                (safe + 1)[:, :, None],
-                np.broadcast_to(ucat[:, None, :], (n, L, ucat.shape[1])),
-                f.year_bucket[safe][:, :, None],
-            ],
-            axis=2,
-        ).astype(np.int64)
+        dense[:, :, c + 5] = (ig * state.aff[:, None, :]).sum(axis=2) / np.maximum(ig.sum(axis=2), 1.0)
+        c += 6
+        for part in time_parts:
+            dense[:, :, c] = part
+            c += 1
+        dense[:, :, c:] = ig
+        ucat = state.ucat
+        cat = np.empty((n, L, 3 + ucat.shape[1]), dtype=np.int64)
+        cat[:, :, 0] = state.uid[:, None]
+        cat[:, :, 1] = safe + 1
+        cat[:, :, 2:-1] = ucat[:, None, :]
+        cat[:, :, -1] = f.year_bucket[safe]
         dense[~mask] = 0.0
         if len(self._ablated):
             dense[:, :, self._ablated] = 0.0
@@ -316,6 +386,22 @@ def _stable_top(s: FloatArray, k: int) -> npt.NDArray[np.bool_]:
     need = kk - gt.sum(axis=1, keepdims=True)
     sel: npt.NDArray[np.bool_] = (gt | (eq & (np.cumsum(eq, axis=1) <= need))) & np.isfinite(s)
     return sel
+
+
+def _all_stable_ranks(s: FloatArray) -> npt.NDArray[np.integer[Any]]:
+    """[n, m] 0-based rank of every item of each row of ``s`` (descending score, ties by the lower
+    index: the inverse of a stable argsort of -s; the ranks `_stable_ranks` gives), int16 when m
+    allows, else int64. A row holding NaN gets `_stable_ranks`'s ranks (they order NaN otherwise)."""
+    n, m = s.shape
+    dtype = np.int16 if m <= np.iinfo(np.int16).max else np.int64
+    out = np.empty((n, m), dtype=dtype)
+    order = np.argsort(-s, axis=1, kind="stable")
+    np.put_along_axis(out, order, np.broadcast_to(np.arange(m, dtype=dtype), (n, m)), axis=1)
+    nan_rows = np.flatnonzero(np.isnan(s).any(axis=1))
+    if len(nan_rows):
+        every = np.broadcast_to(np.arange(m, dtype=np.int64), (len(nan_rows), m))
+        out[nan_rows] = _stable_ranks(s[nan_rows], np.ascontiguousarray(every))
+    return out
 
 
 def _stable_ranks(s: FloatArray, items: IntArray) -> IntArray:
