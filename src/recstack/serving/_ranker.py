@@ -17,13 +17,16 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from recstack.errors import ArtifactError
 from recstack.features.tables import FeatureTables
+
+if TYPE_CHECKING:  # serving imports the training module lazily, when a release has a two-stage model
+    from recstack.models.ranking.two_stage import CandidateFeaturizer, UserState
 
 __all__ = [
     "SUPPORTED_INPUTS",
@@ -168,11 +171,19 @@ class OnnxRanker:
         return np.asarray(out, dtype=np.float32).reshape(-1)[: len(items)]
 
 
+#: default number of user embeddings a `UserTower` memoises (~1 KB each with its key)
+TOWER_MEMO_ENTRIES = 4096
+
+
 class UserTower:
     """The two-tower user tower (ONNX): inputs ``uid`` [B], ``ucat`` [B, 4], ``hist`` [B, L] ->
-    ``user_emb`` [B, dim] float32; ANN queries use it against the release's item embeddings."""
+    ``user_emb`` [B, dim] float32; ANN queries use it against the release's item embeddings.
 
-    def __init__(self, path: str | Path) -> None:
+    `encode` memoises its last ``memo_entries`` embeddings (LRU, thread-safe; 0: off), keyed by the
+    exact inputs it feeds (id, codes, the first L recent items): a user whose history has not changed
+    since gets the very embedding the session returned for the same inputs."""
+
+    def __init__(self, path: str | Path, memo_entries: int = TOWER_MEMO_ENTRIES) -> None:
         self.sess = session(path)
         shapes = {m.name: m.shape for m in self.sess.get_inputs()}
         if set(shapes) != {"uid", "ucat", "hist"}:
@@ -180,79 +191,127 @@ class UserTower:
         L = shapes["hist"][1]
         self.max_history = int(L) if isinstance(L, int) else 50
         self.output = self.sess.get_outputs()[0].name
+        self.memo_entries = memo_entries
+        self._memo: OrderedDict[tuple[int, bytes, bytes], FloatArray] = OrderedDict()
+        self._lock = threading.Lock()
 
     def encode(self, user_idx: int | None, ucat: IntArray, recent: IntArray) -> FloatArray:
-        """User embedding [dim] float32 from the id (None = unknown), codes [4] and recent items
-        (most recent first)."""
-        hist = np.zeros((1, self.max_history), dtype=np.int64)
-        r = recent[: self.max_history] + 1
-        hist[0, : len(r)] = r
+        """User embedding [dim] float32 (read-only) from the id (None = unknown), codes [4] and recent
+        items (most recent first)."""
         uid = np.array([0 if user_idx is None else user_idx + 1], dtype=np.int64)
-        out = self.sess.run(
-            [self.output], {"uid": uid, "ucat": ucat.reshape(1, -1).astype(np.int64), "hist": hist}
-        )
-        emb: FloatArray = np.asarray(out[0], dtype=np.float32)[0]
+        codes = np.ascontiguousarray(ucat, dtype=np.int64).reshape(1, -1)
+        r = np.ascontiguousarray(recent[: self.max_history], dtype=np.int64) + 1
+        key = (int(uid[0]), codes.tobytes(), r.tobytes())
+        if self.memo_entries > 0:
+            with self._lock:
+                hit = self._memo.get(key)
+                if hit is not None:
+                    self._memo.move_to_end(key)
+                    return hit
+        hist = np.zeros((1, self.max_history), dtype=np.int64)
+        hist[0, : len(r)] = r
+        out = self.sess.run([self.output], {"uid": uid, "ucat": codes, "hist": hist})
+        emb: FloatArray = np.array(out[0], dtype=np.float32)[0]
+        emb.setflags(write=False)
+        if self.memo_entries > 0:
+            with self._lock:
+                self._memo[key] = emb
+                while len(self._memo) > self.memo_entries:
+                    self._memo.popitem(last=False)
         return emb
 
 
-class _MemoScores:
-    """A recall source whose ``score_users`` of ONE known user is memoised (LRU, ``max_entries``
-    rows, thread-safe); everything else goes to the source. The scores of a known user are a pure
-    function of the fitted model and the user's index (events since the fit only enter the history
-    mask that `CandidateFeaturizer.source_scores` applies to its own copy), so a hit returns exactly
-    what the source would compute. Rows are read-only: callers copy (``np.array``) before writing."""
+@dataclass(frozen=True)
+class _Entry:
+    cols: IntArray  #: the history row's items (sorted) the state was built from
+    state: UserState
+    nbytes: int
 
-    def __init__(self, source: Any, max_entries: int) -> None:
-        self.source = source
-        self.max_entries = max_entries
-        self._rows: OrderedDict[int, FloatArray] = OrderedDict()
+
+def _freeze(state: UserState) -> UserState:
+    """``state`` with every array read-only (entries are shared by concurrent requests)."""
+    for a in _arrays(state):
+        a.setflags(write=False)
+    return state
+
+
+def _arrays(state: UserState) -> list[Any]:
+    arrays = [state.scores, state.mu, state.sd, state.act, state.umean, state.aff, state.ucat, state.uid]
+    return [np.asarray(a) for a in arrays] + ([] if state.ranks is None else [state.ranks])
+
+
+def _nbytes(state: UserState, cols: IntArray) -> int:
+    return int(sum(a.nbytes for a in _arrays(state))) + int(cols.nbytes)
+
+
+class _StateMemo:
+    """LRU (by bytes, thread-safe) of known users' ranking state: user index -> `_Entry`."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._entries: OrderedDict[int, _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.source, name)
+    def __len__(self) -> int:
+        return len(self._entries)
 
-    def score_users(self, user_idx: Any) -> FloatArray:
-        idx = np.asarray(user_idx, dtype=np.int64).ravel()
-        if len(idx) != 1 or self.max_entries <= 0:
-            out: FloatArray = self.source.score_users(idx)
-            return out
-        key = int(idx[0])
+    def users(self) -> list[int]:
+        """Cached user indices, least recently used first."""
         with self._lock:
-            row = self._rows.get(key)
-            if row is not None:
-                self._rows.move_to_end(key)
-                return row
-        row = np.asarray(self.source.score_users(idx))
-        row.setflags(write=False)
+            return list(self._entries)
+
+    def get(self, user: int) -> _Entry | None:
         with self._lock:
-            self._rows[key] = row
-            while len(self._rows) > self.max_entries:
-                self._rows.popitem(last=False)
-        return row
+            e = self._entries.get(user)
+            if e is not None:
+                self._entries.move_to_end(user)
+            return e
 
-    def score_history(self, history: Any) -> FloatArray:
-        out: FloatArray = self.source.score_history(history)
-        return out
+    def put(self, user: int, entry: _Entry) -> None:
+        with self._lock:
+            old = self._entries.pop(user, None)
+            if old is not None:
+                self.nbytes -= old.nbytes
+            if entry.nbytes > self.max_bytes:
+                return
+            self._entries[user] = entry
+            self.nbytes += entry.nbytes
+            while self.nbytes > self.max_bytes:
+                _, ev = self._entries.popitem(last=False)
+                self.nbytes -= ev.nbytes
+
+    def resize(self, max_bytes: int) -> None:
+        with self._lock:
+            self.max_bytes = max_bytes
+            self._entries.clear()
+            self.nbytes = 0
 
 
-#: default memory (MB) of a `TwoStageRanker`'s memo of known users' recall-source scores
+#: default memory (MB) of a `TwoStageRanker`'s memo of known users' ranking state
 SCORE_MEMO_MB = 64.0
 
 
 class TwoStageRanker(OnnxRanker):
     """The ranker of a two-stage model (ONNX inputs ``cat`` [n, C] int64, ``dense`` [n, D] float32):
-    the inputs come from the model's own `CandidateFeaturizer.features_for` (its fitted recall
-    sources + feature tables, the function training uses), so serving scores a candidate exactly as
-    `TwoStage` does (per-source z-scores over the model's own recall list of the user).
+    the inputs come from the model's own `CandidateFeaturizer` (its fitted recall sources + feature
+    tables, the function training uses), so serving scores a candidate exactly as `TwoStage` does
+    (per-source z-scores over the model's own recall list of the user).
 
     Known user -> its dense index (source scores from the model's training rows) and the history row
     (training row + the events of ``ctx.recent``); new user -> ``users=None`` and the history row of
     ``ctx.recent``; no history at all -> popularity order (as `TwoStage`).
 
-    The recall-source scores of known users are memoised (``memo_mb`` MB, LRU by user; 0 turns it
-    off): a known user's source scores do not change between requests, and computing them (the
-    two-tower user embedding in PyTorch, item-kNN, EASE, ALS) is about a fifth of the ranking time on
-    ML-100K."""
+    With ``standardise_over="recall"`` a feature row of (user, item) depends on the user (index +
+    history row) and the item only, never on the other candidates. So the user side of the rows
+    (`CandidateFeaturizer.user_state`: the sources' masked score rows, every item's stable rank per
+    source, the z-score mean / std over the recall list, affinity, codes) of known users is memoised
+    (``memo_mb`` MB, LRU by user; 0 turns it off), keyed by the history row it was built from: a
+    request of a memoised user with the same history only gathers its candidates' rows
+    (`CandidateFeaturizer.rows`); a history that grew (events since) masks the new items in the
+    memoised score rows (the scores of a known user do not depend on its history) and rebuilds the
+    rest; anything else recomputes. New users, profiles and liked-items requests are not memoised.
+    Memoised or not, the rows are those of `CandidateFeaturizer.features_for`, bit for bit."""
 
     def __init__(self, name: str, path: str | Path, model: Any, memo_mb: float = SCORE_MEMO_MB) -> None:
         self.name = name
@@ -268,11 +327,11 @@ class TwoStageRanker(OnnxRanker):
             )
         import scipy.sparse as sp
 
-        from recstack.models.ranking.two_stage import CandidateFeaturizer
-
-        fz = model.featurizer()
-        self.features = fz.features
+        self.featurizer: CandidateFeaturizer = model.featurizer()
+        self.features = self.featurizer.features
         self.n_items = int(self.features.n_items)
+        self.n_sources = len(self.featurizer.sources)
+        self._n_genres = int(self.featurizer.features.n_genres)
         self.train = model.train_matrix()
         # the user rows of the training matrix as sorted column lists of its positive entries
         pos = sp.csr_matrix(self.train > 0)
@@ -280,28 +339,27 @@ class TwoStageRanker(OnnxRanker):
         self._indptr = np.asarray(pos.indptr, dtype=np.int64)
         self._indices = np.asarray(pos.indices, dtype=np.int64)
         self._n_users = int(pos.shape[0])
-        self.memo = {n: _MemoScores(src, 0) for n, src in fz.sources.items()}
+        self.memo = _StateMemo(0)
         self.set_memo(memo_mb)
-        self.featurizer = CandidateFeaturizer(dict(self.memo), fz.features, fz.per_source, fz.ablate)
         pop = self.features.popularity
         self._cold: FloatArray = (-1e4 + pop / (pop.max() + 1.0)).astype(np.float32)
 
+    def memo_bytes_per_user(self) -> int:
+        """Approximate bytes of one memoised user: per source a float32 score row and a rank row
+        (int16 up to 32767 items), plus the small per-user arrays."""
+        rank = 2 if self.n_items <= np.iinfo(np.int16).max else 8
+        return self.n_sources * self.n_items * (4 + rank) + 64 * (self.n_sources + self._n_genres)
+
     def set_memo(self, memo_mb: float) -> int:
-        """Size the memo of known users' source scores to ``memo_mb`` MB (0: off); returns how
-        many users it holds (4 bytes x items x sources each)."""
-        per_user = 4 * self.n_items * max(len(self.memo), 1)
-        entries = int(memo_mb * 2**20 // per_user) if memo_mb > 0 else 0
-        for m in self.memo.values():
-            with m._lock:
-                m.max_entries = entries
-                m._rows.clear()
-        return entries
+        """Size the memo of known users' ranking state to ``memo_mb`` MB (0: off; clears it); returns
+        about how many users it holds (`memo_bytes_per_user`)."""
+        max_bytes = int(memo_mb * 2**20) if memo_mb > 0 else 0
+        self.memo.resize(max_bytes)
+        return max_bytes // self.memo_bytes_per_user()
 
-    def _history(self, ctx: RankContext) -> tuple[Any, IntArray | None]:
-        """The user's binary history row [1, n_items] (the training row, if known, OR the items of
-        ``ctx.recent``) and its dense index (None for a user unknown to the model)."""
-        import scipy.sparse as sp
-
+    def _cols(self, ctx: RankContext) -> tuple[IntArray, IntArray | None]:
+        """The items of the user's binary history row (sorted unique: the training row, if known, and
+        the items of ``ctx.recent``) and its dense index (None for a user unknown to the model)."""
         recent = np.asarray(ctx.recent, dtype=np.int64)
         cols = recent[(recent >= 0) & (recent < self.n_items)]
         u = ctx.user_idx
@@ -310,31 +368,74 @@ class TwoStageRanker(OnnxRanker):
             assert u is not None
             cols = np.concatenate([self._indices[self._indptr[u] : self._indptr[u + 1]], cols])
         cols = np.unique(cols)  # sorted, as a canonical CSR row
-        row = sp.csr_matrix(
+        return cols, (np.array([u], dtype=np.int64) if known else None)
+
+    def _row(self, cols: IntArray) -> Any:
+        import scipy.sparse as sp
+
+        return sp.csr_matrix(
             (np.ones(len(cols), np.float32), cols, np.array([0, len(cols)], dtype=np.int64)),
             shape=(1, self.n_items),
         )
-        return row, (np.array([u], dtype=np.int64) if known else None)
+
+    def _history(self, ctx: RankContext) -> tuple[Any, IntArray | None]:
+        """The user's binary history row [1, n_items] and its dense index (None: unknown user)."""
+        cols, users = self._cols(ctx)
+        return self._row(cols), users
 
     def _feed(self, ctx: RankContext, items: IntArray) -> dict[str, Any]:
+        """Inputs by `CandidateFeaturizer.features_for` (not memoised: batch jobs see a user once)."""
         hist, users = self._history(ctx)
         cat, dense, _ = self.featurizer.features_for(
             hist, users, np.asarray(items, dtype=np.int64)[None, :], standardise_over="recall"
         )
         return {"cat": cat.reshape(-1, cat.shape[2]), "dense": dense.reshape(-1, dense.shape[2])}
 
+    def user_state(self, cols: IntArray, users: IntArray) -> UserState:
+        """The ranking state of ONE known user (``users`` [1]) with history items ``cols``: from the
+        memo when it holds the same history, else built (and memoised when the memo is on)."""
+        u = int(users[0])
+        entry = self.memo.get(u) if self.memo.max_bytes > 0 else None
+        if entry is not None and np.array_equal(entry.cols, cols):
+            return entry.state
+        fz = self.featurizer
+        hist = self._row(cols)
+        if entry is not None and len(entry.cols) < len(cols) and np.isin(entry.cols, cols).all():
+            # events since: the known user's source scores are the same, the new items get -inf (as
+            # `source_scores` masks a history)
+            scores = np.array(entry.state.scores)
+            scores[:, 0, np.setdiff1d(cols, entry.cols, assume_unique=True)] = -np.inf
+            mats = list(scores)
+        else:
+            mats = fz.source_scores(hist, users)
+        state = fz.user_state(hist, users, mats, fz.recall_lists(hist, mats), full_ranks=True)
+        if self.memo.max_bytes > 0:
+            self.memo.put(u, _Entry(cols, _freeze(state), _nbytes(state, cols)))
+        return state
+
+    def inputs_for(self, ctx: RankContext, items: IntArray) -> tuple[IntArray, FloatArray] | None:
+        """Ranker inputs (cat [n, C], dense [n, D]) of ``items`` [n] for the user of ``ctx``; None
+        when the user has no history at all (cold start: popularity order)."""
+        items = np.asarray(items, dtype=np.int64)
+        cols, users = self._cols(ctx)
+        if len(cols) == 0:
+            return None
+        if users is not None:
+            cat, dense, _ = self.featurizer.rows(self.user_state(cols, users), items[None, :])
+        else:
+            cat, dense, _ = self.featurizer.features_for(
+                self._row(cols), None, items[None, :], standardise_over="recall"
+            )
+        return cat.reshape(-1, cat.shape[2]), dense.reshape(-1, dense.shape[2])
+
     def score(self, ctx: RankContext, items: IntArray) -> FloatArray:
         """Scores [n] float32 of candidate item indices ``items`` [n] (logits, higher is better)."""
         if len(items) == 0:
             return np.zeros(0, dtype=np.float32)
-        hist, users = self._history(ctx)
-        if hist.nnz == 0:
+        inputs = self.inputs_for(ctx, items)
+        if inputs is None:
             return self._cold[items].copy()
-        cat, dense, _ = self.featurizer.features_for(
-            hist, users, np.asarray(items, dtype=np.int64)[None, :], standardise_over="recall"
-        )
-        feed = {"cat": cat.reshape(-1, cat.shape[2]), "dense": dense.reshape(-1, dense.shape[2])}
-        out = self.sess.run([self.output], feed)[0]
+        out = self.sess.run([self.output], {"cat": inputs[0], "dense": inputs[1]})[0]
         return np.asarray(out, dtype=np.float32).reshape(-1)[: len(items)]
 
 

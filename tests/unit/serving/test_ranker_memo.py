@@ -1,5 +1,7 @@
-"""The memo of known users' recall-source scores in `TwoStageRanker`: scores with the memo equal the
-scores without it (also after events), it holds at most its budget of users, and 0 turns it off."""
+"""The memo of known users' ranking state in `TwoStageRanker`: rows and scores with the memo equal
+those of `CandidateFeaturizer.features_for` without it (also after events, which grow the history the
+memo is keyed by), it holds at most its budget of bytes (LRU), 0 turns it off, and users unknown to
+the model are never memoised."""
 
 from __future__ import annotations
 
@@ -74,29 +76,155 @@ def test_memo_scores_equal_unmemoised_scores(release: tuple[MemoryRelease, TwoSt
     train = ts.train_matrix()
     items = np.arange(train.shape[1], dtype=np.int64)
     rng = np.random.default_rng(3)
-    for rep in range(2):  # the second pass is served from the memo
+    for rep in range(3):  # the later passes are served from the memo
         for u in range(0, 60, 5):
             recent = np.asarray(train[u].indices, dtype=np.int64)
-            if rep == 1 and u % 2:  # events since the fit: they only change the history row
+            if rep >= 1 and u % 2:  # events since the fit: they only change the history row
                 recent = np.concatenate([rng.choice(train.shape[1], 2, replace=False), recent])
             ctx = RankContext(u, np.zeros(4, np.int64), recent)
             assert np.array_equal(memo.score(ctx, items), plain.score(ctx, items))
-    # the memo holds one row per user asked (12 users), for every source; the plain one nothing
-    assert {len(m._rows) for m in memo.memo.values()} == {12}
-    assert {len(m._rows) for m in plain.memo.values()} == {0}
-    # the memoised rows are never written to (the featurizer masks its own copy)
-    row = memo.memo["itemknn"]._rows[0]
-    assert not row.flags.writeable
-    assert np.array_equal(row, ts.sources["itemknn"].score_users([0]))
+            sub = rng.permutation(items)[:9]  # any subset, any order: the same score per item
+            assert np.array_equal(memo.score(ctx, sub), plain.score(ctx, sub))
+    # the memo holds one entry per user asked (12 users); the plain one nothing
+    assert len(memo.memo) == 12 and len(plain.memo) == 0
+    # memoised arrays are never written to (requests share them)
+    state = memo.user_state(*memo._cols(RankContext(0, np.zeros(4, np.int64), np.zeros(0, np.int64))))
+    assert not state.scores.flags.writeable and state.ranks is not None
+    assert not state.ranks.flags.writeable
+    # the memoised score rows are the sources' scores with the history at -inf
+    own = ts.sources["itemknn"].score_users([0])[0]
+    seen = train[0].indices
+    assert list(ts.sources) == ["itemknn", "pop"]
+    assert np.isneginf(state.scores[0, 0, seen]).all()
+    rest = np.setdiff1d(items, seen)
+    assert np.array_equal(state.scores[0, 0, rest], own[rest])
+
+
+def test_memoised_rows_equal_features_for_rows(release: tuple[MemoryRelease, TwoStage, Path]) -> None:
+    """`rows` of a memoised state == `features_for` (standardise_over="recall") bit for bit, for
+    candidates in and out of the recall list, history items and repeated items alike."""
+    rel, ts, path = release
+    r, _ = _rankers(rel, path)
+    fz = ts.featurizer()
+    train = ts.train_matrix()
+    rng = np.random.default_rng(5)
+    for u in range(0, 60, 3):
+        cols, users = r._cols(RankContext(u, np.zeros(4, np.int64), np.zeros(0, np.int64)))
+        assert users is not None
+        for _ in range(2):  # built, then memoised
+            state = r.user_state(cols, users)
+            for items in (
+                rng.choice(train.shape[1], 15, replace=False),
+                np.asarray(train[u].indices[:3], dtype=np.int64),  # history items
+                np.array([u % 40, u % 40, 0], dtype=np.int64),  # repeats
+            ):
+                want = fz.features_for(train[u], users, items[None, :], standardise_over="recall")
+                got = fz.rows(state, items[None, :])
+                for a, b in zip(want, got, strict=True):
+                    assert np.array_equal(a, b)
+
+
+def test_memo_follows_the_history_after_events(release: tuple[MemoryRelease, TwoStage, Path]) -> None:
+    """Events grow a user's history: the next request sees them (the memo is keyed by the history
+    row), with the scores a memo-less pipeline gives."""
+    from recstack.serving.pipeline import Pipeline, RecRequest
+
+    rel, ts, _ = release
+    memo_p, plain_p = Pipeline(rel), Pipeline(rel)
+    r, plain = memo_p.rankers["ncf"], plain_p.rankers["ncf"]
+    assert isinstance(r, TwoStageRanker) and isinstance(plain, TwoStageRanker)
+    plain.set_memo(0)
+    user_id, u = 7, 6  # external id 7 = dense index 6
+    train = ts.train_matrix()
+
+    def both() -> None:
+        for k in (5, 20):
+            a = memo_p.recommend(RecRequest(user_id=user_id, k=k, model="ncf", exclude_seen=False))
+            b = plain_p.recommend(RecRequest(user_id=user_id, k=k, model="ncf", exclude_seen=False))
+            assert np.array_equal(a.items, b.items) and np.array_equal(a.scores, b.scores)
+
+    both()
+    before = r.memo.get(u)
+    assert before is not None and np.array_equal(before.cols, np.sort(train[u].indices))
+    unseen = [i for i in range(train.shape[1]) if i not in set(train[u].indices.tolist())]
+    for it in unseen[:2]:  # two events on items the user had not seen
+        for p in (memo_p, plain_p):
+            p.history.append(str(user_id), u, it, "view", None, 10**9)
+        both()
+        after = r.memo.get(u)
+        assert after is not None and it in after.cols.tolist()
+        assert np.isneginf(after.state.scores[:, 0, it]).all()
+    assert len(r.memo) == 1
+
+
+def test_unknown_users_are_not_memoised(release: tuple[MemoryRelease, TwoStage, Path]) -> None:
+    rel, ts, path = release
+    r, plain = _rankers(rel, path)
+    items = np.arange(ts.train_matrix().shape[1], dtype=np.int64)
+    ctx = RankContext(None, np.zeros(4, np.int64), np.array([1, 5, 9], dtype=np.int64))
+    assert np.array_equal(r.score(ctx, items), plain.score(ctx, items))
+    assert len(r.memo) == 0
 
 
 def test_memo_budget_evicts_least_recently_used(release: tuple[MemoryRelease, TwoStage, Path]) -> None:
     rel, ts, path = release
     r, _ = _rankers(rel, path)
     n_items = ts.train_matrix().shape[1]
-    # 3 users: 3 * 4 bytes * 40 items * 2 sources = 960 bytes
-    assert r.set_memo(960 / 2**20) == 3
     items = np.arange(n_items, dtype=np.int64)
-    for u in (1, 2, 3, 1, 4):  # 1 is used again before 4 arrives: 2 is the one evicted
+
+    def ask(u: int) -> None:
         r.score(RankContext(u, np.zeros(4, np.int64), np.zeros(0, np.int64) + u % n_items), items)
-    assert list(r.memo["pop"]._rows) == [3, 1, 4]
+
+    ask(1)
+    one = r.memo.nbytes  # bytes of one user's entry (per source a score row and a rank row, ...)
+    assert one >= 2 * n_items * (4 + 2)
+    assert r.set_memo(3.5 * one / 2**20) >= 1 and len(r.memo) == 0  # resizing clears it
+    for u in (1, 2, 3, 1, 4):  # 1 is used again before 4 arrives: 2 is the one evicted
+        ask(u)
+    assert r.memo.users() == [3, 1, 4] and r.memo.nbytes <= r.memo.max_bytes
+    assert r.set_memo(0) == 0
+    ask(5)
+    assert len(r.memo) == 0
+
+
+def _sum_tower(path: Path, max_history: int = 4) -> Path:
+    """ONNX user tower: user_emb = [sum of hist, uid + sum of ucat] (depends on every input)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    uid = helper.make_tensor_value_info("uid", TensorProto.INT64, ["b"])
+    ucat = helper.make_tensor_value_info("ucat", TensorProto.INT64, ["b", 4])
+    hist = helper.make_tensor_value_info("hist", TensorProto.INT64, ["b", max_history])
+    out = helper.make_tensor_value_info("user_emb", TensorProto.FLOAT, ["b", 2])
+    nodes = [
+        helper.make_node("Cast", ["hist"], ["hf"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["hf", "axis"], ["hs"], keepdims=1),
+        helper.make_node("Cast", ["ucat"], ["cf"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["cf", "axis"], ["cs"], keepdims=1),
+        helper.make_node("Cast", ["uid"], ["uf"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["uf", "axis"], ["u2"]),
+        helper.make_node("Add", ["u2", "cs"], ["us"]),
+        helper.make_node("Concat", ["hs", "us"], ["user_emb"], axis=1),
+    ]
+    inits = [helper.make_tensor("axis", TensorProto.INT64, [1], [1])]
+    graph = helper.make_graph(nodes, "tower", [uid, ucat, hist], [out], initializer=inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_user_tower_memo_returns_the_sessions_embedding(tmp_path: Path) -> None:
+    from recstack.serving._ranker import UserTower
+
+    path = _sum_tower(tmp_path / "tower.onnx")
+    memo, plain = UserTower(path, memo_entries=2), UserTower(path, memo_entries=0)
+    codes = np.array([1, 2, 0, 3], dtype=np.int64)
+    # hist = recent[:4] + 1: [5 + 1, 2 + 1, 9 + 1, 1 + 1] -> 21; uid 3 + 1 + codes 6 -> 10
+    first = memo.encode(3, codes, np.array([5, 2, 9, 1, 7], dtype=np.int64))
+    assert first.tolist() == [21.0, 10.0] and not first.flags.writeable
+    assert memo.encode(3, codes, np.array([5, 2, 9, 1, 8], dtype=np.int64)) is first  # item 5 unused
+    for u, c, rec in [(3, codes, [4, 2]), (None, codes, [5, 2]), (3, codes * 0, [5, 2]), (3, codes, [])]:
+        r = np.asarray(rec, dtype=np.int64)
+        assert np.array_equal(memo.encode(u, c, r), plain.encode(u, c, r))
+    assert len(memo._memo) == 2 and len(plain._memo) == 0  # the last two inputs (LRU)
+    # a new event changes the recent items: a different key, the new embedding
+    assert memo.encode(3, codes, np.array([0, 5, 2, 9], dtype=np.int64)).tolist() == [20.0, 10.0]

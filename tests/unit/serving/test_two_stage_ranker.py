@@ -15,7 +15,13 @@ from fastapi.testclient import TestClient
 from recstack.data.dataset import Dataset
 from recstack.errors import NotFoundError
 from recstack.features.tables import build_features
-from recstack.models.ranking.two_stage import CandidateFeaturizer, TwoStage, _stable_ranks, _stable_top
+from recstack.models.ranking.two_stage import (
+    CandidateFeaturizer,
+    TwoStage,
+    _all_stable_ranks,
+    _stable_ranks,
+    _stable_top,
+)
 from recstack.serving._ranker import RankContext, TwoStageRanker
 from recstack.serving._release import MemoryRelease
 from recstack.serving.api.app import create_app
@@ -82,6 +88,40 @@ def test_stable_ranks_and_top_match_a_stable_argsort() -> None:
         ranks = np.argsort(order, axis=1)
         items = rng.integers(0, 30, size=(4, 7))
         assert np.array_equal(_stable_ranks(m, items), np.take_along_axis(ranks, items, axis=1))
+
+
+def test_all_stable_ranks_equal_stable_ranks_of_every_item() -> None:
+    """Every item's rank at once (serving memoises them) = `_stable_ranks` of every item: ties (also
+    of -inf and of -0.0 / 0.0) by the lower index; a row with NaN gets `_stable_ranks`'s ranks."""
+    s = np.array([[3.0, 1.0, 3.0, -np.inf, 1.0, -np.inf, 0.0, -0.0]], dtype=np.float32)
+    # descending, ties by index: 0, 2 (3s), 1, 4 (1s), 6, 7 (zeros), 3, 5 (-inf)
+    assert _all_stable_ranks(s).tolist() == [[0, 2, 1, 6, 3, 7, 4, 5]]
+    assert _all_stable_ranks(s).dtype == np.int16
+    rng = np.random.default_rng(2)
+    every = np.broadcast_to(np.arange(40), (5, 40))
+    for _ in range(30):
+        m = rng.integers(0, 6, size=(5, 40)).astype(np.float32)
+        m[rng.random((5, 40)) < 0.1] = -np.inf
+        m[0, rng.integers(0, 40, 2)] = np.nan
+        assert np.array_equal(_all_stable_ranks(m), _stable_ranks(m, np.ascontiguousarray(every)))
+
+
+def test_user_state_rows_equal_features_for(two_stage_release: tuple[MemoryRelease, TwoStage]) -> None:
+    """`features_for` = `rows` of `user_state`, with or without every item's rank memoised."""
+    _, ts = two_stage_release
+    fz: CandidateFeaturizer = ts.featurizer()
+    users = np.arange(0, 60, 4, dtype=np.int64)
+    hist = ts.train_matrix()[users]
+    rng = np.random.default_rng(4)
+    items = np.where(rng.random((len(users), 25)) < 0.9, rng.integers(0, 40, (len(users), 25)), -1)
+    for us in (users, None):
+        want = fz.features_for(hist, us, items, standardise_over="recall")
+        mats = fz.source_scores(hist, us)
+        for full in (False, True):
+            state = fz.user_state(hist, us, mats, fz.recall_lists(hist, mats), full_ranks=full)
+            got = fz.rows(state, items)
+            for a, b in zip(want, got, strict=True):
+                assert np.array_equal(a, b)
 
 
 def test_features_for_reproduces_build(two_stage_release: tuple[MemoryRelease, TwoStage]) -> None:
