@@ -34,7 +34,9 @@ over items. Sources that the release lacks (no two-tower model, no item-kNN) are
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -73,6 +75,8 @@ FloatArray = npt.NDArray[np.float32]
 STAGES = ("resolve", "recall", "filter", "rank", "rerank")
 RECALL_MODEL = "recall"
 _SECONDS_PER_DAY = 86_400
+#: memory (bytes) of a pipeline's memo of ANN results by exact query
+ANN_MEMO_BYTES = 16 * 2**20
 
 
 class SourceConfig(ComponentConfig):
@@ -245,6 +249,12 @@ class Pipeline:
         self._trending = self._trending_scores()
         # every catalog item, to fill up short result lists without a Python loop
         self._all_items = np.arange(self.catalog.n_items, dtype=np.int64)
+        #: ANN results by exact query (embedding bytes, k) -> (ids, scores), LRU by bytes: the index is
+        #: immutable per pipeline and the user tower memoises embeddings, so a user whose history has
+        #: not changed asks the same query again
+        self._ann_memo: OrderedDict[tuple[bytes, int], tuple[IntArray, FloatArray]] = OrderedDict()
+        self._ann_memo_bytes = 0
+        self._ann_lock = threading.Lock()
 
     # ------------------------------------------------------------ models
     @property
@@ -362,9 +372,7 @@ class Pipeline:
                 if user.idx is None and len(user.recent) == 0 and not user.profile:
                     continue
                 vec = self.user_tower.encode(user.idx, user.ucat, user.recent)
-                sc, ids = self.index.search(vec.reshape(1, -1), src.quota + n_seen)
-                ok = ids[0] >= 0
-                out.append((src.name, ids[0][ok].astype(np.int64), sc[0][ok].astype(np.float32)))
+                out.append((src.name, *self._ann(vec, src.quota + n_seen)))
             else:
                 scores: FloatArray | None = None
                 if src.kind == "popular" and user.kind == "profile" and user.profile:
@@ -386,6 +394,32 @@ class Pipeline:
         elif len(user.recent) == 0 and any(s.kind in ("history", "ann") for s in self.active_sources):
             fallbacks.append("no_history")
         return out
+
+    def _ann(self, vec: FloatArray, k: int) -> tuple[IntArray, FloatArray]:
+        """The ANN index's top ``k`` (ids, scores) of query ``vec`` [d] (padding dropped; memoised,
+        read-only arrays)."""
+        assert self.index is not None
+        q = np.ascontiguousarray(vec, dtype=np.float32).reshape(1, -1)
+        key = (q.tobytes(), k)
+        with self._ann_lock:
+            hit = self._ann_memo.get(key)
+            if hit is not None:
+                self._ann_memo.move_to_end(key)
+                return hit
+        sc, ids = self.index.search(q, k)
+        ok = ids[0] >= 0
+        res = (ids[0][ok].astype(np.int64), sc[0][ok].astype(np.float32))
+        for a in res:
+            a.setflags(write=False)
+        size = len(key[0]) + res[0].nbytes + res[1].nbytes
+        with self._ann_lock:
+            if key not in self._ann_memo:
+                self._ann_memo[key] = res
+                self._ann_memo_bytes += size
+            while self._ann_memo_bytes > ANN_MEMO_BYTES and self._ann_memo:
+                k_, (i_, s_) = self._ann_memo.popitem(last=False)
+                self._ann_memo_bytes -= len(k_[0]) + i_.nbytes + s_.nbytes
+        return res
 
     def _merge(
         self, parts: list[tuple[str, IntArray, FloatArray]]

@@ -1,7 +1,8 @@
 """The memo of known users' ranking state in `TwoStageRanker`: rows and scores with the memo equal
 those of `CandidateFeaturizer.features_for` without it (also after events, which grow the history the
 memo is keyed by), it holds at most its budget of bytes (LRU), 0 turns it off, and users unknown to
-the model are never memoised."""
+the model are never memoised. The user tower's embeddings and the pipeline's ANN results are memoised
+by their exact inputs."""
 
 from __future__ import annotations
 
@@ -228,3 +229,37 @@ def test_user_tower_memo_returns_the_sessions_embedding(tmp_path: Path) -> None:
     assert len(memo._memo) == 2 and len(plain._memo) == 0  # the last two inputs (LRU)
     # a new event changes the recent items: a different key, the new embedding
     assert memo.encode(3, codes, np.array([0, 5, 2, 9], dtype=np.int64)).tolist() == [20.0, 10.0]
+
+
+def test_pipeline_memoises_ann_results_by_exact_query(full_release: MemoryRelease) -> None:
+    """The ANN source asks the index once per distinct (embedding, k); a repeated request gets the
+    same recommendations from the memo."""
+    from recstack.serving._state import build_state
+    from recstack.serving.pipeline import RecRequest
+    from recstack.serving.settings import ServingSettings
+
+    p = build_state(full_release, ServingSettings()).pipeline
+    assert p.index is not None and p.user_tower is not None
+    calls: list[int] = []
+    search = p.index.search
+
+    def counted(q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(k)
+        return search(q, k)  # type: ignore[no-any-return]
+
+    p.index.search = counted  # type: ignore[method-assign]
+    uid = full_release.dataset.user_vocab.ids.to_list()[0]
+    first = p.recommend(RecRequest(user_id=uid, k=5, model="recall"))
+    again = p.recommend(RecRequest(user_id=uid, k=5, model="recall"))
+    assert len(calls) == 1 and len(p._ann_memo) == 1
+    assert np.array_equal(first.items, again.items) and np.array_equal(first.scores, again.scores)
+    # the memoised result is the index's own (the constant tower embeds every user to [1, 0])
+    ids, sc = next(iter(p._ann_memo.values()))
+    want_sc, want_ids = search(np.array([[1.0, 0.0]], dtype=np.float32), calls[0])
+    ok = want_ids[0] >= 0
+    assert np.array_equal(ids, want_ids[0][ok]) and np.array_equal(sc, want_sc[0][ok])
+    assert not ids.flags.writeable
+    # another k (a user with another history length) is another query
+    item = full_release.dataset.item_vocab.ids.to_list()[0]
+    p.recommend(RecRequest(liked_items=[item], k=5, model="recall"))
+    assert len(calls) == 2 and calls[1] != calls[0]
