@@ -357,6 +357,27 @@ class TwoStageRanker(OnnxRanker):
         self.memo.resize(max_bytes)
         return max_bytes // self.memo_bytes_per_user()
 
+    def prewarm(self, stop: threading.Event | None = None) -> int:
+        """Fill the memo with known users' ranking state, the most active users first, until it is
+        full (or ``stop`` is set): the first request of each user then costs a gather instead of
+        scoring every source (~4-6 ms on ML-100K). Runs off the request path (`build_state` starts
+        it in a daemon thread); returns how many users it built."""
+        if self.memo.max_bytes <= 0:
+            return 0
+        capacity = self.memo.max_bytes // max(self.memo_bytes_per_user(), 1)
+        counts = np.diff(self._indptr)
+        order = np.argsort(-counts, kind="stable")[: int(capacity)]
+        built = 0
+        for u in order:
+            if stop is not None and stop.is_set():
+                break
+            if counts[u] == 0 or self.memo.get(int(u)) is not None:
+                continue
+            cols = self._indices[self._indptr[u] : self._indptr[u + 1]]
+            self.user_state(cols, np.array([u], dtype=np.int64))
+            built += 1
+        return built
+
     def _cols(self, ctx: RankContext) -> tuple[IntArray, IntArray | None]:
         """The items of the user's binary history row (sorted unique: the training row, if known, and
         the items of ``ctx.recent``) and its dense index (None for a user unknown to the model)."""

@@ -128,6 +128,8 @@ def build_state(
     for ranker in pipeline.rankers.values():
         if isinstance(ranker, TwoStageRanker):
             ranker.set_memo(settings.ranker_memo_mb)
+            if settings.ranker_prewarm:
+                threading.Thread(target=ranker.prewarm, name=f"prewarm-{ranker.name}", daemon=True).start()
     for name in release.retriever_names:  # load (and cache) every retriever before serving
         release.retriever(name)
     return ServingState(

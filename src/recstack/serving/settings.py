@@ -47,8 +47,13 @@ class ServingSettings(BaseSettings):
     ranker_memo_mb: float = Field(
         default=64.0,
         ge=0,
-        description="memory (MB per process) of a two-stage ranker's memo of known users' recall-source "
-        "scores (0: off)",
+        description="memory (MB per process) of a two-stage ranker's memo of known users' ranking state "
+        "(source scores, ranks, z-score stats; 0: off)",
+    )
+    ranker_prewarm: bool = Field(
+        default=True,
+        description="fill the ranker memo in the background after a release loads, most active users "
+        "first, so that first requests do not pay for scoring every recall source",
     )
 
     def releases_path(self) -> Path:

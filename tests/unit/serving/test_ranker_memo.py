@@ -158,6 +158,28 @@ def test_memo_follows_the_history_after_events(release: tuple[MemoryRelease, Two
     assert len(r.memo) == 1
 
 
+def test_prewarm_fills_the_memo_most_active_users_first(
+    release: tuple[MemoryRelease, TwoStage, Path],
+) -> None:
+    rel, ts, path = release
+    memo, plain = _rankers(rel, path)
+    train = ts.train_matrix()
+    n_users = train.shape[0]
+    assert memo.prewarm() == n_users and len(memo.memo) == n_users
+    assert memo.prewarm() == 0  # already memoised: nothing rebuilt
+    assert plain.prewarm() == 0 and len(plain.memo) == 0  # memo off: nothing to fill
+    items = np.arange(train.shape[1], dtype=np.int64)
+    for u in (0, 17, n_users - 1):
+        ctx = RankContext(u, np.zeros(4, np.int64), np.zeros(0, np.int64))
+        assert np.array_equal(memo.score(ctx, items), plain.score(ctx, items))
+    # a budget of 5 users keeps the 5 most active ones
+    small, _ = _rankers(rel, path)
+    small.set_memo(5.5 * small.memo_bytes_per_user() / 2**20)
+    assert small.prewarm() == 5
+    active = np.argsort(-np.diff(train.indptr), kind="stable")[:5]
+    assert sorted(small.memo.users()) == sorted(active.tolist())
+
+
 def test_unknown_users_are_not_memoised(release: tuple[MemoryRelease, TwoStage, Path]) -> None:
     rel, ts, path = release
     r, plain = _rankers(rel, path)
