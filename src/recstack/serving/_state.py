@@ -6,6 +6,7 @@ the release under a request in flight; the old state is dropped when its last re
 
 from __future__ import annotations
 
+import atexit
 import logging
 import tempfile
 import threading
@@ -109,10 +110,30 @@ def _open_history(release: ServingRelease, settings: ServingSettings, catalog: A
     return StoreHistory(st, catalog)
 
 
+def _start_prewarm(ranker: TwoStageRanker) -> None:
+    """`TwoStageRanker.prewarm` in a daemon thread, stopped and joined at interpreter exit (a thread
+    inside ONNX Runtime / numpy while the interpreter finalises aborts the process)."""
+    stop = threading.Event()
+    thread = threading.Thread(target=ranker.prewarm, args=(stop,), name=f"prewarm-{ranker.name}", daemon=True)
+
+    def _stop() -> None:
+        stop.set()
+        thread.join(timeout=5.0)
+
+    atexit.register(_stop)
+    thread.start()
+
+
 def build_state(
-    release: ServingRelease, settings: ServingSettings, config: PipelineConfig | None = None
+    release: ServingRelease,
+    settings: ServingSettings,
+    config: PipelineConfig | None = None,
+    *,
+    prewarm: bool = False,
 ) -> ServingState:
-    """Precompute everything the pipeline needs for ``release`` (catalog arrays, sessions, index)."""
+    """Precompute everything the pipeline needs for ``release`` (catalog arrays, sessions, index).
+    ``prewarm`` (servers, with ``settings.ranker_prewarm``): fill the two-stage rankers' memo of known
+    users in the background (`TwoStageRanker.prewarm`); batch jobs leave it off."""
     t0 = time.perf_counter()
     if config is None:
         config = PipelineConfig.from_toml(settings.pipeline) if settings.pipeline else PipelineConfig()
@@ -128,8 +149,8 @@ def build_state(
     for ranker in pipeline.rankers.values():
         if isinstance(ranker, TwoStageRanker):
             ranker.set_memo(settings.ranker_memo_mb)
-            if settings.ranker_prewarm:
-                threading.Thread(target=ranker.prewarm, name=f"prewarm-{ranker.name}", daemon=True).start()
+            if prewarm and settings.ranker_prewarm:
+                _start_prewarm(ranker)
     for name in release.retriever_names:  # load (and cache) every retriever before serving
         release.retriever(name)
     return ServingState(
@@ -161,7 +182,7 @@ class StateHolder:
 
     def load(self, target: str) -> ServingState:
         """Load ``target`` (release id or channel) and make it current; returns the new state."""
-        state = build_state(self.loader(target), self.settings, self.config)
+        state = build_state(self.loader(target), self.settings, self.config, prewarm=True)
         self.current = state  # one reference assignment: atomic for readers
         return state
 

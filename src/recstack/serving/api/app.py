@@ -107,7 +107,7 @@ def create_app(
     if release is not None:
         from recstack.serving._state import build_state
 
-        holder.current = build_state(release, settings, config)
+        holder.current = build_state(release, settings, config, prewarm=True)
         metrics.set_release(release.id)
     install_error_handlers(app)
     for r in (recommend.router, items.router, users.router, events.router, admin.router):

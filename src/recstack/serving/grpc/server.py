@@ -64,7 +64,7 @@ def load_state(settings: ServingSettings) -> ServiceState:
     from recstack.serving._state import build_state, default_loader
 
     release = default_loader(settings)(settings.target())
-    return ServiceState.of(build_state(release, settings).pipeline)
+    return ServiceState.of(build_state(release, settings, prewarm=True).pipeline)
 
 
 def make_servicer(
