@@ -109,9 +109,16 @@ def _top_rows(scores: FloatArray, k: int) -> tuple[IntArray, FloatArray]:
         part = flat - (np.arange(B, dtype=np.int64) * m)[:, None]
     else:
         part = np.broadcast_to(np.arange(m, dtype=np.int64), (B, m)).copy()
+    return _ordered(scores, part, k)
+
+
+def _ordered(scores: FloatArray, part: IntArray, k: int) -> tuple[IntArray, FloatArray]:
+    """The selected columns ``part`` [B, kk] (ascending per row) of ``scores`` [B, m] best first
+    (stable: ties keep the lower index), -inf as id -1, padded to k columns with (-1, -inf)."""
+    kk = part.shape[1]
     ps = np.take_along_axis(scores, part, axis=1)
     o = np.argsort(-ps, axis=1, kind="stable")
-    ids = np.take_along_axis(part, o, axis=1)
+    ids = np.take_along_axis(part, o, axis=1).astype(np.int64, copy=False)
     sc = np.take_along_axis(ps, o, axis=1).astype(np.float32)
     ids[np.isneginf(sc)] = -1
     if kk < k:
@@ -138,15 +145,7 @@ def _top_rows_lexsort(scores: FloatArray, k: int) -> tuple[IntArray, FloatArray]
         part.sort(axis=1)
     else:
         part = np.broadcast_to(np.arange(m), (B, m)).copy()
-    ps = np.take_along_axis(scores, part, axis=1)
-    o = np.argsort(-ps, axis=1, kind="stable")
-    ids = np.take_along_axis(part, o, axis=1).astype(np.int64)
-    sc = np.take_along_axis(ps, o, axis=1).astype(np.float32)
-    ids[np.isneginf(sc)] = -1
-    if kk < k:
-        ids = np.pad(ids, ((0, 0), (0, k - kk)), constant_values=-1)
-        sc = np.pad(sc, ((0, 0), (0, k - kk)), constant_values=-np.inf)
-    return ids, sc
+    return _ordered(scores, part, k)
 
 
 def _kernel(retr: Retriever, n: int) -> tuple[str, Any]:
