@@ -4,6 +4,8 @@ Items 100..111 (index 0..11): genre cycle Action, Comedy, Drama (index % 3), yea
 title "Movie <index>". User u (ids 1..20, index u-1) interacted with items (u-1) % 12, u % 12 and
 (u+2) % 12 at times 1000*u + 0/1/2 (so the last is the most recent); users 11..20 also with items 0
 and 1. Popularity (distinct users): items 0 and 1 are the most popular.
+
+Also shared: the "blocks" data and a small two-stage model fitted on it (`blocks_two_stage`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from recstack.data.dataset import Dataset
+from recstack.features.tables import build_features
+from recstack.models.ranking.two_stage import TwoStage
 from recstack.serving._release import MemoryRelease, fit_memory_release
 
 N_ITEMS = 12
@@ -57,6 +61,52 @@ def _save(model: onnx.ModelProto, path: Path) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def make_blocks_dataset(n_users: int = 60, n_items: int = 40, seed: int = 0) -> Dataset:
+    """Users prefer one of 4 item blocks (item % 4) and draw 10 items from it, plus 2 at random."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        block = np.flatnonzero(np.arange(n_items) % 4 == u % 4)
+        its = np.concatenate([rng.choice(block, 10, replace=False), rng.choice(n_items, 2, replace=False)])
+        for t, it in enumerate(np.unique(its)):
+            rows.append((u + 1, int(it) + 100, float(1 + (u + it) % 5), 1000 * u + t))
+    inter = pl.DataFrame(rows, schema=["user_id", "item_id", "rating", "timestamp"], orient="row")
+    items = pl.DataFrame(
+        {
+            "item_id": [100 + i for i in range(n_items)],
+            "title": [f"Movie {i}" for i in range(n_items)],
+            "year": [1990 + i % 10 for i in range(n_items)],
+            "genres": [[GENRES[i % 3]] for i in range(n_items)],
+        }
+    )
+    return Dataset.from_frames("blocks", inter, None, items)
+
+
+@pytest.fixture(scope="session")
+def blocks_two_stage(tmp_path_factory: pytest.TempPathFactory) -> tuple[MemoryRelease, TwoStage, Path]:
+    """(release, model, ranker ONNX path): a two-stage NCF over itemknn + pop on the blocks data,
+    served from a `MemoryRelease` whose ``ncf`` ranker is the model's own ONNX export."""
+    ds = make_blocks_dataset()
+    ts = TwoStage(
+        ranker="ncf",
+        sources=("itemknn", "pop"),
+        per_source=8,
+        random_negatives=4,
+        ranker_grid=({},),
+        ranker_params={"epochs": 2, "num_threads": 1},
+    ).fit(ds)
+    assert ts.ranker is not None
+    path = ts.ranker.export_onnx(tmp_path_factory.mktemp("blocks") / "ranker.onnx")
+    rel = MemoryRelease(
+        id="blocks-0001",
+        dataset=ds,
+        retrievers={"itemknn": ts.sources["itemknn"], "pop": ts.sources["pop"], "ranker": ts},
+        features=build_features(ds),
+        ranker_paths={"ncf": path},
+    )
+    return rel, ts, path
 
 
 def linear_ranker(path: Path, sign: float) -> Path:

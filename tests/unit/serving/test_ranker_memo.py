@@ -9,58 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 
-from recstack.data.dataset import Dataset
-from recstack.features.tables import build_features
 from recstack.models.ranking.two_stage import TwoStage
 from recstack.serving._ranker import RankContext, TwoStageRanker, load_ranker
 from recstack.serving._release import MemoryRelease
 
 
-def _dataset(n_users: int = 60, n_items: int = 40) -> Dataset:
-    """Users prefer one of 4 item blocks (item % 4): 10 items from it plus 2 at random."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for u in range(n_users):
-        block = np.flatnonzero(np.arange(n_items) % 4 == u % 4)
-        its = np.concatenate([rng.choice(block, 10, replace=False), rng.choice(n_items, 2, replace=False)])
-        for t, it in enumerate(np.unique(its)):
-            rows.append((u + 1, int(it) + 100, float(1 + (u + it) % 5), 1000 * u + t))
-    inter = pl.DataFrame(rows, schema=["user_id", "item_id", "rating", "timestamp"], orient="row")
-    items = pl.DataFrame(
-        {
-            "item_id": [100 + i for i in range(n_items)],
-            "title": [f"Movie {i}" for i in range(n_items)],
-            "year": [1990 + i % 10 for i in range(n_items)],
-            "genres": [[("Action", "Comedy", "Drama")[i % 3]] for i in range(n_items)],
-        }
-    )
-    return Dataset.from_frames("blocks", inter, None, items)
-
-
 @pytest.fixture(scope="module")
-def release(tmp_path_factory: pytest.TempPathFactory) -> tuple[MemoryRelease, TwoStage, Path]:
-    ds = _dataset()
-    ts = TwoStage(
-        ranker="ncf",
-        sources=("itemknn", "pop"),
-        per_source=8,
-        random_negatives=4,
-        ranker_grid=({},),
-        ranker_params={"epochs": 1, "num_threads": 1},
-    ).fit(ds)
-    assert ts.ranker is not None
-    path = ts.ranker.export_onnx(tmp_path_factory.mktemp("memo") / "ranker.onnx")
-    rel = MemoryRelease(
-        id="memo-0001",
-        dataset=ds,
-        retrievers={"itemknn": ts.sources["itemknn"], "pop": ts.sources["pop"], "ranker": ts},
-        features=build_features(ds),
-        ranker_paths={"ncf": path},
-    )
-    return rel, ts, path
+def release(blocks_two_stage: tuple[MemoryRelease, TwoStage, Path]) -> tuple[MemoryRelease, TwoStage, Path]:
+    return blocks_two_stage
 
 
 def _rankers(rel: MemoryRelease, path: Path) -> tuple[TwoStageRanker, TwoStageRanker]:

@@ -4,17 +4,15 @@ and REST API serve ``model=ncf`` next to ``model=recall``."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import pytest
 import scipy.sparse as sp
 from fastapi.testclient import TestClient
 
-from recstack.data.dataset import Dataset
 from recstack.errors import NotFoundError
-from recstack.features.tables import build_features
 from recstack.models.ranking.two_stage import (
     CandidateFeaturizer,
     TwoStage,
@@ -29,48 +27,11 @@ from recstack.serving.pipeline import Pipeline, RecRequest
 from recstack.serving.settings import ServingSettings
 
 
-def _dataset(n_users: int = 60, n_items: int = 40, seed: int = 0) -> Dataset:
-    """Users prefer one of 4 item blocks (item % 4) and draw 10 items from it, plus 2 at random."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for u in range(n_users):
-        block = np.flatnonzero(np.arange(n_items) % 4 == u % 4)
-        its = np.concatenate([rng.choice(block, 10, replace=False), rng.choice(n_items, 2, replace=False)])
-        for t, it in enumerate(np.unique(its)):
-            rows.append((u + 1, int(it) + 100, float(1 + (u + it) % 5), 1000 * u + t))
-    inter = pl.DataFrame(rows, schema=["user_id", "item_id", "rating", "timestamp"], orient="row")
-    genres = ("Action", "Comedy", "Drama")
-    items = pl.DataFrame(
-        {
-            "item_id": [100 + i for i in range(n_items)],
-            "title": [f"Movie {i}" for i in range(n_items)],
-            "year": [1990 + i % 10 for i in range(n_items)],
-            "genres": [[genres[i % 3]] for i in range(n_items)],
-        }
-    )
-    return Dataset.from_frames("blocks", inter, None, items)
-
-
 @pytest.fixture(scope="module")
-def two_stage_release(tmp_path_factory: pytest.TempPathFactory) -> tuple[MemoryRelease, TwoStage]:
-    ds = _dataset()
-    ts = TwoStage(
-        ranker="ncf",
-        sources=("itemknn", "pop"),
-        per_source=8,
-        random_negatives=4,
-        ranker_grid=({},),
-        ranker_params={"epochs": 2, "num_threads": 1},
-    ).fit(ds)
-    assert ts.ranker is not None
-    path = ts.ranker.export_onnx(tmp_path_factory.mktemp("ts") / "ranker.onnx")
-    rel = MemoryRelease(
-        id="ts-0001",
-        dataset=ds,
-        retrievers={"itemknn": ts.sources["itemknn"], "pop": ts.sources["pop"], "ranker": ts},
-        features=build_features(ds),
-        ranker_paths={"ncf": path},
-    )
+def two_stage_release(
+    blocks_two_stage: tuple[MemoryRelease, TwoStage, Path],
+) -> tuple[MemoryRelease, TwoStage]:
+    rel, ts, _ = blocks_two_stage
     return rel, ts
 
 
