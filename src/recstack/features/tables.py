@@ -47,6 +47,7 @@ __all__ = [
     "build_features",
     "time_context",
     "user_genre_affinity",
+    "window_bins",
 ]
 
 AGE_EDGES: tuple[int, ...] = (18, 25, 35, 45, 50, 56)
@@ -124,15 +125,17 @@ class FeatureTables:
         nb = self.item_time_counts.shape[1] - 1
         if users is not None:
             window = self.user_time[users]  # [n, 2]
+            known = window[:, 0] >= 0
         else:
-            window = np.tile(np.array([[nb - RECENT_BINS, nb - 1e-6]], dtype=np.float32), (n, 1))
-        known = window[:, 0] >= 0
-        b0 = np.clip(np.floor(window[:, 0]), 0, nb - 1).astype(np.int64)
-        b1 = np.clip(np.floor(window[:, 1]), 0, nb - 1).astype(np.int64) + 1
+            window = np.full((n, 2), -1.0, dtype=np.float32)
+            known = np.ones(n, dtype=bool)
+        b0, b1 = window_bins(window, nb)
+        # the last active bin (the recent window ends with the data)
+        last = np.where(window[:, 0] < 0, np.float32(nb - 1e-6), window[:, 1])
         counts = self.item_time_counts[items, b1[:, None]] - self.item_time_counts[items, b0[:, None]]
         local = np.log1p(counts / (b1 - b0)[:, None].astype(np.float32))
         first = self.item_first_time[items]
-        age = np.where(first >= 0, (window[:, 1:2] - first) / nb, -1.0)
+        age = np.where(first >= 0, (last[:, None] - first) / nb, -1.0)
         local = np.where(known[:, None], local, 0.0)
         age = np.where(known[:, None], age, 0.0)
         return [local.astype(np.float32), age.astype(np.float32)]
@@ -367,6 +370,16 @@ def build_features(dataset: Dataset, interactions: pl.DataFrame | None = None) -
         item_mean_rating=imean.astype(np.float32),
         vocabularies=vocabularies,
     )
+
+
+def window_bins(window: FloatArray, n_bins: int, margin: int = 0) -> tuple[IntArray, IntArray]:
+    """The bin range [b0, b1) of active windows ``window`` [n, 2] (fractional first / last bins of
+    `time_context`), widened by ``margin`` bins on both sides and clipped to [0, n_bins]; rows whose
+    first bin is < 0 (no activity known) get the last `RECENT_BINS` bins: what is popular now."""
+    recent = window[:, 0] < 0
+    lo = np.where(recent, n_bins - RECENT_BINS, np.floor(window[:, 0]) - margin)
+    hi = np.where(recent, n_bins, np.floor(window[:, 1]) + 1 + margin)
+    return np.clip(lo, 0, n_bins).astype(np.int64), np.clip(hi, 0, n_bins).astype(np.int64)
 
 
 def time_context(

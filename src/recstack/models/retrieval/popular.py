@@ -149,15 +149,10 @@ class WindowPopular(Retriever):
 
     def _window_scores(self, window: FloatArray) -> FloatArray:
         """Scores [n, n_items] of n windows [n, 2] (fractional bins; first < 0: the recent window)."""
-        from recstack.features.tables import RECENT_BINS
+        from recstack.features.tables import window_bins
 
         _, counts, pop = self._arrays()
-        nb = counts.shape[1] - 1
-        recent = window[:, 0] < 0
-        lo = np.where(recent, nb - RECENT_BINS, np.floor(window[:, 0]) - self.config.margin_bins)
-        hi = np.where(recent, nb, np.floor(window[:, 1]) + 1 + self.config.margin_bins)
-        b0 = np.clip(lo, 0, nb).astype(np.int64)
-        b1 = np.clip(hi, 0, nb).astype(np.int64)
+        b0, b1 = window_bins(window, counts.shape[1] - 1, self.config.margin_bins)
         tie = pop / (float(pop.max()) + 1.0)  # < 1: only orders items with equal window counts
         out: FloatArray = (counts[:, b1].T - counts[:, b0].T + tie[None, :]).astype(np.float32)
         return out
