@@ -138,6 +138,33 @@ def test_prewarm_fills_the_memo_most_active_users_first(
     assert sorted(small.memo.users()) == sorted(active.tolist())
 
 
+def test_servers_prewarm_in_the_background_and_let_replaced_releases_go(
+    release: tuple[MemoryRelease, TwoStage, Path],
+) -> None:
+    import gc
+    import threading
+    import weakref
+
+    from recstack.serving._state import build_state
+    from recstack.serving.settings import ServingSettings
+
+    rel, ts, _ = release
+    state = build_state(rel, ServingSettings(index="exact"), prewarm=True)
+    rankers = [r for r in state.pipeline.rankers.values() if isinstance(r, TwoStageRanker)]
+    assert rankers
+    for t in [t for t in threading.enumerate() if t.name.startswith("prewarm-")]:
+        t.join(timeout=30)
+    assert len(rankers[0].memo) == ts.train_matrix().shape[0]  # every user memoised
+    ref = weakref.ref(rankers[0])
+    del state, rankers
+    gc.collect()
+    assert ref() is None, "a finished prewarm still holds the replaced ranker"
+    # batch jobs (prewarm off) start no thread
+    before = {t.name for t in threading.enumerate()}
+    build_state(rel, ServingSettings(index="exact"))
+    assert not {t.name for t in threading.enumerate()} - before
+
+
 def test_unknown_users_are_not_memoised(release: tuple[MemoryRelease, TwoStage, Path]) -> None:
     rel, ts, path = release
     r, plain = _rankers(rel, path)
