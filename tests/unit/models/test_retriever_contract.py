@@ -29,6 +29,7 @@ MODELS: list[Any] = [
     pytest.param("recent_pop", {"window_days": 365.0}, False, id="recent_pop"),
     pytest.param("window_pop", {"margin_bins": 1}, None, id="window_pop"),
     pytest.param("itemknn", {"neighbours": 10, "shrink": 1.0}, True, id="itemknn"),
+    pytest.param("rp3beta", {"alpha": 1.0, "beta": 0.3, "neighbours": 10}, True, id="rp3beta"),
     pytest.param("ease", {"l2": 5.0}, True, id="ease"),
     pytest.param("als", {"factors": 4, "iterations": 15, "regularization": 0.1, "alpha": 5.0, "num_threads": 1}, True, id="als"),  # noqa: E501
     pytest.param("bpr", {"factors": 8, "iterations": 60, "learning_rate": 0.05, "num_threads": 1}, True, id="bpr"),  # noqa: E501

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         WindowPopular,
         WindowPopularConfig,
     )
+    from recstack.models.retrieval.rp3beta import RP3beta, RP3betaConfig
 
 __all__ = [
     "ALS",
@@ -33,6 +34,8 @@ __all__ = [
     "ItemKNNConfig",
     "MostPopular",
     "MostPopularConfig",
+    "RP3beta",
+    "RP3betaConfig",
     "RecentPopular",
     "RecentPopularConfig",
     "WindowPopular",
@@ -48,6 +51,8 @@ _LAZY: dict[str, str] = {
     "WindowPopularConfig": "popular",
     "ItemKNN": "itemknn",
     "ItemKNNConfig": "itemknn",
+    "RP3beta": "rp3beta",
+    "RP3betaConfig": "rp3beta",
     "EASE": "ease",
     "EASEConfig": "ease",
     "ALS": "mf",
