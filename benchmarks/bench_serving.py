@@ -14,7 +14,9 @@ reads it through ``RECSTACK_BATCH_SINK``). Phases, ``--seconds`` each:
 0. the load generator alone against a canned-response stub server (its ceiling on this machine);
 1. recommendations (the release's default model), closed loop, ``--connections`` connections;
 2. ``/healthz`` (a trivial endpoint of the same server), closed loop: the ratio
-   recommendations/s / healthz/s (target >= 25%);
+   recommendations/s / healthz/s (target >= 25%); every phase also records the server's CPU time
+   per request (its processes' user + system time from /proc), whose healthz / recommendations
+   quotient is the same ratio without the machine's other work in it;
 3. recommendations, open loop at ``--rate`` requests/s (latency from each request's due time, so
    queueing is counted): p50 / p99 (target p99 <= 15 ms at >= 300 requests/s);
 4. ``model=recall`` (no ranker), closed loop (an extra row);
@@ -189,6 +191,23 @@ def loadgen_ceiling(tmp: Path, seconds: float, connections: int) -> dict[str, An
         stub.wait(timeout=10)
 
 
+def session_cpu_seconds(sid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of session ``sid`` (the server
+    and its workers: `ServerProcess` starts it in a new session), from /proc; NaN elsewhere."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total, found = 0.0, False
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        f = stat[stat.rindex(")") + 2 :].split()  # fields after "pid (comm) "
+        if int(f[3]) == sid:  # field 6: session id
+            total += (int(f[11]) + int(f[12])) / tick  # fields 14, 15: utime, stime
+            found = True
+    return total if found else float("nan")
+
+
 def stage_means(metrics_text: str) -> dict[str, float]:
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
@@ -247,13 +266,25 @@ def main() -> None:
             con.print(f"release {rid}: sources {info['sources']}, model {info['default_model']}, "
                       f"{a.workers} workers")  # fmt: skip
 
+            assert srv.proc is not None
+            sid = srv.proc.pid
+
+            def server_cpu(run: Any) -> dict[str, Any]:
+                """``run()``'s result plus the server's CPU microseconds per request (load-independent:
+                other work on the machine slows requests down but does not add to their CPU time)."""
+                c0 = session_cpu_seconds(sid)
+                res: dict[str, Any] = run()
+                used = session_cpu_seconds(sid) - c0
+                res["server_cpu_us_per_request"] = 1e6 * used / max(int(res.get("count", 0)), 1)
+                return res
+
             def closed(name: str) -> dict[str, Any]:
                 if use_wrk:
-                    return run_wrk(url, files[name], a.seconds, a.connections)
-                return run_py(url, files[name], a.seconds, a.connections, None)
+                    return server_cpu(lambda: run_wrk(url, files[name], a.seconds, a.connections))
+                return server_cpu(lambda: run_py(url, files[name], a.seconds, a.connections, None))
 
             def paced(name: str) -> dict[str, Any]:
-                return run_py(url, files[name], a.seconds, max(a.connections, 32), a.rate)
+                return server_cpu(lambda: run_py(url, files[name], a.seconds, max(a.connections, 32), a.rate))
 
             # warm-up: every worker touches every code path
             for name in ("recs", "recall", *(() if a.skip_batch else ("batch_users", "pairs"))):
@@ -296,6 +327,8 @@ def main() -> None:
 
     load_end = os.getloadavg()
     ratio = recs["requests_per_s"] / health["requests_per_s"] if health["requests_per_s"] else float("nan")
+    # the same ratio from server CPU per request (what it would be with the server alone on its cores)
+    cpu_ratio = health["server_cpu_us_per_request"] / recs["server_cpu_us_per_request"]
     met = {
         "p99_at_rate": recs_paced["p99_ms"] <= TARGETS["p99_ms_at_rate"]
         and recs_paced["requests_per_s"] >= 0.98 * TARGETS["rate"]
@@ -322,6 +355,7 @@ def main() -> None:
         "load_generator_ceiling": ceiling,
         **result,
         "recommendations_to_healthz_ratio": ratio,
+        "server_cpu_ratio": cpu_ratio,
         "stage_mean_ms": stages,
         "targets": TARGETS,
         "targets_met": met,
@@ -339,7 +373,9 @@ def main() -> None:
         ),
     }
     t = Table(title=f"serving ({a.workers} workers, {a.seconds:.0f} s per phase, {out['load_generator']})")
-    for col in ("phase", "requests/s", "p50 ms", "p90 ms", "p99 ms", "errors", "non-2xx", "gen µs/req"):
+    cols = ("phase", "requests/s", "p50 ms", "p90 ms", "p99 ms", "errors", "non-2xx")
+    cols += ("gen µs/req", "server µs/req")
+    for col in cols:
         t.add_column(col, justify="right" if col != "phase" else "left")
     if ceiling is not None:
         rows.insert(0, ("load generator alone vs stub", ceiling))
@@ -353,9 +389,11 @@ def main() -> None:
             str(r.get("errors", 0)),
             str(r.get("non_2xx", 0)),
             f"{r.get('cpu_us_per_request', float('nan')):.0f}",
+            f"{r.get('server_cpu_us_per_request', float('nan')):.0f}",
         )
     con.print(t)
-    con.print(f"recommendations/s / healthz/s = {ratio:.1%} (target >= 25%)")
+    con.print(f"recommendations/s / healthz/s = {ratio:.1%} (target >= 25%); from server CPU per "
+              f"request: {cpu_ratio:.1%}")  # fmt: skip
     con.print("stage mean ms: " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()))
     con.print(f"targets met: {met}; load average start {load_start[0]:.2f}, end {load_end[0]:.2f}")
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ __all__ = [
     "REQUESTS",
     "REQUEST_LATENCY",
     "STAGE_LATENCY",
+    "child",
     "multiprocess_enabled",
     "observe_stages",
     "render",
@@ -104,12 +105,26 @@ def set_release(release_id: str) -> None:
     _current_release = release_id
 
 
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, memoised: ``labels()`` validates and locks on every call (a few
+    microseconds each, several per request). Label values here come from bounded sets (route
+    templates, status codes, stage and fallback names), so the memo stays small."""
+    key = (id(metric), labels)
+    c = _children.get(key)
+    if c is None:
+        c = _children[key] = metric.labels(*labels)
+    return c
+
+
 def observe_stages(timings: dict[str, float], fallbacks: list[str], cold_start: bool) -> None:
     """Record one pipeline run: ``timings`` stage -> seconds."""
     for stage, seconds in timings.items():
-        STAGE_LATENCY.labels(stage=stage).observe(seconds)
+        child(STAGE_LATENCY, stage).observe(seconds)
     for kind in fallbacks:
-        FALLBACKS.labels(kind=kind).inc()
+        child(FALLBACKS, kind).inc()
     if cold_start:
         COLD_STARTS.inc()
 

@@ -54,7 +54,5 @@ class RequestContextMiddleware:
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
-            metrics.REQUEST_LATENCY.labels(endpoint=endpoint).observe(time.perf_counter() - t0)
-            metrics.REQUESTS.labels(
-                endpoint=endpoint, method=scope.get("method", ""), status=str(status[0])
-            ).inc()
+            metrics.child(metrics.REQUEST_LATENCY, endpoint).observe(time.perf_counter() - t0)
+            metrics.child(metrics.REQUESTS, endpoint, scope.get("method", ""), str(status[0])).inc()

@@ -14,6 +14,7 @@ __all__ = [
     "ItemOut",
     "Profile",
     "RecFilters",
+    "RecommendationQuery",
     "RecommendationRequest",
     "RecommendationResponse",
     "ReloadRequest",
@@ -42,6 +43,23 @@ class RecFilters(_Strict):
     year_max: int | None = None
     exclude_seen: bool | None = Field(
         default=None, description="default: the pipeline's filters.exclude_seen"
+    )
+
+
+class RecommendationQuery(BaseModel):
+    """The query of ``GET /v1/users/{id}/recommendations`` (list parameters repeat or hold
+    comma-separated values: ``?genres=Comedy,Drama&genres=War``)."""
+
+    k: int | None = Field(default=None, description="number of items (1..k_max, see /v1/release)")
+    model: str | None = Field(default=None, description="ranker variant; 'recall' = no ranker")
+    exclude: list[str] | None = Field(default=None, description="item ids to leave out (comma-separated)")
+    genres: list[str] | None = Field(default=None, description="only these genres (comma-separated)")
+    exclude_genres: list[str] | None = Field(default=None, description="never these genres")
+    year_min: int | None = None
+    year_max: int | None = None
+    explain: bool = False
+    source: Literal["online", "batch"] = Field(
+        default="online", description="online pipeline or batch tables"
     )
 
 

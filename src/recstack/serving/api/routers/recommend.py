@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from recstack.errors import InvalidArgumentError
 from recstack.ops import metrics
 from recstack.serving.api._json import JSONBody, request_id
+from recstack.serving.api._query import parse_query, query_parameters
 from recstack.serving.api._render import rec_body, split_csv
 from recstack.serving.api.deps import current_state
-from recstack.serving.api.schemas import ErrorResponse, RecommendationRequest, RecommendationResponse
+from recstack.serving.api.schemas import (
+    ErrorResponse,
+    RecommendationQuery,
+    RecommendationRequest,
+    RecommendationResponse,
+)
 from recstack.serving.pipeline import RecRequest
 
 __all__ = ["router"]
@@ -53,34 +59,24 @@ def _run(request: Request, req: RecRequest, source: str, user_id: Any) -> Respon
     response_model=RecommendationResponse,
     responses=_ERRORS,
     summary="Top-k recommendations for a user (unknown users get cold-start results)",
+    openapi_extra={"parameters": query_parameters(RecommendationQuery)},
 )
-async def user_recommendations(
-    request: Request,
-    user_id: str,
-    k: Annotated[int | None, Query(description="number of items (1..k_max, see /v1/release)")] = None,
-    model: Annotated[str | None, Query(description="ranker variant; 'recall' = no ranker")] = None,
-    exclude: Annotated[list[str] | None, Query(description="item ids to leave out (comma-separated)")] = None,
-    genres: Annotated[list[str] | None, Query(description="only these genres (comma-separated)")] = None,
-    exclude_genres: Annotated[list[str] | None, Query(description="never these genres")] = None,
-    year_min: int | None = None,
-    year_max: int | None = None,
-    explain: bool = False,
-    source: Annotated[
-        Literal["online", "batch"], Query(description="online pipeline or batch tables")
-    ] = "online",
-) -> Response:
+async def user_recommendations(request: Request, user_id: str) -> Response:
+    # the query is parsed by hand (`parse_query`): FastAPI's per-parameter resolution of its ten
+    # parameters cost more than a whole /healthz request
+    q = parse_query(request, RecommendationQuery)
     req = RecRequest(
         user_id=user_id,
-        k=k,
-        model=model,
-        exclude=split_csv(exclude),
-        genres=split_csv(genres),
-        exclude_genres=split_csv(exclude_genres),
-        year_min=year_min,
-        year_max=year_max,
-        explain=explain,
+        k=q.k,
+        model=q.model,
+        exclude=split_csv(q.exclude),
+        genres=split_csv(q.genres),
+        exclude_genres=split_csv(q.exclude_genres),
+        year_min=q.year_min,
+        year_max=q.year_max,
+        explain=q.explain,
     )
-    return _run(request, req, source, user_id)
+    return _run(request, req, q.source, user_id)
 
 
 @router.post(
