@@ -627,19 +627,8 @@ class BatchScorer:
                 continue
             u = int(prof.user_idx[r])
             recent = recents[r]
-            ucat = np.zeros(4, dtype=np.int64)
-            affinity = None
-            if feats is not None:
-                if u >= 0:
-                    ucat = feats.users_cat[u]
-                if len(recent):
-                    g = feats.genres[recent].sum(axis=0)
-                    affinity = (g / max(float(g.sum()), 1.0)).astype(np.float32)
-            ctx = RankContext(None if u < 0 else u, ucat, recent, affinity)
-            if ranker._external is not None and ranker.features is not None:
-                feeds.append(ranker._external(ranker.features, ctx, items, [m.name for m in ranker.inputs]))
-            else:
-                feeds.append(ranker._feed(ctx, items))
+            ucat = feats.users_cat[u] if feats is not None and u >= 0 else np.zeros(4, dtype=np.int64)
+            feeds.append(ranker._feed(RankContext(None if u < 0 else u, ucat, recent), items))
         out = np.full(cand_ids.shape, np.nan, dtype=np.float32)
         if not feeds:
             return out

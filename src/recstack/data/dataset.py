@@ -44,11 +44,14 @@ class Vocabulary:
     name: str
     ids: pl.Series
     _index: dict[Any, int] = field(default_factory=dict, repr=False, compare=False)
+    _integer: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.ids.n_unique() != len(self.ids):
             raise ValueError(f"vocabulary {self.name!r} has duplicate ids")
         self._index.update({v: i for i, v in enumerate(self.ids.to_list())})
+        # asked on every lookup: a polars dtype query costs more than the dict lookup itself
+        object.__setattr__(self, "_integer", self.ids.dtype.is_integer())
 
     @classmethod
     def from_values(cls, name: str, values: Iterable[Any] | pl.Series) -> Vocabulary:
@@ -75,7 +78,7 @@ class Vocabulary:
 
     @property
     def is_integer(self) -> bool:
-        return self.ids.dtype.is_integer()
+        return self._integer
 
     def index(self, external: Any) -> int:
         """Dense index of one external id; `UnknownIdError` if absent."""
@@ -113,9 +116,9 @@ class Vocabulary:
         return [vals[i] if i >= 0 else None for i in arr]
 
     def _coerce(self, external: Any) -> Any:
-        if self.is_integer and not isinstance(external, (int, np.integer)):
+        if self._integer and not isinstance(external, (int, np.integer)):
             return int(str(external))
-        if not self.is_integer and not isinstance(external, str):
+        if not self._integer and not isinstance(external, str):
             return str(external)
         return int(external) if isinstance(external, np.integer) else external
 

@@ -44,6 +44,7 @@ __all__ = [
     "TIME_BINS",
     "USER_CATEGORICAL",
     "FeatureTables",
+    "TimeWindows",
     "build_features",
     "time_context",
     "user_genre_affinity",
@@ -88,6 +89,18 @@ def _tokens(title: str | None) -> list[str]:
     return [t for t in _TOKEN_RE.findall(title) if t not in _STOP and not t.isdigit()]
 
 
+@dataclass(frozen=True)
+class TimeWindows:
+    """The user side of `FeatureTables.time_features` for n users, as [n, 1] columns: the active
+    window's bin range [b0, b1), its width, the last active bin and whether the user is known."""
+
+    b0: IntArray
+    b1: IntArray
+    width: FloatArray
+    last: FloatArray
+    known: npt.NDArray[np.bool_]
+
+
 @dataclass
 class FeatureTables:
     """Dense feature arrays indexed by the dataset's user / item indices, plus vocabularies.
@@ -113,15 +126,12 @@ class FeatureTables:
     def has_time(self) -> bool:
         return self.user_time is not None and self.item_time_counts is not None
 
-    def time_features(self, users: IntArray | None, items: IntArray) -> list[FloatArray]:
-        """The time context of (user, item) pairs: ``items`` [n, L] (valid indices) of n ``users``
-        (dense indices; None: users known only by their history, whose active window is the last
-        `RECENT_BINS` bins) -> [local popularity, item age]: log1p of the item's interactions per bin
-        inside the user's active window, and (user's last bin - item's first bin) / TIME_BINS
-        (negative: the item appeared after the user's last activity). Empty when `has_time` is False."""
-        if self.user_time is None or self.item_time_counts is None or self.item_first_time is None:
-            return []
-        n = items.shape[0]
+    def user_windows(self, users: IntArray | None, n: int) -> TimeWindows | None:
+        """The user side of `time_features` for n ``users`` (dense indices; None: n users known only
+        by their history, whose active window is the last `RECENT_BINS` bins); None when `has_time`
+        is False. Computed once per user and reused for every candidate (serving memoises it)."""
+        if self.user_time is None or self.item_time_counts is None:
+            return None
         nb = self.item_time_counts.shape[1] - 1
         if users is not None:
             window = self.user_time[users]  # [n, 2]
@@ -132,12 +142,29 @@ class FeatureTables:
         b0, b1 = window_bins(window, nb)
         # the last active bin (the recent window ends with the data)
         last = np.where(window[:, 0] < 0, np.float32(nb - 1e-6), window[:, 1])
-        counts = self.item_time_counts[items, b1[:, None]] - self.item_time_counts[items, b0[:, None]]
-        local = np.log1p(counts / (b1 - b0)[:, None].astype(np.float32))
+        width = (b1 - b0)[:, None].astype(np.float32)
+        return TimeWindows(b0[:, None], b1[:, None], width, last[:, None], known[:, None])
+
+    def time_features(
+        self, users: IntArray | None, items: IntArray, windows: TimeWindows | None = None
+    ) -> list[FloatArray]:
+        """The time context of (user, item) pairs: ``items`` [n, L] (valid indices) of n ``users``
+        (as `user_windows`; ``windows``: theirs, precomputed) -> [local popularity, item age]: log1p of
+        the item's interactions per bin inside the user's active window, and (user's last bin - item's
+        first bin) / TIME_BINS (negative: the item appeared after the user's last activity). Empty
+        when `has_time` is False."""
+        if self.item_time_counts is None or self.item_first_time is None:
+            return []
+        w = windows if windows is not None else self.user_windows(users, items.shape[0])
+        if w is None:
+            return []
+        nb = self.item_time_counts.shape[1] - 1
+        counts = self.item_time_counts[items, w.b1] - self.item_time_counts[items, w.b0]
+        local = np.log1p(counts / w.width)
         first = self.item_first_time[items]
-        age = np.where(first >= 0, (last[:, None] - first) / nb, -1.0)
-        local = np.where(known[:, None], local, 0.0)
-        age = np.where(known[:, None], age, 0.0)
+        age = np.where(first >= 0, (w.last - first) / nb, -1.0)
+        local = np.where(w.known, local, 0.0)
+        age = np.where(w.known, age, 0.0)
         return [local.astype(np.float32), age.astype(np.float32)]
 
     # ------------------------------------------------------------ sizes

@@ -42,6 +42,7 @@ class Catalog:
     genre_bits: IntArray  #: [n_items] int64 bitmask of the item's genres
     genre_matrix: npt.NDArray[np.int32]  #: [n_items, n_genres] 0/1
     genre_lists: list[list[str]]
+    genre_codes: list[tuple[int, ...]]  #: per item, the bit positions of its genres
     popularity: FloatArray  #: [n_items] distinct users per item
     pop_order: IntArray  #: item indices by decreasing popularity (ties: lower index first)
     demo_keys: dict[tuple[int, str], int]  #: (age bucket, gender) -> row of ``demo_pop``
@@ -236,6 +237,7 @@ def build_catalog(dataset: Dataset) -> Catalog:
         genre_bits=bits,
         genre_matrix=gm,
         genre_lists=[[g for g in gs if g in pos] for gs in genre_lists],
+        genre_codes=[tuple(int(j) for j in np.flatnonzero(row)) for row in gm],
         popularity=popularity,
         pop_order=pop_order,
         demo_keys=demo_keys,

@@ -7,15 +7,14 @@ built from the release's `FeatureTables` by input name, vectorised over the cand
 ``genres`` [n, G] float32, ``year`` / ``year_bucket`` [n], ``title`` / ``title_tokens`` [n, L],
 ``user_dense`` [n, 2] (activity, mean rating), ``item_dense`` [n, 2] (popularity, mean rating),
 ``hist`` [n, L] (recent items + 1, most recent first, 0 = padding), ``affinity`` [n, G] (the user's
-genre shares). When ``recstack.features`` provides ``ranker_inputs`` it is used instead, so that
-training and serving build identical inputs.
+genre shares over the recent items, `genre_affinity`).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,12 +76,19 @@ def session(path: str | Path) -> Any:
 @dataclass(frozen=True)
 class RankContext:
     """The user side of ranker inputs: dense index (None = unknown), categorical codes [4], recent
-    history (item indices, most recent first) and genre affinity [G]."""
+    history (item indices, most recent first) and genre affinity [G] (None: computed from ``recent``
+    by the rankers that read it)."""
 
     user_idx: int | None
     ucat: IntArray
     recent: IntArray
     affinity: FloatArray | None = None
+
+
+def genre_affinity(genres: FloatArray, recent: IntArray) -> FloatArray:
+    """The user's genre shares [G] over the items ``recent`` (zeros without history)."""
+    g = genres[recent].sum(axis=0) if len(recent) else np.zeros(genres.shape[1], np.float32)
+    return (g / max(float(g.sum()), 1.0)).astype(np.float32)
 
 
 def _ints(meta: Any) -> bool:
@@ -99,21 +105,14 @@ class OnnxRanker:
         self.features = features
         self.inputs = list(self.sess.get_inputs())
         self.output = self.sess.get_outputs()[0].name
-        try:
-            from recstack import features as feat_mod
-
-            self._external = getattr(feat_mod, "ranker_inputs", None)
-        except ImportError:  # pragma: no cover
-            self._external = None
-        if self._external is None:
-            unknown = [m.name for m in self.inputs if m.name not in SUPPORTED_INPUTS]
-            if unknown:
-                raise ArtifactError(
-                    f"ranker {name} ({self.path}): serving cannot build ONNX inputs {unknown}; "
-                    f"supported inputs: {', '.join(sorted(SUPPORTED_INPUTS))}"
-                )
-            if features is None and any(m.name not in ("uid", "iid", "ucat", "hist") for m in self.inputs):
-                raise ArtifactError(f"ranker {name}: its inputs need the release's feature tables")
+        unknown = [m.name for m in self.inputs if m.name not in SUPPORTED_INPUTS]
+        if unknown:
+            raise ArtifactError(
+                f"ranker {name} ({self.path}): serving cannot build ONNX inputs {unknown}; "
+                f"supported inputs: {', '.join(sorted(SUPPORTED_INPUTS))}"
+            )
+        if features is None and any(m.name not in ("uid", "iid", "ucat", "hist") for m in self.inputs):
+            raise ArtifactError(f"ranker {name}: its inputs need the release's feature tables")
 
     def _feed(self, ctx: RankContext, items: IntArray) -> dict[str, Any]:
         n = len(items)
@@ -152,7 +151,7 @@ class OnnxRanker:
                 )
                 v = np.broadcast_to(row_d, (n, 2))
             elif name == "affinity":
-                aff = ctx.affinity if ctx.affinity is not None else np.zeros(f.n_genres, np.float32)
+                aff = ctx.affinity if ctx.affinity is not None else genre_affinity(f.genres, ctx.recent)
                 v = np.broadcast_to(aff, (n, len(aff)))
             else:
                 raise ArtifactError(f"ranker {self.name}: unknown ONNX input {name!r}")
@@ -163,11 +162,7 @@ class OnnxRanker:
         """Scores [n] float32 of candidate item indices ``items`` [n] for the user in ``ctx``."""
         if len(items) == 0:
             return np.zeros(0, dtype=np.float32)
-        if self._external is not None and self.features is not None:
-            feed = self._external(self.features, ctx, items, [m.name for m in self.inputs])
-        else:
-            feed = self._feed(ctx, items)
-        out = self.sess.run([self.output], feed)[0]
+        out = self.sess.run([self.output], self._feed(ctx, items))[0]
         return np.asarray(out, dtype=np.float32).reshape(-1)[: len(items)]
 
 
@@ -237,6 +232,9 @@ def _freeze(state: UserState) -> UserState:
 
 def _arrays(state: UserState) -> list[Any]:
     arrays = [state.scores, state.mu, state.sd, state.act, state.umean, state.aff, state.ucat, state.uid]
+    if state.windows is not None:
+        w = state.windows
+        arrays += [getattr(w, f.name) for f in fields(w)]
     return [np.asarray(a) for a in arrays] + ([] if state.ranks is None else [state.ranks])
 
 
@@ -319,7 +317,6 @@ class TwoStageRanker(OnnxRanker):
         self.sess = session(path)
         self.inputs = list(self.sess.get_inputs())
         self.output = self.sess.get_outputs()[0].name
-        self._external = None
         names = {m.name for m in self.inputs}
         if names != {"cat", "dense"}:
             raise ArtifactError(

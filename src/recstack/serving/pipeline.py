@@ -37,6 +37,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -194,6 +195,34 @@ class _User:
     profile: dict[str, Any] | None
 
 
+def genre_cap(
+    head: IntArray, genres: Sequence[Sequence[int]], k: int, cap: int
+) -> tuple[IntArray, npt.NDArray[np.bool_]]:
+    """Greedy genre cap over ``head`` (the best candidates, best first; ``genres`` the genre codes of
+    each): walking down, an item is kept when each of its genres has fewer than ``cap`` kept items
+    above it; the top ``k`` are the kept items in order, then (when fewer than ``k`` were kept) the
+    demoted ones in order. Returns (top k, demoted flags). The walk stops at the k-th kept item: what
+    lies below it cannot enter the top k. Plain Python over a few dozen items is cheaper than any
+    array formulation."""
+    counts: dict[int, int] = {}
+    full: set[int] = set()  # genres at the cap
+    kept: list[int] = []
+    dropped: list[int] = []
+    for pos, gs in zip(head.tolist(), genres, strict=True):
+        if full.isdisjoint(gs):
+            for g in gs:
+                c = counts[g] = counts.get(g, 0) + 1
+                if c >= cap:
+                    full.add(g)
+            kept.append(pos)
+            if len(kept) == k:
+                break
+        else:
+            dropped.append(pos)
+    top = (kept + dropped)[:k]
+    return np.asarray(top, dtype=np.int64), np.arange(len(top)) >= len(kept)
+
+
 class Pipeline:
     """Recommendations for one release. Thread-safe for concurrent `recommend` calls."""
 
@@ -347,7 +376,7 @@ class Pipeline:
             kind=kind,
             cold_start=idx is None,
             recent=recent,
-            seen=np.unique(items),
+            seen=np.sort(recent),  # = np.unique(items): recent holds each item once
             ucat=ucat,
             profile=req.profile,
         )
@@ -481,42 +510,15 @@ class Pipeline:
         return keep
 
     # ------------------------------------------------------------ rerank
-    def _genre_cap(
-        self, order: IntArray, k: int, cand_genres: npt.NDArray[np.int32]
-    ) -> tuple[IntArray, npt.NDArray[np.bool_]]:
-        """Greedy genre cap over the best ``window * k`` of ``order`` (candidate positions, best first):
-        an item is kept when each of its genres has fewer than ``cap`` kept items above it (one pass
-        down the window with a count per genre: a few dozen items, cheaper in plain Python than any
-        array formulation). ``cand_genres`` [n_candidates, G] 0/1. Returns the new order and demoted
-        flags aligned with it."""
+    def _genre_cap(self, order: IntArray, k: int, items: IntArray) -> tuple[IntArray, npt.NDArray[np.bool_]]:
+        """The top ``k`` of ``order`` (candidate positions, best first; ``items`` [n_candidates] their
+        item indices) after the genre cap, and which of them were demoted (`genre_cap`)."""
         cap = self.config.rerank.genre_cap
-        demoted = np.zeros(len(order), dtype=bool)
-        if cap is None or len(order) == 0 or not self.catalog.genre_names:
-            return order, demoted
-        w = min(len(order), self.config.rerank.window * k)
-        head = order[:w]
-        rows, cols = np.nonzero(cand_genres[head])
-        genres_of: list[list[int]] = [[] for _ in range(w)]
-        for r, g in zip(rows.tolist(), cols.tolist(), strict=True):
-            genres_of[r].append(g)
-        counts = [0] * cand_genres.shape[1]
-        keep_list = []
-        for gs in genres_of:
-            ok = all(counts[g] < cap for g in gs)
-            if ok:
-                for g in gs:
-                    counts[g] += 1
-            keep_list.append(ok)
-        keep = np.asarray(keep_list, dtype=bool)
-        new_order = np.concatenate([head[keep], head[~keep], order[w:]])
-        demoted = np.concatenate(
-            [
-                np.zeros(int(keep.sum()), bool),
-                np.ones(int((~keep).sum()), bool),
-                np.zeros(len(order) - w, bool),
-            ]
-        )
-        return new_order, demoted
+        if cap is None or not self.catalog.genre_names:
+            return order[:k], np.zeros(min(k, len(order)), dtype=bool)
+        head = order[: min(len(order), self.config.rerank.window * k)]
+        codes = self.catalog.genre_codes
+        return genre_cap(head, [codes[i] for i in items[head].tolist()], k, cap)
 
     # ---------------------------------------------------------- recommend
     def recommend(self, req: RecRequest) -> RecResult:
@@ -558,11 +560,7 @@ class Pipeline:
         top = self._top(merged, n_rank)
         items, merged, tags = items[top], merged[top], tags[top]
         if model != RECALL_MODEL and len(items):
-            affinity = None
-            if self.features is not None and len(user.recent):
-                g = self.features.genres[user.recent].sum(axis=0)
-                affinity = (g / max(float(g.sum()), 1.0)).astype(np.float32)
-            ctx = RankContext(user.idx, user.ucat, user.recent, affinity)
+            ctx = RankContext(user.idx, user.ucat, user.recent)
             rank_scores = self.rankers[model].score(ctx, items)
         else:
             rank_scores = merged
@@ -570,8 +568,7 @@ class Pipeline:
         t4 = time.perf_counter()
         timings["rank"] = t4 - t3
 
-        order, demoted = self._genre_cap(order, k, cat.genre_matrix[items])
-        final = order[:k]
+        final, demoted = self._genre_cap(order, k, items)
         t5 = time.perf_counter()
         timings["rerank"] = t5 - t4
 

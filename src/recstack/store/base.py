@@ -314,6 +314,8 @@ class FeatureStore(ABC):
                 raise InvalidArgumentError("user key must be a non-empty string or a dense user index")
             return user
         if isinstance(user, (int, np.integer)) and not isinstance(user, bool):
+            if 0 <= user < self.n_users:  # the hot path: no array for one valid index
+                return int(user)
             return int(self._check_ids(np.asarray([user]), self.n_users, "user")[0])
         raise InvalidArgumentError(f"user must be a dense index (int) or a string key, got {user!r}")
 

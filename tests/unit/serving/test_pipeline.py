@@ -13,7 +13,7 @@ import pytest
 from recstack.errors import ConfigError, InvalidArgumentError, UnknownIdError
 from recstack.serving._release import MemoryRelease
 from recstack.serving._state import build_state
-from recstack.serving.pipeline import Pipeline, PipelineConfig, RecRequest, RerankConfig
+from recstack.serving.pipeline import Pipeline, PipelineConfig, RecRequest, RerankConfig, genre_cap
 from recstack.serving.settings import ServingSettings
 
 POP_ORDER = [0, 1, 3, 4, 5, 6, 7, 2, 8, 9, 10, 11]
@@ -88,15 +88,23 @@ def test_genre_cap_reorders(tiny_release: MemoryRelease) -> None:
     assert res.explain[5]["rank_position"] == 8  # item 2 was 8th before the rerank
 
 
-def test_genre_cap_fixed_point_matches_greedy(pipe: Pipeline) -> None:
+def test_genre_cap_is_greedy() -> None:
     # genres: 0 {A}, 1 {A}, 2 {A, B}, 3 {B}, 4 {A}, 5 {C}; cap 2 greedy keeps 0, 1, 3, 5
-    gm = np.array([[1, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [1, 0, 0], [0, 0, 1]], dtype=np.int32)
-    p = Pipeline(
-        pipe.release, PipelineConfig(rerank=RerankConfig(genre_cap=2, window=10)), catalog=pipe.catalog
-    )
-    order, demoted = p._genre_cap(np.arange(6), 3, gm)
-    assert order.tolist() == [0, 1, 3, 5, 2, 4]
+    genres = [(0,), (0,), (0, 1), (1,), (0,), (2,)]
+    top, demoted = genre_cap(np.arange(6), genres, 4, 2)
+    assert top.tolist() == [0, 1, 3, 5] and not demoted.any()
+    # top 3: the walk stops at 3 (the 3rd kept item)
+    top, demoted = genre_cap(np.arange(6), genres, 3, 2)
+    assert top.tolist() == [0, 1, 3] and not demoted.any()
+    # fewer kept than k: the demoted items follow, in order, flagged
+    top, demoted = genre_cap(np.arange(6), genres, 6, 2)
+    assert top.tolist() == [0, 1, 3, 5, 2, 4]
     assert demoted.tolist() == [False, False, False, False, True, True]
+    # positions are the candidates' own: a reordered head keeps them
+    top, demoted = genre_cap(np.array([5, 4, 2, 0]), [genres[i] for i in (5, 4, 2, 0)], 3, 1)
+    # cap 1: 5 {C} and 4 {A} kept; 2 {A, B} and 0 {A} over the cap -> 2 fills the 3rd place, demoted
+    assert top.tolist() == [5, 4, 2] and demoted.tolist() == [False, False, True]
+
 
 
 def test_profile_without_two_tower_uses_demographic_popularity(pipe: Pipeline) -> None:

@@ -39,7 +39,7 @@ from recstack._progress import progress_bar
 from recstack.config import ComponentConfig
 from recstack.data.dataset import Dataset
 from recstack.errors import ArtifactError, InvalidArgumentError, NotFittedError
-from recstack.features.tables import FeatureTables, build_features, user_genre_affinity
+from recstack.features.tables import FeatureTables, TimeWindows, build_features, user_genre_affinity
 from recstack.models.base import Retriever
 from recstack.models.ranking._base import NeuralRanker, RankerConfig, RankingData, ndcg_at_k
 
@@ -118,7 +118,7 @@ class UserState:
     the sources' scores [S, n, n_items] (history items -inf), their mean / std [S, n, 1] (float64)
     over the list the z-scores standardise over, and optionally every item's stable rank
     [S, n, n_items]; activity / mean rating [n], genre affinity [n, G], categorical codes [n, C] and
-    ids [n]."""
+    ids [n]; the user side of the time context (`FeatureTables.user_windows`)."""
 
     users: IntArray | None
     scores: FloatArray
@@ -130,6 +130,7 @@ class UserState:
     ucat: IntArray
     uid: IntArray
     ranks: npt.NDArray[np.integer[Any]] | None = None
+    windows: TimeWindows | None = None
 
 
 class CandidateFeaturizer:
@@ -303,6 +304,7 @@ class CandidateFeaturizer:
             ranks=_all_stable_ranks(np.concatenate(mats)).reshape(len(mats), n, -1)
             if full_ranks and mats
             else None,
+            windows=f.user_windows(users, n),
         )
 
     def _features(
@@ -343,7 +345,7 @@ class CandidateFeaturizer:
         flag = flags[:, rows, safe] if flags is not None else (rank < self.per_source) & finite
         # the columns of `dense_names`: per source (z, rank, flag), n_sources, popularity, item mean
         # rating, activity, user mean rating, affinity, [time features], genres
-        time_parts = f.time_features(state.users, safe)
+        time_parts = f.time_features(state.users, safe, state.windows)
         G = f.genres.shape[1]
         dense = np.empty((n, L, 3 * S + 6 + len(time_parts) + G), dtype=np.float32)
         dense[:, :, 0 : 3 * S : 3] = ((np.where(finite, sc, 0.0) - state.mu) / state.sd).transpose(1, 2, 0)

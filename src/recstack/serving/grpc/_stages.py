@@ -92,15 +92,10 @@ def rank_stage(pipeline: Pipeline, req: RecRequest, items: IntArray, recall_scor
     items = np.asarray(items, dtype=np.int64)
     user = p.resolve(req)
     if model != RECALL_MODEL and len(items):
-        affinity = None
-        if p.features is not None and len(user.recent):
-            g = p.features.genres[user.recent].sum(axis=0)
-            affinity = (g / max(float(g.sum()), 1.0)).astype(np.float32)
-        ctx = RankContext(user.idx, user.ucat, user.recent, affinity)
+        ctx = RankContext(user.idx, user.ucat, user.recent)
         rank_scores = np.asarray(p.rankers[model].score(ctx, items), dtype=np.float32)
     else:
         rank_scores = np.asarray(recall_scores, dtype=np.float32)
     order = p._top(rank_scores, len(items))
-    order, _ = p._genre_cap(order, k, p.catalog.genre_matrix[items])
-    final = order[:k]
+    final, _ = p._genre_cap(order, k, items)
     return Ranked(positions=final, items=items[final], scores=rank_scores[final], model=model)
