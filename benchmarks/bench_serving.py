@@ -208,6 +208,19 @@ def session_cpu_seconds(sid: int) -> float:
     return total if found else float("nan")
 
 
+def wait_idle(sid: int, *, threshold: float = 0.05, timeout: float = 300.0) -> float:
+    """Wait until the processes of session ``sid`` use under ``threshold`` CPU seconds per second
+    (two seconds in a row); returns the seconds waited."""
+    t0 = time.monotonic()
+    prev, quiet = session_cpu_seconds(sid), 0
+    while time.monotonic() - t0 < timeout and quiet < 2:
+        time.sleep(1.0)
+        cur = session_cpu_seconds(sid)
+        quiet = quiet + 1 if cur - prev < threshold else 0
+        prev = cur
+    return time.monotonic() - t0
+
+
 def stage_means(metrics_text: str) -> dict[str, float]:
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
@@ -286,6 +299,10 @@ def main() -> None:
             def paced(name: str) -> dict[str, Any]:
                 return server_cpu(lambda: run_py(url, files[name], a.seconds, max(a.connections, 32), a.rate))
 
+            # the workers fill their ranker memo in the background after loading (prewarm): wait
+            # until the server is idle so that no phase pays for it
+            waited = wait_idle(sid)
+            con.print(f"server idle after {waited:.0f} s (background prewarm done)")
             # warm-up: every worker touches every code path
             for name in ("recs", "recall", *(() if a.skip_batch else ("batch_users", "pairs"))):
                 run_py(url, files[name], min(3.0, a.seconds), a.connections, None)
