@@ -192,8 +192,11 @@ def build_histories(interactions: pl.DataFrame, n_users: int) -> HistoryArrays:
     if len(users) and (users.min() < 0 or users.max() >= n_users):
         raise InvalidArgumentError(f"interactions reference users outside [0, {n_users})")
     ts = interactions["timestamp"].to_numpy().astype(np.int64)
-    order = np.lexsort((ts, users))  # by user, then timestamp; stable for equal timestamps
-    items = interactions["item"].to_numpy().astype(np.int64)[order]
+    items = interactions["item"].to_numpy().astype(np.int64)
+    # by user, timestamp, then item: the order of the serving catalog's histories, so that a user's
+    # recent items (and so its recommendations) do not depend on where the history is read from
+    order = np.lexsort((items, ts, users))
+    items = items[order]
     if "rating" in interactions.columns:
         ratings = interactions["rating"].fill_null(float("nan")).to_numpy().astype(np.float32)[order]
     else:

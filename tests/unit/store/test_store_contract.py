@@ -121,6 +121,22 @@ def test_history_newest_last(make_store: Factory) -> None:
     assert len(st.get_history(2).items) == 0
 
 
+def test_tied_timestamps_order_like_the_catalog() -> None:
+    # equal timestamps are ordered by item index, as the serving catalog orders them
+    inter = pl.DataFrame(
+        {
+            "user": [0, 0, 0, 0],
+            "item": [3, 1, 2, 0],
+            "rating": [1.0, 2.0, 3.0, 4.0],
+            "timestamp": [5, 5, 9, 5],
+        }
+    )
+    st = EmbeddedFeatureStore.from_tables("r1", USERS, ITEMS, inter, n_items=N_ITEMS)
+    h = st.get_history(0)
+    assert h.items.tolist() == [0, 1, 3, 2]
+    assert h.ratings.tolist() == [4.0, 2.0, 1.0, 3.0]
+
+
 def test_append_event_updates_at_once(make_store: Factory) -> None:
     st = make_store("r1")
     st.append_event(2, 1, "view", ts=1000)
