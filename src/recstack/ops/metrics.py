@@ -28,6 +28,7 @@ __all__ = [
     "COLD_STARTS",
     "CONTENT_TYPE_LATEST",
     "FALLBACKS",
+    "RANKER_MEMO",
     "RELEASE_INFO",
     "RELOADS",
     "REQUESTS",
@@ -84,6 +85,12 @@ STAGE_LATENCY = Histogram(
 )
 FALLBACKS = Counter("recstack_fallbacks_total", "Pipeline fallbacks by kind.", ["kind"])
 COLD_STARTS = Counter("recstack_cold_start_total", "Recommendations for users unknown to the release.")
+RANKER_MEMO = Counter(
+    "recstack_ranker_memo_lookups_total",
+    "Two-stage ranker memo lookups of known users by outcome: hit, grown (events since: partly "
+    "rebuilt) or miss (built; many misses: raise ranker_memo_mb).",
+    ["outcome"],
+)
 RELOADS = Counter("recstack_release_reloads_total", "Release reloads by outcome.", ["outcome"])
 RELEASE_INFO = Gauge(
     "recstack_release_info",

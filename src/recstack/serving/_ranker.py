@@ -24,6 +24,11 @@ import numpy.typing as npt
 from recstack.errors import ArtifactError
 from recstack.features.tables import FeatureTables
 
+try:  # the serve extra: batch jobs may run without prometheus_client
+    from recstack.ops import metrics
+except ImportError:  # pragma: no cover
+    metrics = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:  # serving imports the training module lazily, when a release has a two-stage model
     from recstack.models.ranking.two_stage import CandidateFeaturizer, UserState
 
@@ -286,8 +291,9 @@ class _StateMemo:
             self.nbytes = 0
 
 
-#: default memory (MB) of a `TwoStageRanker`'s memo of known users' ranking state
-SCORE_MEMO_MB = 64.0
+#: default memory (MB) of a `TwoStageRanker`'s memo of known users' ranking state (as the
+#: ``ranker_memo_mb`` serving setting)
+SCORE_MEMO_MB = 256.0
 
 
 class TwoStageRanker(OnnxRanker):
@@ -371,7 +377,7 @@ class TwoStageRanker(OnnxRanker):
             if counts[u] == 0 or self.memo.get(int(u)) is not None:
                 continue
             cols = self._indices[self._indptr[u] : self._indptr[u + 1]]
-            self.user_state(cols, np.array([u], dtype=np.int64))
+            self.user_state(cols, np.array([u], dtype=np.int64), record=False)
             built += 1
         return built
 
@@ -409,16 +415,24 @@ class TwoStageRanker(OnnxRanker):
         )
         return {"cat": cat.reshape(-1, cat.shape[2]), "dense": dense.reshape(-1, dense.shape[2])}
 
-    def user_state(self, cols: IntArray, users: IntArray) -> UserState:
+    def user_state(self, cols: IntArray, users: IntArray, *, record: bool = True) -> UserState:
         """The ranking state of ONE known user (``users`` [1]) with history items ``cols``: from the
-        memo when it holds the same history, else built (and memoised when the memo is on)."""
+        memo when it holds the same history, else built (and memoised when the memo is on).
+        ``record``: count the lookup in the memo metric (prewarm does not)."""
         u = int(users[0])
+        count = record and self.memo.max_bytes > 0 and metrics is not None
         entry = self.memo.get(u) if self.memo.max_bytes > 0 else None
         if entry is not None and np.array_equal(entry.cols, cols):
+            if count:
+                metrics.child(metrics.RANKER_MEMO, "hit").inc()
             return entry.state
         fz = self.featurizer
         hist = self._row(cols)
-        if entry is not None and len(entry.cols) < len(cols) and np.isin(entry.cols, cols).all():
+        grown = entry is not None and len(entry.cols) < len(cols) and np.isin(entry.cols, cols).all()
+        if count:
+            metrics.child(metrics.RANKER_MEMO, "grown" if grown else "miss").inc()
+        if grown:
+            assert entry is not None
             # events since: the known user's source scores are the same, the new items get -inf (as
             # `source_scores` masks a history)
             scores = np.array(entry.state.scores)

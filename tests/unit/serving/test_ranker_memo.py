@@ -116,6 +116,47 @@ def test_memo_follows_the_history_after_events(release: tuple[MemoryRelease, Two
     assert len(r.memo) == 1
 
 
+def test_memo_lookups_are_counted(release: tuple[MemoryRelease, TwoStage, Path]) -> None:
+    """recstack_ranker_memo_lookups_total{outcome}: requests count hit / grown / miss; prewarm and a
+    memo that is off count nothing."""
+    from prometheus_client import REGISTRY
+
+    from recstack.serving.pipeline import Pipeline, RecRequest
+
+    rel, ts, _ = release
+
+    def counts() -> dict[str, float]:
+        name = "recstack_ranker_memo_lookups_total"
+        return {o: REGISTRY.get_sample_value(name, {"outcome": o}) or 0.0 for o in ("hit", "grown", "miss")}
+
+    def delta(before: dict[str, float]) -> dict[str, float]:
+        return {o: v - before[o] for o, v in counts().items()}
+
+    p = Pipeline(rel)
+    r = p.rankers["ncf"]
+    assert isinstance(r, TwoStageRanker)
+    c0 = counts()
+    r.prewarm()
+    assert delta(c0) == {"hit": 0.0, "grown": 0.0, "miss": 0.0}
+    p.recommend(RecRequest(user_id=7, k=5, model="ncf"))  # prewarmed: a hit
+    assert delta(c0) == {"hit": 1.0, "grown": 0.0, "miss": 0.0}
+    train = ts.train_matrix()
+    unseen = next(i for i in range(train.shape[1]) if i not in set(train[6].indices.tolist()))
+    p.history.append("7", 6, unseen, "view", None, 10**9)
+    p.recommend(RecRequest(user_id=7, k=5, model="ncf"))  # an event since: grown
+    p.recommend(RecRequest(user_id=7, k=5, model="ncf"))  # then the grown state is a hit
+    assert delta(c0) == {"hit": 2.0, "grown": 1.0, "miss": 0.0}
+    r.memo.resize(r.memo.max_bytes)  # emptied: the next request builds
+    p.recommend(RecRequest(user_id=7, k=5, model="ncf"))
+    assert delta(c0) == {"hit": 2.0, "grown": 1.0, "miss": 1.0}
+    off = Pipeline(rel)
+    r_off = off.rankers["ncf"]
+    assert isinstance(r_off, TwoStageRanker)
+    r_off.set_memo(0)
+    off.recommend(RecRequest(user_id=7, k=5, model="ncf"))
+    assert delta(c0) == {"hit": 2.0, "grown": 1.0, "miss": 1.0}
+
+
 def test_prewarm_fills_the_memo_most_active_users_first(
     release: tuple[MemoryRelease, TwoStage, Path],
 ) -> None:
