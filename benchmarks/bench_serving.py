@@ -322,7 +322,10 @@ def main() -> None:
                 healthz_closed_loop=health,
                 recommendations_open_loop={"target_rate": a.rate, **recs_paced},
             )
-            stages = stage_means(httpx.get(f"{url}/metrics").text)
+            metrics_text = httpx.get(f"{url}/metrics").text
+            stages = stage_means(metrics_text)
+            memo_re = r'recstack_ranker_memo_lookups_total\{outcome="(\w+)"\} ([\d.e+-]+)'
+            memo = {m.group(1): float(m.group(2)) for m in re.finditer(memo_re, metrics_text)}
             if not a.skip_recall:
                 con.print("phase 4: recommendations (model=recall), closed loop")
                 recall = closed("recall")
@@ -374,6 +377,7 @@ def main() -> None:
         "recommendations_to_healthz_ratio": ratio,
         "server_cpu_ratio": cpu_ratio,
         "stage_mean_ms": stages,
+        "ranker_memo_lookups": memo,
         "targets": TARGETS,
         "targets_met": met,
         "machine": {
@@ -412,6 +416,9 @@ def main() -> None:
     con.print(f"recommendations/s / healthz/s = {ratio:.1%} (target >= 25%); from server CPU per "
               f"request: {cpu_ratio:.1%}")  # fmt: skip
     con.print("stage mean ms: " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()))
+    if memo:
+        hit = memo.get("hit", 0) / max(sum(memo.values()), 1)
+        con.print(f"ranker memo lookups: {memo} (hit rate {hit:.1%})")
     con.print(f"targets met: {met}; load average start {load_start[0]:.2f}, end {load_end[0]:.2f}")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(out, indent=2) + "\n")
