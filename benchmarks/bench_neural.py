@@ -2,7 +2,7 @@
 
 Parts (each a protocol of BENCHMARKS.md, peers side by side in the same run, same split):
 
-- ``stratified``: EASE vs two_tower vs the two-stage variants; for the two-stage models also the
+- ``stratified``: EASE vs RP3beta vs two_tower vs the two-stage variants; for the two-stage models also the
   candidate-union Recall@300 on the test split (the ranker's ceiling) and the ranker's validation figures.
 - ``tfrs``: two_tower vs MostPopular (top-K categorical accuracy, nothing removed).
 - ``temporal``: two-stage (temporal holdout) vs EASE vs recent popularity, warm and cold-start users.
@@ -10,12 +10,13 @@ Parts (each a protocol of BENCHMARKS.md, peers side by side in the same run, sam
 - ``tuning``: the two-stage model's own hyperparameters (candidates per source, holdout folds, recall
   sources) chosen on a validation split carved out of ``stratified``'s train part by the same protocol;
   the test figure of the chosen point is the ``stratified`` part's.
+- ``tuning_seeds``: the best few ``tuning`` points again with two more seeds, chosen on the mean.
 - ``ablation``: ``stratified`` test NDCG@10 of two_stage:ncf with groups of ranker features held at 0
   (why the ranker beats EASE: which inputs carry it).
 
 Writes ``benchmarks/results/neural.json`` (parts merged into the existing file).
 
-    python benchmarks/bench_neural.py [--parts stratified,tfrs,temporal,ctr,tuning,ablation]
+    python benchmarks/bench_neural.py [--parts stratified,tfrs,temporal,ctr,tuning,tuning_seeds,ablation]
                                       [--rankers deepfm,ncf]
 """
 
@@ -76,7 +77,8 @@ def _fit_eval(
 def stratified(ds: Any, rankers: list[str]) -> dict[str, Any]:
     sp_ = split(ds, "stratified", seed=42)
     res: dict[str, Any] = {}
-    for name in ["ease", "two_tower"] + [f"two_stage:{r}" for r in rankers]:
+    # EASE and RP3beta with their defaults: the points chosen on this protocol's validation split
+    for name in ["ease", "rp3beta", "two_tower"] + [f"two_stage:{r}" for r in rankers]:
         model, out = _fit_eval(name, {}, sp_, True)
         if isinstance(model, TwoStage):
             out.update(_candidate_recall(model, sp_.train, sp_.test))
@@ -131,16 +133,36 @@ def _share_source_fits() -> None:
 
 FIVE = ["two_tower", "ease", "als", "itemknn", "pop"]
 SIX = [*FIVE, "window_pop"]
+SEVEN = [*SIX, "rp3beta"]
+#: today's default point: six sources, 100 per source, 2 holdout folds of 10%
+BASE: dict[str, Any] = {"sources": SIX, "per_source": 100, "holdout_folds": 2, "holdout_fraction": 0.1}
+#: TwoStageConfig's default ``source_params`` (the EASE l2 points override EASE's entry only)
+_SRC = two_stage_mod.TwoStageConfig().source_params
 
-#: (label, two_stage params) of the validation grid; the best point is TwoStageConfig's default
+#: (label, two_stage params) of the validation grid; the best point is TwoStageConfig's default. Points
+#: measured by earlier runs and not listed here stay in the JSON (the part merges), marked ``earlier_run``.
 TUNING_GRID: list[tuple[str, dict[str, Any]]] = [
-    ("5 sources, per_source 100, 2 folds", {"sources": FIVE, "per_source": 100, "holdout_folds": 2}),
-    ("5 sources, per_source 150, 2 folds", {"sources": FIVE, "per_source": 150, "holdout_folds": 2}),
-    ("5 sources, per_source 100, 3 folds", {"sources": FIVE, "per_source": 100, "holdout_folds": 3}),
-    ("5 sources, per_source 150, 3 folds", {"sources": FIVE, "per_source": 150, "holdout_folds": 3}),
-    ("+ window_pop, per_source 100, 2 folds", {"sources": SIX, "per_source": 100, "holdout_folds": 2}),
-    ("+ window_pop, per_source 150, 3 folds", {"sources": SIX, "per_source": 150, "holdout_folds": 3}),
+    ("+ window_pop, per_source 100, 2 folds", BASE),
+    ("+ window_pop + rp3beta (7 sources)", {**BASE, "sources": SEVEN}),
+    ("+ window_pop, holdout_fraction 0.2", {**BASE, "holdout_fraction": 0.2}),
+    ("+ window_pop, holdout_fraction 0.25", {**BASE, "holdout_fraction": 0.25}),
+    ("+ window_pop + rp3beta, holdout_fraction 0.25", {**BASE, "sources": SEVEN, "holdout_fraction": 0.25}),
+    *(
+        (f"+ window_pop, ease l2 {v:g}", {**BASE, "source_params": {**_SRC, "ease": {"l2": v}}})
+        for v in (300.0, 800.0, 1200.0)
+    ),
 ]
+
+#: ``tuning_seeds`` part: the grid points within seed noise of the best, re-run with these seeds (holdout
+#: folds, negatives and ranker init all follow the seed; 100 apart so no fold is shared) and chosen on
+#: the mean validation NDCG@10
+SEED_CHECK = [
+    "+ window_pop, per_source 100, 2 folds",
+    "+ window_pop + rp3beta (7 sources)",
+    "+ window_pop, holdout_fraction 0.25",
+    "+ window_pop + rp3beta, holdout_fraction 0.25",
+]
+SEEDS = (42, 142, 242)
 
 #: (label, dense features held at 0) of the ablation part
 ABLATIONS: list[tuple[str, list[str]]] = [
@@ -148,22 +170,57 @@ ABLATIONS: list[tuple[str, list[str]]] = [
     ("- time context", ["local_popularity", "item_age"]),
     ("- item/user statistics", ["popularity", "item_mean_rating", "activity", "user_mean_rating"]),
     ("- genres and affinity", ["genre_", "affinity"]),
-    ("- two_tower scores", ["two_tower_"]),
-    ("- ease scores", ["ease_"]),
-    ("- window_pop scores", ["window_pop_"]),
-    ("- every source score (flags kept)", [f"{src}_{x}" for src in SIX for x in ("z", "rank")]),
+    *(
+        (f"- {src} scores", [f"{src}_"])
+        for src in ("two_tower", "ease", "window_pop", "rp3beta")
+        if src in two_stage_mod.TwoStageConfig().sources
+    ),
+    (
+        "- every source score (flags kept)",
+        [f"{src}_{x}" for src in two_stage_mod.TwoStageConfig().sources for x in ("z", "rank")],
+    ),
 ]
 
 
-def tuning(ds: Any) -> dict[str, Any]:
+def tuning(ds: Any, earlier: dict[str, Any]) -> dict[str, Any]:
+    """Fit every TUNING_GRID point on the validation split; ``earlier`` (the JSON's previous tuning
+    results) are kept for the points not re-run, so the file records everything measured."""
     _share_source_fits()
     val = split(ds, "stratified", seed=42).validation()
     res: dict[str, Any] = {}
+    for label, r in earlier.items():
+        if label not in dict(TUNING_GRID):
+            res[label] = {**r, "earlier_run": True}
+            res[label].pop("chosen", None)
     for label, params in TUNING_GRID:
         _, out = _fit_eval("two_stage:ncf", params, val, True)
         out["grid_params"] = params
         res[label] = out
         Console(stderr=True).print(f"tuning {label}: ndcg@10 {out['ndcg@10']:.4f}")
+    best = max(dict(TUNING_GRID), key=lambda k: res[k]["ndcg@10"])  # among the points of this run
+    res[best]["chosen"] = True
+    return res
+
+
+def tuning_seeds(ds: Any) -> dict[str, Any]:
+    """The SEED_CHECK points of TUNING_GRID at every seed of SEEDS, on the same validation split."""
+    _share_source_fits()
+    val = split(ds, "stratified", seed=42).validation()
+    grid = dict(TUNING_GRID)
+    res: dict[str, Any] = {}
+    for label in SEED_CHECK:
+        runs = []
+        for seed in SEEDS:
+            _, out = _fit_eval("two_stage:ncf", {**grid[label], "seed": seed}, val, True)
+            runs.append({"seed": seed, **{k: out.get(k) for k in ("ndcg@10", "precision@10", "map@10")}})
+            Console(stderr=True).print(f"tuning_seeds {label} seed {seed}: ndcg@10 {out['ndcg@10']:.4f}")
+        nd = np.array([r["ndcg@10"] for r in runs])
+        res[label] = {
+            "ndcg@10": float(nd.mean()),
+            "ndcg@10_sd": float(nd.std(ddof=1)),
+            "runs": runs,
+            "grid_params": grid[label],
+        }
     best = max(res, key=lambda k: res[k]["ndcg@10"])
     res[best]["chosen"] = True
     return res
@@ -200,7 +257,9 @@ def main() -> None:
         elif part == "temporal":
             body = temporal(ds, rankers)
         elif part == "tuning":
-            body = tuning(ds)
+            body = tuning(ds, result.get("tuning", {}).get("results", {}))
+        elif part == "tuning_seeds":
+            body = tuning_seeds(ds)
         elif part == "ablation":
             body = ablation(ds)
         elif part == "ctr":
