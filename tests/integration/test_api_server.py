@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,3 +93,72 @@ def test_redis_backed_serving_shares_events(releases_dir: Path, redis_url: str) 
         recs = b.get(f"/v1/users/{user}/recommendations", params={"k": 5}).json()
         assert recs["cold_start"] is True and 50 not in [it["item_id"] for it in recs["items"]]
         assert any("itemknn" in it["sources"] for it in recs["items"])
+
+
+def _served_by(prom_dir: Path, endpoint: str) -> dict[int, float]:
+    """Requests of ``endpoint`` per worker pid, from the Prometheus multiprocess files."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    out: dict[int, float] = {}
+    for f in prom_dir.glob("counter_*.db"):
+        pid = int(f.stem.split("_")[1])
+        for key, value, _ts, _pos in MmapedDict.read_all_values_from_file(str(f)):
+            _metric, sample, labels, *_ = json.loads(key)  # [metric, sample, labels, help]
+            if sample == "recstack_http_requests_total" and labels.get("endpoint") == endpoint:
+                out[pid] = out.get(pid, 0.0) + value
+    return out
+
+
+def _ready_workers(prom_dir: Path) -> set[int]:
+    """Pids of the workers whose startup is done (they set the release gauge at the end of it)."""
+    return {int(f.stem.rsplit("_", 1)[1]) for f in prom_dir.glob("gauge_liveall_*.db")}
+
+
+def _burst(url: str, n: int) -> None:
+    """Open ``n`` connections at once, then send one request on each (as a client's pool does)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    conns = [socket.create_connection((u.hostname, u.port), timeout=10) for _ in range(n)]
+    try:
+        for c in conns:
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        for c in conns:
+            assert c.recv(64).startswith(b"HTTP/1.1 200")
+    finally:
+        for c in conns:
+            c.close()
+
+
+@pytest.mark.slow
+def test_workers_share_connections_and_a_dead_worker_is_replaced(releases_dir: Path, tmp_path: Path) -> None:
+    """`recstack serve --workers 2` on Linux: one listening socket per worker (SO_REUSEPORT), each
+    listening once its startup is done; a burst of new connections spreads over both workers, and a
+    worker that dies is restarted while the other keeps answering. (Whether one shared socket would
+    have spread this burst too depends on wake-up timing; bench_serving measured the difference:
+    8 keep-alive connections kept one of two cores idle.)"""
+    import signal
+    import time
+
+    prom = tmp_path / "prom"
+    prom.mkdir()
+    with ServerProcess(releases_dir, workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(prom)}) as srv:
+        deadline = time.monotonic() + 120
+        while len(_ready_workers(prom)) < 2:
+            assert time.monotonic() < deadline, "the second worker never finished its startup"
+            time.sleep(0.2)
+        time.sleep(0.5)  # its socket listens right after the startup
+        _burst(srv.url, 16)
+        deadline = time.monotonic() + 10
+        while sum((served := _served_by(prom, "/healthz")).values()) < 16 and time.monotonic() < deadline:
+            time.sleep(0.1)  # a worker counts a request just after sending its response
+        assert len(served) == 2 and sum(served.values()) == 16, served
+        victim = min(served)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while len(_ready_workers(prom) - {victim}) < 2:  # the replacement loads the release
+            with httpx.Client(base_url=srv.url, timeout=10) as c:
+                assert c.get("/healthz").status_code == 200  # the other worker keeps answering
+            assert time.monotonic() < deadline, "no replacement worker started"
+            time.sleep(0.2)

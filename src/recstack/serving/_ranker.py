@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -360,11 +361,16 @@ class TwoStageRanker(OnnxRanker):
         self.memo.resize(max_bytes)
         return max_bytes // self.memo_bytes_per_user()
 
-    def prewarm(self, stop: threading.Event | None = None) -> int:
+    def prewarm(
+        self, stop: threading.Event | None = None, recent: Callable[[int], IntArray] | None = None
+    ) -> int:
         """Fill the memo with known users' ranking state, the most active users first, until it is
         full (or ``stop`` is set): the first request of each user then costs a gather instead of
-        scoring every source (~4-6 ms on ML-100K). Runs off the request path (`build_state` starts
-        it in a daemon thread); returns how many users it built."""
+        scoring every source (~4-6 ms on ML-100K). ``recent(u)``: user u's history as the server
+        reads it (the store's; it may hold more than the model's training rows, e.g. when the model
+        was fitted on a split's train part), so that the state built is the one requests look up.
+        Runs off the request path (`build_state` starts it in a daemon thread); returns how many
+        users it built."""
         if self.memo.max_bytes <= 0:
             return 0
         capacity = self.memo.max_bytes // max(self.memo_bytes_per_user(), 1)
@@ -376,8 +382,10 @@ class TwoStageRanker(OnnxRanker):
                 break
             if counts[u] == 0 or self.memo.get(int(u)) is not None:
                 continue
-            cols = self._indices[self._indptr[u] : self._indptr[u + 1]]
-            self.user_state(cols, np.array([u], dtype=np.int64), record=False)
+            hist = recent(int(u)) if recent is not None else np.zeros(0, dtype=np.int64)
+            cols, users = self._cols(RankContext(int(u), np.zeros(4, np.int64), hist))
+            assert users is not None
+            self.user_state(cols, users, record=False)
             built += 1
         return built
 

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from recstack.serving._threads import THREAD_ENV
+from recstack.serving._workers import reuse_port_available, supervise
 from recstack.serving.settings import ServingSettings
 
 __all__ = ["run_server", "settings_env"]
@@ -34,9 +35,11 @@ def check_release(settings: ServingSettings) -> str:
 
 
 def run_server(settings: ServingSettings, *, log_level: str = "warning") -> None:
-    """Serve until interrupted. With ``workers > 1`` Prometheus runs in multiprocess mode (a temp
-    ``PROMETHEUS_MULTIPROC_DIR`` unless one is set) so /metrics aggregates every worker. Each worker
-    uses ``settings.threads`` intra-op threads (default 1: one worker per core)."""
+    """Serve until interrupted. With ``workers > 1`` on Linux each worker listens on its own socket
+    of the port (`recstack.serving._workers`); elsewhere uvicorn's workers share one. Prometheus runs
+    in multiprocess mode (a temp ``PROMETHEUS_MULTIPROC_DIR`` unless one is set) so /metrics
+    aggregates every worker. Each worker uses ``settings.threads`` intra-op threads (default 1: one
+    worker per core)."""
     import uvicorn
 
     if settings.threads is None:
@@ -48,19 +51,22 @@ def run_server(settings: ServingSettings, *, log_level: str = "warning") -> None
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         tmp = Path(tempfile.mkdtemp(prefix="recstack-prom-"))
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(tmp)
+    options = {
+        "factory": True,
+        "access_log": False,
+        "log_level": log_level,
+        "loop": "auto",
+        "http": "auto",
+        "timeout_graceful_shutdown": 10,
+    }
     try:
-        uvicorn.run(
-            FACTORY,
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            access_log=False,
-            log_level=log_level,
-            loop="auto",
-            http="auto",
-            timeout_graceful_shutdown=10,
-        )
+        if settings.workers > 1 and reuse_port_available():
+            # one socket per worker: the kernel spreads connections evenly (see `_workers`)
+            code = supervise(FACTORY, settings.host, settings.port, settings.workers, options)
+            if code:
+                raise SystemExit(code)
+        else:
+            uvicorn.run(FACTORY, host=settings.host, port=settings.port, workers=settings.workers, **options)  # type: ignore[arg-type]
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -110,11 +110,19 @@ def _open_history(release: ServingRelease, settings: ServingSettings, catalog: A
     return StoreHistory(st, catalog)
 
 
-def _start_prewarm(ranker: TwoStageRanker) -> None:
-    """`TwoStageRanker.prewarm` in a daemon thread, stopped and joined at interpreter exit (a thread
-    inside ONNX Runtime / numpy while the interpreter finalises aborts the process)."""
+def _start_prewarm(ranker: TwoStageRanker, pipeline: Pipeline) -> None:
+    """`TwoStageRanker.prewarm` (with the users' histories as the pipeline reads them) in a daemon
+    thread, stopped and joined at interpreter exit (a thread inside ONNX Runtime / numpy while the
+    interpreter finalises aborts the process)."""
     stop = threading.Event()
-    thread = threading.Thread(target=ranker.prewarm, args=(stop,), name=f"prewarm-{ranker.name}", daemon=True)
+    ids = pipeline.catalog.dataset.user_vocab.ids.to_list()
+
+    def recent(u: int) -> Any:
+        return pipeline.history.get(str(ids[u]), u).items
+
+    thread = threading.Thread(
+        target=ranker.prewarm, args=(stop, recent), name=f"prewarm-{ranker.name}", daemon=True
+    )
 
     def _stop() -> None:
         stop.set()
@@ -150,7 +158,7 @@ def build_state(
         if isinstance(ranker, TwoStageRanker):
             ranker.set_memo(settings.ranker_memo_mb)
             if prewarm and settings.ranker_prewarm:
-                _start_prewarm(ranker)
+                _start_prewarm(ranker, pipeline)
     for name in release.retriever_names:  # load (and cache) every retriever before serving
         release.retriever(name)
     return ServingState(

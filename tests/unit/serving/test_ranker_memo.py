@@ -157,6 +157,34 @@ def test_memo_lookups_are_counted(release: tuple[MemoryRelease, TwoStage, Path])
     assert delta(c0) == {"hit": 2.0, "grown": 1.0, "miss": 1.0}
 
 
+def test_prewarm_builds_the_state_of_the_history_requests_read(
+    release: tuple[MemoryRelease, TwoStage, Path],
+) -> None:
+    """The server's history of a user may hold more than the model's training row (a model fitted
+    on a split's train part): prewarm given that history memoises the state requests look up."""
+    from recstack.serving.pipeline import Pipeline, RecRequest
+
+    rel, ts, _ = release
+    p = Pipeline(rel)
+    r = p.rankers["ncf"]
+    assert isinstance(r, TwoStageRanker)
+    train = ts.train_matrix()
+    extra = next(i for i in range(train.shape[1]) if i not in set(train[6].indices.tolist()))
+    p.history.append("7", 6, extra, "view", None, 10**9)  # user 7 (index 6): one item beyond training
+    r.prewarm(recent=lambda u: p.history.get(str(u + 1), u).items)
+    entry = r.memo.get(6)
+    assert entry is not None and extra in entry.cols.tolist()
+    plain = Pipeline(rel)
+    plain.history.append("7", 6, extra, "view", None, 10**9)
+    plain_r = plain.rankers["ncf"]
+    assert isinstance(plain_r, TwoStageRanker)
+    plain_r.set_memo(0)
+    a = p.recommend(RecRequest(user_id=7, k=10, model="ncf"))
+    b = plain.recommend(RecRequest(user_id=7, k=10, model="ncf"))
+    assert np.array_equal(a.items, b.items) and np.array_equal(a.scores, b.scores)
+    assert r.memo.get(6) is entry  # a hit: not rebuilt
+
+
 def test_prewarm_fills_the_memo_most_active_users_first(
     release: tuple[MemoryRelease, TwoStage, Path],
 ) -> None:
