@@ -25,6 +25,8 @@ import threading
 import time
 from typing import Any
 
+from recstack.errors import ConfigError
+
 __all__ = ["reuse_port_available", "supervise"]
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,11 @@ def _worker(app: str, host: str, port: int, options: dict[str, Any]) -> None:  #
 def supervise(app: str, host: str, port: int, workers: int, options: dict[str, Any]) -> int:
     """Run ``workers`` worker processes of uvicorn app ``app`` (an import string; ``options`` are
     more `uvicorn.Config` keywords) on (host, port) until SIGINT / SIGTERM; returns the exit code."""
-    probe = _bound_socket(host, port)  # the port is free for us (and stays ours until a worker binds)
+    try:  # the port is free for us: fail here, with a clear message, rather than in every worker
+        probe = _bound_socket(host, port)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"cannot serve on {host}:{port}: {reason}; choose another --port") from None
     ctx = multiprocessing.get_context("spawn")
     stop = threading.Event()
 
