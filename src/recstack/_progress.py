@@ -36,8 +36,15 @@ def enabled() -> bool:
     return sys.stderr.isatty() or os.environ.get("RECSTACK_PROGRESS", "") == "1"
 
 
-def console() -> Console:
-    return Console(stderr=True)
+#: line width of tables written to a file or a pipe (rich would wrap them at 80 columns)
+PIPE_WIDTH = 140
+
+
+def console(*, stderr: bool = True) -> Console:
+    """A rich Console (stderr by default); written to a file or a pipe it is `PIPE_WIDTH` wide, so
+    that tables keep whole column names instead of being cut to 80 columns."""
+    out = Console(stderr=stderr)
+    return out if out.is_terminal else Console(stderr=stderr, width=PIPE_WIDTH)
 
 
 @contextmanager

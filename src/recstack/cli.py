@@ -113,7 +113,6 @@ def data_info_cmd(
     """Counts, density, rating distribution, date range and fingerprint of a dataset."""
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
     from recstack.data.dataset import Dataset
@@ -139,9 +138,7 @@ def data_info_cmd(
     table.add_row("user attributes", ", ".join(info["user_columns"]) or "-")
     table.add_row("item attributes", ", ".join(info["item_columns"]) or "-")
     table.add_row("fingerprint", info["fingerprint"])
-    out = Console()
-    if not out.is_terminal:
-        out = Console(width=140)
+    out = console(stderr=False)
     out.print(table)
 
 
@@ -249,11 +246,8 @@ def evaluate_cmd(
             v = res.get(key)
             cells.append("–" if v is None else f"{v:.2f}" if key == "fit_seconds" else f"{v:.4f}")
         table.add_row(name, *cells)
-    from rich.console import Console
 
-    out = Console()
-    if not out.is_terminal:
-        out = Console(width=120)
+    out = console(stderr=False)
     out.print(table)
     for name, res in result["results"].items():
         if "cold" in res:
@@ -668,7 +662,6 @@ def services_start_cmd(
 @services_app.command("status")
 def services_status_cmd(run_dir: _SvcRunDir = None) -> None:
     """Each service's process and gRPC health (grpc.health.v1); exit 1 when one is not SERVING."""
-    from rich.console import Console
     from rich.table import Table
 
     from recstack.serving.grpc import launcher
@@ -681,9 +674,7 @@ def services_status_cmd(run_dir: _SvcRunDir = None) -> None:
         style = "green" if r.health == "SERVING" else "red" if r.pid is not None else "dim"
         proc = "running" if r.running else ("exited" if r.pid is not None else "-")
         table.add_row(r.name, str(r.pid or "-"), r.address, proc, f"[{style}]{r.health}[/{style}]", r.release)
-    out = Console()
-    if not out.is_terminal:
-        out = Console(width=140)
+    out = console(stderr=False)
     out.print(table)
     if any(r.pid is not None and r.health != "SERVING" for r in rows):
         raise typer.Exit(1)
