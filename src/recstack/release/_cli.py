@@ -71,7 +71,8 @@ def print_eval_table(
     for name, m in manifest.metrics.items():
         row = [f"{name} *" if name == head else name] + [_fmt(m.get(k)) for k, _ in cols]
         if fit_seconds:
-            row.append(_fmt(fit_seconds.get(name)))
+            secs = fit_seconds.get(name)
+            row.append("–" if secs is None else f"{secs:.2f}")  # seconds, as `recstack evaluate` shows them
         table.add_row(*row)
     console.print(table)
     if manifest.skipped:
