@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from recstack.errors import ArtifactError
 from recstack.features.tables import FeatureTables
+from recstack.serving.settings import ServingSettings
 
 try:  # the serve extra: batch jobs may run without prometheus_client
     from recstack.ops import metrics
@@ -292,9 +293,9 @@ class _StateMemo:
             self.nbytes = 0
 
 
-#: default memory (MB) of a `TwoStageRanker`'s memo of known users' ranking state (as the
-#: ``ranker_memo_mb`` serving setting)
-SCORE_MEMO_MB = 256.0
+#: default memory (MB) of a `TwoStageRanker`'s memo of known users' ranking state: the default of the
+#: ``ranker_memo_mb`` serving setting
+SCORE_MEMO_MB: float = ServingSettings.model_fields["ranker_memo_mb"].default
 
 
 class TwoStageRanker(OnnxRanker):
@@ -383,18 +384,18 @@ class TwoStageRanker(OnnxRanker):
             if counts[u] == 0 or self.memo.get(int(u)) is not None:
                 continue
             hist = recent(int(u)) if recent is not None else np.zeros(0, dtype=np.int64)
-            cols, users = self._cols(RankContext(int(u), np.zeros(4, np.int64), hist))
+            cols, users = self._cols(int(u), hist)
             assert users is not None
             self.user_state(cols, users, record=False)
             built += 1
         return built
 
-    def _cols(self, ctx: RankContext) -> tuple[IntArray, IntArray | None]:
-        """The items of the user's binary history row (sorted unique: the training row, if known, and
-        the items of ``ctx.recent``) and its dense index (None for a user unknown to the model)."""
-        recent = np.asarray(ctx.recent, dtype=np.int64)
+    def _cols(self, u: int | None, recent: IntArray) -> tuple[IntArray, IntArray | None]:
+        """The items of user ``u``'s binary history row (sorted unique: its training row, if the model
+        knows it, and the items ``recent``) and its dense index (None for a user unknown to the
+        model)."""
+        recent = np.asarray(recent, dtype=np.int64)
         cols = recent[(recent >= 0) & (recent < self.n_items)]
-        u = ctx.user_idx
         known = u is not None and 0 <= u < self._n_users
         if known:
             assert u is not None
@@ -412,7 +413,7 @@ class TwoStageRanker(OnnxRanker):
 
     def _history(self, ctx: RankContext) -> tuple[Any, IntArray | None]:
         """The user's binary history row [1, n_items] and its dense index (None: unknown user)."""
-        cols, users = self._cols(ctx)
+        cols, users = self._cols(ctx.user_idx, ctx.recent)
         return self._row(cols), users
 
     def _feed(self, ctx: RankContext, items: IntArray) -> dict[str, Any]:
@@ -457,7 +458,7 @@ class TwoStageRanker(OnnxRanker):
         """Ranker inputs (cat [n, C], dense [n, D]) of ``items`` [n] for the user of ``ctx``; None
         when the user has no history at all (cold start: popularity order)."""
         items = np.asarray(items, dtype=np.int64)
-        cols, users = self._cols(ctx)
+        cols, users = self._cols(ctx.user_idx, ctx.recent)
         if len(cols) == 0:
             return None
         if users is not None:

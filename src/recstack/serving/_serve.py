@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from recstack.serving._threads import THREAD_ENV
 from recstack.serving._workers import reuse_port_available, supervise
@@ -51,7 +52,7 @@ def run_server(settings: ServingSettings, *, log_level: str = "warning") -> None
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         tmp = Path(tempfile.mkdtemp(prefix="recstack-prom-"))
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(tmp)
-    options = {
+    options: dict[str, Any] = {
         "factory": True,
         "access_log": False,
         "log_level": log_level,
@@ -66,7 +67,7 @@ def run_server(settings: ServingSettings, *, log_level: str = "warning") -> None
             if code:
                 raise SystemExit(code)
         else:
-            uvicorn.run(FACTORY, host=settings.host, port=settings.port, workers=settings.workers, **options)  # type: ignore[arg-type]
+            uvicorn.run(FACTORY, host=settings.host, port=settings.port, workers=settings.workers, **options)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -47,7 +47,7 @@ def test_memo_scores_equal_unmemoised_scores(release: tuple[MemoryRelease, TwoSt
     # the memo holds one entry per user asked (12 users); the plain one nothing
     assert len(memo.memo) == 12 and len(plain.memo) == 0
     # memoised arrays are never written to (requests share them)
-    state = memo.user_state(*memo._cols(RankContext(0, np.zeros(4, np.int64), np.zeros(0, np.int64))))
+    state = memo.user_state(*memo._cols(0, np.zeros(0, np.int64)))
     assert not state.scores.flags.writeable and state.ranks is not None
     assert not state.ranks.flags.writeable
     # the memoised score rows are the sources' scores with the history at -inf
@@ -68,7 +68,7 @@ def test_memoised_rows_equal_features_for_rows(release: tuple[MemoryRelease, Two
     train = ts.train_matrix()
     rng = np.random.default_rng(5)
     for u in range(0, 60, 3):
-        cols, users = r._cols(RankContext(u, np.zeros(4, np.int64), np.zeros(0, np.int64)))
+        cols, users = r._cols(u, np.zeros(0, np.int64))
         assert users is not None
         for _ in range(2):  # built, then memoised
             state = r.user_state(cols, users)
