@@ -55,8 +55,9 @@ def parse_query(request: Request, model: type[M]) -> M:
         raise RequestValidationError(errors) from None
 
 
-@functools.cache
-def _parameters(model: type[BaseModel]) -> tuple[dict[str, Any], ...]:
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI ``parameters`` entries (``in: query``) of the fields of ``model``, for a route's
+    ``openapi_extra`` (called once, when the route is declared)."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     props: dict[str, Any] = schema.get("properties", {})
     required = set(schema.get("required", []))
@@ -71,10 +72,4 @@ def _parameters(model: type[BaseModel]) -> tuple[dict[str, Any], ...]:
         if _is_list(model.model_fields[name].annotation):
             param["style"], param["explode"] = "form", True
         out.append(param)
-    return tuple(out)
-
-
-def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
-    """OpenAPI ``parameters`` entries (``in: query``) of the fields of ``model``, for a route's
-    ``openapi_extra``."""
-    return [dict(p) for p in _parameters(model)]
+    return out
