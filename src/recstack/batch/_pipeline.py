@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 from recstack.errors import InvalidArgumentError
 from recstack.models.base import Retriever
-from recstack.serving._kernels import DENSE_MAX_ITEMS
+from recstack.serving._kernels import item_item_kernel
 from recstack.serving._ranker import RankContext
 from recstack.serving.pipeline import RECALL_MODEL, Pipeline
 
@@ -150,16 +150,9 @@ def _top_rows_lexsort(scores: FloatArray, k: int) -> tuple[IntArray, FloatArray]
 
 def _kernel(retr: Retriever, n: int) -> tuple[str, Any]:
     """``("dense", W float32 [n, n])``, ``("sparse", S float64 CSR [n, n])`` or ``("generic", None)``:
-    the same choice as `recstack.serving._kernels.history_scorer`."""
-    sim = getattr(retr, "similarity", None)
-    if isinstance(sim, sp.spmatrix | sp.sparray) and sim.shape == (n, n):
-        if n <= DENSE_MAX_ITEMS:
-            return "dense", np.ascontiguousarray(sp.csr_matrix(sim).toarray(), dtype=np.float32)
-        return "sparse", sp.csr_matrix(sim, dtype=np.float64)
-    w = getattr(retr, "weights", None)
-    if isinstance(w, np.ndarray) and w.shape == (n, n):
-        return "dense", np.ascontiguousarray(w, dtype=np.float32)
-    return "generic", None
+    `recstack.serving._kernels.item_item_kernel`'s choice, the sparse matrix in float64 for batch sums."""
+    kind, m, _ = item_item_kernel(retr, n)
+    return kind, (sp.csr_matrix(m, dtype=np.float64) if kind == "sparse" else m)
 
 
 class BatchScorer:

@@ -4,7 +4,8 @@
 ``scores(items[m]) -> scores[n_items]`` (float32) equal to ``retriever.score_history`` of the binary
 history row holding ``items``:
 
-- a sparse item-item model (``similarity`` CSR [n_items, n_items], item-kNN): the sum of the rows
+- a sparse item-item model (``similarity`` CSR [n_items, n_items] of item-kNN, or sparse ``weights``
+  of RP3beta): the sum of the rows
   of the user's items, gathered from the CSR arrays and summed with one ``np.bincount`` (densified
   when the catalogue has at most `DENSE_MAX_ITEMS` items);
 - a dense item-item model (``weights`` [n_items, n_items], EASE): the sum of the user's rows;
@@ -14,7 +15,7 @@ history row holding ``items``:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +23,7 @@ import scipy.sparse as sp
 
 from recstack.models.base import Retriever
 
-__all__ = ["DENSE_MAX_ITEMS", "HistoryScorer", "history_scorer"]
+__all__ = ["DENSE_MAX_ITEMS", "HistoryScorer", "history_scorer", "item_item_kernel"]
 
 #: sparse item-item models of catalogues up to this size are densified (3000^2 float32 = 36 MB)
 DENSE_MAX_ITEMS = 3000
@@ -71,15 +72,34 @@ def _generic(retriever: Retriever, n_items: int) -> HistoryScorer:
     return scores
 
 
-def history_scorer(retriever: Retriever, n_items: int) -> tuple[HistoryScorer, bool]:
-    """The fastest exact scorer of ``retriever`` and whether a zero score means "not related" (sparse
-    models: such items are not recalled)."""
-    sim = getattr(retriever, "similarity", None)
-    if isinstance(sim, sp.spmatrix | sp.sparray) and sim.shape == (n_items, n_items):
-        if n_items <= DENSE_MAX_ITEMS:  # small catalogue: a dense copy sums rows faster
-            return _dense_rows_sum(sp.csr_matrix(sim).toarray()), True
-        return _sparse_rows_sum(sp.csr_matrix(sim)), True
+KernelKind = Literal["dense", "sparse", "generic"]
+
+
+def item_item_kernel(retriever: Retriever, n_items: int) -> tuple[KernelKind, Any, bool]:
+    """How ``retriever``'s history scores are computed fastest and exactly, chosen once per release
+    (serving's `history_scorer` and the batch scorer make the same choice from here):
+    ``("dense", W float32 [n, n])`` (EASE's dense ``weights``, or a sparse item-item matrix densified
+    up to `DENSE_MAX_ITEMS` items), ``("sparse", S CSR [n, n])`` or ``("generic", None)``; and whether
+    a zero score means "not related" (sparse item-item models, ``similarity`` as item-kNN's or sparse
+    ``weights`` as RP3beta's: such items are not recalled)."""
+    for attr in ("similarity", "weights"):
+        m = getattr(retriever, attr, None)
+        if isinstance(m, sp.spmatrix | sp.sparray) and m.shape == (n_items, n_items):
+            if n_items <= DENSE_MAX_ITEMS:  # small catalogue: a dense copy sums rows faster
+                return "dense", np.ascontiguousarray(sp.csr_matrix(m).toarray(), dtype=np.float32), True
+            return "sparse", sp.csr_matrix(m), True
     w = getattr(retriever, "weights", None)
     if isinstance(w, np.ndarray) and w.shape == (n_items, n_items):
-        return _dense_rows_sum(w), False
-    return _generic(retriever, n_items), False
+        return "dense", np.ascontiguousarray(w, dtype=np.float32), False
+    return "generic", None, False
+
+
+def history_scorer(retriever: Retriever, n_items: int) -> tuple[HistoryScorer, bool]:
+    """The fastest exact scorer of ``retriever`` (`item_item_kernel`) and whether a zero score means
+    "not related" (sparse models: such items are not recalled)."""
+    kind, m, sparse = item_item_kernel(retriever, n_items)
+    if kind == "dense":
+        return _dense_rows_sum(m), sparse
+    if kind == "sparse":
+        return _sparse_rows_sum(m), sparse
+    return _generic(retriever, n_items), sparse

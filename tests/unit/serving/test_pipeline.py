@@ -199,15 +199,27 @@ def test_history_source_by_alias(tiny_release: MemoryRelease) -> None:
     assert [s.name for s in p.active_sources] == ["knn", "trend"]
 
 
-@pytest.mark.parametrize("model", ["itemknn", "ease", "pop"])
-def test_history_kernels_equal_score_history(tiny_dataset: Any, model: str) -> None:
+@pytest.mark.parametrize(
+    ("model", "kind", "sparse"),
+    [
+        ("itemknn", "dense", True),
+        ("rp3beta", "dense", True),
+        ("ease", "dense", False),
+        ("pop", "generic", False),
+    ],
+)
+def test_history_kernels_equal_score_history(tiny_dataset: Any, model: str, kind: str, sparse: bool) -> None:
     import scipy.sparse as sp
 
     from recstack.models.registry import create
-    from recstack.serving._kernels import history_scorer
+    from recstack.serving._kernels import history_scorer, item_item_kernel
 
     r = create(model).fit(tiny_dataset)
-    scorer, _ = history_scorer(r, 12)
+    # sparse item-item models (item-kNN's similarity, RP3beta's weights) are densified on a small
+    # catalogue and recall only related items; EASE's dense weights are summed as they are
+    assert item_item_kernel(r, 12)[0::2] == (kind, sparse)
+    scorer, is_sparse = history_scorer(r, 12)
+    assert is_sparse == sparse
     items = np.array([3, 0, 7], dtype=np.int64)
     row = sp.csr_matrix((np.ones(3, np.float32), (np.zeros(3, int), items)), shape=(1, 12))
     np.testing.assert_allclose(scorer(items), r.score_history(row)[0], rtol=1e-5, atol=1e-6)
