@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -225,9 +225,29 @@ class UserTower:
 
 @dataclass(frozen=True)
 class _Entry:
+    """A memoised user: its ranking state (without the per-item ranks: ``pair`` holds what they were
+    for) and its feature rows' columns that depend on the user (`CandidateFeaturizer.column_scopes`):
+    the ``pair`` columns of every item, the ``user`` columns' values."""
+
     cols: IntArray  #: the history row's items (sorted) the state was built from
+    recent: IntArray  #: the items given besides the training row that made ``cols``
     state: UserState
+    pair: FloatArray  #: [n_items, pair columns] dense
+    dense_user: FloatArray  #: [user columns] dense
+    cat_user: IntArray  #: [user columns] categorical
     nbytes: int
+
+
+def _runs(cols: IntArray) -> list[tuple[slice, slice]]:
+    """Runs of consecutive values in ``cols`` (ascending): [(slice of the values, slice of their
+    positions in cols)]."""
+    out: list[tuple[slice, slice]] = []
+    start = 0
+    for j in range(1, len(cols) + 1):
+        if j == len(cols) or cols[j] != cols[j - 1] + 1:
+            out.append((slice(int(cols[start]), int(cols[j - 1]) + 1), slice(start, j)))
+            start = j
+    return out
 
 
 def _freeze(state: UserState) -> UserState:
@@ -245,8 +265,8 @@ def _arrays(state: UserState) -> list[Any]:
     return [np.asarray(a) for a in arrays] + ([] if state.ranks is None else [state.ranks])
 
 
-def _nbytes(state: UserState, cols: IntArray) -> int:
-    return int(sum(a.nbytes for a in _arrays(state))) + int(cols.nbytes)
+def _nbytes(state: UserState, *extra: Any) -> int:
+    return int(sum(a.nbytes for a in _arrays(state))) + int(sum(a.nbytes for a in extra))
 
 
 class _StateMemo:
@@ -344,16 +364,29 @@ class TwoStageRanker(OnnxRanker):
         self._indptr = np.asarray(pos.indptr, dtype=np.int64)
         self._indices = np.asarray(pos.indices, dtype=np.int64)
         self._n_users = int(pos.shape[0])
+        dense_scope, cat_scope = self.featurizer.column_scopes()
+        self._n_dense = len(dense_scope)
+        self._dcols = {k: np.flatnonzero(np.array(dense_scope) == k) for k in ("pair", "item", "user")}
+        self._ccols = {k: np.flatnonzero(np.array(cat_scope) == k) for k in ("item", "user")}
+        #: each scope's columns as runs of consecutive columns: (columns of a feature row, columns
+        #: of the scope's array), so that `_gather` copies slices
+        self._runs = {
+            **{k: _runs(v) for k, v in self._dcols.items()},
+            "cat_user": _runs(self._ccols["user"]),
+        }
+        #: the item columns of every item's feature row (dense [n_items, item columns], categorical
+        #: [n_items, C] with the user columns 0), taken from the first user materialised
+        self._item_rows: tuple[FloatArray, IntArray] | None = None
         self.memo = _StateMemo(0)
         self.set_memo(memo_mb)
         pop = self.features.popularity
         self._cold: FloatArray = (-1e4 + pop / (pop.max() + 1.0)).astype(np.float32)
 
     def memo_bytes_per_user(self) -> int:
-        """Approximate bytes of one memoised user: per source a float32 score row and a rank row
-        (int16 up to 32767 items), plus the small per-user arrays."""
-        rank = 2 if self.n_items <= np.iinfo(np.int16).max else 8
-        return self.n_sources * self.n_items * (4 + rank) + 64 * (self.n_sources + self._n_genres)
+        """Approximate bytes of one memoised user: per source a float32 score row, a float32 row per
+        ``pair`` feature column (`_Entry`), plus the small per-user arrays."""
+        n_pair = len(self._dcols["pair"])
+        return (self.n_sources + n_pair) * self.n_items * 4 + 64 * (self.n_sources + self._n_genres)
 
     def set_memo(self, memo_mb: float) -> int:
         """Size the memo of known users' ranking state to ``memo_mb`` MB (0: off; clears it); returns
@@ -384,9 +417,7 @@ class TwoStageRanker(OnnxRanker):
             if counts[u] == 0 or self.memo.get(int(u)) is not None:
                 continue
             hist = recent(int(u)) if recent is not None else np.zeros(0, dtype=np.int64)
-            cols, users = self._cols(int(u), hist)
-            assert users is not None
-            self.user_state(cols, users, record=False)
+            self._lookup(int(u), hist, record=False)
             built += 1
         return built
 
@@ -428,13 +459,30 @@ class TwoStageRanker(OnnxRanker):
         """The ranking state of ONE known user (``users`` [1]) with history items ``cols``: from the
         memo when it holds the same history, else built (and memoised when the memo is on).
         ``record``: count the lookup in the memo metric (prewarm does not)."""
-        u = int(users[0])
-        count = record and self.memo.max_bytes > 0 and metrics is not None
-        entry = self.memo.get(u) if self.memo.max_bytes > 0 else None
-        if entry is not None and np.array_equal(entry.cols, cols):
+        return self._lookup(int(users[0]), cols, record)[0]
+
+    def _lookup(self, u: int, recent: IntArray, record: bool) -> tuple[UserState, _Entry | None]:
+        """(`user_state` of known user ``u`` with the items ``recent`` besides its training row, the
+        user's memo entry; None when the memo is off). An entry built from the same ``recent`` is a
+        hit without building the history row."""
+        memo_on = self.memo.max_bytes > 0
+        count = record and memo_on and metrics is not None
+        entry = self.memo.get(u) if memo_on else None
+        if entry is not None and np.array_equal(entry.recent, recent):
             if count:
                 metrics.child(metrics.RANKER_MEMO, "hit").inc()
-            return entry.state
+            return entry.state, entry
+        cols, users = self._cols(u, recent)
+        assert users is not None
+        if entry is not None and np.array_equal(entry.cols, cols):  # the same history, other order
+            if count:
+                metrics.child(metrics.RANKER_MEMO, "hit").inc()
+            # keyed by this ``recent`` from now on (prewarm's history is in the store's order)
+            seen = np.array(recent, dtype=np.int64)
+            seen.setflags(write=False)
+            entry = replace(entry, recent=seen, nbytes=entry.nbytes - entry.recent.nbytes + seen.nbytes)
+            self.memo.put(u, entry)
+            return entry.state, entry
         fz = self.featurizer
         hist = self._row(cols)
         grown = entry is not None and len(entry.cols) < len(cols) and np.isin(entry.cols, cols).all()
@@ -450,15 +498,63 @@ class TwoStageRanker(OnnxRanker):
         else:
             mats = fz.source_scores(hist, users)
         state = fz.user_state(hist, users, mats, fz.recall_lists(hist, mats), full_ranks=True)
-        if self.memo.max_bytes > 0:
-            self.memo.put(u, _Entry(cols, _freeze(state), _nbytes(state, cols)))
-        return state
+        if not memo_on:
+            return state, None
+        entry = self._materialise(cols, np.array(recent, dtype=np.int64), state)
+        self.memo.put(u, entry)
+        return entry.state, entry
+
+    def _materialise(self, cols: IntArray, recent: IntArray, state: UserState) -> _Entry:
+        """The memo entry of a user's ``state``: the feature rows of every item (`rows`, so a gather
+        from them is bit for bit the rows of any candidates), kept as the columns that depend on the
+        user (`CandidateFeaturizer.column_scopes`; the item columns are shared by every user)."""
+        every = np.arange(self.n_items, dtype=np.int64)[None, :]
+        cat, dense, _ = self.featurizer.rows(state, every)
+        cat, dense = cat[0], dense[0]
+        if self._item_rows is None:
+            item_cat = cat.copy()
+            item_cat[:, self._ccols["user"]] = 0
+            item_dense = np.ascontiguousarray(dense[:, self._dcols["item"]])
+            item_dense.setflags(write=False)
+            item_cat.setflags(write=False)
+            self._item_rows = (item_dense, item_cat)
+        kept = _freeze(replace(state, ranks=None))
+        pair = np.ascontiguousarray(dense[:, self._dcols["pair"]])
+        dense_user = dense[0, self._dcols["user"]].copy()
+        cat_user = cat[0, self._ccols["user"]].copy()
+        for a in (cols, recent, pair, dense_user, cat_user):
+            a.setflags(write=False)
+        nbytes = _nbytes(kept, cols, recent, pair, dense_user, cat_user)
+        return _Entry(cols, recent, kept, pair, dense_user, cat_user, nbytes)
+
+    def _gather(self, entry: _Entry, items: IntArray) -> tuple[IntArray, FloatArray]:
+        """Ranker inputs of ``items`` (valid indices) from a memo entry (= `rows` of its state)."""
+        assert self._item_rows is not None
+        item_dense, item_cat = self._item_rows
+        dense = np.empty((len(items), self._n_dense), dtype=np.float32)
+        for part, src in (("pair", entry.pair.take(items, axis=0)), ("item", item_dense.take(items, axis=0))):
+            for dst, at in self._runs[part]:
+                dense[:, dst] = src[:, at]
+        for dst, at in self._runs["user"]:
+            dense[:, dst] = entry.dense_user[at]
+        cat = item_cat.take(items, axis=0)
+        for dst, at in self._runs["cat_user"]:
+            cat[:, dst] = entry.cat_user[at]
+        return cat, dense
 
     def inputs_for(self, ctx: RankContext, items: IntArray) -> tuple[IntArray, FloatArray] | None:
         """Ranker inputs (cat [n, C], dense [n, D]) of ``items`` [n] for the user of ``ctx``; None
         when the user has no history at all (cold start: popularity order)."""
         items = np.asarray(items, dtype=np.int64)
-        cols, users = self._cols(ctx.user_idx, ctx.recent)
+        u = ctx.user_idx
+        if u is not None and 0 <= u < self._n_users and self._indptr[u + 1] > self._indptr[u]:
+            # a known user with a training row
+            state, entry = self._lookup(u, np.asarray(ctx.recent, dtype=np.int64), True)
+            if entry is not None and len(items) and items.min() >= 0 and items.max() < self.n_items:
+                return self._gather(entry, items)
+            cat, dense, _ = self.featurizer.rows(state, items[None, :])
+            return cat.reshape(-1, cat.shape[2]), dense.reshape(-1, dense.shape[2])
+        cols, users = self._cols(u, ctx.recent)
         if len(cols) == 0:
             return None
         if users is not None:

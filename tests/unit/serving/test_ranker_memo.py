@@ -48,8 +48,11 @@ def test_memo_scores_equal_unmemoised_scores(release: tuple[MemoryRelease, TwoSt
     assert len(memo.memo) == 12 and len(plain.memo) == 0
     # memoised arrays are never written to (requests share them)
     state = memo.user_state(*memo._cols(0, np.zeros(0, np.int64)))
-    assert not state.scores.flags.writeable and state.ranks is not None
-    assert not state.ranks.flags.writeable
+    entry = memo.memo.get(0)
+    assert entry is not None and entry.state is state
+    assert not state.scores.flags.writeable and state.ranks is None  # the rows hold what ranks gave
+    for a in (entry.pair, entry.dense_user, entry.cat_user, entry.cols, entry.recent):
+        assert not a.flags.writeable
     # the memoised score rows are the sources' scores with the history at -inf
     own = ts.sources["itemknn"].score_users([0])[0]
     seen = train[0].indices
@@ -182,7 +185,10 @@ def test_prewarm_builds_the_state_of_the_history_requests_read(
     a = p.recommend(RecRequest(user_id=7, k=10, model="ncf"))
     b = plain.recommend(RecRequest(user_id=7, k=10, model="ncf"))
     assert np.array_equal(a.items, b.items) and np.array_equal(a.scores, b.scores)
-    assert r.memo.get(6) is entry  # a hit: not rebuilt
+    # a hit: not rebuilt (the entry is only re-keyed by the request's recent list)
+    again = r.memo.get(6)
+    assert again is not None and again.state is entry.state and again.pair is entry.pair
+    assert np.array_equal(again.recent, p.resolve(RecRequest(user_id=7)).recent)
 
 
 def test_prewarm_fills_the_memo_most_active_users_first(

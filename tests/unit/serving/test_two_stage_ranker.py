@@ -85,6 +85,33 @@ def test_user_state_rows_equal_features_for(two_stage_release: tuple[MemoryRelea
                 assert np.array_equal(a, b)
 
 
+def test_column_scopes_say_what_each_feature_column_depends_on(
+    two_stage_release: tuple[MemoryRelease, TwoStage],
+) -> None:
+    """`column_scopes`: ``item`` columns are the same for every user, ``user`` columns the same for
+    every item, and the ``pair`` columns are the only ones that vary with both (the memo of
+    `TwoStageRanker` keeps a user's pair columns and shares the item columns)."""
+    _, ts = two_stage_release
+    fz = ts.featurizer()
+    dense_scope, cat_scope = fz.column_scopes()
+    assert len(dense_scope) == len(fz.dense_names()) and len(cat_scope) == len(fz.cat_cards)
+    assert fz.features.has_time and "pair" in dense_scope
+    train = ts.train_matrix()
+    every = np.arange(train.shape[1], dtype=np.int64)[None, :]
+    rows = [fz.features_for(train[[u]], np.array([u]), every, standardise_over="recall") for u in (0, 5, 31)]
+    for scopes, part in ((dense_scope, 1), (cat_scope, 0)):
+        for j, scope in enumerate(scopes):
+            cols = [r[part][0, :, j] for r in rows]
+            same_users = all(np.array_equal(c, cols[0]) for c in cols)
+            same_items = all(len(np.unique(c)) == 1 for c in cols)
+            if scope == "item":
+                assert same_users, (part, j)
+            elif scope == "user":
+                assert same_items, (part, j)
+            else:
+                assert scope == "pair" and not same_users and not same_items, (part, j)
+
+
 def test_features_for_reproduces_build(two_stage_release: tuple[MemoryRelease, TwoStage]) -> None:
     _, ts = two_stage_release
     fz: CandidateFeaturizer = ts.featurizer()

@@ -176,6 +176,19 @@ class CandidateFeaturizer:
         names += [f"genre_{g}" for g in self.features.vocabularies["genre"][1:]]
         return names
 
+    def column_scopes(self) -> tuple[list[str], list[str]]:
+        """What each column of a feature row depends on: ``"user"`` (the same for every item of a
+        user), ``"item"`` (the same for every user) or ``"pair"`` (both); for the dense columns (the
+        order of `dense_names`) and the categorical ones (the order of `cat_cards`). Serving builds a
+        memoised user's pair columns for every item once and then only gathers rows."""
+        f = self.features
+        dense = ["pair"] * (3 * len(self.sources))
+        dense += ["pair", "item", "item", "user", "user", "pair"]  # n_sources .. affinity
+        dense += ["pair", "pair"] if f.has_time else []  # local popularity, item age
+        dense += ["item"] * (len(f.vocabularies["genre"]) - 1)
+        cat = ["user", "item", *["user"] * f.users_cat.shape[1], "item"]
+        return dense, cat
+
     def source_scores(self, history: sp.csr_matrix, users: IntArray | None) -> list[FloatArray]:
         """Each source's scores [n, n_items] float32 for the users (``users`` dense indices, or None
         for users given only by their ``history`` rows); the history items are set to -inf."""
