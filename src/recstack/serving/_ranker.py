@@ -329,15 +329,17 @@ class TwoStageRanker(OnnxRanker):
     ``ctx.recent``; no history at all -> popularity order (as `TwoStage`).
 
     With ``standardise_over="recall"`` a feature row of (user, item) depends on the user (index +
-    history row) and the item only, never on the other candidates. So the user side of the rows
-    (`CandidateFeaturizer.user_state`: the sources' masked score rows, every item's stable rank per
-    source, the z-score mean / std over the recall list, affinity, codes) of known users is memoised
-    (``memo_mb`` MB, LRU by user; 0 turns it off), keyed by the history row it was built from: a
-    request of a memoised user with the same history only gathers its candidates' rows
-    (`CandidateFeaturizer.rows`); a history that grew (events since) masks the new items in the
-    memoised score rows (the scores of a known user do not depend on its history) and rebuilds the
-    rest; anything else recomputes. New users, profiles and liked-items requests are not memoised.
-    Memoised or not, the rows are those of `CandidateFeaturizer.features_for`, bit for bit."""
+    history row) and the item only, never on the other candidates. So known users are memoised
+    (``memo_mb`` MB, LRU by user; 0 turns it off): their state (`CandidateFeaturizer.user_state`:
+    the sources' masked score rows, the z-score mean / std over the recall list, affinity, codes) and
+    their feature rows of every item (`CandidateFeaturizer.rows`), kept as the columns that depend on
+    the user (`CandidateFeaturizer.column_scopes`; the item columns are shared). An entry is keyed by
+    the recent items it was built from and by the history row: a request of a memoised user with the
+    same history only gathers its candidates' rows; a history that grew (events since) masks the new
+    items in the memoised score rows (the scores of a known user do not depend on its history) and
+    rebuilds the rest; anything else recomputes. New users, profiles and liked-items requests are
+    not memoised. Memoised or not, the rows are those of `CandidateFeaturizer.features_for`, bit for
+    bit."""
 
     def __init__(self, name: str, path: str | Path, model: Any, memo_mb: float = SCORE_MEMO_MB) -> None:
         self.name = name
