@@ -42,7 +42,7 @@ class DeepFMNet(RankerNet):
         v_cat = self.field_embeddings(cat)
         v = torch.cat([v_cat, dense.unsqueeze(2) * self.dense_emb.unsqueeze(0)], dim=1)
         fm = 0.5 * (v.sum(dim=1).pow(2) - v.pow(2).sum(dim=1)).sum(dim=1)
-        deep = self.deep(torch.cat([v_cat.flatten(1), dense], dim=1)).squeeze(1)
+        deep = self.deep_logits(cat, dense, v_cat).squeeze(1)
         res: torch.Tensor = first + fm + deep
         return res
 

@@ -19,8 +19,7 @@ class DNNNet(RankerNet):
         self.deep = mlp(self.n_fields * spec["emb_dim"] + self.n_dense, spec["hidden"], spec["dropout"])
 
     def logits(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        e = self.field_embeddings(cat).flatten(1)
-        res: torch.Tensor = self.deep(torch.cat([e, dense], dim=1)).squeeze(1)
+        res: torch.Tensor = self.deep_logits(cat, dense).squeeze(1)
         return res
 
 

@@ -31,7 +31,7 @@ class NCFNet(RankerNet):
 
     def logits(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         gmf = self.gmf_user(cat[:, 0]) * self.gmf_item(cat[:, 1]) * self.id_mask
-        deep = self.deep(torch.cat([self.field_embeddings(cat).flatten(1), dense], dim=1))
+        deep = self.deep_logits(cat, dense)
         res: torch.Tensor = self.out(torch.cat([gmf, deep], dim=1)).squeeze(1)
         return res
 

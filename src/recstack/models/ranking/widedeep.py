@@ -31,8 +31,7 @@ class WideDeepNet(RankerNet):
             if j < 2 and self.id_mask == 0.0:
                 continue
             wide = wide + w(cat[:, j]).squeeze(1)
-        e = self.field_embeddings(cat).flatten(1)
-        res: torch.Tensor = wide + self.deep(torch.cat([e, dense], dim=1)).squeeze(1)
+        res: torch.Tensor = wide + self.deep_logits(cat, dense).squeeze(1)
         return res
 
 
