@@ -12,6 +12,9 @@ Parts (each a protocol of BENCHMARKS.md, peers side by side in the same run, sam
   the test figure of the chosen point is the ``stratified`` part's.
 - ``tuning_temporal``: the recall sources of the temporal-holdout model, on ``temporal``'s validation.
 - ``tuning_seeds``: the best few ``tuning`` points again with two more seeds, chosen on the mean.
+- ``tuning_ranker``: the ranker of the default two-stage model (ensembles of seeds / architectures,
+  training hyperparameters) on the same validation split, each point at seeds 42/142/242, chosen on
+  the mean (``--points`` runs a subset of the labels; earlier points stay in the JSON).
 - ``ablation``: ``stratified`` test NDCG@10 of two_stage:ncf with groups of ranker features held at 0
   (why the ranker beats EASE: which inputs carry it).
 
@@ -134,6 +137,36 @@ def _share_source_fits() -> None:
     two_stage_mod._fit_sources = shared
 
 
+_FOLDS: dict[str, Any] = {}
+
+
+def _share_folds() -> None:
+    """The labelled candidate lists of a holdout fold depend on (data, seed, recall config) and the rng
+    state, not on the ranker: runs that vary only the ranker build them once (the rng state after the
+    fold is restored, so a cached run is the uncached run bit for bit)."""
+    _share_source_fits()
+    fold = TwoStage._fold
+    if getattr(fold, "shared", False):
+        return
+
+    def shared(self: TwoStage, dataset: Any, seed: int, rng: np.random.Generator) -> Any:
+        c = self.cfg
+        cfg = [c.sources, c.source_params, c.per_source, c.holdout, c.holdout_fraction]
+        cfg += [c.random_negatives, c.ablate]
+        key = json.dumps(
+            [dataset.fingerprint(), seed, rng.bit_generator.state, cfg], sort_keys=True, default=str
+        )
+        if key not in _FOLDS:
+            out = fold(self, dataset, seed, rng)
+            _FOLDS[key] = (out, rng.bit_generator.state)
+        out, state = _FOLDS[key]
+        rng.bit_generator.state = state
+        return out
+
+    shared.shared = True  # type: ignore[attr-defined]
+    TwoStage._fold = shared  # type: ignore[method-assign]
+
+
 FIVE = ["two_tower", "ease", "als", "itemknn", "pop"]
 SIX = [*FIVE, "window_pop"]
 SEVEN = [*SIX, "rp3beta"]
@@ -166,6 +199,70 @@ SEED_CHECK = [
     "+ window_pop + rp3beta, holdout_fraction 0.25",
 ]
 SEEDS = (42, 142, 242)
+
+#: ``tuning_ranker`` part: (label, two_stage:ncf params over the default TwoStageConfig)
+RANKER_GRID: list[tuple[str, dict[str, Any]]] = [
+    ("default (one ncf net)", {}),
+    ("ncf x 3 seeds", {"ranker_seeds": 3}),
+    ("ncf x 5 seeds", {"ranker_seeds": 5}),
+    ("ncf + dnn + widedeep", {"ranker_mix": ["dnn", "widedeep"]}),
+    # one net, no serving cost: training hyperparameters (RankerConfig) of the ncf net
+    ("ncf, average of the best 3 epochs", {"ranker_params": {"average_top": 3}}),
+    ("ncf, cosine lr", {"ranker_params": {"lr_schedule": "cosine"}}),
+    ("ncf, batch 32 lists", {"ranker_params": {"batch_size": 32}}),
+    ("ncf, hidden 256-128", {"ranker_params": {"hidden": [256, 128]}}),
+    ("ncf, dropout 0.3", {"ranker_params": {"dropout": 0.3}}),
+    ("ncf, weight decay 1e-3", {"ranker_params": {"weight_decay": 1e-3}}),
+]
+
+
+def tuning_ranker(
+    ds: Any, earlier: dict[str, Any], points: list[str] | None, save: Any = None
+) -> dict[str, Any]:
+    """RANKER_GRID points (``points``: a subset of its labels) at every seed of SEEDS on stratified's
+    validation split; ``earlier`` results of points not re-run are kept. ``save(results)`` after each
+    point (a long run keeps what it measured)."""
+    _share_folds()
+    for name in two_stage_mod.RANKERS:  # imported now: a later edit of a ranker module cannot mix in
+        two_stage_mod.ranker_class(name)
+    val = split(ds, "stratified", seed=42).validation()
+    grid = dict(RANKER_GRID)
+    res: dict[str, Any] = {
+        k: {**v, "earlier_run": True} for k, v in earlier.items() if k not in (points or grid)
+    }
+    for r in res.values():
+        r.pop("chosen", None)
+    for label in points or list(grid):
+        runs = []
+        for seed in SEEDS:
+            _, out = _fit_eval("two_stage:ncf", {**grid[label], "seed": seed}, val, True)
+            fr = out["fit_result"]
+            runs.append(
+                {
+                    "seed": seed,
+                    **{k: out.get(k) for k in ("ndcg@10", "precision@10", "map@10", "fit_seconds")},
+                    "ranker_val_ndcg@10": fr["ranker_val_ndcg@10"],
+                    "ranker_fit": fr.get("ranker_fit"),
+                }
+            )
+            Console(stderr=True).print(
+                f"tuning_ranker {label} seed {seed}: ndcg@10 {out['ndcg@10']:.4f} "
+                f"(ranker val {fr['ranker_val_ndcg@10']:.4f}, fit {out['fit_seconds']:.1f} s)"
+            )
+        nd = np.array([r["ndcg@10"] for r in runs])
+        res[label] = {
+            "ndcg@10": float(nd.mean()),
+            "ndcg@10_sd": float(nd.std(ddof=1)),
+            "runs": runs,
+            "grid_params": grid[label],
+        }
+        Console(stderr=True).print(f"tuning_ranker {label}: mean {nd.mean():.4f} sd {nd.std(ddof=1):.4f}")
+        if save is not None:
+            save(res)
+    best = max(res, key=lambda k: res[k]["ndcg@10"])
+    res[best]["chosen"] = True
+    return res
+
 
 #: (label, dense features held at 0) of the ablation part
 ABLATIONS: list[tuple[str, list[str]]] = [
@@ -269,6 +366,7 @@ def main() -> None:
     ap.add_argument("--parts", default="stratified,tfrs,temporal,ctr")
     ap.add_argument("--rankers", default="deepfm,ncf,dnn,widedeep")
     ap.add_argument("--out", default=str(OUT), help="JSON file (parts are merged into it)")
+    ap.add_argument("--points", default="", help="tuning_ranker: the RANKER_GRID labels to run (| separated)")
     args = ap.parse_args()
     out_path = Path(args.out)
     ds = load_dataset("ml-100k")
@@ -288,6 +386,15 @@ def main() -> None:
             body = tuning_temporal(ds)
         elif part == "tuning_seeds":
             body = tuning_seeds(ds)
+        elif part == "tuning_ranker":
+            earlier = result.get("tuning_ranker", {}).get("results", {})
+
+            def save(body: dict[str, Any], part: str = part, t0: float = t0) -> None:
+                result[part] = {"results": body, "wall_seconds": time.perf_counter() - t0}
+                out_path.write_text(json.dumps(result, indent=2, default=str))
+
+            points = [p for p in args.points.split("|") if p] or None
+            body = tuning_ranker(ds, earlier, points, save)
         elif part == "ablation":
             body = ablation(ds)
         elif part == "ctr":

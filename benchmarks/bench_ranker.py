@@ -2,7 +2,9 @@
 
 Each ranker is trained for one epoch on random rows of the two-stage layout (7 categorical fields,
 39 dense features) — speed does not depend on the weights. Reports ms per request (p50 / p99) and the
-ratio eager / ORT. Writes ``benchmarks/results/ranker.json``.
+ratio eager / ORT. Also ensembles (`RankerEnsemble`, TwoStageConfig's ``ranker_seeds`` /
+``ranker_mix``: one ONNX graph of k nets) to put their serving cost next to one net's. Writes
+``benchmarks/results/ranker.json``.
 
     python benchmarks/bench_ranker.py [--candidates 300] [--requests 300]
 """
@@ -21,10 +23,18 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from recstack.models.ranking._base import RankingData
+from recstack.models.ranking._base import NeuralRanker, RankingData
+from recstack.models.ranking.ensemble import RankerEnsemble
 from recstack.models.ranking.two_stage import ranker_class
 
 OUT = Path(__file__).parent / "results" / "ranker.json"
+#: (label, member architectures) of the ensembles measured after the single nets
+ENSEMBLES: list[tuple[str, list[str]]] = [
+    ("ensemble ncf x 3", ["ncf"] * 3),
+    ("ensemble ncf x 5", ["ncf"] * 5),
+    ("ensemble ncf + dnn + widedeep", ["ncf", "dnn", "widedeep"]),
+    ("ensemble (ncf + dnn + widedeep) x 2", ["ncf", "dnn", "widedeep"] * 2),
+]
 CARDS = [944, 1683, 8, 3, 22, 20, 17]
 N_DENSE = 39
 
@@ -55,12 +65,24 @@ def main() -> None:
     so.inter_op_num_threads = 1
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("ncf", "widedeep", "deepfm", "dnn"):
-            r = ranker_class(name)(epochs=1, num_threads=1).fit(None, data)
+        rankers: list[tuple[str, NeuralRanker | RankerEnsemble]] = [
+            (name, ranker_class(name)(epochs=1, num_threads=1).fit(None, data))
+            for name in ("ncf", "widedeep", "deepfm", "dnn")
+        ]
+        rankers += [
+            (
+                label,
+                RankerEnsemble(
+                    [ranker_class(a)(epochs=1, num_threads=1, seed=i) for i, a in enumerate(archs)]
+                ).fit(None, data),
+            )
+            for label, archs in ENSEMBLES
+        ]
+        for name, r in rankers:
             sess = ort.InferenceSession(
                 str(r.export_onnx(Path(tmp) / f"{name}.onnx")), so, providers=["CPUExecutionProvider"]
             )
-            net = r.net
+            net = r.net() if isinstance(r, RankerEnsemble) else r.net
             assert net is not None
             times: dict[str, list[float]] = {"ort": [], "torch": []}
             for c, d in reqs[:10]:  # warm-up
@@ -80,6 +102,7 @@ def main() -> None:
                 for q, p in (("p50", 50), ("p99", 99))
             }
             row["ratio_torch_over_ort_p50"] = row["torch_p50_ms"] / row["ort_p50_ms"]
+            row["ort_p50_over_ncf"] = row["ort_p50_ms"] / results["ncf"]["ort_p50_ms"] if results else 1.0
             results[name] = row
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(
@@ -89,13 +112,14 @@ def main() -> None:
         )
     )
     t = Table(title=f"ranking {args.candidates} candidates, 1 thread")
-    for c in ("ranker", "ORT p50 ms", "ORT p99 ms", "torch p50 ms", "torch p99 ms", "torch/ORT"):
+    for c in ("ranker", "ORT p50 ms", "ORT p99 ms", "torch p50 ms", "torch p99 ms", "torch/ORT", "ORT/ncf"):
         t.add_column(c, justify="right")
     for name, r in results.items():
         t.add_row(
             name,
             *(f"{r[k]:.3f}" for k in ("ort_p50_ms", "ort_p99_ms", "torch_p50_ms", "torch_p99_ms")),
             f"{r['ratio_torch_over_ort_p50']:.2f}x",
+            f"{r['ort_p50_over_ncf']:.2f}x",
         )
     Console().print(t)
     print(f"wrote {OUT}")

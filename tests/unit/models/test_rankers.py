@@ -13,6 +13,7 @@ import torch
 from recstack.config import load_toml
 from recstack.errors import InvalidArgumentError, NotFittedError
 from recstack.models.ranking._base import NeuralRanker, RankerConfig, RankingData, auc, ndcg_at_k
+from recstack.models.ranking.ensemble import RankerEnsemble
 from recstack.models.ranking.trainer import TrainerConfig, train
 from recstack.models.ranking.two_stage import RANKERS, ranker_class
 
@@ -167,3 +168,132 @@ def test_ranker_config_from_toml(tmp_path: Path) -> None:
     cfg = RankerConfig.from_config(load_toml(p))
     assert cfg.hidden == (32, 16) and cfg.loss == "bpr"
     assert RankerConfig.from_config(cfg.dump_config()) == cfg
+
+
+@pytest.fixture(scope="module")
+def ensemble() -> RankerEnsemble:
+    data = _grouped(120, 12, seed=1)
+    members = [
+        ranker_class("ncf")(**FAST, seed=1),
+        ranker_class("ncf")(**FAST, seed=2),
+        ranker_class("dnn")(**FAST, seed=1),
+    ]
+    return RankerEnsemble(members).fit(None, data, validation=_grouped(40, 12, seed=9))
+
+
+def test_ensemble_is_the_mean_of_standardised_members(ensemble: RankerEnsemble) -> None:
+    cat, dense = _rows(1000, seed=2)
+    feats = {"cat": cat, "dense": dense}
+    # members trained with distinct seeds are distinct nets
+    a, b = (m.score(feats) for m in ensemble.members[:2])
+    assert np.abs(a - b).max() > 1e-3
+    # by hand: (logit_k - shift_k) / scale_k averaged over the 3 members; shift / scale are the mean / std
+    # of each member's logits over the training rows (the 120 x 9 unpadded ones, fewer than the stats
+    # sample)
+    tc, td, _ = _grouped(120, 12, seed=1).flat()
+    assert len(tc) == 120 * 9
+    flat = {"cat": tc, "dense": td}
+    expect = np.zeros(1000)
+    for m, sh, sc in zip(ensemble.members, ensemble.shift or [], ensemble.scale or [], strict=True):
+        tr = m.score(flat).astype(np.float64)
+        assert sh == pytest.approx(tr.mean()) and sc == pytest.approx(tr.std())
+        expect += (m.score(feats) - tr.mean()) / tr.std() / 3
+    np.testing.assert_allclose(ensemble.score(feats), expect, atol=1e-5)
+    assert [r["model"] for r in ensemble.fit_result["members"]] == ["ncf", "ncf", "dnn"]
+    assert 0.0 < ensemble.fit_result["best_val"] <= 1.0
+
+
+def test_ensemble_onnx_matches_torch(ensemble: RankerEnsemble, tmp_path: Path) -> None:
+    path = ensemble.export_onnx(tmp_path / "ensemble.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # the same inputs and one output as a single net: serving does not know it is an ensemble
+    assert [i.name for i in sess.get_inputs()] == ["cat", "dense"]
+    assert [o.name for o in sess.get_outputs()] == ["score"]
+    cat, dense = _rows(1000, seed=2)
+    out = sess.run(["score"], {"cat": cat, "dense": dense})[0]
+    assert out.shape == (1000,) and out.dtype == np.float32
+    np.testing.assert_allclose(out, ensemble.score({"cat": cat, "dense": dense}), atol=1e-5, rtol=1e-5)
+
+
+def test_ensemble_save_load_round_trip(ensemble: RankerEnsemble, tmp_path: Path) -> None:
+    ensemble.save(tmp_path / "r")
+    assert RankerEnsemble.is_saved(tmp_path / "r") and not list(tmp_path.rglob("*.pkl"))
+    back = RankerEnsemble.load(tmp_path / "r", ranker_class)
+    cat, dense = _rows(50, seed=7)
+    np.testing.assert_array_equal(
+        back.score({"cat": cat, "dense": dense}), ensemble.score({"cat": cat, "dense": dense})
+    )
+    assert [m.name for m in back.members] == ["ncf", "ncf", "dnn"]
+
+
+def test_one_member_ensemble_orders_as_its_member() -> None:
+    data = _grouped(60, 12, seed=1)
+    single = ranker_class("ncf")(**FAST, seed=3).fit(None, data)
+    ens = RankerEnsemble([ranker_class("ncf")(**FAST, seed=3)]).fit(None, data)
+    cat, dense = _rows(200, seed=2)
+    s, e = single.score({"cat": cat, "dense": dense}), ens.score({"cat": cat, "dense": dense})
+    # the same net (same seed, same rows), standardised: an increasing affine map of the member
+    assert ens.scale is not None and ens.shift is not None
+    np.testing.assert_allclose(e, (s - ens.shift[0]) / ens.scale[0], atol=1e-5)
+    np.testing.assert_array_equal(np.argsort(-e, kind="stable"), np.argsort(-s, kind="stable"))
+
+
+def test_ensemble_errors() -> None:
+    with pytest.raises(InvalidArgumentError, match="at least one"):
+        RankerEnsemble([])
+    with pytest.raises(NotFittedError):
+        RankerEnsemble([ranker_class("dnn")()]).score(
+            {"cat": np.zeros((1, 4), np.int64), "dense": np.zeros((1, D), np.float32)}
+        )
+    with pytest.raises(InvalidArgumentError, match="RankingData"):
+        RankerEnsemble([ranker_class("dnn")()]).fit(None, [1, 2, 3])
+
+
+@pytest.mark.parametrize(("soup_val", "kept"), [(0.6, True), (0.4, False)])
+def test_trainer_average_top_keeps_the_soup_only_when_it_validates(soup_val: float, kept: bool) -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 1)
+    x = torch.randn(64, 3)
+    y = x @ torch.tensor([1.0, -2.0, 0.5])
+    # epochs 1..4 score 0.1, 0.5, 0.3, 0.2 (patience 2 stops after 4); the 5th call scores the soup
+    vals = iter([0.1, 0.5, 0.3, 0.2, soup_val])
+    snapshots: list[torch.Tensor] = []
+
+    def validate() -> float:
+        snapshots.append(net.weight.detach().clone())
+        return next(vals)
+
+    res = train(
+        net,
+        lambda epoch, rng: [torch.arange(32), torch.arange(32, 64)],
+        lambda idx: ((net(x[idx]).squeeze(1) - y[idx]) ** 2).mean(),
+        TrainerConfig(epochs=6, patience=2, lr=0.05, num_threads=1, average_top=2),
+        validate=validate,
+    )
+    # the soup = the mean of the best two epochs' weights (epochs 2 and 3)
+    soup = (snapshots[1] + snapshots[2]) / 2
+    torch.testing.assert_close(snapshots[4], soup)
+    assert res.best_epoch == 2 and res.history[-1]["averaged"] == 2.0
+    if kept:
+        torch.testing.assert_close(net.weight.detach(), soup)
+        assert res.best_metric == 0.6
+    else:
+        assert torch.equal(net.weight.detach(), snapshots[1])
+        assert res.best_metric == 0.5
+
+
+def test_trainer_cosine_schedule_changes_the_steps() -> None:
+    def run(schedule: str) -> torch.Tensor:
+        torch.manual_seed(0)
+        net = torch.nn.Linear(3, 1)
+        x = torch.randn(64, 3)
+        train(
+            net,
+            lambda epoch, rng: [torch.arange(64)],
+            lambda idx: (net(x[idx]) ** 2).mean(),
+            TrainerConfig(epochs=3, lr=0.1, num_threads=1, lr_schedule=schedule),  # type: ignore[arg-type]
+            n_batches=1,
+        )
+        return net.weight.detach().clone()
+
+    assert not torch.equal(run("constant"), run("cosine"))

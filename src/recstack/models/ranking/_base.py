@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F  # noqa: N812
+from pydantic import Field
 from torch import nn
 
 from recstack.config import ComponentConfig
@@ -37,7 +38,8 @@ IntArray = npt.NDArray[np.int64]
 class RankerConfig(ComponentConfig):
     """Hyperparameters of a neural ranker. ``loss``: ``softmax`` (listwise over each user's candidate
     list), ``bpr`` (pairwise, every positive against every negative of the list) or ``bce``
-    (pointwise). ``id_features``: use the user / item id fields (False zeroes them)."""
+    (pointwise). ``id_features``: use the user / item id fields (False zeroes them). ``lr_schedule``,
+    ``average_top``: see `TrainerConfig`."""
 
     emb_dim: int = 16
     hidden: tuple[int, ...] = (128, 64)
@@ -51,6 +53,8 @@ class RankerConfig(ComponentConfig):
     patience: int = 3
     seed: int = 42
     num_threads: int = 1
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    average_top: int = Field(default=1, ge=1)
 
 
 @dataclass
@@ -276,6 +280,8 @@ class NeuralRanker(Ranker):
             patience=c.patience,
             seed=c.seed,
             num_threads=c.num_threads,
+            lr_schedule=c.lr_schedule,
+            average_top=c.average_top,
         )
         res = train(
             net,

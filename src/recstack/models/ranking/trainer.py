@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from safetensors.torch import load_file, save_file
 
 from recstack._progress import progress_bar
@@ -32,7 +33,11 @@ log = logging.getLogger(__name__)
 
 class TrainerConfig(ComponentConfig):
     """Hyperparameters of the loop. ``patience`` epochs without a validation improvement larger than
-    ``min_delta`` stop training; ``num_threads`` is passed to ``torch.set_num_threads``."""
+    ``min_delta`` stop training; ``num_threads`` is passed to ``torch.set_num_threads``. ``lr_schedule``:
+    ``constant`` or ``cosine`` (per step, from ``lr`` to 0 over ``epochs``). ``average_top`` > 1 (with a
+    validation): the weights of the best ``average_top`` epochs by the metric are averaged at the end and
+    the average is kept when its metric is at least the best epoch's (a "soup" of one run's checkpoints).
+    """
 
     epochs: int = 20
     batch_size: int = 1024
@@ -43,6 +48,8 @@ class TrainerConfig(ComponentConfig):
     seed: int = 42
     num_threads: int = 2
     deterministic: bool = True
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    average_top: int = Field(default=1, ge=1)
 
 
 @dataclass
@@ -83,7 +90,12 @@ def train(
     t0 = time.perf_counter()
     rng = seed_everything(config.seed, config.num_threads, config.deterministic)
     opt = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched: torch.optim.lr_scheduler.LRScheduler | None = None
+    if config.lr_schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs * max(n_batches or 1, 1))
     best_state: dict[str, torch.Tensor] | None = None
+    #: (metric, epoch, state) of the best ``average_top`` epochs so far
+    top: list[tuple[float, int, dict[str, torch.Tensor]]] = []
     best, best_epoch, bad = -math.inf, 0, 0
     history: list[dict[str, float]] = []
     with progress_bar() as prog:
@@ -96,6 +108,8 @@ def train(
                 loss = loss_fn(batch)
                 loss.backward()  # type: ignore[no-untyped-call]
                 opt.step()
+                if sched is not None:
+                    sched.step()
                 total += float(loss.detach())
                 count += 1
                 if n_batches:
@@ -108,6 +122,9 @@ def train(
                 with torch.no_grad():
                     metric = float(validate())
                 row["val"] = metric
+                if config.average_top > 1:
+                    top.append((metric, epoch, copy.deepcopy(module.state_dict())))
+                    top = sorted(top, key=lambda t: (-t[0], t[1]))[: config.average_top]
                 if metric > best + config.min_delta:
                     best, best_epoch, bad = metric, epoch, 0
                     best_state = copy.deepcopy(module.state_dict())
@@ -124,6 +141,31 @@ def train(
     if best_state is not None:
         module.load_state_dict(best_state)
     module.eval()
+    if validate is not None and len(top) > 1:
+        # the mean of the best epochs' weights (buffers too: they are the same in every epoch here)
+        soup = {
+            k: torch.stack([t[2][k].to(torch.float64) for t in top]).mean(dim=0).to(v.dtype)
+            if v.is_floating_point()
+            else v
+            for k, v in top[0][2].items()
+        }
+        module.load_state_dict(soup)
+        module.eval()
+        with torch.no_grad():
+            soup_metric = float(validate())
+        history.append({"epoch": 0.0, "loss": math.nan, "val": soup_metric, "averaged": float(len(top))})
+        log.debug(
+            "%s: average of the best %d epochs: val %.4f (best %.4f)",
+            description,
+            len(top),
+            soup_metric,
+            best,
+        )
+        if soup_metric >= best:
+            best = soup_metric
+        elif best_state is not None:
+            module.load_state_dict(best_state)
+        module.eval()
     if validate is None:
         best = history[-1]["loss"] if history else math.nan
     return TrainResult(best_epoch, best, time.perf_counter() - t0, history)

@@ -42,6 +42,7 @@ from recstack.errors import ArtifactError, InvalidArgumentError, NotFittedError
 from recstack.features.tables import FeatureTables, TimeWindows, build_features, user_genre_affinity
 from recstack.models.base import Retriever
 from recstack.models.ranking._base import NeuralRanker, RankerConfig, RankingData, ndcg_at_k
+from recstack.models.ranking.ensemble import RankerEnsemble
 
 __all__ = ["RANKERS", "CandidateFeaturizer", "TwoStage", "TwoStageConfig", "UserState", "ranker_class"]
 
@@ -103,6 +104,11 @@ class TwoStageConfig(ComponentConfig):
     # id features lost on validation in every ML-100K run (0.1783 vs 0.1729 NDCG@10 on the holdout
     # lists); add {"id_features": True} here to let validation choose again
     ranker_grid: tuple[dict[str, Any], ...] = ({"id_features": False},)
+    #: an ensemble ranker (`RankerEnsemble`: one ONNX graph, its serving cost the members' summed):
+    #: ``ranker_seeds`` nets (seeds seed, seed + 1, ...) of each architecture of (``ranker``,
+    #: *``ranker_mix``), their logits standardised and averaged; 1 and () = the single ``ranker`` net
+    ranker_seeds: int = Field(default=1, ge=1)
+    ranker_mix: tuple[Literal["ncf", "widedeep", "deepfm", "dnn", "lr"], ...] = ()
     #: dense features held at 0, by name or name prefix of `CandidateFeaturizer.dense_names` (feature
     #: ablations: ``["local_popularity", "item_age"]``, ``["genre_", "affinity"]``, ``["two_tower_"]``)
     ablate: tuple[str, ...] = ()
@@ -494,7 +500,7 @@ class TwoStage(Retriever):
         super().__init__(config, **overrides)
         self.sources: dict[str, Retriever] = {}
         self.features: FeatureTables | None = None
-        self.ranker: NeuralRanker | None = None
+        self.ranker: NeuralRanker | RankerEnsemble | None = None
         self.fit_result: dict[str, Any] = {}
 
     @property
@@ -540,12 +546,11 @@ class TwoStage(Retriever):
             for j, name in enumerate(c.sources)
         }
         log.info("two_stage: validation ndcg@10 of each source alone %s", source_val)
-        klass = ranker_class(c.ranker)
-        best: tuple[float, NeuralRanker | None, dict[str, Any]] = (-np.inf, None, {})
+        best: tuple[float, NeuralRanker | RankerEnsemble | None, dict[str, Any]] = (-np.inf, None, {})
         grid_scores = []
         for point in c.ranker_grid or ({},):
             params = {**c.ranker_params, **point, "seed": c.seed}
-            r = klass(RankerConfig.from_config(params)).fit(None, train_d, validation=val_d)
+            r = self._new_ranker(params).fit(None, train_d, validation=val_d)
             score = float(r.fit_result["best_val"])
             grid_scores.append([point, score])
             log.info("two_stage %s %s: validation ndcg@10 %.4f", c.ranker, point, score)
@@ -565,10 +570,26 @@ class TwoStage(Retriever):
             "source_val_ndcg@10": source_val,
             "ranker_params": best[2],
             "ranker_grid": grid_scores,
+            # best epoch(s) and training seconds of the kept ranker (per member for an ensemble)
+            "ranker_fit": self.ranker.fit_result,
             "source_fit_seconds": {k: secs_a[k] + secs_full[k] for k in secs_a},
             "seconds": time.perf_counter() - t0,
         }
         log.info("two_stage fit: %s", self.fit_result)
+
+    def _new_ranker(self, params: dict[str, Any]) -> NeuralRanker | RankerEnsemble:
+        """The unfitted ranker at hyperparameters ``params``: one ``ranker`` net, or the ensemble of
+        ``ranker_seeds`` nets per architecture of (``ranker``, *``ranker_mix``)."""
+        c = self.cfg
+        archs = [c.ranker, *c.ranker_mix]
+        if c.ranker_seeds == 1 and len(archs) == 1:
+            return ranker_class(c.ranker)(RankerConfig.from_config(params))
+        members = [
+            ranker_class(a)(RankerConfig.from_config({**params, "seed": params["seed"] + i}))
+            for a in archs
+            for i in range(c.ranker_seeds)
+        ]
+        return RankerEnsemble(members)
 
     def _fold(self, dataset: Dataset, seed: int, rng: np.random.Generator) -> dict[str, Any]:
         """One holdout fold: fit the sources on part A, labelled candidate lists for part B's users."""
@@ -695,7 +716,11 @@ class TwoStage(Retriever):
             self.sources = {n: get_class(n).load(directory / "sources" / n) for n in c.sources}
         except OSError as exc:
             raise ArtifactError(f"{directory}: cannot load recall sources: {exc}") from exc
-        self.ranker = ranker_class(c.ranker).load(directory / "ranker")
+        rdir = directory / "ranker"
+        if RankerEnsemble.is_saved(rdir):
+            self.ranker = RankerEnsemble.load(rdir, ranker_class)
+        else:
+            self.ranker = ranker_class(c.ranker).load(rdir)
         self.features = FeatureTables.load(directory / "features")
         fr = directory / "fit_result.json"
         self.fit_result = json.loads(fr.read_text()) if fr.is_file() else {}

@@ -1,0 +1,102 @@
+"""TwoStage's ranker: one net by default, an ensemble (`ranker_seeds`, `ranker_mix`) scored, saved and
+exported as one ranker (one ONNX graph, inputs cat / dense, equal to PyTorch within 1e-5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import polars as pl
+import pytest
+
+from recstack.data.dataset import Dataset
+from recstack.models.ranking.ensemble import RankerEnsemble
+from recstack.models.ranking.ncf import NCF
+from recstack.models.ranking.two_stage import TwoStage
+
+GENRES = ("Action", "Comedy", "Drama")
+
+
+def _blocks(n_users: int = 60, n_items: int = 40, seed: int = 0) -> Dataset:
+    """Users prefer one of 4 item blocks (item % 4) and draw 10 items from it, plus 2 at random."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        block = np.flatnonzero(np.arange(n_items) % 4 == u % 4)
+        its = np.concatenate([rng.choice(block, 10, replace=False), rng.choice(n_items, 2, replace=False)])
+        for t, it in enumerate(np.unique(its)):
+            rows.append((u + 1, int(it) + 100, float(1 + (u + it) % 5), 1000 * u + t))
+    inter = pl.DataFrame(rows, schema=["user_id", "item_id", "rating", "timestamp"], orient="row")
+    items = pl.DataFrame(
+        {
+            "item_id": [100 + i for i in range(n_items)],
+            "title": [f"Movie {i}" for i in range(n_items)],
+            "year": [1990 + i % 10 for i in range(n_items)],
+            "genres": [[GENRES[i % 3]] for i in range(n_items)],
+        }
+    )
+    return Dataset.from_frames("blocks", inter, None, items)
+
+
+SMALL = {
+    "ranker": "ncf",
+    "sources": ("itemknn", "pop"),
+    "per_source": 8,
+    "random_negatives": 4,
+    "ranker_grid": ({},),
+    "ranker_params": {"epochs": 2, "num_threads": 1, "hidden": (16,), "emb_dim": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def data() -> Dataset:
+    return _blocks()
+
+
+@pytest.fixture(scope="module")
+def ensemble_model(data: Dataset) -> TwoStage:
+    return TwoStage(**SMALL, ranker_seeds=2, ranker_mix=("dnn",)).fit(data)
+
+
+def test_default_is_one_net(data: Dataset) -> None:
+    ts = TwoStage(**SMALL).fit(data)
+    assert isinstance(ts.ranker, NCF)
+    assert TwoStage.Config().ranker_seeds >= 1
+
+
+def test_ensemble_members(ensemble_model: TwoStage) -> None:
+    r = ensemble_model.ranker
+    assert isinstance(r, RankerEnsemble)
+    # ranker_seeds nets of each architecture of (ranker, *ranker_mix), seeds seed, seed + 1
+    assert [(m.name, m.config.seed) for m in r.members] == [
+        ("ncf", 42),
+        ("ncf", 43),
+        ("dnn", 42),
+        ("dnn", 43),
+    ]
+    assert ensemble_model.fit_result["ranker_val_ndcg@10"] == r.fit_result["best_val"]
+
+
+def test_ensemble_onnx_on_real_rows(ensemble_model: TwoStage, tmp_path: Path) -> None:
+    r = ensemble_model.ranker
+    assert r is not None
+    fz = ensemble_model.featurizer()
+    users = np.arange(20, dtype=np.int64)
+    items = np.tile(np.arange(40, dtype=np.int64), (20, 1))  # 20 users x 40 items: 800 real rows
+    cat, dense, _ = fz.features_for(ensemble_model.train_matrix()[users], users, items)
+    cat, dense = cat.reshape(-1, cat.shape[2]), dense.reshape(-1, dense.shape[2])
+    sess = ort.InferenceSession(str(r.export_onnx(tmp_path / "r.onnx")), providers=["CPUExecutionProvider"])
+    out = sess.run(["score"], {"cat": cat, "dense": dense})[0]
+    np.testing.assert_allclose(out, r.score({"cat": cat, "dense": dense}), atol=1e-5, rtol=1e-5)
+
+
+def test_ensemble_save_load(ensemble_model: TwoStage, tmp_path: Path) -> None:
+    ensemble_model.save(tmp_path / "m")
+    # one ONNX graph for the whole ensemble (release build and serving take the ranker's only .onnx)
+    onnx = [p for p in (tmp_path / "m").rglob("*.onnx") if "sources" not in p.parts]
+    assert [p.relative_to(tmp_path / "m").as_posix() for p in onnx] == ["ranker/ranker.onnx"]
+    back = TwoStage.load(tmp_path / "m")
+    assert isinstance(back.ranker, RankerEnsemble) and len(back.ranker.members) == 4
+    users = np.arange(10)
+    np.testing.assert_array_equal(back.score_users(users), ensemble_model.score_users(users))
