@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from recstack.models.ranking._base import NeuralRanker, RankerNet, mlp
@@ -30,8 +31,13 @@ class NCFNet(RankerNet):
         self.out = nn.Linear(e + (hidden[-1] if hidden else self.n_fields * e + self.n_dense), 1)
 
     def logits(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        gmf = self.gmf_user(cat[:, 0]) * self.gmf_item(cat[:, 1]) * self.id_mask
         deep = self.deep_logits(cat, dense)
+        if self.id_mask == 0.0 and torch.onnx.is_in_onnx_export():
+            # without id features the GMF term is zero: ONNX exports leave it out
+            e = self.gmf_user.embedding_dim
+            cut: torch.Tensor = F.linear(deep, self.out.weight[:, e:], self.out.bias).squeeze(1)
+            return cut
+        gmf = self.gmf_user(cat[:, 0]) * self.gmf_item(cat[:, 1]) * self.id_mask
         res: torch.Tensor = self.out(torch.cat([gmf, deep], dim=1)).squeeze(1)
         return res
 
