@@ -1,0 +1,67 @@
+"""The rankers' ONNX graphs compute the MLP's first layer term by term (`RankerNet.deep_logits`):
+per categorical field a gather from a projected embedding table, plus one GEMM over the dense
+features only. The outputs stay those of PyTorch (1e-5), with and without id features; without them
+the id fields (and NCF's GMF term) are not in the graph at all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from recstack.models.ranking._base import RankingData
+from recstack.models.ranking.two_stage import ranker_class
+
+CARDS = [11, 21, 4, 3]  # user id + 1, item id + 1, two small categorical fields
+D = 5
+FAST = {"epochs": 2, "hidden": (16, 8), "emb_dim": 4, "batch_size": 16, "lr": 1e-2}
+
+
+def _rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    cat = np.stack([rng.integers(0, c, size=n) for c in CARDS], axis=1).astype(np.int64)
+    return cat, rng.normal(size=(n, D)).astype(np.float32)
+
+
+def _data() -> RankingData:
+    cat, dense = _rows(60 * 8, seed=1)
+    label = np.zeros((60, 8), dtype=np.float32)
+    label[np.arange(60), dense.reshape(60, 8, D)[:, :, 0].argmax(axis=1)] = 1.0
+    return RankingData(cat.reshape(60, 8, -1), dense.reshape(60, 8, D), label, np.ones((60, 8), bool), CARDS)
+
+
+@pytest.mark.parametrize("ids", [True, False])
+@pytest.mark.parametrize("name", ["ncf", "dnn", "widedeep", "deepfm"])
+def test_projected_first_layer_keeps_the_outputs(name: str, ids: bool, tmp_path: Path) -> None:
+    ranker = ranker_class(name)(**FAST, id_features=ids).fit(None, _data())
+    path = ranker.export_onnx(tmp_path / "r.onnx")
+    cat, dense = _rows(1000, seed=2)
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        ["score"], {"cat": cat, "dense": dense}
+    )[0]
+    np.testing.assert_allclose(out, ranker.score({"cat": cat, "dense": dense}), atol=1e-5, rtol=1e-5)
+
+    graph = onnx.load(str(path)).graph
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    # the first layer's GEMM reads the dense features only: no [hidden, fields * emb + D] weight
+    widths = [
+        consts[n.input[1]].shape
+        for n in graph.node
+        if n.op_type in ("Gemm", "MatMul")
+        if n.input[1] in consts
+    ]
+    assert not any(D + len(CARDS) * 4 in w for w in widths)
+    assert any(w == (16, D) or w == (D, 16) for w in widths)
+    # one projected table [cardinality, hidden] per field the layer reads; the id fields only with ids
+    tables = sorted(a.shape[0] for a in consts.values() if a.ndim == 2 and a.shape[1] == 16)
+    fields = CARDS if ids else CARDS[2:]
+    assert all(c in tables for c in fields)
+    if not ids and name != "deepfm":  # (DeepFM's FM term still multiplies the id embeddings by 0)
+        assert CARDS[0] not in [a.shape[0] for a in consts.values() if a.ndim == 2]
