@@ -48,9 +48,10 @@ class ServingSettings(BaseSettings):
         default=256.0,
         ge=0,
         description="memory (MB per process) of a two-stage ranker's memo of known users' ranking state "
-        "(source scores, ranks, z-score stats; 0: off). About n_sources * n_items * 6 bytes per user "
-        "(ML-100K, 7 sources: 71 KB, so 256 MB holds ~3,600 users); an LRU smaller than the set of "
-        "active users misses on every request of a cyclic workload",
+        "(source scores, z-score stats, and the user's feature rows of every item; 0: off). About "
+        "(4 * n_sources + 4) * n_items * 4 bytes per user (ML-100K, 7 sources: 215 KB, so 256 MB holds "
+        "~1,200 users); an LRU smaller than the set of active users misses on every request of a "
+        "cyclic workload",
     )
     ranker_prewarm: bool = Field(
         default=True,
