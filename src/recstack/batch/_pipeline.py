@@ -605,7 +605,7 @@ class BatchScorer:
 
     def _rank(self, prof: Profiles, cand_ids: IntArray, valid: BoolArray) -> FloatArray:
         """Ranker scores [B, C] of the candidates (NaN where invalid): the ranker's own per-profile
-        input builder, one ONNX Runtime call for the whole block."""
+        input builder, one ONNX Runtime call for the whole block (`OnnxRanker.run_feeds`)."""
         ranker = self.pipeline.rankers.get(self.model)
         if ranker is None:
             raise InvalidArgumentError(f"unknown model {self.model!r}")
@@ -625,7 +625,6 @@ class BatchScorer:
         out = np.full(cand_ids.shape, np.nan, dtype=np.float32)
         if not feeds:
             return out
-        feed = {name: np.concatenate([f[name] for f in feeds], axis=0) for name in feeds[0]}
-        flat = np.asarray(ranker.sess.run([ranker.output], feed)[0], dtype=np.float32).reshape(-1)
+        flat = ranker.run_feeds(feeds)
         out[valid] = flat[: int(valid.sum())]
         return out

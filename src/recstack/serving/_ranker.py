@@ -13,6 +13,7 @@ genre shares over the recent items, `genre_affinity`).
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
@@ -66,8 +67,9 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
 
 
-def session(path: str | Path) -> Any:
-    """An onnxruntime InferenceSession for CPU with one intra-op thread."""
+def session(path: str | Path | bytes) -> Any:
+    """An onnxruntime InferenceSession for CPU with one intra-op thread (``path``: a file or a
+    serialised model)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -75,9 +77,11 @@ def session(path: str | Path) -> Any:
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        model = path if isinstance(path, bytes) else str(path)
+        return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise ArtifactError(f"{path}: cannot load ONNX model: {exc}") from exc
+        where = "serialised model" if isinstance(path, bytes) else path
+        raise ArtifactError(f"{where}: cannot load ONNX model: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,31 @@ class RankContext:
     ucat: IntArray
     recent: IntArray
     affinity: FloatArray | None = None
+
+
+def factorised_feed(
+    pair: FloatArray,
+    items: IntArray,
+    ucat: IntArray,
+    udense: FloatArray,
+) -> dict[str, Any]:
+    """The inputs of one user's candidates (``ucat`` / ``udense``: that user's [C] / [D] values)."""
+    return {
+        "pair": np.ascontiguousarray(pair, dtype=np.float32),
+        "item": np.ascontiguousarray(items, dtype=np.int64),
+        "ucat": np.ascontiguousarray(ucat, dtype=np.int64).reshape(1, -1),
+        "udense": np.ascontiguousarray(udense, dtype=np.float32).reshape(1, -1),
+        "urow": np.zeros(len(items), dtype=np.int64),
+    }
+
+
+def concat_feeds(feeds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One call's inputs from several users' `factorised_feed`s (their user rows stacked, ``urow``
+    pointing each candidate at its user's row)."""
+    urow = [f["urow"] + u for u, f in enumerate(feeds)]
+    out = {k: np.concatenate([f[k] for f in feeds], axis=0) for k in ("pair", "item", "ucat", "udense")}
+    out["urow"] = np.concatenate(urow)
+    return out
 
 
 def genre_affinity(genres: FloatArray, recent: IntArray) -> FloatArray:
@@ -171,6 +200,11 @@ class OnnxRanker:
             return np.zeros(0, dtype=np.float32)
         out = self.sess.run([self.output], self._feed(ctx, items))[0]
         return np.asarray(out, dtype=np.float32).reshape(-1)[: len(items)]
+
+    def run_feeds(self, feeds: list[dict[str, Any]]) -> FloatArray:
+        """Scores of several users' `_feed`s in one ONNX Runtime call (batch jobs), concatenated."""
+        feed = {name: np.concatenate([f[name] for f in feeds], axis=0) for name in feeds[0]}
+        return np.asarray(self.sess.run([self.output], feed)[0], dtype=np.float32).reshape(-1)
 
 
 #: default number of user embeddings a `UserTower` memoises (~1 KB each with its key)
@@ -376,9 +410,24 @@ class TwoStageRanker(OnnxRanker):
             **{k: _runs(v) for k, v in self._dcols.items()},
             "cat_user": _runs(self._ccols["user"]),
         }
-        #: the item columns of every item's feature row (dense [n_items, item columns], categorical
-        #: [n_items, C] with the user columns 0), taken from the first user materialised
-        self._item_rows: tuple[FloatArray, IntArray] | None = None
+        #: the item columns of every item's feature row: dense [n_items, item columns], categorical
+        #: [n_items, C] with the user columns 0 (a row's item columns do not depend on the user: these
+        #: are an anonymous user's without history)
+        every = np.arange(self.n_items, dtype=np.int64)[None, :]
+        cat0, dense0, _ = self.featurizer.features_for(
+            self._row(np.zeros(0, np.int64)), None, every, standardise_over="recall"
+        )
+        item_cat = cat0[0].copy()
+        item_cat[:, self._ccols["user"]] = 0
+        self._item_rows: tuple[FloatArray, IntArray] = (
+            np.ascontiguousarray(dense0[0][:, self._dcols["item"]]),
+            item_cat,
+        )
+        for a in self._item_rows:
+            a.setflags(write=False)
+        #: the factorised serving graph of the model's ranker (`FactorisedNet`; None: the ranker is
+        #: not one net, e.g. an ensemble, and ``ranker.onnx`` scores whole rows)
+        self.fsess = _factorised_session(model, self.featurizer, self._item_rows, self._ccols["item"])
         self.memo = _StateMemo(0)
         self.set_memo(memo_mb)
         pop = self.features.popularity
@@ -452,10 +501,9 @@ class TwoStageRanker(OnnxRanker):
     def _feed(self, ctx: RankContext, items: IntArray) -> dict[str, Any]:
         """Inputs by `CandidateFeaturizer.features_for` (not memoised: batch jobs see a user once)."""
         hist, users = self._history(ctx)
-        cat, dense, _ = self.featurizer.features_for(
-            hist, users, np.asarray(items, dtype=np.int64)[None, :], standardise_over="recall"
-        )
-        return {"cat": cat.reshape(-1, cat.shape[2]), "dense": dense.reshape(-1, dense.shape[2])}
+        items = np.asarray(items, dtype=np.int64)
+        cat, dense, _ = self.featurizer.features_for(hist, users, items[None, :], standardise_over="recall")
+        return self._rows_feed(cat[0], dense[0], items)
 
     def user_state(self, cols: IntArray, users: IntArray, *, record: bool = True) -> UserState:
         """The ranking state of ONE known user (``users`` [1]) with history items ``cols``: from the
@@ -513,13 +561,6 @@ class TwoStageRanker(OnnxRanker):
         every = np.arange(self.n_items, dtype=np.int64)[None, :]
         cat, dense, _ = self.featurizer.rows(state, every)
         cat, dense = cat[0], dense[0]
-        if self._item_rows is None:
-            item_cat = cat.copy()
-            item_cat[:, self._ccols["user"]] = 0
-            item_dense = np.ascontiguousarray(dense[:, self._dcols["item"]])
-            item_dense.setflags(write=False)
-            item_cat.setflags(write=False)
-            self._item_rows = (item_dense, item_cat)
         kept = _freeze(replace(state, ranks=None))
         pair = np.ascontiguousarray(dense[:, self._dcols["pair"]])
         dense_user = dense[0, self._dcols["user"]].copy()
@@ -531,7 +572,6 @@ class TwoStageRanker(OnnxRanker):
 
     def _gather(self, entry: _Entry, items: IntArray) -> tuple[IntArray, FloatArray]:
         """Ranker inputs of ``items`` (valid indices) from a memo entry (= `rows` of its state)."""
-        assert self._item_rows is not None
         item_dense, item_cat = self._item_rows
         dense = np.empty((len(items), self._n_dense), dtype=np.float32)
         for part, src in (("pair", entry.pair.take(items, axis=0)), ("item", item_dense.take(items, axis=0))):
@@ -544,38 +584,86 @@ class TwoStageRanker(OnnxRanker):
             cat[:, dst] = entry.cat_user[at]
         return cat, dense
 
-    def inputs_for(self, ctx: RankContext, items: IntArray) -> tuple[IntArray, FloatArray] | None:
-        """Ranker inputs (cat [n, C], dense [n, D]) of ``items`` [n] for the user of ``ctx``; None
-        when the user has no history at all (cold start: popularity order)."""
+    def feed(self, ctx: RankContext, items: IntArray) -> dict[str, Any] | None:
+        """ONNX inputs of ``items`` [n] for the user of ``ctx`` (the factorised graph's parts, or
+        whole rows ``cat`` [n, C] / ``dense`` [n, D]); None when the user has no history at all (cold
+        start: popularity order)."""
         items = np.asarray(items, dtype=np.int64)
         u = ctx.user_idx
         if u is not None and 0 <= u < self._n_users and self._indptr[u + 1] > self._indptr[u]:
             # a known user with a training row
             state, entry = self._lookup(u, np.asarray(ctx.recent, dtype=np.int64), True)
             if entry is not None and len(items) and items.min() >= 0 and items.max() < self.n_items:
-                return self._gather(entry, items)
+                if self.fsess is not None:
+                    return factorised_feed(
+                        entry.pair.take(items, axis=0), items, entry.cat_user, entry.dense_user
+                    )
+                cat, dense = self._gather(entry, items)
+                return {"cat": cat, "dense": dense}
             cat, dense, _ = self.featurizer.rows(state, items[None, :])
-            return cat.reshape(-1, cat.shape[2]), dense.reshape(-1, dense.shape[2])
-        cols, users = self._cols(u, ctx.recent)
-        if len(cols) == 0:
-            return None
-        if users is not None:
-            cat, dense, _ = self.featurizer.rows(self.user_state(cols, users), items[None, :])
         else:
-            cat, dense, _ = self.featurizer.features_for(
-                self._row(cols), None, items[None, :], standardise_over="recall"
-            )
-        return cat.reshape(-1, cat.shape[2]), dense.reshape(-1, dense.shape[2])
+            cols, users = self._cols(u, ctx.recent)
+            if len(cols) == 0:
+                return None
+            if users is not None:
+                cat, dense, _ = self.featurizer.rows(self.user_state(cols, users), items[None, :])
+            else:
+                cat, dense, _ = self.featurizer.features_for(
+                    self._row(cols), None, items[None, :], standardise_over="recall"
+                )
+        return self._rows_feed(cat[0], dense[0], items)
+
+    def _rows_feed(self, cat: IntArray, dense: FloatArray, items: IntArray) -> dict[str, Any]:
+        """The inputs of whole rows ``cat`` [n, C] / ``dense`` [n, D] of ``items`` [n] (one user)."""
+        if self.fsess is None or len(items) == 0:
+            return {"cat": np.ascontiguousarray(cat), "dense": np.ascontiguousarray(dense)}
+        return factorised_feed(
+            dense[:, self._dcols["pair"]], items, cat[0, self._ccols["user"]], dense[0, self._dcols["user"]]
+        )
+
+    def _run(self, feed: dict[str, Any]) -> FloatArray:
+        sess = self.fsess if "pair" in feed else self.sess
+        return np.asarray(sess.run(["score"], feed)[0], dtype=np.float32).reshape(-1)
 
     def score(self, ctx: RankContext, items: IntArray) -> FloatArray:
         """Scores [n] float32 of candidate item indices ``items`` [n] (logits, higher is better)."""
         if len(items) == 0:
             return np.zeros(0, dtype=np.float32)
-        inputs = self.inputs_for(ctx, items)
-        if inputs is None:
+        feed = self.feed(ctx, items)
+        if feed is None:
             return self._cold[items].copy()
-        out = self.sess.run([self.output], {"cat": inputs[0], "dense": inputs[1]})[0]
-        return np.asarray(out, dtype=np.float32).reshape(-1)[: len(items)]
+        return self._run(feed)[: len(items)]
+
+    def run_feeds(self, feeds: list[dict[str, Any]]) -> FloatArray:
+        """Scores of several users' `_feed`s in one ONNX Runtime call (batch jobs), concatenated."""
+        if all("pair" in f for f in feeds):
+            return self._run(concat_feeds(feeds))
+        return super().run_feeds(feeds)
+
+
+def _factorised_session(
+    model: Any, featurizer: CandidateFeaturizer, item_rows: tuple[FloatArray, IntArray], item_cat: IntArray
+) -> Any:
+    """An ONNX Runtime session of the model's ranker as a `FactorisedNet` (exported in memory once per
+    ranker net and process), or None when the ranker is not a single `RankerNet`."""
+    from recstack.models.ranking._base import RankerNet
+    from recstack.models.ranking.factorised import onnx_bytes
+
+    net = getattr(getattr(model, "ranker", None), "net", None)
+    if not isinstance(net, RankerNet):
+        return None
+    with _FACTORISED_LOCK:
+        data = _FACTORISED.get(net)
+        if data is None:
+            item_dense, cat_rows = item_rows
+            data = onnx_bytes(net, featurizer.column_scopes(), item_dense, cat_rows[:, item_cat])
+            _FACTORISED[net] = data
+    return session(data)
+
+
+#: serialised factorised graphs by ranker net (rankers of one model share them)
+_FACTORISED: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+_FACTORISED_LOCK = threading.Lock()
 
 
 def load_ranker(name: str, path: str | Path, release: Any, features: FeatureTables | None) -> OnnxRanker:

@@ -65,3 +65,40 @@ def test_projected_first_layer_keeps_the_outputs(name: str, ids: bool, tmp_path:
     assert all(c in tables for c in fields)
     if not ids and name != "deepfm":  # (DeepFM's FM term still multiplies the id embeddings by 0)
         assert CARDS[0] not in [a.shape[0] for a in consts.values() if a.ndim == 2]
+
+
+@pytest.mark.parametrize("name", ["ncf", "dnn", "widedeep", "deepfm", "lr"])
+def test_factorised_graph_scores_the_rows_it_is_given_in_parts(name: str, tmp_path: Path) -> None:
+    """`FactorisedNet`: the parts (pair columns, item index, the user's columns) give the scores of the
+    whole rows they make (1e-5), and a user's scores do not depend on the other users of the call."""
+    from recstack.models.ranking.factorised import export_factorised
+    from recstack.serving._ranker import concat_feeds, factorised_feed
+
+    ranker = ranker_class(name)(**FAST, id_features=False).fit(None, _data())
+    dense_scope = ["pair", "item", "user", "pair", "item"]
+    cat_scope = ["user", "item", "user", "item"]
+    rng = np.random.default_rng(4)
+    n_items = CARDS[1] - 1
+    item_dense = rng.normal(size=(n_items, 2)).astype(np.float32)
+    item_cat = np.stack([np.arange(n_items) + 1, rng.integers(0, CARDS[3], n_items)], axis=1)
+    path = export_factorised(
+        ranker._require(), (dense_scope, cat_scope), item_dense, item_cat, tmp_path / "f.onnx"
+    )
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds, wants = [], []
+    for _ in range(3):  # three users, 40 candidates each (repeated items too)
+        items = rng.choice(n_items, 40).astype(np.int64)
+        pair = rng.normal(size=(40, 2)).astype(np.float32)
+        ucat = np.array([0, rng.integers(0, CARDS[2])], dtype=np.int64)
+        udense = rng.normal(size=1).astype(np.float32)
+        dense = np.empty((40, D), np.float32)
+        dense[:, [0, 3]], dense[:, [1, 4]], dense[:, 2] = pair, item_dense[items], udense[0]
+        cat = np.empty((40, 4), np.int64)
+        cat[:, [1, 3]], cat[:, [0, 2]] = item_cat[items], ucat
+        feeds.append(factorised_feed(pair, items, ucat, udense))
+        wants.append(ranker.score({"cat": cat, "dense": dense}))
+    alone = [sess.run(["score"], f)[0] for f in feeds]
+    for got, want in zip(alone, wants, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    together = sess.run(["score"], concat_feeds(feeds))[0]
+    assert np.array_equal(together, np.concatenate(alone))

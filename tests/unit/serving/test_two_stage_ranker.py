@@ -223,3 +223,29 @@ def test_batch_scorer_matches_online_with_two_stage_ranker(
         ok = ids[r] >= 0
         np.testing.assert_array_equal(ids[r][ok], res.items, err_msg=f"user {u}")
         np.testing.assert_allclose(sc[r][ok], res.scores, rtol=1e-5, atol=1e-5)
+
+
+def test_two_stage_ranker_serves_the_factorised_graph(
+    two_stage_release: tuple[MemoryRelease, TwoStage],
+) -> None:
+    """The serving ranker scores with the factorised graph of the model's ranker (`FactorisedNet`):
+    the same scores as the exported whole-row graph within float rounding, for known users (memo),
+    users unknown to the model and batch calls alike."""
+    import onnxruntime as ort
+
+    rel, ts = two_stage_release
+    r = Pipeline(rel).rankers["ncf"]
+    assert isinstance(r, TwoStageRanker) and r.fsess is not None
+    whole = ort.InferenceSession(str(r.path), providers=["CPUExecutionProvider"])
+    fz = ts.featurizer()
+    train = ts.train_matrix()
+    items = np.arange(train.shape[1], dtype=np.int64)
+    for u, recent in ((3, np.zeros(0, np.int64)), (None, np.asarray(train[5].indices[:4], dtype=np.int64))):
+        ctx = RankContext(u, np.zeros(4, np.int64), recent)
+        feed = r.feed(ctx, items)
+        assert feed is not None and set(feed) == {"pair", "item", "ucat", "udense", "urow"}
+        hist, users = r._history(ctx)
+        cat, dense, _ = fz.features_for(hist, users, items[None, :], standardise_over="recall")
+        want = whole.run(["score"], {"cat": cat[0], "dense": dense[0]})[0]
+        np.testing.assert_allclose(r.score(ctx, items), want, atol=1e-5, rtol=1e-5)
+        assert np.array_equal(r.run_feeds([r._feed(ctx, items)]), r.score(ctx, items))

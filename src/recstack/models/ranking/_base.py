@@ -126,11 +126,17 @@ class RankerNet(nn.Module):
         assert isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor)
         return (dense - mean) / std
 
-    def logits(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    def logits(self, cat: torch.Tensor, dense: torch.Tensor, h1: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [n] of rows ``cat`` / standardised ``dense``; ``h1``: the output of the MLP's first
+        layer when the caller computed it another way (`FactorisedNet`), passed to `deep_logits`."""
         raise NotImplementedError
 
     def deep_logits(
-        self, cat: torch.Tensor, dense: torch.Tensor, v_cat: torch.Tensor | None = None
+        self,
+        cat: torch.Tensor,
+        dense: torch.Tensor,
+        v_cat: torch.Tensor | None = None,
+        h1: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``self.deep`` (an `mlp` whose first layer is a Linear) over [flatten(field embeddings),
         dense] -> [n, out]; ``v_cat``: `field_embeddings` of ``cat`` when the caller has them.
@@ -140,7 +146,10 @@ class RankerNet(nn.Module):
         ([cardinality, hidden], a constant of the graph), plus the dense block on the dense
         features. That is about a third of the multiply-adds of the concatenated product at
         emb_dim 16 (the dense features are the only GEMM left), and the zeroed id fields
-        (``id_features`` False) drop out."""
+        (``id_features`` False) drop out. ``h1``: the first layer's output, computed by the caller."""
+        if h1 is not None:
+            given: torch.Tensor = self.deep[1:](h1)
+            return given
         first = self.deep[0] if len(self.deep) else None
         if torch.onnx.is_in_onnx_export() and isinstance(first, nn.Linear):
             e = int(self.spec["emb_dim"])

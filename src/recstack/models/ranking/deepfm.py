@@ -33,7 +33,7 @@ class DeepFMNet(RankerNet):
         self.dense_emb = nn.Parameter(torch.randn(self.n_dense, e) * 0.01)
         self.deep = mlp(self.n_fields * e + self.n_dense, spec["hidden"], spec["dropout"])
 
-    def logits(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    def logits(self, cat: torch.Tensor, dense: torch.Tensor, h1: torch.Tensor | None = None) -> torch.Tensor:
         first: torch.Tensor = self.first_dense(dense).squeeze(1)
         for j, w in enumerate(self.first_cat):
             if j < 2 and self.id_mask == 0.0:
@@ -42,7 +42,7 @@ class DeepFMNet(RankerNet):
         v_cat = self.field_embeddings(cat)
         v = torch.cat([v_cat, dense.unsqueeze(2) * self.dense_emb.unsqueeze(0)], dim=1)
         fm = 0.5 * (v.sum(dim=1).pow(2) - v.pow(2).sum(dim=1)).sum(dim=1)
-        deep = self.deep_logits(cat, dense, v_cat).squeeze(1)
+        deep = self.deep_logits(cat, dense, v_cat, h1).squeeze(1)
         res: torch.Tensor = first + fm + deep
         return res
 

@@ -30,8 +30,8 @@ class NCFNet(RankerNet):
         self.deep = mlp(self.n_fields * e + self.n_dense, hidden, spec["dropout"], out=None)
         self.out = nn.Linear(e + (hidden[-1] if hidden else self.n_fields * e + self.n_dense), 1)
 
-    def logits(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        deep = self.deep_logits(cat, dense)
+    def logits(self, cat: torch.Tensor, dense: torch.Tensor, h1: torch.Tensor | None = None) -> torch.Tensor:
+        deep = self.deep_logits(cat, dense, h1=h1)
         if self.id_mask == 0.0 and torch.onnx.is_in_onnx_export():
             # without id features the GMF term is zero: ONNX exports leave it out
             e = self.gmf_user.embedding_dim

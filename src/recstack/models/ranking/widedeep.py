@@ -25,13 +25,13 @@ class WideDeepNet(RankerNet):
         self.wide_dense = nn.Linear(self.n_dense, 1)
         self.deep = mlp(self.n_fields * spec["emb_dim"] + self.n_dense, spec["hidden"], spec["dropout"])
 
-    def logits(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    def logits(self, cat: torch.Tensor, dense: torch.Tensor, h1: torch.Tensor | None = None) -> torch.Tensor:
         wide: torch.Tensor = self.wide_dense(dense).squeeze(1)
         for j, w in enumerate(self.wide_cat):
             if j < 2 and self.id_mask == 0.0:
                 continue
             wide = wide + w(cat[:, j]).squeeze(1)
-        res: torch.Tensor = wide + self.deep_logits(cat, dense).squeeze(1)
+        res: torch.Tensor = wide + self.deep_logits(cat, dense, h1=h1).squeeze(1)
         return res
 
 
@@ -53,7 +53,7 @@ class LogisticNet(RankerNet):
         self.wide_cat = nn.ModuleList(ws)
         self.wide_dense = nn.Linear(self.n_dense, 1)
 
-    def logits(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    def logits(self, cat: torch.Tensor, dense: torch.Tensor, h1: torch.Tensor | None = None) -> torch.Tensor:
         out: torch.Tensor = self.wide_dense(dense).squeeze(1)
         for j, w in enumerate(self.wide_cat):
             if j < 2 and self.id_mask == 0.0:
