@@ -425,8 +425,8 @@ class TwoStageRanker(OnnxRanker):
         )
         for a in self._item_rows:
             a.setflags(write=False)
-        #: the factorised serving graph of the model's ranker (`FactorisedNet`; None: the ranker is
-        #: not one net, e.g. an ensemble, and ``ranker.onnx`` scores whole rows)
+        #: the factorised serving graph of the model's ranker (`FactorisedNet`; None: a ranker that
+        #: cannot be factorised, whose ``ranker.onnx`` scores whole rows)
         self.fsess = _factorised_session(model, self.featurizer, self._item_rows, self._ccols["item"])
         self.memo = _StateMemo(0)
         self.set_memo(memo_mb)
@@ -644,24 +644,26 @@ class TwoStageRanker(OnnxRanker):
 def _factorised_session(
     model: Any, featurizer: CandidateFeaturizer, item_rows: tuple[FloatArray, IntArray], item_cat: IntArray
 ) -> Any:
-    """An ONNX Runtime session of the model's ranker as a `FactorisedNet` (exported in memory once per
-    ranker net and process), or None when the ranker is not a single `RankerNet`."""
-    from recstack.models.ranking._base import RankerNet
+    """An ONNX Runtime session of the model's ranker (a neural ranker or an ensemble of them) as a
+    `FactorisedNet`, exported in memory once per ranker and process; None for any other ranker."""
+    from recstack.models.ranking._base import NeuralRanker
+    from recstack.models.ranking.ensemble import RankerEnsemble
     from recstack.models.ranking.factorised import onnx_bytes
 
-    net = getattr(getattr(model, "ranker", None), "net", None)
-    if not isinstance(net, RankerNet):
+    ranker = getattr(model, "ranker", None)
+    if not isinstance(ranker, NeuralRanker | RankerEnsemble):
         return None
     with _FACTORISED_LOCK:
-        data = _FACTORISED.get(net)
+        data = _FACTORISED.get(ranker)
         if data is None:
+            net = ranker.net() if isinstance(ranker, RankerEnsemble) else ranker._require()
             item_dense, cat_rows = item_rows
             data = onnx_bytes(net, featurizer.column_scopes(), item_dense, cat_rows[:, item_cat])
-            _FACTORISED[net] = data
+            _FACTORISED[ranker] = data
     return session(data)
 
 
-#: serialised factorised graphs by ranker net (rankers of one model share them)
+#: serialised factorised graphs by ranker (the serving rankers of one model share them)
 _FACTORISED: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
 _FACTORISED_LOCK = threading.Lock()
 

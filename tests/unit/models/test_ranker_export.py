@@ -6,6 +6,7 @@ the id fields (and NCF's GMF term) are not in the graph at all."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -67,23 +68,30 @@ def test_projected_first_layer_keeps_the_outputs(name: str, ids: bool, tmp_path:
         assert CARDS[0] not in [a.shape[0] for a in consts.values() if a.ndim == 2]
 
 
-@pytest.mark.parametrize("name", ["ncf", "dnn", "widedeep", "deepfm", "lr"])
+@pytest.mark.parametrize("name", ["ncf", "dnn", "widedeep", "deepfm", "lr", "ensemble"])
 def test_factorised_graph_scores_the_rows_it_is_given_in_parts(name: str, tmp_path: Path) -> None:
     """`FactorisedNet`: the parts (pair columns, item index, the user's columns) give the scores of the
-    whole rows they make (1e-5), and a user's scores do not depend on the other users of the call."""
+    whole rows they make (1e-5), for each ranker and an ensemble of them, and a user's scores do not
+    depend on the other users of the call."""
+    from recstack.models.ranking.ensemble import RankerEnsemble
     from recstack.models.ranking.factorised import export_factorised
     from recstack.serving._ranker import concat_feeds, factorised_feed
 
-    ranker = ranker_class(name)(**FAST, id_features=False).fit(None, _data())
+    ranker: Any
+    if name == "ensemble":
+        members = [ranker_class(a)(**FAST, id_features=False, seed=s) for a, s in (("ncf", 1), ("dnn", 2))]
+        ranker = RankerEnsemble(members).fit(None, _data())
+        net = ranker.net()
+    else:
+        ranker = ranker_class(name)(**FAST, id_features=False).fit(None, _data())
+        net = ranker._require()
     dense_scope = ["pair", "item", "user", "pair", "item"]
     cat_scope = ["user", "item", "user", "item"]
     rng = np.random.default_rng(4)
     n_items = CARDS[1] - 1
     item_dense = rng.normal(size=(n_items, 2)).astype(np.float32)
     item_cat = np.stack([np.arange(n_items) + 1, rng.integers(0, CARDS[3], n_items)], axis=1)
-    path = export_factorised(
-        ranker._require(), (dense_scope, cat_scope), item_dense, item_cat, tmp_path / "f.onnx"
-    )
+    path = export_factorised(net, (dense_scope, cat_scope), item_dense, item_cat, tmp_path / "f.onnx")
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds, wants = [], []
     for _ in range(3):  # three users, 40 candidates each (repeated items too)

@@ -42,38 +42,18 @@ def _cols(scopes: list[str], scope: str) -> list[int]:
     return [j for j, s in enumerate(scopes) if s == scope]
 
 
-class FactorisedNet(nn.Module):
-    """``net`` over rows split by ``scopes`` (dense scopes, categorical scopes: ``pair`` / ``item`` /
-    ``user`` per column; categorical columns are never ``pair``) with ``item_dense`` [n_items, item
-    dense columns] and ``item_cat`` [n_items, item categorical columns], the item columns of every
-    item's row in column order."""
+class _FirstLayer(nn.Module):
+    """One net's MLP first layer as item term (gathered) + user term (once per user) + pair GEMM."""
 
     def __init__(
         self,
         net: RankerNet,
-        scopes: tuple[list[str], list[str]],
-        item_dense: npt.NDArray[np.float32],
+        first: nn.Linear,
+        cols: dict[str, list[int]],
+        item_dense: torch.Tensor,
         item_cat: npt.NDArray[np.int64],
     ) -> None:
         super().__init__()
-        dense_scope, cat_scope = scopes
-        if len(dense_scope) != net.n_dense or len(cat_scope) != net.n_fields or "pair" in cat_scope:
-            raise InvalidArgumentError("FactorisedNet: the scopes do not match the ranker's inputs")
-        self.net = net.eval()
-        pc, ic, uc = (_cols(dense_scope, s) for s in ("pair", "item", "user"))
-        cic, cuc = _cols(cat_scope, "item"), _cols(cat_scope, "user")
-        if item_dense.shape[1] != len(ic) or item_cat.shape[1] != len(cic):
-            raise InvalidArgumentError("FactorisedNet: the item tables do not match the item columns")
-        # whole rows from the parts: [pair, item, user] columns back in row order
-        self.register_buffer("perm_dense", _long(np.argsort(np.array(pc + ic + uc, dtype=np.int64))))
-        self.register_buffer("perm_cat", _long(np.argsort(np.array(cic + cuc, dtype=np.int64))))
-        self.register_buffer("item_dense", torch.as_tensor(np.array(item_dense, dtype=np.float32)))
-        self.register_buffer("item_cat", _long(item_cat))
-        deep = getattr(net, "deep", None)
-        first = deep[0] if isinstance(deep, nn.Sequential) and len(deep) else None
-        self.factorised = isinstance(first, nn.Linear)
-        if not isinstance(first, nn.Linear):
-            return
         with torch.no_grad():
             e = int(net.spec["emb_dim"])
             w = first.weight.detach()
@@ -89,15 +69,15 @@ class FactorisedNet(nn.Module):
                     return torch.zeros(emb.num_embeddings, w.shape[0])
                 return emb.weight.detach() @ w[:, f * e : (f + 1) * e].T
 
-            item_term = self.item_dense @ wd[:, ic].T  # type: ignore[operator]
-            for j, f in enumerate(cic):
+            item_term = item_dense @ wd[:, cols["item"]].T
+            for j, f in enumerate(cols["cat_item"]):
                 item_term = item_term + table(f)[_long(item_cat[:, j])]
             self.register_buffer("item_term", item_term.contiguous())
-            self.register_buffer("w_pair", wd[:, pc].T.contiguous())
-            self.register_buffer("w_user", wd[:, uc].T.contiguous())
+            self.register_buffer("w_pair", wd[:, cols["pair"]].T.contiguous())
+            self.register_buffer("w_user", wd[:, cols["user"]].T.contiguous())
             self.register_buffer("bias", bias.contiguous())
             self.user_tables = nn.ParameterList(
-                [nn.Parameter(table(f).contiguous(), requires_grad=False) for f in cuc]
+                [nn.Parameter(table(f).contiguous(), requires_grad=False) for f in cols["cat_user"]]
             )
 
     def forward(
@@ -108,22 +88,97 @@ class FactorisedNet(nn.Module):
         udense: torch.Tensor,
         urow: torch.Tensor,
     ) -> torch.Tensor:
-        net = self.net
-        h1 = None
-        if self.factorised:
-            buf = dict(self.named_buffers())
-            user = buf["bias"] + (udense.unsqueeze(2) * buf["w_user"].unsqueeze(0)).sum(dim=1)  # [U, H]
-            for j, tab in enumerate(self.user_tables):
-                user = user + tab[ucat[:, j]]
-            h1 = buf["item_term"][item] + user[urow] + pair @ buf["w_pair"]
+        buf = dict(self.named_buffers())
+        user = buf["bias"] + (udense.unsqueeze(2) * buf["w_user"].unsqueeze(0)).sum(dim=1)  # [U, H]
+        for j, tab in enumerate(self.user_tables):
+            user = user + tab[ucat[:, j]]
+        h1: torch.Tensor = buf["item_term"][item] + user[urow] + pair @ buf["w_pair"]
+        return h1
+
+
+class FactorisedNet(nn.Module):
+    """``net`` (a `RankerNet`, or an `EnsembleNet` of them: each member factorised, their logits
+    combined as the ensemble does) over rows split by ``scopes`` (dense scopes, categorical scopes:
+    ``pair`` / ``item`` / ``user`` per column; categorical columns are never ``pair``) with
+    ``item_dense`` [n_items, item dense columns] and ``item_cat`` [n_items, item categorical columns],
+    the item columns of every item's row in column order."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        scopes: tuple[list[str], list[str]],
+        item_dense: npt.NDArray[np.float32],
+        item_cat: npt.NDArray[np.int64],
+    ) -> None:
+        super().__init__()
+        from recstack.models.ranking.ensemble import EnsembleNet
+
+        members = list(net.members) if isinstance(net, EnsembleNet) else [net]
+        if not all(isinstance(m, RankerNet) for m in members):
+            raise InvalidArgumentError(f"FactorisedNet: cannot factorise a {type(net).__name__}")
+        self.nets = nn.ModuleList([m.eval() for m in members])
+        self.ensemble = isinstance(net, EnsembleNet)
+        if isinstance(net, EnsembleNet):
+            self.register_buffer("shift", net.shift.detach().clone())  # type: ignore[operator]
+            self.register_buffer("weight", net.weight.detach().clone())  # type: ignore[operator]
+        dense_scope, cat_scope = scopes
+        first_net = members[0]
+        assert isinstance(first_net, RankerNet)
+        if (
+            len(dense_scope) != first_net.n_dense
+            or len(cat_scope) != first_net.n_fields
+            or "pair" in cat_scope
+        ):
+            raise InvalidArgumentError("FactorisedNet: the scopes do not match the ranker's inputs")
+        cols = {s: _cols(dense_scope, s) for s in ("pair", "item", "user")}
+        cols |= {"cat_item": _cols(cat_scope, "item"), "cat_user": _cols(cat_scope, "user")}
+        if item_dense.shape[1] != len(cols["item"]) or item_cat.shape[1] != len(cols["cat_item"]):
+            raise InvalidArgumentError("FactorisedNet: the item tables do not match the item columns")
+        # whole rows from the parts: [pair, item, user] columns back in row order
+        order = np.array(cols["pair"] + cols["item"] + cols["user"], dtype=np.int64)
+        self.register_buffer("perm_dense", _long(np.argsort(order)))
+        self.register_buffer("perm_cat", _long(np.argsort(np.array(cols["cat_item"] + cols["cat_user"]))))
+        self.register_buffer("item_dense", torch.as_tensor(np.array(item_dense, dtype=np.float32)))
+        self.register_buffer("item_cat", _long(item_cat))
+        firsts: list[nn.Module] = []
+        for m in members:
+            deep = getattr(m, "deep", None)
+            first = deep[0] if isinstance(deep, nn.Sequential) and len(deep) else None
+            assert isinstance(m, RankerNet)
+            firsts.append(
+                _FirstLayer(m, first, cols, self.item_dense, item_cat)  # type: ignore[arg-type]
+                if isinstance(first, nn.Linear)
+                else nn.Identity()  # no MLP (logistic regression): whole rows only
+            )
+        self.firsts = nn.ModuleList(firsts)
+
+    def forward(
+        self,
+        pair: torch.Tensor,
+        item: torch.Tensor,
+        ucat: torch.Tensor,
+        udense: torch.Tensor,
+        urow: torch.Tensor,
+    ) -> torch.Tensor:
+        # whole rows, for the parts of a ranker outside its MLP (unused ones leave the graph)
         dense = torch.cat([pair, self.item_dense[item], udense[urow]], dim=1)[:, self.perm_dense]  # type: ignore[index]
         cat = torch.cat([self.item_cat[item], ucat[urow]], dim=1)[:, self.perm_cat]  # type: ignore[index]
-        out: torch.Tensor = net.logits(cat, net.norm_dense(dense), h1=h1)
+        logits = []
+        for net, first in zip(self.nets, self.firsts, strict=True):
+            assert isinstance(net, RankerNet)
+            h1 = first(pair, item, ucat, udense, urow) if isinstance(first, _FirstLayer) else None
+            logits.append(net.logits(cat, net.norm_dense(dense), h1=h1))
+        if not self.ensemble:
+            single: torch.Tensor = logits[0]
+            return single
+        shift, weight = self.shift, self.weight
+        assert isinstance(shift, torch.Tensor) and isinstance(weight, torch.Tensor)
+        out: torch.Tensor = ((torch.stack(logits, dim=1) - shift) * weight).sum(dim=1)
         return out
 
 
 def export_factorised(
-    net: RankerNet,
+    net: nn.Module,
     scopes: tuple[list[str], list[str]],
     item_dense: npt.NDArray[np.float32],
     item_cat: npt.NDArray[np.int64],
@@ -165,7 +220,7 @@ def export_factorised(
 
 
 def onnx_bytes(
-    net: RankerNet,
+    net: nn.Module,
     scopes: tuple[list[str], list[str]],
     item_dense: npt.NDArray[np.float32],
     item_cat: npt.NDArray[np.int64],
