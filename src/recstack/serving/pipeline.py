@@ -520,6 +520,20 @@ class Pipeline:
         codes = self.catalog.genre_codes
         return genre_cap(head, [codes[i] for i in items[head].tolist()], k, cap)
 
+    # -------------------------------------------------------------- rank
+    def rank(
+        self, user: _User, model: str, items: IntArray, recall_scores: FloatArray
+    ) -> tuple[FloatArray, IntArray]:
+        """The rank stage: scores [m] float32 of candidates ``items`` [m] by ranker ``model``
+        (`RECALL_MODEL`: ``recall_scores``) and their order (positions, best first; ties: the
+        earlier position)."""
+        if model != RECALL_MODEL and len(items):
+            scores = self.rankers[model].score(RankContext(user.idx, user.ucat, user.recent), items)
+        else:
+            scores = recall_scores
+        scores = np.asarray(scores, dtype=np.float32)
+        return scores, self._top(scores, len(items))
+
     # ---------------------------------------------------------- recommend
     def recommend(self, req: RecRequest) -> RecResult:
         """Run every stage; raises `InvalidArgumentError` (422) for bad k / model / genres and
@@ -559,12 +573,7 @@ class Pipeline:
         n_rank = min(len(items), max(self.config.rank.candidates, k))
         top = self._top(merged, n_rank)
         items, merged, tags = items[top], merged[top], tags[top]
-        if model != RECALL_MODEL and len(items):
-            ctx = RankContext(user.idx, user.ucat, user.recent)
-            rank_scores = self.rankers[model].score(ctx, items)
-        else:
-            rank_scores = merged
-        order = self._top(rank_scores.astype(np.float32), len(items))
+        rank_scores, order = self.rank(user, model, items, merged)
         t4 = time.perf_counter()
         timings["rank"] = t4 - t3
 
@@ -577,7 +586,7 @@ class Pipeline:
         if req.explain:
             raw = self._raw_scores(parts, items)
             pre_pos = np.empty(len(items), dtype=np.int64)
-            pre_pos[self._top(rank_scores.astype(np.float32), len(items))] = np.arange(len(items))
+            pre_pos[order] = np.arange(len(items))
             explain = [
                 {
                     "sources": src_lists[j],

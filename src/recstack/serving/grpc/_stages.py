@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from recstack.serving._ranker import RankContext
-from recstack.serving.pipeline import RECALL_MODEL, Pipeline, RecRequest
+from recstack.serving.pipeline import Pipeline, RecRequest
 
 __all__ = ["Candidates", "Ranked", "rank_stage", "recall_stage"]
 
@@ -90,12 +89,6 @@ def rank_stage(pipeline: Pipeline, req: RecRequest, items: IntArray, recall_scor
     k = p.check_k(req.k)
     model = p.check_model(req.model)
     items = np.asarray(items, dtype=np.int64)
-    user = p.resolve(req)
-    if model != RECALL_MODEL and len(items):
-        ctx = RankContext(user.idx, user.ucat, user.recent)
-        rank_scores = np.asarray(p.rankers[model].score(ctx, items), dtype=np.float32)
-    else:
-        rank_scores = np.asarray(recall_scores, dtype=np.float32)
-    order = p._top(rank_scores, len(items))
+    rank_scores, order = p.rank(p.resolve(req), model, items, np.asarray(recall_scores, dtype=np.float32))
     final, _ = p._genre_cap(order, k, items)
     return Ranked(positions=final, items=items[final], scores=rank_scores[final], model=model)
