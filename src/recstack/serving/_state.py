@@ -120,14 +120,17 @@ def _start_prewarm(ranker: TwoStageRanker, pipeline: Pipeline) -> None:
     def recent(u: int) -> Any:
         return pipeline.history.get(str(ids[u]), u).items
 
-    thread = threading.Thread(
-        target=ranker.prewarm, args=(stop, recent), name=f"prewarm-{ranker.name}", daemon=True
-    )
-
     def _stop() -> None:
         stop.set()
         thread.join(timeout=5.0)
 
+    def _run() -> None:
+        try:
+            ranker.prewarm(stop, recent)
+        finally:  # done: nothing to stop at exit (reloads would otherwise pile up exit hooks)
+            atexit.unregister(_stop)
+
+    thread = threading.Thread(target=_run, name=f"prewarm-{ranker.name}", daemon=True)
     atexit.register(_stop)
     thread.start()
 

@@ -216,6 +216,7 @@ def test_prewarm_fills_the_memo_most_active_users_first(
 def test_servers_prewarm_in_the_background_and_let_replaced_releases_go(
     release: tuple[MemoryRelease, TwoStage, Path],
 ) -> None:
+    import atexit
     import gc
     import threading
     import weakref
@@ -224,12 +225,14 @@ def test_servers_prewarm_in_the_background_and_let_replaced_releases_go(
     from recstack.serving.settings import ServingSettings
 
     rel, ts, _ = release
+    hooks = atexit._ncallbacks()
     state = build_state(rel, ServingSettings(index="exact"), prewarm=True)
     rankers = [r for r in state.pipeline.rankers.values() if isinstance(r, TwoStageRanker)]
     assert rankers
     for t in [t for t in threading.enumerate() if t.name.startswith("prewarm-")]:
         t.join(timeout=30)
     assert len(rankers[0].memo) == ts.train_matrix().shape[0]  # every user memoised
+    assert atexit._ncallbacks() == hooks  # a finished prewarm leaves no exit hook behind
     ref = weakref.ref(rankers[0])
     del state, rankers
     gc.collect()
