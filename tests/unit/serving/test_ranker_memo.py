@@ -214,25 +214,39 @@ def test_prewarm_fills_the_memo_most_active_users_first(
 
 
 def test_servers_prewarm_in_the_background_and_let_replaced_releases_go(
-    release: tuple[MemoryRelease, TwoStage, Path],
+    release: tuple[MemoryRelease, TwoStage, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import atexit
     import gc
     import threading
     import weakref
 
-    from recstack.serving._state import build_state
+    from recstack.serving._state import ServingState, build_state
     from recstack.serving.settings import ServingSettings
 
     rel, ts, _ = release
-    hooks = atexit._ncallbacks()
-    state = build_state(rel, ServingSettings(index="exact"), prewarm=True)
+
+    def prewarmed() -> ServingState:
+        state = build_state(rel, ServingSettings(index="exact"), prewarm=True)
+        for t in [t for t in threading.enumerate() if t.name.startswith("prewarm-")]:
+            t.join(timeout=30)
+        return state
+
+    live: list[object] = []  # the exit hooks registered and not unregistered since
+    seen: list[object] = []
+    register, unregister = atexit.register, atexit.unregister
+    monkeypatch.setattr(
+        atexit, "register", lambda f, *a, **k: (live.append(f), seen.append(f), register(f, *a, **k))[2]
+    )
+    monkeypatch.setattr(
+        atexit, "unregister", lambda f: (live.remove(f) if f in live else None, unregister(f))[1]
+    )
+    state = prewarmed()
+    # a finished prewarm leaves no exit hook behind (reloads would pile them up)
+    assert seen and not live
     rankers = [r for r in state.pipeline.rankers.values() if isinstance(r, TwoStageRanker)]
     assert rankers
-    for t in [t for t in threading.enumerate() if t.name.startswith("prewarm-")]:
-        t.join(timeout=30)
     assert len(rankers[0].memo) == ts.train_matrix().shape[0]  # every user memoised
-    assert atexit._ncallbacks() == hooks  # a finished prewarm leaves no exit hook behind
     ref = weakref.ref(rankers[0])
     del state, rankers
     gc.collect()
