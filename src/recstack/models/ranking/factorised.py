@@ -76,8 +76,12 @@ class _FirstLayer(nn.Module):
             self.register_buffer("w_pair", wd[:, cols["pair"]].T.contiguous())
             self.register_buffer("w_user", wd[:, cols["user"]].T.contiguous())
             self.register_buffer("bias", bias.contiguous())
+            # the user fields the layer reads (not the id field when ids are off) and their columns
+            # among the user's categorical columns
+            used = [(j, f) for j, f in enumerate(cols["cat_user"]) if f >= 2 or net.id_mask != 0.0]
+            self.user_fields = [j for j, _ in used]
             self.user_tables = nn.ParameterList(
-                [nn.Parameter(table(f).contiguous(), requires_grad=False) for f in cols["cat_user"]]
+                [nn.Parameter(table(f).contiguous(), requires_grad=False) for _, f in used]
             )
 
     def forward(
@@ -90,7 +94,7 @@ class _FirstLayer(nn.Module):
     ) -> torch.Tensor:
         buf = dict(self.named_buffers())
         user = buf["bias"] + (udense.unsqueeze(2) * buf["w_user"].unsqueeze(0)).sum(dim=1)  # [U, H]
-        for j, tab in enumerate(self.user_tables):
+        for j, tab in zip(self.user_fields, self.user_tables, strict=True):
             user = user + tab[ucat[:, j]]
         h1: torch.Tensor = buf["item_term"][item] + user[urow] + pair @ buf["w_pair"]
         return h1
