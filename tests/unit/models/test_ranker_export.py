@@ -68,8 +68,9 @@ def test_projected_first_layer_keeps_the_outputs(name: str, ids: bool, tmp_path:
         assert CARDS[0] not in [a.shape[0] for a in consts.values() if a.ndim == 2]
 
 
+@pytest.mark.parametrize("ids", [False, True])
 @pytest.mark.parametrize("name", ["ncf", "dnn", "widedeep", "deepfm", "lr", "ensemble"])
-def test_factorised_graph_scores_the_rows_it_is_given_in_parts(name: str, tmp_path: Path) -> None:
+def test_factorised_graph_scores_the_rows_it_is_given_in_parts(name: str, ids: bool, tmp_path: Path) -> None:
     """`FactorisedNet`: the parts (pair columns, item index, the user's columns) give the scores of the
     whole rows they make (1e-5), for each ranker and an ensemble of them, and a user's scores do not
     depend on the other users of the call."""
@@ -79,11 +80,11 @@ def test_factorised_graph_scores_the_rows_it_is_given_in_parts(name: str, tmp_pa
 
     ranker: Any
     if name == "ensemble":
-        members = [ranker_class(a)(**FAST, id_features=False, seed=s) for a, s in (("ncf", 1), ("dnn", 2))]
+        members = [ranker_class(a)(**FAST, id_features=ids, seed=s) for a, s in (("ncf", 1), ("dnn", 2))]
         ranker = RankerEnsemble(members).fit(None, _data())
         net = ranker.net()
     else:
-        ranker = ranker_class(name)(**FAST, id_features=False).fit(None, _data())
+        ranker = ranker_class(name)(**FAST, id_features=ids).fit(None, _data())
         net = ranker._require()
     dense_scope = ["pair", "item", "user", "pair", "item"]
     cat_scope = ["user", "item", "user", "item"]
@@ -97,7 +98,7 @@ def test_factorised_graph_scores_the_rows_it_is_given_in_parts(name: str, tmp_pa
     for _ in range(3):  # three users, 40 candidates each (repeated items too)
         items = rng.choice(n_items, 40).astype(np.int64)
         pair = rng.normal(size=(40, 2)).astype(np.float32)
-        ucat = np.array([0, rng.integers(0, CARDS[2])], dtype=np.int64)
+        ucat = np.array([rng.integers(0, CARDS[0]), rng.integers(0, CARDS[2])], dtype=np.int64)
         udense = rng.normal(size=1).astype(np.float32)
         dense = np.empty((40, D), np.float32)
         dense[:, [0, 3]], dense[:, [1, 4]], dense[:, 2] = pair, item_dense[items], udense[0]
