@@ -206,6 +206,11 @@ RANKER_GRID: list[tuple[str, dict[str, Any]]] = [
     ("ncf x 3 seeds", {"ranker_seeds": 3}),
     ("ncf x 5 seeds", {"ranker_seeds": 5}),
     ("ncf + dnn + widedeep", {"ranker_mix": ["dnn", "widedeep"]}),
+    ("ncf x 3 seeds, bagged validation users", {"ranker_seeds": 3, "ranker_bagging": True}),
+    (
+        "ncf + dnn + widedeep, weight decay 1e-3",
+        {"ranker_mix": ["dnn", "widedeep"], "ranker_params": {"weight_decay": 1e-3}},
+    ),
     # one net, no serving cost: training hyperparameters (RankerConfig) of the ncf net
     ("ncf, average of the best 3 epochs", {"ranker_params": {"average_top": 3}}),
     ("ncf, cosine lr", {"ranker_params": {"lr_schedule": "cosine"}}),
@@ -213,6 +218,12 @@ RANKER_GRID: list[tuple[str, dict[str, Any]]] = [
     ("ncf, hidden 256-128", {"ranker_params": {"hidden": [256, 128]}}),
     ("ncf, dropout 0.3", {"ranker_params": {"dropout": 0.3}}),
     ("ncf, weight decay 1e-3", {"ranker_params": {"weight_decay": 1e-3}}),
+    ("ncf, dropout 0.3, weight decay 1e-3", {"ranker_params": {"dropout": 0.3, "weight_decay": 1e-3}}),
+    ("ncf, hidden 256-128, dropout 0.3", {"ranker_params": {"hidden": [256, 128], "dropout": 0.3}}),
+    (
+        "ncf, hidden 256-128, dropout 0.3, weight decay 1e-3",
+        {"ranker_params": {"hidden": [256, 128], "dropout": 0.3, "weight_decay": 1e-3}},
+    ),
 ]
 
 

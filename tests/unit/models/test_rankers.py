@@ -297,3 +297,22 @@ def test_trainer_cosine_schedule_changes_the_steps() -> None:
         return net.weight.detach().clone()
 
     assert not torch.equal(run("constant"), run("cosine"))
+
+
+def test_ensemble_member_data_bags() -> None:
+    calls: list[int] = []
+    everything = _grouped(90, 12, seed=1)
+
+    def member_data(i: int) -> tuple[RankingData, RankingData]:
+        calls.append(i)
+        return _grouped(60, 12, seed=10 + i), _grouped(30, 12, seed=20 + i)
+
+    ens = RankerEnsemble([ranker_class("dnn")(**FAST, seed=1), ranker_class("dnn")(**FAST, seed=1)])
+    ens.fit(None, everything, member_data=member_data)
+    assert calls == [0, 1]
+    # the same seed on different rows: different nets; best_val = the mean of the members' own
+    cat, dense = _rows(100, seed=2)
+    a, b = (m.score({"cat": cat, "dense": dense}) for m in ens.members)
+    assert np.abs(a - b).max() > 1e-3
+    own = [m.fit_result["best_val"] for m in ens.members]
+    assert ens.fit_result["bagged"] and ens.fit_result["best_val"] == pytest.approx(np.mean(own))

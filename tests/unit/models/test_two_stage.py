@@ -100,3 +100,11 @@ def test_ensemble_save_load(ensemble_model: TwoStage, tmp_path: Path) -> None:
     assert isinstance(back.ranker, RankerEnsemble) and len(back.ranker.members) == 4
     users = np.arange(10)
     np.testing.assert_array_equal(back.score_users(users), ensemble_model.score_users(users))
+
+
+def test_bagged_ensemble(data: Dataset) -> None:
+    ts = TwoStage(**SMALL, ranker_seeds=2, ranker_bagging=True).fit(data)
+    r = ts.ranker
+    assert isinstance(r, RankerEnsemble) and r.fit_result["bagged"]
+    own = [m.fit_result["best_val"] for m in r.members]
+    assert ts.fit_result["ranker_val_ndcg@10"] == pytest.approx(np.mean(own))

@@ -76,14 +76,29 @@ class RankerEnsemble(Ranker):
         self.fit_result: dict[str, Any] = {}
 
     # ------------------------------------------------------------------- fit
-    def fit(self, dataset: Dataset | None, candidates: Any, validation: RankingData | None = None) -> Self:
+    def fit(
+        self,
+        dataset: Dataset | None,
+        candidates: Any,
+        validation: RankingData | None = None,
+        *,
+        member_data: Callable[[int], tuple[RankingData, RankingData]] | None = None,
+    ) -> Self:
         """Fit every member on ``candidates`` (a `RankingData`; early stopping on ``validation`` each),
-        then the members' logit mean / std on the training rows. ``fit_result["best_val"]``: the
-        ensemble's NDCG@10 (grouped) or AUC (flat) on ``validation``."""
+        then the members' logit mean / std on the ``candidates`` rows. ``fit_result["best_val"]``: the
+        ensemble's NDCG@10 (grouped) or AUC (flat) on ``validation``.
+
+        ``member_data(i)``: (training, validation) rows of member i instead (bagging: e.g. each member
+        early-stopped on its own held-out users and trained on the others); ``candidates`` then holds
+        all the rows (for the mean / std) and ``best_val`` is the mean of the members' own figures."""
         if not isinstance(candidates, RankingData):
             raise InvalidArgumentError("RankerEnsemble.fit expects a RankingData of candidate rows")
-        for m in self.members:
-            m.fit(dataset, candidates, validation=validation)
+        for i, m in enumerate(self.members):
+            if member_data is not None:
+                tr, va = member_data(i)
+                m.fit(dataset, tr, validation=va)
+            else:
+                m.fit(dataset, candidates, validation=validation)
         cat, dense, _ = candidates.flat()
         if len(cat) > _STATS_ROWS:
             keep = np.sort(np.random.default_rng(0).choice(len(cat), _STATS_ROWS, replace=False))
@@ -99,7 +114,10 @@ class RankerEnsemble(Ranker):
             "members": [{"model": m.name, "seed": m.config.seed, **m.fit_result} for m in self.members],
             "seconds": float(sum(m.fit_result.get("seconds", 0.0) for m in self.members)),
         }
-        if validation is not None:
+        if member_data is not None:
+            self.fit_result["best_val"] = float(np.mean([m.fit_result["best_val"] for m in self.members]))
+            self.fit_result["bagged"] = True
+        elif validation is not None:
             self.fit_result["best_val"] = _validation_metric(self, validation)
         return self
 

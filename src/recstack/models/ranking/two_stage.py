@@ -109,6 +109,9 @@ class TwoStageConfig(ComponentConfig):
     #: *``ranker_mix``), their logits standardised and averaged; 1 and () = the single ``ranker`` net
     ranker_seeds: int = Field(default=1, ge=1)
     ranker_mix: tuple[Literal["ncf", "widedeep", "deepfm", "dnn", "lr"], ...] = ()
+    #: ensemble only: member i is early-stopped on its own block of validation users (the i-th
+    #: ``val_users_fraction`` of a permutation, cyclic) and trained on the others (bagging over users)
+    ranker_bagging: bool = False
     #: dense features held at 0, by name or name prefix of `CandidateFeaturizer.dense_names` (feature
     #: ablations: ``["local_popularity", "item_age"]``, ``["genre_", "affinity"]``, ``["two_tower_"]``)
     ablate: tuple[str, ...] = ()
@@ -531,7 +534,9 @@ class TwoStage(Retriever):
         secs_a = {k: sum(f["secs"][k] for f in folds) for k in folds[0]["secs"]}
         # validation users (all their folds) are never trained on
         all_users = np.unique(fold_users)
-        val_users = rng.permutation(all_users)[: max(1, int(len(all_users) * c.val_users_fraction))]
+        perm = rng.permutation(all_users)
+        n_val = max(1, int(len(all_users) * c.val_users_fraction))
+        val_users = perm[:n_val]
         is_val = np.isin(fold_users, val_users)
         vi, ti = np.flatnonzero(is_val), np.flatnonzero(~is_val)
         users = all_users
@@ -550,7 +555,18 @@ class TwoStage(Retriever):
         grid_scores = []
         for point in c.ranker_grid or ({},):
             params = {**c.ranker_params, **point, "seed": c.seed}
-            r = self._new_ranker(params).fit(None, train_d, validation=val_d)
+            r = self._new_ranker(params)
+            if isinstance(r, RankerEnsemble) and c.ranker_bagging:
+
+                def member_data(i: int) -> tuple[RankingData, RankingData]:
+                    # member i: the i-th block of n_val users of the permutation held out (cyclic)
+                    v = np.isin(fold_users, np.roll(perm, -((i * n_val) % len(perm)))[:n_val])
+                    return take(np.flatnonzero(~v)), take(np.flatnonzero(v))
+
+                everything = RankingData(cat, dense, label, mask, cat_cards)
+                r.fit(None, everything, member_data=member_data)
+            else:
+                r.fit(None, train_d, validation=val_d)
             score = float(r.fit_result["best_val"])
             grid_scores.append([point, score])
             log.info("two_stage %s %s: validation ndcg@10 %.4f", c.ranker, point, score)
