@@ -201,12 +201,17 @@ SEED_CHECK = [
 SEEDS = (42, 142, 242)
 
 #: ``tuning_ranker`` part: (label, two_stage:ncf params over the default TwoStageConfig)
+#: ("default" = the TwoStageConfig default before this grid: one ncf net at RankerConfig's defaults; every
+#: point spells its ranker_params, which replace the config's default ranker_params)
 RANKER_GRID: list[tuple[str, dict[str, Any]]] = [
-    ("default (one ncf net)", {}),
-    ("ncf x 3 seeds", {"ranker_seeds": 3}),
-    ("ncf x 5 seeds", {"ranker_seeds": 5}),
-    ("ncf + dnn + widedeep", {"ranker_mix": ["dnn", "widedeep"]}),
-    ("ncf x 3 seeds, bagged validation users", {"ranker_seeds": 3, "ranker_bagging": True}),
+    ("default (one ncf net)", {"ranker_params": {}}),
+    ("ncf x 3 seeds", {"ranker_seeds": 3, "ranker_params": {}}),
+    ("ncf x 5 seeds", {"ranker_seeds": 5, "ranker_params": {}}),
+    ("ncf + dnn + widedeep", {"ranker_mix": ["dnn", "widedeep"], "ranker_params": {}}),
+    (
+        "ncf x 3 seeds, bagged validation users",
+        {"ranker_seeds": 3, "ranker_bagging": True, "ranker_params": {}},
+    ),
     (
         "ncf + dnn + widedeep, weight decay 1e-3",
         {"ranker_mix": ["dnn", "widedeep"], "ranker_params": {"weight_decay": 1e-3}},

@@ -28,7 +28,7 @@ from recstack._progress import console
 from recstack.models.ranking._base import NeuralRanker, RankingData
 from recstack.models.ranking.ensemble import RankerEnsemble
 from recstack.models.ranking.factorised import export_factorised
-from recstack.models.ranking.two_stage import ranker_class
+from recstack.models.ranking.two_stage import TwoStageConfig, ranker_class
 from recstack.serving._ranker import factorised_feed
 
 OUT = Path(__file__).parent / "results" / "ranker.json"
@@ -81,6 +81,14 @@ def main() -> None:
             (name, ranker_class(name)(epochs=1, num_threads=1).fit(None, data))
             for name in ("ncf", "widedeep", "deepfm", "dnn")
         ]
+        # the two-stage model's default ranker: ncf at TwoStageConfig's ranker_params (wider than the above)
+        default = TwoStageConfig().ranker_params
+        rankers.append(
+            (
+                "ncf (two_stage default)",
+                ranker_class("ncf")(epochs=1, num_threads=1, **default).fit(None, data),
+            )
+        )
         rankers += [
             (
                 label,

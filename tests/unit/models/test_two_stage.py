@@ -62,7 +62,11 @@ def ensemble_model(data: Dataset) -> TwoStage:
 def test_default_is_one_net(data: Dataset) -> None:
     ts = TwoStage(**SMALL).fit(data)
     assert isinstance(ts.ranker, NCF)
-    assert TwoStage.Config().ranker_seeds >= 1
+    # the default ranker: one net (no ensemble) with the hyperparameters validation chose
+    cfg = TwoStage.Config()
+    assert (cfg.ranker_seeds, cfg.ranker_mix, cfg.ranker_bagging) == (1, (), False)
+    r = TwoStage(ranker="ncf")._new_ranker({**cfg.ranker_params, "seed": 42})
+    assert isinstance(r, NCF) and r.config.hidden == (256, 128) and r.config.dropout == 0.3
 
 
 def test_ensemble_members(ensemble_model: TwoStage) -> None:
