@@ -66,7 +66,7 @@ def test_default_is_one_net(data: Dataset) -> None:
     cfg = TwoStage.Config()
     assert (cfg.ranker_seeds, cfg.ranker_mix, cfg.ranker_bagging) == (1, (), False)
     r = TwoStage(ranker="ncf")._new_ranker({**cfg.ranker_params, "seed": 42})
-    assert isinstance(r, NCF) and r.config.hidden == (256, 128) and r.config.dropout == 0.3
+    assert isinstance(r, NCF) and r.config.hidden == (128, 64) and r.config.weight_decay == 1e-3
 
 
 def test_ensemble_members(ensemble_model: TwoStage) -> None:
