@@ -191,11 +191,11 @@ def loadgen_ceiling(tmp: Path, seconds: float, connections: int) -> dict[str, An
         stub.wait(timeout=10)
 
 
-def session_cpu_seconds(sid: int) -> float:
-    """CPU seconds (user + system) used so far by the live processes of session ``sid`` (the server
-    and its workers: `ServerProcess` starts it in a new session), from /proc; NaN elsewhere."""
+def session_cpu_by_process(sid: int) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by each live process of session ``sid`` (the server
+    and its workers: `ServerProcess` starts it in a new session), from /proc; empty elsewhere."""
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    total, found = 0.0, False
+    out: dict[int, float] = {}
     for d in Path("/proc").glob("[0-9]*"):
         try:
             stat = (d / "stat").read_text()
@@ -203,9 +203,14 @@ def session_cpu_seconds(sid: int) -> float:
             continue
         f = stat[stat.rindex(")") + 2 :].split()  # fields after "pid (comm) "
         if int(f[3]) == sid:  # field 6: session id
-            total += (int(f[11]) + int(f[12])) / tick  # fields 14, 15: utime, stime
-            found = True
-    return total if found else float("nan")
+            out[int(d.name)] = (int(f[11]) + int(f[12])) / tick  # fields 14, 15: utime, stime
+    return out
+
+
+def session_cpu_seconds(sid: int) -> float:
+    """CPU seconds used so far by the live processes of session ``sid``; NaN elsewhere."""
+    by = session_cpu_by_process(sid)
+    return sum(by.values()) if by else float("nan")
 
 
 def wait_idle(sid: int, *, threshold: float = 0.05, timeout: float = 300.0) -> float:
@@ -285,10 +290,15 @@ def main() -> None:
             def server_cpu(run: Any) -> dict[str, Any]:
                 """``run()``'s result plus the server's CPU microseconds per request (load-independent:
                 other work on the machine slows requests down but does not add to their CPU time)."""
-                c0 = session_cpu_seconds(sid)
+                c0 = session_cpu_by_process(sid)
                 res: dict[str, Any] = run()
-                used = session_cpu_seconds(sid) - c0
+                c1 = session_cpu_by_process(sid)
+                per = sorted((c1[p] - c0.get(p, 0.0) for p in c1), reverse=True)
+                used = sum(per) if per else float("nan")
                 res["server_cpu_us_per_request"] = 1e6 * used / max(int(res.get("count", 0)), 1)
+                # how the work spread over the server's processes (SO_REUSEPORT hashes each connection
+                # to a worker: an uneven split of the closed loop's connections shows here)
+                res["server_cpu_share_by_process"] = [round(c / used, 3) for c in per] if used else []
                 return res
 
             def closed(name: str) -> dict[str, Any]:
@@ -415,6 +425,9 @@ def main() -> None:
     con.print(t)
     con.print(f"recommendations/s / healthz/s = {ratio:.1%} (target >= 25%); from server CPU per "
               f"request: {cpu_ratio:.1%}")  # fmt: skip
+    share = result["recommendations_closed_loop"].get("server_cpu_share_by_process") or []
+    con.print("server CPU share by process, recommendations closed loop: "
+              + ", ".join(f"{x:.0%}" for x in share))  # fmt: skip
     con.print("stage mean ms: " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()))
     if memo:
         hit = memo.get("hit", 0) / max(sum(memo.values()), 1)
