@@ -131,6 +131,28 @@ class RankerNet(nn.Module):
         layer when the caller computed it another way (`FactorisedNet`), passed to `deep_logits`."""
         raise NotImplementedError
 
+    def first_layer(self) -> nn.Linear | None:
+        """The first layer of ``self.deep`` (None: no MLP, e.g. logistic regression)."""
+        deep = getattr(self, "deep", None)
+        first = deep[0] if isinstance(deep, nn.Sequential) and len(deep) else None
+        return first if isinstance(first, nn.Linear) else None
+
+    def projected_table(self, f: int) -> torch.Tensor | None:
+        """Categorical field ``f``'s embeddings through its block of the MLP's first-layer weight:
+        [cardinality, hidden], a new tensor without autograd history (a constant when traced into an
+        ONNX graph); None for an id field zeroed by ``id_features`` False."""
+        first = self.first_layer()
+        if first is None:
+            raise InvalidArgumentError(f"{type(self).__name__} has no MLP first layer")
+        if f < 2 and self.id_mask == 0.0:
+            return None
+        emb = self.emb[f]
+        assert isinstance(emb, nn.Embedding)
+        e = int(self.spec["emb_dim"])
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer warns about .numpy()
+            return torch.from_numpy((emb.weight @ first.weight[:, f * e : (f + 1) * e].T).numpy().copy())
+
     def deep_logits(
         self,
         cat: torch.Tensor,
@@ -150,20 +172,14 @@ class RankerNet(nn.Module):
         if h1 is not None:
             given: torch.Tensor = self.deep[1:](h1)
             return given
-        first = self.deep[0] if len(self.deep) else None
-        if torch.onnx.is_in_onnx_export() and isinstance(first, nn.Linear):
+        first = self.first_layer()
+        if torch.onnx.is_in_onnx_export() and first is not None:
             e = int(self.spec["emb_dim"])
-            w = first.weight
-            h = F.linear(dense, w[:, self.n_fields * e :], first.bias)
-            for f, emb in enumerate(self.emb):
-                if f < 2 and self.id_mask == 0.0:
-                    continue
-                assert isinstance(emb, nn.Embedding)
-                with torch.no_grad(), warnings.catch_warnings():
-                    # a new tensor: the projected table is a constant of the graph, not a MatMul in it
-                    warnings.simplefilter("ignore")  # the tracer warns about .numpy()
-                    table = torch.from_numpy((emb.weight @ w[:, f * e : (f + 1) * e].T).numpy().copy())
-                h = h + table[cat[:, f]]
+            h = F.linear(dense, first.weight[:, self.n_fields * e :], first.bias)
+            for f in range(self.n_fields):
+                table = self.projected_table(f)
+                if table is not None:
+                    h = h + table[cat[:, f]]
             out: torch.Tensor = self.deep[1:](h)
             return out
         if v_cat is None:

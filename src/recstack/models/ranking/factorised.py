@@ -62,26 +62,23 @@ class _FirstLayer(nn.Module):
             wd = w[:, net.n_fields * e :] / std  # the dense block on raw (unstandardised) values
             bias = first.bias.detach() - (w[:, net.n_fields * e :] * (mean / std)).sum(dim=1)
 
-            def table(f: int) -> torch.Tensor:  # field f's embeddings through its block of the weight
-                emb = net.emb[f]
-                assert isinstance(emb, nn.Embedding)
-                if f < 2 and net.id_mask == 0.0:
-                    return torch.zeros(emb.num_embeddings, w.shape[0])
-                return emb.weight.detach() @ w[:, f * e : (f + 1) * e].T
-
             item_term = item_dense @ wd[:, cols["item"]].T
             for j, f in enumerate(cols["cat_item"]):
-                item_term = item_term + table(f)[_long(item_cat[:, j])]
+                table = net.projected_table(f)
+                if table is not None:  # (None: an id field zeroed by id_features False)
+                    item_term = item_term + table[_long(item_cat[:, j])]
             self.register_buffer("item_term", item_term.contiguous())
             self.register_buffer("w_pair", wd[:, cols["pair"]].T.contiguous())
             self.register_buffer("w_user", wd[:, cols["user"]].T.contiguous())
             self.register_buffer("bias", bias.contiguous())
             # the user fields the layer reads (not the id field when ids are off) and their columns
             # among the user's categorical columns
-            used = [(j, f) for j, f in enumerate(cols["cat_user"]) if f >= 2 or net.id_mask != 0.0]
+            used = [
+                (j, t) for j, f in enumerate(cols["cat_user"]) if (t := net.projected_table(f)) is not None
+            ]
             self.user_fields = [j for j, _ in used]
             self.user_tables = nn.ParameterList(
-                [nn.Parameter(table(f).contiguous(), requires_grad=False) for _, f in used]
+                [nn.Parameter(t.contiguous(), requires_grad=False) for _, t in used]
             )
 
     def forward(
@@ -146,12 +143,11 @@ class FactorisedNet(nn.Module):
         self.register_buffer("item_cat", _long(item_cat))
         firsts: list[nn.Module] = []
         for m in members:
-            deep = getattr(m, "deep", None)
-            first = deep[0] if isinstance(deep, nn.Sequential) and len(deep) else None
             assert isinstance(m, RankerNet)
+            first = m.first_layer()
             firsts.append(
                 _FirstLayer(m, first, cols, self.item_dense, item_cat)  # type: ignore[arg-type]
-                if isinstance(first, nn.Linear)
+                if first is not None
                 else nn.Identity()  # no MLP (logistic regression): whole rows only
             )
         self.firsts = nn.ModuleList(firsts)
