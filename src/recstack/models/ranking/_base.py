@@ -29,7 +29,7 @@ from recstack.errors import ArtifactError, InvalidArgumentError, NotFittedError
 from recstack.models.base import Ranker
 from recstack.models.ranking.trainer import TrainerConfig, load_module, save_module, train
 
-__all__ = ["NeuralRanker", "RankerConfig", "RankerNet", "RankingData", "ndcg_at_k"]
+__all__ = ["NeuralRanker", "RankerConfig", "RankerNet", "RankingData", "export_rows_onnx", "ndcg_at_k"]
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -352,24 +352,7 @@ class NeuralRanker(Ranker):
         """ONNX graph with inputs ``cat`` [batch, C] int64, ``dense`` [batch, D] float32 -> ``score``
         [batch] float32 (the same logits as `score`)."""
         net = self._require()
-        net.eval()
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        args = (
-            torch.zeros(4, net.n_fields, dtype=torch.int64),
-            torch.zeros(4, net.n_dense, dtype=torch.float32),
-        )
-        torch.onnx.export(
-            net,
-            args,
-            str(p),
-            input_names=["cat", "dense"],
-            output_names=["score"],
-            dynamic_axes={"cat": {0: "batch"}, "dense": {0: "batch"}, "score": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-        return p
+        return export_rows_onnx(net.eval(), net.n_fields, net.n_dense, path)
 
     # ---------------------------------------------------------------- storage
     def save(self, directory: str | Path) -> Path:
@@ -397,6 +380,25 @@ class NeuralRanker(Ranker):
         obj.net = module
         obj.fit_result = dict(info.get("fit") or {})
         return obj
+
+
+def export_rows_onnx(module: nn.Module, n_fields: int, n_dense: int, path: str | Path) -> Path:
+    """Write ``module`` (eval mode; ``module(cat, dense) -> score``) as ONNX: inputs ``cat`` [batch,
+    ``n_fields``] int64, ``dense`` [batch, ``n_dense``] float32 -> ``score`` [batch] float32."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    args = (torch.zeros(4, n_fields, dtype=torch.int64), torch.zeros(4, n_dense, dtype=torch.float32))
+    torch.onnx.export(
+        module,
+        args,
+        str(p),
+        input_names=["cat", "dense"],
+        output_names=["score"],
+        dynamic_axes={"cat": {0: "batch"}, "dense": {0: "batch"}, "score": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    return p
 
 
 def auc(label: npt.ArrayLike, score: npt.ArrayLike) -> float:

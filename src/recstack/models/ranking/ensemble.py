@@ -23,7 +23,14 @@ from torch import nn
 from recstack.data.dataset import Dataset
 from recstack.errors import ArtifactError, InvalidArgumentError, NotFittedError
 from recstack.models.base import Ranker
-from recstack.models.ranking._base import NeuralRanker, RankerNet, RankingData, auc, ndcg_at_k
+from recstack.models.ranking._base import (
+    NeuralRanker,
+    RankerNet,
+    RankingData,
+    auc,
+    export_rows_onnx,
+    ndcg_at_k,
+)
 
 __all__ = ["EnsembleNet", "RankerEnsemble"]
 
@@ -148,23 +155,7 @@ class RankerEnsemble(Ranker):
         """One ONNX graph: inputs ``cat`` [batch, C] int64, ``dense`` [batch, D] float32 -> ``score``
         [batch] float32 (the same scores as `score`)."""
         net = self.net()
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        args = (
-            torch.zeros(4, net.n_fields, dtype=torch.int64),
-            torch.zeros(4, net.n_dense, dtype=torch.float32),
-        )
-        torch.onnx.export(
-            net,
-            args,
-            str(p),
-            input_names=["cat", "dense"],
-            output_names=["score"],
-            dynamic_axes={"cat": {0: "batch"}, "dense": {0: "batch"}, "score": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-        return p
+        return export_rows_onnx(net, net.n_fields, net.n_dense, path)
 
     # ---------------------------------------------------------------- storage
     def save(self, directory: str | Path) -> Path:
