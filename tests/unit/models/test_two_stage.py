@@ -7,37 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import polars as pl
 import pytest
 
+from blocks_data import make_blocks_dataset
 from recstack.data.dataset import Dataset
 from recstack.models.ranking.ensemble import RankerEnsemble
 from recstack.models.ranking.ncf import NCF
 from recstack.models.ranking.two_stage import TwoStage
-
-GENRES = ("Action", "Comedy", "Drama")
-
-
-def _blocks(n_users: int = 60, n_items: int = 40, seed: int = 0) -> Dataset:
-    """Users prefer one of 4 item blocks (item % 4) and draw 10 items from it, plus 2 at random."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for u in range(n_users):
-        block = np.flatnonzero(np.arange(n_items) % 4 == u % 4)
-        its = np.concatenate([rng.choice(block, 10, replace=False), rng.choice(n_items, 2, replace=False)])
-        for t, it in enumerate(np.unique(its)):
-            rows.append((u + 1, int(it) + 100, float(1 + (u + it) % 5), 1000 * u + t))
-    inter = pl.DataFrame(rows, schema=["user_id", "item_id", "rating", "timestamp"], orient="row")
-    items = pl.DataFrame(
-        {
-            "item_id": [100 + i for i in range(n_items)],
-            "title": [f"Movie {i}" for i in range(n_items)],
-            "year": [1990 + i % 10 for i in range(n_items)],
-            "genres": [[GENRES[i % 3]] for i in range(n_items)],
-        }
-    )
-    return Dataset.from_frames("blocks", inter, None, items)
-
 
 SMALL = {
     "ranker": "ncf",
@@ -51,7 +27,7 @@ SMALL = {
 
 @pytest.fixture(scope="module")
 def data() -> Dataset:
-    return _blocks()
+    return make_blocks_dataset()
 
 
 @pytest.fixture(scope="module")
