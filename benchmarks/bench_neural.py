@@ -265,14 +265,10 @@ def tuning_ranker(
                 f"tuning_ranker {label} seed {seed}: ndcg@10 {out['ndcg@10']:.4f} "
                 f"(ranker val {fr['ranker_val_ndcg@10']:.4f}, fit {out['fit_seconds']:.1f} s)"
             )
-        nd = np.array([r["ndcg@10"] for r in runs])
-        res[label] = {
-            "ndcg@10": float(nd.mean()),
-            "ndcg@10_sd": float(nd.std(ddof=1)),
-            "runs": runs,
-            "grid_params": grid[label],
-        }
-        Console(stderr=True).print(f"tuning_ranker {label}: mean {nd.mean():.4f} sd {nd.std(ddof=1):.4f}")
+        res[label] = _seed_summary(runs, grid[label])
+        Console(stderr=True).print(
+            f"tuning_ranker {label}: mean {res[label]['ndcg@10']:.4f} sd {res[label]['ndcg@10_sd']:.4f}"
+        )
         if save is not None:
             save(res)
     best = max(res, key=lambda k: res[k]["ndcg@10"])
@@ -318,6 +314,17 @@ def tuning(ds: Any, earlier: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
+def _seed_summary(runs: list[dict[str, Any]], grid_params: dict[str, Any]) -> dict[str, Any]:
+    """One grid point's runs over seeds: mean and sample sd of their NDCG@10, the runs, the point."""
+    nd = np.array([r["ndcg@10"] for r in runs])
+    return {
+        "ndcg@10": float(nd.mean()),
+        "ndcg@10_sd": float(nd.std(ddof=1)),
+        "runs": runs,
+        "grid_params": grid_params,
+    }
+
+
 def tuning_seeds(ds: Any) -> dict[str, Any]:
     """The SEED_CHECK points of TUNING_GRID at every seed of SEEDS, on the same validation split."""
     _share_source_fits()
@@ -330,13 +337,7 @@ def tuning_seeds(ds: Any) -> dict[str, Any]:
             _, out = _fit_eval("two_stage:ncf", {**grid[label], "seed": seed}, val, True)
             runs.append({"seed": seed, **{k: out.get(k) for k in ("ndcg@10", "precision@10", "map@10")}})
             Console(stderr=True).print(f"tuning_seeds {label} seed {seed}: ndcg@10 {out['ndcg@10']:.4f}")
-        nd = np.array([r["ndcg@10"] for r in runs])
-        res[label] = {
-            "ndcg@10": float(nd.mean()),
-            "ndcg@10_sd": float(nd.std(ddof=1)),
-            "runs": runs,
-            "grid_params": grid[label],
-        }
+        res[label] = _seed_summary(runs, grid[label])
     best = max(res, key=lambda k: res[k]["ndcg@10"])
     res[best]["chosen"] = True
     return res
