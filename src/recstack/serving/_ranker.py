@@ -272,18 +272,6 @@ class _Entry:
     nbytes: int
 
 
-def _runs(cols: IntArray) -> list[tuple[slice, slice]]:
-    """Runs of consecutive values in ``cols`` (ascending): [(slice of the values, slice of their
-    positions in cols)]."""
-    out: list[tuple[slice, slice]] = []
-    start = 0
-    for j in range(1, len(cols) + 1):
-        if j == len(cols) or cols[j] != cols[j - 1] + 1:
-            out.append((slice(int(cols[start]), int(cols[j - 1]) + 1), slice(start, j)))
-            start = j
-    return out
-
-
 def _freeze(state: UserState) -> UserState:
     """``state`` with every array read-only (entries are shared by concurrent requests)."""
     for a in _arrays(state):
@@ -401,37 +389,41 @@ class TwoStageRanker(OnnxRanker):
         self._indices = np.asarray(pos.indices, dtype=np.int64)
         self._n_users = int(pos.shape[0])
         dense_scope, cat_scope = self.featurizer.column_scopes()
-        self._n_dense = len(dense_scope)
         self._dcols = {k: np.flatnonzero(np.array(dense_scope) == k) for k in ("pair", "item", "user")}
         self._ccols = {k: np.flatnonzero(np.array(cat_scope) == k) for k in ("item", "user")}
-        #: each scope's columns as runs of consecutive columns: (columns of a feature row, columns
-        #: of the scope's array), so that `_gather` copies slices
-        self._runs = {
-            **{k: _runs(v) for k, v in self._dcols.items()},
-            "cat_user": _runs(self._ccols["user"]),
-        }
-        #: the item columns of every item's feature row: dense [n_items, item columns], categorical
-        #: [n_items, C] with the user columns 0 (a row's item columns do not depend on the user: these
-        #: are an anonymous user's without history)
-        every = np.arange(self.n_items, dtype=np.int64)[None, :]
-        cat0, dense0, _ = self.featurizer.features_for(
-            self._row(np.zeros(0, np.int64)), None, every, standardise_over="recall"
-        )
-        item_cat = cat0[0].copy()
-        item_cat[:, self._ccols["user"]] = 0
-        self._item_rows: tuple[FloatArray, IntArray] = (
-            np.ascontiguousarray(dense0[0][:, self._dcols["item"]]),
-            item_cat,
-        )
-        for a in self._item_rows:
-            a.setflags(write=False)
-        #: the factorised serving graph of the model's ranker (`FactorisedNet`; None: a ranker that
-        #: cannot be factorised, whose ``ranker.onnx`` scores whole rows)
-        self.fsess = _factorised_session(model, self.featurizer, self._item_rows, self._ccols["item"])
+        #: the factorised serving graph of the model's ranker (`FactorisedNet`)
+        self.fsess = self._factorised_session(model)
         self.memo = _StateMemo(0)
         self.set_memo(memo_mb)
         pop = self.features.popularity
         self._cold: FloatArray = (-1e4 + pop / (pop.max() + 1.0)).astype(np.float32)
+
+    def _factorised_session(self, model: Any) -> Any:
+        """An ONNX Runtime session of the model's ranker (a neural ranker or an ensemble of them) as a
+        `FactorisedNet`, exported in memory once per ranker and process."""
+        from recstack.models.ranking._base import NeuralRanker
+        from recstack.models.ranking.ensemble import RankerEnsemble
+        from recstack.models.ranking.factorised import onnx_bytes
+
+        ranker = getattr(model, "ranker", None)
+        if not isinstance(ranker, NeuralRanker | RankerEnsemble):
+            raise ArtifactError(
+                f"ranker {self.name}: a two-stage model's ranker must be a neural ranker or an ensemble "
+                f"of them, not {type(ranker).__name__}"
+            )
+        with _FACTORISED_LOCK:
+            data = _FACTORISED.get(ranker)
+            if data is None:
+                # every item's item columns (they do not depend on the user: an anonymous user's rows)
+                every = np.arange(self.n_items, dtype=np.int64)[None, :]
+                cat, dense, _ = self.featurizer.features_for(
+                    self._row(np.zeros(0, np.int64)), None, every, standardise_over="recall"
+                )
+                net = ranker.net() if isinstance(ranker, RankerEnsemble) else ranker._require()
+                item_dense, item_cat = dense[0][:, self._dcols["item"]], cat[0][:, self._ccols["item"]]
+                data = onnx_bytes(net, self.featurizer.column_scopes(), item_dense, item_cat)
+                _FACTORISED[ranker] = data
+        return session(data)
 
     def memo_bytes_per_user(self) -> int:
         """Approximate bytes of one memoised user: per source a float32 score row, a float32 row per
@@ -570,36 +562,18 @@ class TwoStageRanker(OnnxRanker):
         nbytes = _nbytes(kept, cols, recent, pair, dense_user, cat_user)
         return _Entry(cols, recent, kept, pair, dense_user, cat_user, nbytes)
 
-    def _gather(self, entry: _Entry, items: IntArray) -> tuple[IntArray, FloatArray]:
-        """Ranker inputs of ``items`` (valid indices) from a memo entry (= `rows` of its state)."""
-        item_dense, item_cat = self._item_rows
-        dense = np.empty((len(items), self._n_dense), dtype=np.float32)
-        for part, src in (("pair", entry.pair.take(items, axis=0)), ("item", item_dense.take(items, axis=0))):
-            for dst, at in self._runs[part]:
-                dense[:, dst] = src[:, at]
-        for dst, at in self._runs["user"]:
-            dense[:, dst] = entry.dense_user[at]
-        cat = item_cat.take(items, axis=0)
-        for dst, at in self._runs["cat_user"]:
-            cat[:, dst] = entry.cat_user[at]
-        return cat, dense
-
     def feed(self, ctx: RankContext, items: IntArray) -> dict[str, Any] | None:
-        """ONNX inputs of ``items`` [n] for the user of ``ctx`` (the factorised graph's parts, or
-        whole rows ``cat`` [n, C] / ``dense`` [n, D]); None when the user has no history at all (cold
-        start: popularity order)."""
+        """The factorised graph's inputs of ``items`` [n] (n > 0) for the user of ``ctx``; None when
+        the user has no history at all (cold start: popularity order)."""
         items = np.asarray(items, dtype=np.int64)
         u = ctx.user_idx
         if u is not None and 0 <= u < self._n_users and self._indptr[u + 1] > self._indptr[u]:
             # a known user with a training row
             state, entry = self._lookup(u, np.asarray(ctx.recent, dtype=np.int64), True)
             if entry is not None and len(items) and items.min() >= 0 and items.max() < self.n_items:
-                if self.fsess is not None:
-                    return factorised_feed(
-                        entry.pair.take(items, axis=0), items, entry.cat_user, entry.dense_user
-                    )
-                cat, dense = self._gather(entry, items)
-                return {"cat": cat, "dense": dense}
+                return factorised_feed(
+                    entry.pair.take(items, axis=0), items, entry.cat_user, entry.dense_user
+                )
             cat, dense, _ = self.featurizer.rows(state, items[None, :])
         else:
             cols, users = self._cols(u, ctx.recent)
@@ -614,16 +588,14 @@ class TwoStageRanker(OnnxRanker):
         return self._rows_feed(cat[0], dense[0], items)
 
     def _rows_feed(self, cat: IntArray, dense: FloatArray, items: IntArray) -> dict[str, Any]:
-        """The inputs of whole rows ``cat`` [n, C] / ``dense`` [n, D] of ``items`` [n] (one user)."""
-        if self.fsess is None or len(items) == 0:
-            return {"cat": np.ascontiguousarray(cat), "dense": np.ascontiguousarray(dense)}
+        """The factorised graph's inputs of whole rows ``cat`` [n, C] / ``dense`` [n, D] of ``items``
+        [n] (one user, n > 0)."""
         return factorised_feed(
             dense[:, self._dcols["pair"]], items, cat[0, self._ccols["user"]], dense[0, self._dcols["user"]]
         )
 
     def _run(self, feed: dict[str, Any]) -> FloatArray:
-        sess = self.fsess if "pair" in feed else self.sess
-        return np.asarray(sess.run(["score"], feed)[0], dtype=np.float32).reshape(-1)
+        return np.asarray(self.fsess.run(["score"], feed)[0], dtype=np.float32).reshape(-1)
 
     def score(self, ctx: RankContext, items: IntArray) -> FloatArray:
         """Scores [n] float32 of candidate item indices ``items`` [n] (logits, higher is better)."""
@@ -636,31 +608,7 @@ class TwoStageRanker(OnnxRanker):
 
     def run_feeds(self, feeds: list[dict[str, Any]]) -> FloatArray:
         """Scores of several users' `_feed`s in one ONNX Runtime call (batch jobs), concatenated."""
-        if all("pair" in f for f in feeds):
-            return self._run(concat_feeds(feeds))
-        return super().run_feeds(feeds)
-
-
-def _factorised_session(
-    model: Any, featurizer: CandidateFeaturizer, item_rows: tuple[FloatArray, IntArray], item_cat: IntArray
-) -> Any:
-    """An ONNX Runtime session of the model's ranker (a neural ranker or an ensemble of them) as a
-    `FactorisedNet`, exported in memory once per ranker and process; None for any other ranker."""
-    from recstack.models.ranking._base import NeuralRanker
-    from recstack.models.ranking.ensemble import RankerEnsemble
-    from recstack.models.ranking.factorised import onnx_bytes
-
-    ranker = getattr(model, "ranker", None)
-    if not isinstance(ranker, NeuralRanker | RankerEnsemble):
-        return None
-    with _FACTORISED_LOCK:
-        data = _FACTORISED.get(ranker)
-        if data is None:
-            net = ranker.net() if isinstance(ranker, RankerEnsemble) else ranker._require()
-            item_dense, cat_rows = item_rows
-            data = onnx_bytes(net, featurizer.column_scopes(), item_dense, cat_rows[:, item_cat])
-            _FACTORISED[ranker] = data
-    return session(data)
+        return self._run(concat_feeds(feeds))
 
 
 #: serialised factorised graphs by ranker (the serving rankers of one model share them)
