@@ -1,7 +1,8 @@
-"""The rankers' ONNX graphs compute the MLP's first layer term by term (`RankerNet.deep_logits`):
-per categorical field a gather from a projected embedding table, plus one GEMM over the dense
-features only. The outputs stay those of PyTorch (1e-5), with and without id features; without them
-the id fields (and NCF's GMF term) are not in the graph at all."""
+"""The rankers' ONNX graphs compute each sum over the fields (`RankerNet.field_sums`: the MLP's first
+layer, the wide / first-order parts, DeepFM's FM sums) term by term: per categorical field a gather
+from a constant table, plus one GEMM over the dense features only. The outputs stay those of PyTorch
+(1e-5), with and without id features; without them the id fields (and NCF's GMF term) are not in the
+graph at all."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def test_projected_first_layer_keeps_the_outputs(name: str, ids: bool, tmp_path:
     tables = sorted(a.shape[0] for a in consts.values() if a.ndim == 2 and a.shape[1] == 16)
     fields = CARDS if ids else CARDS[2:]
     assert all(c in tables for c in fields)
-    if not ids and name != "deepfm":  # (DeepFM's FM term still multiplies the id embeddings by 0)
+    if not ids:
         assert CARDS[0] not in [a.shape[0] for a in consts.values() if a.ndim == 2]
 
 

@@ -29,7 +29,17 @@ from recstack.errors import ArtifactError, InvalidArgumentError, NotFittedError
 from recstack.models.base import Ranker
 from recstack.models.ranking.trainer import TrainerConfig, load_module, save_module, train
 
-__all__ = ["NeuralRanker", "RankerConfig", "RankerNet", "RankingData", "export_rows_onnx", "ndcg_at_k"]
+__all__ = [
+    "FieldSum",
+    "NeuralRanker",
+    "RankerConfig",
+    "RankerNet",
+    "RankingData",
+    "constant",
+    "embedding_sum",
+    "export_rows_onnx",
+    "ndcg_at_k",
+]
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -93,6 +103,49 @@ def ndcg_at_k(scores: FloatArray, label: FloatArray, mask: npt.NDArray[np.bool_]
     return float(np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0).mean())
 
 
+@dataclass
+class FieldSum:
+    """A part of a ranker's logit that is a sum over the row's fields -- the MLP's first layer, a wide
+    or first-order part, a factorisation machine's sums: ``bias + sum_f tables[f][cat_f] + dense @
+    linear (+ dense^2 @ square)`` -> [n, k], ``dense`` standardised. Constants (no autograd history).
+    A sum over fields splits by what each field depends on (`FactorisedNet`), and its categorical
+    terms are gathers rather than a GEMM over the concatenated embeddings."""
+
+    bias: torch.Tensor  # [k]
+    tables: list[torch.Tensor | None]  # per categorical field: [cardinality, k]; None: not read
+    linear: torch.Tensor | None  # [D, k]
+    square: torch.Tensor | None = None  # [D, k], on the squared standardised dense features
+
+    def rows(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """The sum for whole rows ``cat`` [n, C], standardised ``dense`` [n, D] -> [n, k]."""
+        out = self.bias  # broadcast over the rows by the terms added to it
+        if self.linear is not None:
+            out = dense @ self.linear + out
+        if self.square is not None:
+            out = out + dense.pow(2) @ self.square
+        for f, table in enumerate(self.tables):
+            if table is not None:
+                out = out + table[cat[:, f]]
+        return out
+
+
+def constant(t: torch.Tensor) -> torch.Tensor:
+    """A copy of ``t`` without autograd history (traced into an ONNX graph as a constant)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer warns about .numpy()
+        return torch.from_numpy(t.detach().numpy().copy())
+
+
+def embedding_sum(tables: nn.ModuleList, linear: nn.Linear, skip: set[int]) -> FieldSum:
+    """A wide or first-order part as a `FieldSum`: ``linear`` over the dense features plus one
+    ``nn.Embedding`` per categorical field (the fields in ``skip`` not read)."""
+    weights: list[torch.Tensor | None] = []
+    for f, table in enumerate(tables):
+        assert isinstance(table, nn.Embedding)
+        weights.append(None if f in skip else constant(table.weight))
+    return FieldSum(constant(linear.bias), weights, constant(linear.weight.T))
+
+
 class RankerNet(nn.Module):
     """Base network: field embeddings + dense standardisation; subclasses implement `logits`."""
 
@@ -126,9 +179,36 @@ class RankerNet(nn.Module):
         assert isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor)
         return (dense - mean) / std
 
-    def logits(self, cat: torch.Tensor, dense: torch.Tensor, h1: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [n] of rows ``cat`` / standardised ``dense``; ``h1``: the output of the MLP's first
-        layer when the caller computed it another way (`FactorisedNet`), passed to `deep_logits`."""
+    def logits(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """Logits [n] of rows ``cat`` / standardised ``dense`` (training and PyTorch inference)."""
+        raise NotImplementedError
+
+    def id_fields_off(self) -> set[int]:
+        """The categorical fields a ranker does not read: the id fields (0, 1) when ``id_features``
+        is False."""
+        return {0, 1} if self.id_mask == 0.0 else set()
+
+    def field_sums(self) -> dict[str, FieldSum] | None:
+        """The parts of the logit that are sums over the fields, which `logits_from_sums` combines into
+        the logit (None: the ranker cannot be written that way). This base gives the MLP's first
+        layer, ``h1``, when there is one; subclasses add their wide / first-order / FM parts."""
+        first = self.first_layer()
+        if first is None:
+            return None
+        e = int(self.spec["emb_dim"])
+        skip = self.id_fields_off()
+        with torch.no_grad():
+            w = first.weight
+            tables: list[torch.Tensor | None] = []
+            for f, emb in enumerate(self.emb):
+                assert isinstance(emb, nn.Embedding)
+                # field f's embeddings through its block of the weight: [cardinality, hidden]
+                tables.append(None if f in skip else constant(emb.weight @ w[:, f * e : (f + 1) * e].T))
+            return {"h1": FieldSum(constant(first.bias), tables, constant(w[:, self.n_fields * e :].T))}
+
+    def logits_from_sums(self, sums: dict[str, torch.Tensor], cat: torch.Tensor) -> torch.Tensor:
+        """The logits [n] from the `field_sums` evaluated on the rows (``sums[name]`` [n, k]) and the
+        rows' categorical codes ``cat`` (for a term that is not a sum, e.g. NCF's GMF product)."""
         raise NotImplementedError
 
     def first_layer(self) -> nn.Linear | None:
@@ -137,58 +217,26 @@ class RankerNet(nn.Module):
         first = deep[0] if isinstance(deep, nn.Sequential) and len(deep) else None
         return first if isinstance(first, nn.Linear) else None
 
-    def projected_table(self, f: int) -> torch.Tensor | None:
-        """Categorical field ``f``'s embeddings through its block of the MLP's first-layer weight:
-        [cardinality, hidden], a new tensor without autograd history (a constant when traced into an
-        ONNX graph); None for an id field zeroed by ``id_features`` False."""
-        first = self.first_layer()
-        if first is None:
-            raise InvalidArgumentError(f"{type(self).__name__} has no MLP first layer")
-        if f < 2 and self.id_mask == 0.0:
-            return None
-        emb = self.emb[f]
-        assert isinstance(emb, nn.Embedding)
-        e = int(self.spec["emb_dim"])
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer warns about .numpy()
-            return torch.from_numpy((emb.weight @ first.weight[:, f * e : (f + 1) * e].T).numpy().copy())
-
     def deep_logits(
-        self,
-        cat: torch.Tensor,
-        dense: torch.Tensor,
-        v_cat: torch.Tensor | None = None,
-        h1: torch.Tensor | None = None,
+        self, cat: torch.Tensor, dense: torch.Tensor, v_cat: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``self.deep`` (an `mlp` whose first layer is a Linear) over [flatten(field embeddings),
-        dense] -> [n, out]; ``v_cat``: `field_embeddings` of ``cat`` when the caller has them.
-
-        In an ONNX export the first layer is computed as the same sum, term by term: per categorical
-        field a gather from its embedding table projected by that field's block of the weight
-        ([cardinality, hidden], a constant of the graph), plus the dense block on the dense
-        features. That is about a third of the multiply-adds of the concatenated product at
-        emb_dim 16 (the dense features are the only GEMM left), and the zeroed id fields
-        (``id_features`` False) drop out. ``h1``: the first layer's output, computed by the caller."""
-        if h1 is not None:
-            given: torch.Tensor = self.deep[1:](h1)
-            return given
-        first = self.first_layer()
-        if torch.onnx.is_in_onnx_export() and first is not None:
-            e = int(self.spec["emb_dim"])
-            h = F.linear(dense, first.weight[:, self.n_fields * e :], first.bias)
-            for f in range(self.n_fields):
-                table = self.projected_table(f)
-                if table is not None:
-                    h = h + table[cat[:, f]]
-            out: torch.Tensor = self.deep[1:](h)
-            return out
+        dense] -> [n, out]; ``v_cat``: `field_embeddings` of ``cat`` when the caller has them."""
         if v_cat is None:
             v_cat = self.field_embeddings(cat)
         res: torch.Tensor = self.deep(torch.cat([v_cat.flatten(1), dense], dim=1))
         return res
 
     def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.logits(cat, self.norm_dense(dense))
+        """Logits of raw rows. In an ONNX export the logit is computed from the `field_sums`: per
+        categorical field a gather from a constant table (for the first layer, the field's
+        embeddings projected by its block of the weight), and the dense features the only GEMM --
+        about a third of the first layer's multiply-adds at emb_dim 16, without the unread fields."""
+        d = self.norm_dense(dense)
+        sums = self.field_sums() if torch.onnx.is_in_onnx_export() else None
+        if sums is not None:
+            return self.logits_from_sums({k: s.rows(cat, d) for k, s in sums.items()}, cat)
+        out: torch.Tensor = self.logits(cat, d)
         return out
 
 

@@ -5,13 +5,15 @@ rows, `CandidateFeaturizer.column_scopes`): ``pair`` columns (the user and the i
 `FactorisedNet` takes the parts instead of whole rows -- ``pair`` [n, Dp] float32, ``item`` [n] int64
 (item index), ``ucat`` [U, Cu] int64 and ``udense`` [U, Du] float32 (one row per user of the call),
 ``urow`` [n] int64 (the user row of each candidate) -> ``score`` [n] float32 -- and holds every item's
-item columns as constants. The MLP's first layer, the bulk of a ranker's work, is then a sum of three
-terms: the item term (every item's, precomputed: a gather), the user term (computed once per user of
-the call, from gathers and element-wise products only, so that a user's term does not depend on the
-other users of the call) and one GEMM over the pair columns (the dense standardisation folded into its
-weights). Parts of a ranker outside its MLP (Wide & Deep's wide part, DeepFM's FM, NCF's GMF term)
-read the whole rows, rebuilt inside the graph from the parts. The score is the ranker's own (within
-float rounding: 1e-5 in the tests).
+item columns as constants. Every part of a ranker's logit that is a sum over the row's fields
+(`RankerNet.field_sums`: the MLP's first layer, the bulk of a ranker's work; Wide & Deep's wide part;
+DeepFM's first-order part and its FM's two sums) is then a sum of three terms: the item term (every
+item's, precomputed: a gather), the user term (computed once per user of the call, from gathers and
+element-wise products only, so that a user's term does not depend on the other users of the call) and
+a GEMM over the pair columns. The ranker combines the sums into its logit (`RankerNet.logits_from_sums`);
+a term that is not a sum (NCF's GMF product of the id embeddings) reads the categorical codes of the
+whole rows, gathered in the graph from the parts. The score is the ranker's own (within float
+rounding: 1e-5 in the tests).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 from torch import nn
 
 from recstack.errors import InvalidArgumentError
-from recstack.models.ranking._base import RankerNet
+from recstack.models.ranking._base import FieldSum, RankerNet
 
 __all__ = ["INPUTS", "FactorisedNet", "export_factorised", "onnx_bytes"]
 
@@ -42,44 +44,43 @@ def _cols(scopes: list[str], scope: str) -> list[int]:
     return [j for j, s in enumerate(scopes) if s == scope]
 
 
-class _FirstLayer(nn.Module):
-    """One net's MLP first layer as item term (gathered) + user term (once per user) + pair GEMM."""
+def _weights(w: torch.Tensor | None, cols: list[int], k: int) -> torch.Tensor:
+    """Rows ``cols`` of a [D, k] weight (zeros for None)."""
+    return torch.zeros(len(cols), k) if w is None else w[cols].contiguous()
+
+
+class _SplitSum(nn.Module):
+    """One `FieldSum` as item term (gathered) + user term (once per user) + pair GEMM."""
 
     def __init__(
         self,
-        net: RankerNet,
-        first: nn.Linear,
+        fs: FieldSum,
         cols: dict[str, list[int]],
         item_dense: torch.Tensor,
         item_cat: npt.NDArray[np.int64],
     ) -> None:
         super().__init__()
+        k = int(fs.bias.shape[0])
         with torch.no_grad():
-            e = int(net.spec["emb_dim"])
-            w = first.weight.detach()
-            mean, std = net.mean, net.std
-            assert isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor)
-            wd = w[:, net.n_fields * e :] / std  # the dense block on raw (unstandardised) values
-            bias = first.bias.detach() - (w[:, net.n_fields * e :] * (mean / std)).sum(dim=1)
-
-            item_term = item_dense @ wd[:, cols["item"]].T
+            item_term = fs.bias + item_dense @ _weights(fs.linear, cols["item"], k)
+            if fs.square is not None:
+                item_term = item_term + item_dense.pow(2) @ _weights(fs.square, cols["item"], k)
             for j, f in enumerate(cols["cat_item"]):
-                table = net.projected_table(f)
-                if table is not None:  # (None: an id field zeroed by id_features False)
+                if (table := fs.tables[f]) is not None:
                     item_term = item_term + table[_long(item_cat[:, j])]
-            self.register_buffer("item_term", item_term.contiguous())
-            self.register_buffer("w_pair", wd[:, cols["pair"]].T.contiguous())
-            self.register_buffer("w_user", wd[:, cols["user"]].T.contiguous())
-            self.register_buffer("bias", bias.contiguous())
-            # the user fields the layer reads (not the id field when ids are off) and their columns
-            # among the user's categorical columns
-            used = [
-                (j, t) for j, f in enumerate(cols["cat_user"]) if (t := net.projected_table(f)) is not None
-            ]
-            self.user_fields = [j for j, _ in used]
-            self.user_tables = nn.ParameterList(
-                [nn.Parameter(t.contiguous(), requires_grad=False) for _, t in used]
-            )
+        self.register_buffer("item_term", item_term.contiguous())
+        self.register_buffer("pair_linear", _weights(fs.linear, cols["pair"], k))
+        self.register_buffer("user_linear", _weights(fs.linear, cols["user"], k))
+        self.square = fs.square is not None
+        if fs.square is not None:
+            self.register_buffer("pair_square", _weights(fs.square, cols["pair"], k))
+            self.register_buffer("user_square", _weights(fs.square, cols["user"], k))
+        # the user fields the sum reads and their columns among the user's categorical columns
+        used = [(j, t) for j, f in enumerate(cols["cat_user"]) if (t := fs.tables[f]) is not None]
+        self.user_fields = [j for j, _ in used]
+        self.user_tables = nn.ParameterList(
+            [nn.Parameter(t.contiguous(), requires_grad=False) for _, t in used]
+        )
 
     def forward(
         self,
@@ -89,12 +90,62 @@ class _FirstLayer(nn.Module):
         udense: torch.Tensor,
         urow: torch.Tensor,
     ) -> torch.Tensor:
+        """``pair`` / ``udense`` standardised -> [n, k]."""
         buf = dict(self.named_buffers())
-        user = buf["bias"] + (udense.unsqueeze(2) * buf["w_user"].unsqueeze(0)).sum(dim=1)  # [U, H]
+        user = (udense.unsqueeze(2) * buf["user_linear"].unsqueeze(0)).sum(dim=1)  # [U, k]
+        out = buf["item_term"][item] + pair @ buf["pair_linear"]
+        if self.square:
+            user = user + (udense.pow(2).unsqueeze(2) * buf["user_square"].unsqueeze(0)).sum(dim=1)
+            out = out + pair.pow(2) @ buf["pair_square"]
         for j, tab in zip(self.user_fields, self.user_tables, strict=True):
             user = user + tab[ucat[:, j]]
-        h1: torch.Tensor = buf["item_term"][item] + user[urow] + pair @ buf["w_pair"]
-        return h1
+        res: torch.Tensor = out + user[urow]
+        return res
+
+
+class _Member(nn.Module):
+    """One net over the parts: its field sums split (`_SplitSum`), or, for a net that has none
+    (`RankerNet.field_sums` None), its logits over the whole rows rebuilt from the parts."""
+
+    def __init__(
+        self,
+        net: RankerNet,
+        cols: dict[str, list[int]],
+        item_dense: npt.NDArray[np.float32],
+        item_cat: npt.NDArray[np.int64],
+    ) -> None:
+        super().__init__()
+        self.net = net.eval()
+        mean, std = net.mean, net.std
+        assert isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor)
+        for scope in ("pair", "item", "user"):
+            self.register_buffer(f"{scope}_mean", mean[cols[scope]].clone())
+            self.register_buffer(f"{scope}_std", std[cols[scope]].clone())
+        items = (torch.as_tensor(item_dense) - mean[cols["item"]]) / std[cols["item"]]
+        sums = net.field_sums()
+        self.names = list(sums) if sums is not None else []
+        self.sums = nn.ModuleList([_SplitSum(s, cols, items, item_cat) for s in (sums or {}).values()])
+
+    def forward(
+        self,
+        pair: torch.Tensor,
+        item: torch.Tensor,
+        ucat: torch.Tensor,
+        udense: torch.Tensor,
+        urow: torch.Tensor,
+        rows: Any,
+    ) -> torch.Tensor:
+        """``rows()`` -> the whole rows (cat, dense) when the net needs them."""
+        buf = dict(self.named_buffers())
+        if not self.names:
+            cat, dense = rows()
+            whole: torch.Tensor = self.net.logits(cat, self.net.norm_dense(dense))
+            return whole
+        pair_n = (pair - buf["pair_mean"]) / buf["pair_std"]
+        user_n = (udense - buf["user_mean"]) / buf["user_std"]
+        sums = {n: s(pair_n, item, ucat, user_n, urow) for n, s in zip(self.names, self.sums, strict=True)}
+        out: torch.Tensor = self.net.logits_from_sums(sums, rows()[0])
+        return out
 
 
 class FactorisedNet(nn.Module):
@@ -117,7 +168,6 @@ class FactorisedNet(nn.Module):
         members = list(net.members) if isinstance(net, EnsembleNet) else [net]
         if not all(isinstance(m, RankerNet) for m in members):
             raise InvalidArgumentError(f"FactorisedNet: cannot factorise a {type(net).__name__}")
-        self.nets = nn.ModuleList([m.eval() for m in members])
         self.ensemble = isinstance(net, EnsembleNet)
         if isinstance(net, EnsembleNet):
             self.register_buffer("shift", net.shift.detach().clone())  # type: ignore[operator]
@@ -141,16 +191,9 @@ class FactorisedNet(nn.Module):
         self.register_buffer("perm_cat", _long(np.argsort(np.array(cols["cat_item"] + cols["cat_user"]))))
         self.register_buffer("item_dense", torch.as_tensor(np.array(item_dense, dtype=np.float32)))
         self.register_buffer("item_cat", _long(item_cat))
-        firsts: list[nn.Module] = []
-        for m in members:
-            assert isinstance(m, RankerNet)
-            first = m.first_layer()
-            firsts.append(
-                _FirstLayer(m, first, cols, self.item_dense, item_cat)  # type: ignore[arg-type]
-                if first is not None
-                else nn.Identity()  # no MLP (logistic regression): whole rows only
-            )
-        self.firsts = nn.ModuleList(firsts)
+        self.members = nn.ModuleList(
+            [_Member(m, cols, item_dense, item_cat) for m in members]  # type: ignore[arg-type]
+        )
 
     def forward(
         self,
@@ -160,20 +203,20 @@ class FactorisedNet(nn.Module):
         udense: torch.Tensor,
         urow: torch.Tensor,
     ) -> torch.Tensor:
-        # whole rows, for the parts of a ranker outside its MLP (unused ones leave the graph)
-        dense = torch.cat([pair, self.item_dense[item], udense[urow]], dim=1)[:, self.perm_dense]  # type: ignore[index]
-        cat = torch.cat([self.item_cat[item], ucat[urow]], dim=1)[:, self.perm_cat]  # type: ignore[index]
-        logits = []
-        for net, first in zip(self.nets, self.firsts, strict=True):
-            assert isinstance(net, RankerNet)
-            h1 = first(pair, item, ucat, udense, urow) if isinstance(first, _FirstLayer) else None
-            logits.append(net.logits(cat, net.norm_dense(dense), h1=h1))
+        buf = dict(self.named_buffers())
+
+        def rows() -> tuple[torch.Tensor, torch.Tensor]:
+            # the whole rows, for the parts of a ranker that are not field sums (unused ones leave
+            # the graph)
+            dense = torch.cat([pair, buf["item_dense"][item], udense[urow]], dim=1)[:, buf["perm_dense"]]
+            cat = torch.cat([buf["item_cat"][item], ucat[urow]], dim=1)[:, buf["perm_cat"]]
+            return cat, dense
+
+        logits = [m(pair, item, ucat, udense, urow, rows) for m in self.members]
         if not self.ensemble:
             single: torch.Tensor = logits[0]
             return single
-        shift, weight = self.shift, self.weight
-        assert isinstance(shift, torch.Tensor) and isinstance(weight, torch.Tensor)
-        out: torch.Tensor = ((torch.stack(logits, dim=1) - shift) * weight).sum(dim=1)
+        out: torch.Tensor = ((torch.stack(logits, dim=1) - buf["shift"]) * buf["weight"]).sum(dim=1)
         return out
 
 

@@ -18,8 +18,12 @@ class DNNNet(RankerNet):
         super().__init__(spec)
         self.deep = mlp(self.n_fields * spec["emb_dim"] + self.n_dense, spec["hidden"], spec["dropout"])
 
-    def logits(self, cat: torch.Tensor, dense: torch.Tensor, h1: torch.Tensor | None = None) -> torch.Tensor:
-        res: torch.Tensor = self.deep_logits(cat, dense, h1=h1).squeeze(1)
+    def logits(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        res: torch.Tensor = self.deep_logits(cat, dense).squeeze(1)
+        return res
+
+    def logits_from_sums(self, sums: dict[str, torch.Tensor], cat: torch.Tensor) -> torch.Tensor:
+        res: torch.Tensor = self.deep[1:](sums["h1"]).squeeze(1)
         return res
 
 

@@ -30,8 +30,13 @@ class NCFNet(RankerNet):
         self.deep = mlp(self.n_fields * e + self.n_dense, hidden, spec["dropout"], out=None)
         self.out = nn.Linear(e + (hidden[-1] if hidden else self.n_fields * e + self.n_dense), 1)
 
-    def logits(self, cat: torch.Tensor, dense: torch.Tensor, h1: torch.Tensor | None = None) -> torch.Tensor:
-        deep = self.deep_logits(cat, dense, h1=h1)
+    def logits(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        return self._out(self.deep_logits(cat, dense), cat)
+
+    def logits_from_sums(self, sums: dict[str, torch.Tensor], cat: torch.Tensor) -> torch.Tensor:
+        return self._out(self.deep[1:](sums["h1"]), cat)
+
+    def _out(self, deep: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
         if self.id_mask == 0.0 and torch.onnx.is_in_onnx_export():
             # without id features the GMF term is zero: ONNX exports leave it out
             e = self.gmf_user.embedding_dim

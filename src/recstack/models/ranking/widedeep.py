@@ -8,9 +8,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from recstack.models.ranking._base import NeuralRanker, RankerNet, mlp
+from recstack.models.ranking._base import FieldSum, NeuralRanker, RankerNet, embedding_sum, mlp
 
 __all__ = ["WideDeep", "WideDeepNet"]
+
+
+def _wide(net: WideDeepNet | LogisticNet, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """The wide part: a linear model over the one-hot categorical fields and the dense features."""
+    out: torch.Tensor = net.wide_dense(dense).squeeze(1)
+    skip = net.id_fields_off()
+    for j, w in enumerate(net.wide_cat):
+        if j not in skip:
+            out = out + w(cat[:, j]).squeeze(1)
+    return out
 
 
 class WideDeepNet(RankerNet):
@@ -25,13 +35,20 @@ class WideDeepNet(RankerNet):
         self.wide_dense = nn.Linear(self.n_dense, 1)
         self.deep = mlp(self.n_fields * spec["emb_dim"] + self.n_dense, spec["hidden"], spec["dropout"])
 
-    def logits(self, cat: torch.Tensor, dense: torch.Tensor, h1: torch.Tensor | None = None) -> torch.Tensor:
-        wide: torch.Tensor = self.wide_dense(dense).squeeze(1)
-        for j, w in enumerate(self.wide_cat):
-            if j < 2 and self.id_mask == 0.0:
-                continue
-            wide = wide + w(cat[:, j]).squeeze(1)
-        res: torch.Tensor = wide + self.deep_logits(cat, dense, h1=h1).squeeze(1)
+    def logits(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        res: torch.Tensor = _wide(self, cat, dense) + self.deep_logits(cat, dense).squeeze(1)
+        return res
+
+    def field_sums(self) -> dict[str, FieldSum] | None:
+        sums = super().field_sums()
+        return (
+            None
+            if sums is None
+            else sums | {"wide": embedding_sum(self.wide_cat, self.wide_dense, self.id_fields_off())}
+        )
+
+    def logits_from_sums(self, sums: dict[str, torch.Tensor], cat: torch.Tensor) -> torch.Tensor:
+        res: torch.Tensor = sums["wide"][:, 0] + self.deep[1:](sums["h1"])[:, 0]
         return res
 
 
@@ -53,13 +70,14 @@ class LogisticNet(RankerNet):
         self.wide_cat = nn.ModuleList(ws)
         self.wide_dense = nn.Linear(self.n_dense, 1)
 
-    def logits(self, cat: torch.Tensor, dense: torch.Tensor, h1: torch.Tensor | None = None) -> torch.Tensor:
-        out: torch.Tensor = self.wide_dense(dense).squeeze(1)
-        for j, w in enumerate(self.wide_cat):
-            if j < 2 and self.id_mask == 0.0:
-                continue
-            out = out + w(cat[:, j]).squeeze(1)
-        return out
+    def logits(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        return _wide(self, cat, dense)
+
+    def field_sums(self) -> dict[str, FieldSum] | None:
+        return {"wide": embedding_sum(self.wide_cat, self.wide_dense, self.id_fields_off())}
+
+    def logits_from_sums(self, sums: dict[str, torch.Tensor], cat: torch.Tensor) -> torch.Tensor:
+        return sums["wide"][:, 0]
 
 
 class LogisticRegression(NeuralRanker):
