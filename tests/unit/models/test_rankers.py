@@ -66,6 +66,36 @@ def test_onnx_matches_torch(name: str, fitted: dict[str, NeuralRanker], tmp_path
     np.testing.assert_allclose(one, torch_out[:1], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("ids", [True, False])
+def test_deepfm_fm_is_the_textbook_sum_over_every_field(ids: bool) -> None:
+    """DeepFM's FM sums over the fields without materialising the dense fields' embeddings; it equals
+    the textbook 0.5 * sum_f((sum_j v_j)^2 - sum_j v_j^2) over v = [v_cat, dense_j * dense_emb_j]."""
+    from recstack.models.ranking.deepfm import DeepFMNet
+
+    torch.manual_seed(0)
+    net = DeepFMNet(
+        {"cat_cards": CARDS, "n_dense": D, "emb_dim": 4, "hidden": [8], "dropout": 0.0, "id_features": ids}
+    )
+    for p in net.parameters():  # non-zero first-order tables too
+        torch.nn.init.normal_(p, std=0.3)
+    net.eval()
+    cat, dense = (torch.from_numpy(a) for a in _rows(64, seed=5))
+    with torch.no_grad():
+        v_cat = net.field_embeddings(cat)
+        v = torch.cat([v_cat, dense.unsqueeze(2) * net.dense_emb.unsqueeze(0)], dim=1)
+        fm = 0.5 * (v.sum(dim=1).pow(2) - v.pow(2).sum(dim=1)).sum(dim=1)
+        first = net.first_dense(dense).squeeze(1)
+        for j, w in enumerate(net.first_cat):
+            if ids or j >= 2:
+                first = first + w(cat[:, j]).squeeze(1)
+        want = first + fm + net.deep(torch.cat([v_cat.flatten(1), dense], dim=1)).squeeze(1)
+        torch.testing.assert_close(net.logits(cat, dense), want, atol=1e-5, rtol=1e-5)
+        sums = net.field_sums()
+        assert sums is not None and set(sums) == {"h1", "first", "fm_sum", "fm_square"}
+        got = net.logits_from_sums({k: s.rows(cat, dense) for k, s in sums.items()}, cat)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("name", "loss"),
     [("ncf", "softmax"), ("widedeep", "softmax"), ("deepfm", "softmax"), ("dnn", "softmax"), ("dnn", "bpr")],
