@@ -118,7 +118,7 @@ class _Member(nn.Module):
         self.net = net.eval()
         mean, std = net.mean, net.std
         assert isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor)
-        for scope in ("pair", "item", "user"):
+        for scope in ("pair", "user"):  # (the item columns are standardised here, once)
             self.register_buffer(f"{scope}_mean", mean[cols[scope]].clone())
             self.register_buffer(f"{scope}_std", std[cols[scope]].clone())
         items = (torch.as_tensor(item_dense) - mean[cols["item"]]) / std[cols["item"]]
