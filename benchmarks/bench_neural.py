@@ -229,6 +229,15 @@ RANKER_GRID: list[tuple[str, dict[str, Any]]] = [
         "ncf, hidden 256-128, dropout 0.3, weight decay 1e-3",
         {"ranker_params": {"hidden": [256, 128], "dropout": 0.3, "weight_decay": 1e-3}},
     ),
+    # more labelled lists for the same net (each fold refits the sources on its own holdout)
+    (
+        "ncf, weight decay 1e-3, 3 holdout folds",
+        {"holdout_folds": 3, "ranker_params": {"weight_decay": 1e-3}},
+    ),
+    (
+        "ncf, weight decay 1e-3, 4 holdout folds",
+        {"holdout_folds": 4, "ranker_params": {"weight_decay": 1e-3}},
+    ),
 ]
 
 
