@@ -238,6 +238,15 @@ RANKER_GRID: list[tuple[str, dict[str, Any]]] = [
         "ncf, weight decay 1e-3, 4 holdout folds",
         {"holdout_folds": 4, "ranker_params": {"weight_decay": 1e-3}},
     ),
+    # the lists' negatives: the other recalled candidates plus random items (default 20)
+    (
+        "ncf, weight decay 1e-3, no random negatives",
+        {"random_negatives": 0, "ranker_params": {"weight_decay": 1e-3}},
+    ),
+    (
+        "ncf, weight decay 1e-3, 50 random negatives",
+        {"random_negatives": 50, "ranker_params": {"weight_decay": 1e-3}},
+    ),
 ]
 
 

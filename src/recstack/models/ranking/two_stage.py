@@ -100,6 +100,8 @@ class TwoStageConfig(ComponentConfig):
     # the share of each user's training interactions held out to label candidate lists (the test holds 25%)
     holdout_fraction: float = 0.25
     holdout_folds: int = Field(default=2, ge=1)
+    # random items added to each list as negatives (tuning_ranker, seeds 42 / 142 / 242): 20 0.2661 +-
+    # 0.0020, none 0.2627 +- 0.0019, 50 0.2643 +- 0.0037
     random_negatives: int = 20
     val_users_fraction: float = 0.2
     # ranker_params / ranker_seeds / ranker_mix: bench_neural.py's tuning_ranker grid (stratified
