@@ -294,7 +294,9 @@ def _catalog_popularity(train: Dataset) -> list[float]:
 
 for _name, _exclude in (("stratified", True), ("temporal", True), ("leave-last-out", True), ("tfrs", False)):
     register_protocol(_name, _ranking_protocol(_name, _exclude))
-register_protocol("ctr", lambda d, m, o: __import__("recstack.models.ranking.ctr", fromlist=["_"]).run_ctr(d, m, o))  # noqa: E501
+register_protocol(
+    "ctr", lambda d, m, o: __import__("recstack.models.ranking.ctr", fromlist=["_"]).run_ctr(d, m, o)
+)
 
 
 def run_protocol(

@@ -106,7 +106,6 @@ def test_genre_cap_is_greedy() -> None:
     assert top.tolist() == [5, 4, 2] and demoted.tolist() == [False, False, True]
 
 
-
 def test_profile_without_two_tower_uses_demographic_popularity(pipe: Pipeline) -> None:
     res = pipe.recommend(RecRequest(profile={"age": 20, "gender": "F", "occupation": "student"}, k=3))
     assert res.user_kind == "profile" and res.cold_start
