@@ -38,6 +38,7 @@ __all__ = [
     "constant",
     "embedding_sum",
     "export_rows_onnx",
+    "linear_over_fields",
     "ndcg_at_k",
 ]
 
@@ -134,6 +135,19 @@ def constant(t: torch.Tensor) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer warns about .numpy()
         return torch.from_numpy(t.detach().numpy().copy())
+
+
+def linear_over_fields(
+    tables: nn.ModuleList, linear: nn.Linear, cat: torch.Tensor, dense: torch.Tensor, skip: set[int]
+) -> torch.Tensor:
+    """A wide or first-order part of rows ``cat`` / ``dense`` -> [n]: ``linear`` over the dense
+    features plus one 1-d ``nn.Embedding`` per categorical field (the fields in ``skip`` not read);
+    `embedding_sum` is the same part as a `FieldSum`."""
+    out: torch.Tensor = linear(dense).squeeze(1)
+    for f, table in enumerate(tables):
+        if f not in skip:
+            out = out + table(cat[:, f]).squeeze(1)
+    return out
 
 
 def embedding_sum(tables: nn.ModuleList, linear: nn.Linear, skip: set[int]) -> FieldSum:

@@ -13,7 +13,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from recstack.models.ranking._base import FieldSum, NeuralRanker, RankerNet, constant, embedding_sum, mlp
+from recstack.models.ranking._base import (
+    FieldSum,
+    NeuralRanker,
+    RankerNet,
+    constant,
+    embedding_sum,
+    linear_over_fields,
+    mlp,
+)
 
 __all__ = ["DeepFM", "DeepFMNet"]
 
@@ -34,11 +42,7 @@ class DeepFMNet(RankerNet):
         self.deep = mlp(self.n_fields * e + self.n_dense, spec["hidden"], spec["dropout"])
 
     def logits(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        first: torch.Tensor = self.first_dense(dense).squeeze(1)
-        skip = self.id_fields_off()
-        for j, w in enumerate(self.first_cat):
-            if j not in skip:
-                first = first + w(cat[:, j]).squeeze(1)
+        first = linear_over_fields(self.first_cat, self.first_dense, cat, dense, self.id_fields_off())
         v_cat = self.field_embeddings(cat)
         # the FM over the fields v = [v_cat, dense_j * dense_emb_j], without materialising the dense
         # fields' [n, D, e] embeddings: sum_j v_j = sum(v_cat) + dense @ dense_emb and

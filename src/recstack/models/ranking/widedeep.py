@@ -8,19 +8,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from recstack.models.ranking._base import FieldSum, NeuralRanker, RankerNet, embedding_sum, mlp
+from recstack.models.ranking._base import (
+    FieldSum,
+    NeuralRanker,
+    RankerNet,
+    embedding_sum,
+    linear_over_fields,
+    mlp,
+)
 
 __all__ = ["WideDeep", "WideDeepNet"]
 
 
 def _wide(net: WideDeepNet | LogisticNet, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """The wide part: a linear model over the one-hot categorical fields and the dense features."""
-    out: torch.Tensor = net.wide_dense(dense).squeeze(1)
-    skip = net.id_fields_off()
-    for j, w in enumerate(net.wide_cat):
-        if j not in skip:
-            out = out + w(cat[:, j]).squeeze(1)
-    return out
+    return linear_over_fields(net.wide_cat, net.wide_dense, cat, dense, net.id_fields_off())
 
 
 class WideDeepNet(RankerNet):
