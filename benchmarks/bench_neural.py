@@ -247,6 +247,18 @@ RANKER_GRID: list[tuple[str, dict[str, Any]]] = [
         "ncf, weight decay 1e-3, 50 random negatives",
         {"random_negatives": 50, "ranker_params": {"weight_decay": 1e-3}},
     ),
+    # features: the user's genre shares as user columns (free when served: user columns are computed
+    # once per user), against the same columns held at 0
+    ("ncf, weight decay 1e-3, user genre shares", {"ranker_params": {"weight_decay": 1e-3}}),
+    (
+        "ncf, weight decay 1e-3, user genre shares held at 0",
+        {"ablate": ["user_genre_"], "ranker_params": {"weight_decay": 1e-3}},
+    ),
+    # the chosen point trained again for its best epoch count on every list (validation users too)
+    (
+        "ncf, weight decay 1e-3, refit on every list",
+        {"refit_all": True, "ranker_params": {"weight_decay": 1e-3}},
+    ),
 ]
 
 

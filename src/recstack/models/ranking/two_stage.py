@@ -126,6 +126,10 @@ class TwoStageConfig(ComponentConfig):
     #: ensemble only: member i is early-stopped on its own block of validation users (the i-th
     #: ``val_users_fraction`` of a permutation, cyclic) and trained on the others (bagging over users)
     ranker_bagging: bool = False
+    #: single net only: after validation picked the point and its best epoch, train that point again
+    #: for that many epochs on every list, the validation users' too (no early stopping). Off: 0.2658
+    #: +- 0.0014 against 0.2664 +- 0.0003 (tuning_ranker, seeds 42 / 142 / 242)
+    refit_all: bool = False
     #: dense features held at 0, by name or name prefix of `CandidateFeaturizer.dense_names` (feature
     #: ablations: ``["local_popularity", "item_age"]``, ``["genre_", "affinity"]``, ``["two_tower_"]``)
     ablate: tuple[str, ...] = ()
@@ -196,7 +200,11 @@ class CandidateFeaturizer:
         names += ["n_sources", "popularity", "item_mean_rating", "activity", "user_mean_rating", "affinity"]
         if self.features.has_time:
             names += ["local_popularity", "item_age"]
-        names += [f"genre_{g}" for g in self.features.vocabularies["genre"][1:]]
+        genres = self.features.vocabularies["genre"][1:]
+        names += [f"genre_{g}" for g in genres]
+        # the user's genre shares (user columns: computed once per request when served); validation
+        # (tuning_ranker, seeds 42 / 142 / 242): 0.2664 +- 0.0003, held at 0 0.2648 +- 0.0026
+        names += [f"user_genre_{g}" for g in genres]
         return names
 
     def column_scopes(self) -> tuple[list[str], list[str]]:
@@ -209,6 +217,7 @@ class CandidateFeaturizer:
         dense += ["pair", "item", "item", "user", "user", "pair"]  # n_sources .. affinity
         dense += ["pair", "pair"] if f.has_time else []  # local popularity, item age
         dense += ["item"] * (len(f.vocabularies["genre"]) - 1)
+        dense += ["user"] * (len(f.vocabularies["genre"]) - 1)
         cat = ["user", "item", *["user"] * f.users_cat.shape[1], "item"]
         return dense, cat
 
@@ -385,10 +394,10 @@ class CandidateFeaturizer:
         # in the top per_source <=> stable rank < per_source (and a finite score)
         flag = flags[:, rows, safe] if flags is not None else (rank < self.per_source) & finite
         # the columns of `dense_names`: per source (z, rank, flag), n_sources, popularity, item mean
-        # rating, activity, user mean rating, affinity, [time features], genres
+        # rating, activity, user mean rating, affinity, [time features], genres, the user's genre shares
         time_parts = f.time_features(state.users, safe, state.windows)
         G = f.genres.shape[1]
-        dense = np.empty((n, L, 3 * S + 6 + len(time_parts) + G), dtype=np.float32)
+        dense = np.empty((n, L, 3 * S + 6 + len(time_parts) + 2 * G), dtype=np.float32)
         dense[:, :, 0 : 3 * S : 3] = ((np.where(finite, sc, 0.0) - state.mu) / state.sd).transpose(1, 2, 0)
         dense[:, :, 1 : 3 * S : 3] = (1.0 / np.log2(rank.astype(np.float32) + 2.0)).transpose(1, 2, 0)
         dense[:, :, 2 : 3 * S : 3] = flag.transpose(1, 2, 0)
@@ -404,7 +413,8 @@ class CandidateFeaturizer:
         for part in time_parts:
             dense[:, :, c] = part
             c += 1
-        dense[:, :, c:] = ig
+        dense[:, :, c : c + G] = ig
+        dense[:, :, c + G :] = state.aff[:, None, :]
         ucat = state.ucat
         cat = np.empty((n, L, 3 + ucat.shape[1]), dtype=np.int64)
         cat[:, :, 0] = state.uid[:, None]
@@ -588,6 +598,10 @@ class TwoStage(Retriever):
                 best = (score, r, params)
         assert best[1] is not None
         self.ranker = best[1]
+        if c.refit_all and isinstance(self.ranker, NeuralRanker):
+            epochs = max(int(self.ranker.fit_result["best_epoch"]), 1)
+            again = ranker_class(c.ranker)(RankerConfig.from_config({**best[2], "epochs": epochs}))
+            self.ranker = again.fit(None, RankingData(cat, dense, label, mask, cat_cards))
         # refit the recall stage on the whole training data for serving
         self.sources, secs_full = _fit_sources(c, dataset)
         self.features = build_features(dataset)
