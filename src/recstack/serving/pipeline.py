@@ -34,9 +34,7 @@ over items. Sources that the release lacks (no two-tower model, no item-kNN) are
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +50,7 @@ from recstack.models.base import Retriever
 from recstack.serving._catalog import Catalog, build_catalog
 from recstack.serving._history import History, HistoryBackend, MemoryHistory
 from recstack.serving._kernels import HistoryScorer, history_scorer
+from recstack.serving._memo import ByteLRU
 from recstack.serving._ranker import OnnxRanker, RankContext, UserTower, load_ranker
 from recstack.serving._release import ServingRelease
 
@@ -76,8 +75,6 @@ FloatArray = npt.NDArray[np.float32]
 STAGES = ("resolve", "recall", "filter", "rank", "rerank")
 RECALL_MODEL = "recall"
 _SECONDS_PER_DAY = 86_400
-#: memory (bytes) of a pipeline's memo of ANN results by exact query
-ANN_MEMO_BYTES = 16 * 2**20
 
 
 class SourceConfig(ComponentConfig):
@@ -132,6 +129,8 @@ class PipelineConfig(ComponentConfig):
     k_default: int = Field(default=10, ge=1)
     k_max: int = Field(default=100, ge=1, le=10_000)
     trending_days: float = Field(default=30.0, gt=0)
+    #: memory (MB) of the memo of the ANN and history sources' results by exact query (0: off)
+    recall_memo_mb: float = Field(default=32.0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:
@@ -278,12 +277,13 @@ class Pipeline:
         self._trending = self._trending_scores()
         # every catalog item, to fill up short result lists without a Python loop
         self._all_items = np.arange(self.catalog.n_items, dtype=np.int64)
-        #: ANN results by exact query (embedding bytes, k) -> (ids, scores), LRU by bytes: the index is
-        #: immutable per pipeline and the user tower memoises embeddings, so a user whose history has
-        #: not changed asks the same query again
-        self._ann_memo: OrderedDict[tuple[bytes, int], tuple[IntArray, FloatArray]] = OrderedDict()
-        self._ann_memo_bytes = 0
-        self._ann_lock = threading.Lock()
+        #: the ANN and history sources' results (ids, scores; read-only) by exact query: (embedding
+        #: bytes, k) for the ANN, (source, the user's items most recent first) for a history source.
+        #: The index and the retrievers are immutable per pipeline, so a user whose history has not
+        #: changed asks the same queries again; an event changes the items, hence the key
+        self.recall_memo: ByteLRU[tuple[IntArray, FloatArray]] = ByteLRU(
+            int(self.config.recall_memo_mb * 2**20)
+        )
 
     # ------------------------------------------------------------ models
     @property
@@ -389,13 +389,18 @@ class Pipeline:
             if src.kind == "history":
                 if len(user.recent) == 0:
                     continue
-                scorer, sparse = self.scorers[src.name]
-                s = scorer(user.recent[: src.recent])
-                s[user.seen] = -np.inf
-                top = self._top_set(s, src.quota)
-                sc = s[top]
-                ok = (sc > 0) if sparse else np.isfinite(sc)
-                out.append((src.name, top[ok], sc[ok]))
+                # recent holds every history item once: it determines the scored items and the seen
+                key = (src.name, user.recent.tobytes())
+                hit = self.recall_memo.get(key)
+                if hit is None:
+                    scorer, sparse = self.scorers[src.name]
+                    s = scorer(user.recent[: src.recent])
+                    s[user.seen] = -np.inf
+                    top = self._top_set(s, src.quota)
+                    sc = s[top]
+                    ok = (sc > 0) if sparse else np.isfinite(sc)
+                    hit = self._remember(key, len(key[1]), top[ok], sc[ok])
+                out.append((src.name, *hit))
             elif src.kind == "ann":
                 assert self.user_tower is not None and self.index is not None
                 if user.idx is None and len(user.recent) == 0 and not user.profile:
@@ -430,24 +435,21 @@ class Pipeline:
         assert self.index is not None
         q = np.ascontiguousarray(vec, dtype=np.float32).reshape(1, -1)
         key = (q.tobytes(), k)
-        with self._ann_lock:
-            hit = self._ann_memo.get(key)
-            if hit is not None:
-                self._ann_memo.move_to_end(key)
-                return hit
+        hit = self.recall_memo.get(key)
+        if hit is not None:
+            return hit
         sc, ids = self.index.search(q, k)
         ok = ids[0] >= 0
-        res = (ids[0][ok].astype(np.int64), sc[0][ok].astype(np.float32))
+        return self._remember(key, len(key[0]), ids[0][ok].astype(np.int64), sc[0][ok].astype(np.float32))
+
+    def _remember(
+        self, key: tuple[Any, ...], key_bytes: int, ids: IntArray, scores: FloatArray
+    ) -> tuple[IntArray, FloatArray]:
+        """Store a source's result (made read-only) in `recall_memo`; returns it."""
+        res = (np.ascontiguousarray(ids, dtype=np.int64), np.ascontiguousarray(scores, dtype=np.float32))
         for a in res:
             a.setflags(write=False)
-        size = len(key[0]) + res[0].nbytes + res[1].nbytes
-        with self._ann_lock:
-            if key not in self._ann_memo:
-                self._ann_memo[key] = res
-                self._ann_memo_bytes += size
-            while self._ann_memo_bytes > ANN_MEMO_BYTES and self._ann_memo:
-                k_, (i_, s_) = self._ann_memo.popitem(last=False)
-                self._ann_memo_bytes -= len(k_[0]) + i_.nbytes + s_.nbytes
+        self.recall_memo.put(key, res, key_bytes + res[0].nbytes + res[1].nbytes + 200)
         return res
 
     def _merge(

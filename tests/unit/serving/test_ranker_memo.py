@@ -2,7 +2,7 @@
 those of `CandidateFeaturizer.features_for` without it (also after events, which grow the history the
 memo is keyed by), it holds at most its budget of bytes (LRU), 0 turns it off, and users unknown to
 the model are never memoised. The user tower's embeddings and the pipeline's ANN results are memoised
-by their exact inputs."""
+by their exact inputs, and so are the history sources' results."""
 
 from __future__ import annotations
 
@@ -350,10 +350,11 @@ def test_pipeline_memoises_ann_results_by_exact_query(full_release: MemoryReleas
     uid = full_release.dataset.user_vocab.ids.to_list()[0]
     first = p.recommend(RecRequest(user_id=uid, k=5, model="recall"))
     again = p.recommend(RecRequest(user_id=uid, k=5, model="recall"))
-    assert len(calls) == 1 and len(p._ann_memo) == 1
+    ann = [v for k, v in p.recall_memo._entries.items() if isinstance(k[0], bytes)]
+    assert len(calls) == 1 and len(ann) == 1
     assert np.array_equal(first.items, again.items) and np.array_equal(first.scores, again.scores)
     # the memoised result is the index's own (the constant tower embeds every user to [1, 0])
-    ids, sc = next(iter(p._ann_memo.values()))
+    ids, sc = ann[0][0]
     want_sc, want_ids = search(np.array([[1.0, 0.0]], dtype=np.float32), calls[0])
     ok = want_ids[0] >= 0
     assert np.array_equal(ids, want_ids[0][ok]) and np.array_equal(sc, want_sc[0][ok])
@@ -362,3 +363,56 @@ def test_pipeline_memoises_ann_results_by_exact_query(full_release: MemoryReleas
     item = full_release.dataset.item_vocab.ids.to_list()[0]
     p.recommend(RecRequest(liked_items=[item], k=5, model="recall"))
     assert len(calls) == 2 and calls[1] != calls[0]
+
+
+def test_pipeline_memoises_history_sources_by_the_users_items(full_release: MemoryRelease) -> None:
+    """A history source scores a user's items once; a repeated request reuses the result, an event
+    (new items) scores again, and results with the memo off equal those with it on."""
+    from recstack.serving._history import now
+    from recstack.serving._state import build_state
+    from recstack.serving.pipeline import PipelineConfig, RecRequest
+    from recstack.serving.settings import ServingSettings
+
+    p = build_state(full_release, ServingSettings()).pipeline
+    off = build_state(full_release, ServingSettings(), PipelineConfig(recall_memo_mb=0)).pipeline
+    calls: list[int] = []
+    scorer, sparse = p.scorers["itemknn"]
+
+    def counted(items: np.ndarray) -> np.ndarray:
+        calls.append(len(items))
+        return scorer(items)
+
+    p.scorers["itemknn"] = (counted, sparse)
+    uids = full_release.dataset.user_vocab.ids.to_list()[:4]
+    for _rep in range(2):
+        for uid in uids:
+            a = p.recommend(RecRequest(user_id=uid, k=5, model="recall"))
+            b = off.recommend(RecRequest(user_id=uid, k=5, model="recall"))
+            assert np.array_equal(a.items, b.items) and np.array_equal(a.scores, b.scores)
+        assert len(calls) == len(uids)  # the second pass is served from the memo
+    assert len(off.recall_memo) == 0
+    idx = p.catalog.user_index(uids[0])
+    new = int(np.setdiff1d(np.arange(p.catalog.n_items), p.history.get(str(uids[0]), idx).items)[0])
+    p.history.append(str(uids[0]), idx, new, "click", None, now())
+    p.recommend(RecRequest(user_id=uids[0], k=5, model="recall"))
+    assert len(calls) == len(uids) + 1  # new items: a new query
+
+
+def test_byte_lru_evicts_least_recently_used_by_bytes() -> None:
+    from recstack.serving._memo import ByteLRU
+
+    memo: ByteLRU[str] = ByteLRU(100)
+    memo.put("a", "A", 40)
+    memo.put("b", "B", 40)
+    assert memo.get("a") == "A"  # a is now the most recent
+    memo.put("c", "C", 40)  # 120 > 100: b goes
+    assert memo.get("b") is None and memo.get("a") == "A" and memo.get("c") == "C"
+    assert memo.bytes == 80 and len(memo) == 2
+    memo.put("a", "A2", 10)  # replacing an entry replaces its size
+    assert memo.bytes == 50 and memo.get("a") == "A2"
+    memo.put("huge", "H", 101)  # larger than the memo: not stored, nothing evicted
+    assert memo.get("huge") is None and len(memo) == 2
+    assert ByteLRU[str](0).get("x") is None
+    zero: ByteLRU[str] = ByteLRU(0)
+    zero.put("x", "X", 1)
+    assert len(zero) == 0
