@@ -254,6 +254,12 @@ RANKER_GRID: list[tuple[str, dict[str, Any]]] = [
         "ncf, weight decay 1e-3, user genre shares held at 0",
         {"ablate": ["user_genre_"], "ranker_params": {"weight_decay": 1e-3}},
     ),
+    # per source, the spread of its scores for the user (log sd, z of its top item), against held at 0
+    ("ncf, weight decay 1e-3, source spreads", {"ranker_params": {"weight_decay": 1e-3}}),
+    (
+        "ncf, weight decay 1e-3, source spreads held at 0",
+        {"ablate": ["uscore_"], "ranker_params": {"weight_decay": 1e-3}},
+    ),
     # the chosen point trained again for its best epoch count on every list (validation users too)
     (
         "ncf, weight decay 1e-3, refit on every list",

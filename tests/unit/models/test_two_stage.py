@@ -88,3 +88,32 @@ def test_bagged_ensemble(data: Dataset) -> None:
     assert isinstance(r, RankerEnsemble) and r.fit_result["bagged"]
     own = [m.fit_result["best_val"] for m in r.members]
     assert ts.fit_result["ranker_val_ndcg@10"] == pytest.approx(np.mean(own))
+
+
+def test_a_model_saved_with_other_features_is_refused(
+    ensemble_model: TwoStage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A saved two-stage model records its ranker's dense inputs by name; loading it where the
+    featurizer computes other features (another recstack version) is a clear ArtifactError, also for
+    a model saved before the names were recorded (its ranker's input width then tells)."""
+    import json
+    import shutil
+
+    from recstack.errors import ArtifactError
+    from recstack.models.ranking.two_stage import CandidateFeaturizer
+
+    d = ensemble_model.save(tmp_path / "m")
+    names = json.loads((d / "dense_features.json").read_text())
+    assert names == ensemble_model.featurizer().dense_names()
+    TwoStage.load(d)  # the same features: loads
+    (d / "dense_features.json").write_text(json.dumps(names[:-1]))
+    with pytest.raises(ArtifactError, match="another recstack version"):
+        TwoStage.load(d)
+    old = shutil.copytree(d, tmp_path / "old")
+    (old / "dense_features.json").unlink()
+    TwoStage.load(old)  # no names recorded, the width matches: loads
+    # a recstack that computes one more column than the old model's ranker takes
+    more = CandidateFeaturizer.dense_names
+    monkeypatch.setattr(CandidateFeaturizer, "dense_names", lambda self: [*more(self), "new_feature"])
+    with pytest.raises(ArtifactError, match=f"trained on {len(names)} features"):
+        TwoStage.load(old)
