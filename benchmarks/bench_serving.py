@@ -20,6 +20,9 @@ reads it through ``RECSTACK_BATCH_SINK``). Phases, ``--seconds`` each:
 3. recommendations, open loop at ``--rate`` requests/s (latency from each request's due time, so
    queueing is counted): p50 / p99 (target p99 <= 15 ms at >= 300 requests/s);
 4. ``model=recall`` (no ranker), closed loop (an extra row);
+4b. recommendations again on a second server whose pipeline has the recall memo off
+   (``recall_memo_mb = 0``: every request scores its history sources and searches the ANN index),
+   closed loop: what the memo saves, for workloads where users rarely repeat (an extra row);
 5. ``GET /v1/users/{id}/recommendations?source=batch``, closed loop, then open loop at ``--rate``;
 6. ``GET /v1/pairs?a=&b=``, closed loop, then open loop at ``--rate`` (target p99 <= 5 ms).
 
@@ -249,6 +252,7 @@ def main() -> None:
     ap.add_argument("--reuse-batch", action="store_true", help="do not rewrite the batch tables")
     ap.add_argument("--skip-batch", action="store_true")
     ap.add_argument("--skip-recall", action="store_true")
+    ap.add_argument("--skip-memo-off", action="store_true", help="skip phase 4b (recall memo off)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "serving.json")
     a = ap.parse_args()
     con = Console(width=150)
@@ -355,6 +359,23 @@ def main() -> None:
                 result["batch_jobs"] = batch_jobs
                 result["batch_sink"] = "temporary sqlite file" if a.batch_sink is None else a.batch_sink
 
+        if not a.skip_memo_off:
+            con.print("phase 4b: recommendations with the recall memo off (a second server), closed loop")
+            toml = tmp / "recall_memo_off.toml"
+            toml.write_text("recall_memo_mb = 0\n")
+            env_off = {**env, "RECSTACK_SERVE_PIPELINE": str(toml)}
+            with ServerProcess(root, release=rid, workers=a.workers, env=env_off) as srv:
+                url, sid = srv.url, srv.proc.pid if srv.proc is not None else 0
+                wait_idle(sid)
+                run_py(url, files["recs"], min(3.0, a.seconds), a.connections, None)
+                off = closed("recs")
+                off["recommendations_to_healthz_ratio"] = off["requests_per_s"] / health["requests_per_s"]
+                off["server_cpu_ratio"] = (
+                    health["server_cpu_us_per_request"] / off["server_cpu_us_per_request"]
+                )
+                rows.append((f"recommendations ({model}), recall memo off, {a.connections} conns", off))
+                result["recommendations_recall_memo_off_closed_loop"] = off
+
     load_end = os.getloadavg()
     ratio = recs["requests_per_s"] / health["requests_per_s"] if health["requests_per_s"] else float("nan")
     # the same ratio from server CPU per request (what it would be with the server alone on its cores)
@@ -425,6 +446,10 @@ def main() -> None:
     con.print(t)
     con.print(f"recommendations/s / healthz/s = {ratio:.1%} (target >= 25%); from server CPU per "
               f"request: {cpu_ratio:.1%}")  # fmt: skip
+    if "recommendations_recall_memo_off_closed_loop" in result:
+        off = result["recommendations_recall_memo_off_closed_loop"]
+        con.print(f"with the recall memo off: {off['recommendations_to_healthz_ratio']:.1%} (server CPU: "
+                  f"{off['server_cpu_ratio']:.1%})")  # fmt: skip
     share = result["recommendations_closed_loop"].get("server_cpu_share_by_process") or []
     con.print("server CPU share by process, recommendations closed loop: "
               + ", ".join(f"{x:.0%}" for x in share))  # fmt: skip

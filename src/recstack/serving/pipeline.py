@@ -511,6 +511,31 @@ class Pipeline:
             keep &= (cat.years[items] <= req.year_max) & (cat.years[items] >= 0)
         return keep
 
+    def _filter_fill(
+        self,
+        items: IntArray,
+        merged: FloatArray,
+        tags: IntArray,
+        user: _User,
+        req: RecRequest,
+        exclude_idx: IntArray,
+        k: int,
+        fallbacks: list[str],
+    ) -> tuple[IntArray, FloatArray, IntArray]:
+        """The filter stage over the merged candidates, then, when fewer than ``k`` are left, a fill
+        from the whole catalogue, popular first (``popular_fill``)."""
+        keep = self._filter_mask(items, user, req, exclude_idx)
+        items, merged, tags = items[keep], merged[keep], tags[keep]
+        if len(items) < k:
+            fallbacks.append("popular_fill")
+            pop = self.catalog.pop_order
+            pool = pop[~np.isin(pop, items)]
+            pool = pool[self._filter_mask(pool, user, req, exclude_idx)][: k - len(items)]
+            items = np.concatenate([items, pool])
+            merged = np.concatenate([merged, np.zeros(len(pool), np.float32)])
+            tags = np.concatenate([tags, np.zeros(len(pool), np.int64)])
+        return items, merged, tags
+
     # ------------------------------------------------------------ rerank
     def _genre_cap(self, order: IntArray, k: int, items: IntArray) -> tuple[IntArray, npt.NDArray[np.bool_]]:
         """The top ``k`` of ``order`` (candidate positions, best first; ``items`` [n_candidates] their
@@ -560,15 +585,7 @@ class Pipeline:
         t2 = time.perf_counter()
         timings["recall"] = t2 - t1
 
-        keep = self._filter_mask(items, user, req, exclude_idx)
-        items, merged, tags = items[keep], merged[keep], tags[keep]
-        if len(items) < k:  # not enough candidates: fill from the whole catalogue, popular first
-            fallbacks.append("popular_fill")
-            pool = cat.pop_order[~np.isin(cat.pop_order, items)]
-            pool = pool[self._filter_mask(pool, user, req, exclude_idx)][: k - len(items)]
-            items = np.concatenate([items, pool])
-            merged = np.concatenate([merged, np.zeros(len(pool), np.float32)])
-            tags = np.concatenate([tags, np.zeros(len(pool), np.int64)])
+        items, merged, tags = self._filter_fill(items, merged, tags, user, req, exclude_idx, k, fallbacks)
         t3 = time.perf_counter()
         timings["filter"] = t3 - t2
 

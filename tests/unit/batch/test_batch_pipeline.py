@@ -18,6 +18,7 @@ from recstack.data.synthetic import synthesize
 from recstack.serving._release import MemoryRelease, fit_memory_release
 from recstack.serving._state import build_state
 from recstack.serving.pipeline import (
+    FilterConfig,
     Pipeline,
     PipelineConfig,
     RankConfig,
@@ -88,7 +89,8 @@ def _check_pairs(pipe: Pipeline, scorer: BatchScorer, top_n: int, k: int) -> Non
         res = pipe.recommend(RecRequest(liked_items=vocab.external([a[r], b[r]]), k=k, model="recall"))
         np.testing.assert_array_equal(ids[r], res.items, err_msg=f"pair {a[r]}, {b[r]}")
         np.testing.assert_array_equal(sc[r], res.scores, err_msg=f"pair {a[r]}, {b[r]}")
-        assert a[r] not in ids[r] and b[r] not in ids[r]  # the two liked items are excluded
+        if pipe.config.filters.exclude_seen:  # the two liked items are excluded
+            assert a[r] not in ids[r] and b[r] not in ids[r]
 
 
 def test_pairs_match_liked_items_requests(mem_release: MemoryRelease) -> None:
@@ -103,8 +105,11 @@ def sparse_release() -> MemoryRelease:
     return fit_memory_release(ds, "mem-sparse", models=("pop", "itemknn", "ease"), itemknn={"neighbours": 4})
 
 
-def _config(quota: int, *, cap: int | None = 3, window: int = 4, candidates: int = 300) -> PipelineConfig:
+def _config(
+    quota: int, *, cap: int | None = 3, window: int = 4, candidates: int = 300, exclude_seen: bool = True
+) -> PipelineConfig:
     return PipelineConfig(
+        filters=FilterConfig(exclude_seen=exclude_seen),
         sources=(
             SourceConfig(name="itemknn", kind="history", quota=quota, recent=5),
             SourceConfig(name="ease", kind="history", quota=quota, recent=50, weight=0.7),
@@ -123,8 +128,9 @@ def _config(quota: int, *, cap: int | None = 3, window: int = 4, candidates: int
         _config(3),  # tiny quota: the cut falls inside runs of tied scores
         _config(12, cap=1, window=1, candidates=15),  # ranked list cut inside the candidates
         _config(200, cap=None),
+        _config(12, exclude_seen=False),  # seen items stay: the popular sources keep them too
     ],
-    ids=["quota300", "quota3", "cap1-cut", "no-cap"],
+    ids=["quota300", "quota3", "cap1-cut", "no-cap", "seen-kept"],
 )
 def test_users_and_pairs_match_under_configs(sparse_release: MemoryRelease, cfg: PipelineConfig) -> None:
     pipe = Pipeline(sparse_release, cfg)

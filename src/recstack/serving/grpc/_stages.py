@@ -61,15 +61,7 @@ def recall_stage(pipeline: Pipeline, req: RecRequest) -> Candidates:
     user = p.resolve(req)
     parts = p._recall(user, fallbacks)
     items, merged, tags, src_names = p._merge(parts)
-    keep = p._filter_mask(items, user, req, exclude_idx)
-    items, merged, tags = items[keep], merged[keep], tags[keep]
-    if len(items) < k:  # same fill as Pipeline.recommend
-        fallbacks.append("popular_fill")
-        pool = cat.pop_order[~np.isin(cat.pop_order, items)]
-        pool = pool[p._filter_mask(pool, user, req, exclude_idx)][: k - len(items)]
-        items = np.concatenate([items, pool])
-        merged = np.concatenate([merged, np.zeros(len(pool), np.float32)])
-        tags = np.concatenate([tags, np.zeros(len(pool), np.int64)])
+    items, merged, tags = p._filter_fill(items, merged, tags, user, req, exclude_idx, k, fallbacks)
     n_rank = min(len(items), max(p.config.rank.candidates, k))
     top = p._top(merged, n_rank)
     return Candidates(
