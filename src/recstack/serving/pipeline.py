@@ -70,6 +70,9 @@ log = logging.getLogger(__name__)
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
+#: one recall source's result: (name, ids, scores, the scores min-max normalised times the source's
+#: weight: its share of the merged score, `Pipeline._merge`)
+Recalled = tuple[str, IntArray, FloatArray, FloatArray]
 
 #: pipeline stages, in order (names of the Prometheus stage histogram labels)
 STAGES = ("resolve", "recall", "filter", "rank", "rerank")
@@ -262,6 +265,7 @@ class Pipeline:
             name: history_scorer(r, self.catalog.n_items) for name, r in self.retrievers.items()
         }
         self._tag_tables: dict[tuple[str, ...], list[list[str]]] = {}
+        self._weights = {s.name: s.weight for s in self.config.sources}
         self.rankers: dict[str, OnnxRanker] = {}
         #: rankers of the release that serving cannot run, with the reason
         self.unavailable_rankers: dict[str, str] = {}
@@ -281,9 +285,7 @@ class Pipeline:
         #: bytes, k) for the ANN, (source, the user's items most recent first) for a history source.
         #: The index and the retrievers are immutable per pipeline, so a user whose history has not
         #: changed asks the same queries again; an event changes the items, hence the key
-        self.recall_memo: ByteLRU[tuple[IntArray, FloatArray]] = ByteLRU(
-            int(self.config.recall_memo_mb * 2**20)
-        )
+        self.recall_memo: ByteLRU[Recalled] = ByteLRU(int(self.config.recall_memo_mb * 2**20))
 
     # ------------------------------------------------------------ models
     @property
@@ -382,8 +384,8 @@ class Pipeline:
         )
 
     # ------------------------------------------------------------ recall
-    def _recall(self, user: _User, fallbacks: list[str]) -> list[tuple[str, IntArray, FloatArray]]:
-        out: list[tuple[str, IntArray, FloatArray]] = []
+    def _recall(self, user: _User, fallbacks: list[str]) -> list[Recalled]:
+        out: list[Recalled] = []
         n_seen = len(user.seen)
         for src in self.active_sources:
             if src.kind == "history":
@@ -399,14 +401,14 @@ class Pipeline:
                     top = self._top_set(s, src.quota)
                     sc = s[top]
                     ok = (sc > 0) if sparse else np.isfinite(sc)
-                    hit = self._remember(key, len(key[1]), top[ok], sc[ok])
-                out.append((src.name, *hit))
+                    hit = self._remember(key, len(key[1]), src.name, top[ok], sc[ok])
+                out.append(hit)
             elif src.kind == "ann":
                 assert self.user_tower is not None and self.index is not None
                 if user.idx is None and len(user.recent) == 0 and not user.profile:
                     continue
                 vec = self.user_tower.encode(user.idx, user.ucat, user.recent)
-                out.append((src.name, *self._ann(vec, src.quota + n_seen)))
+                out.append(self._ann(src.name, vec, src.quota + n_seen))
             else:
                 scores: FloatArray | None = None
                 if src.kind == "popular" and user.kind == "profile" and user.profile:
@@ -420,66 +422,77 @@ class Pipeline:
                     if scores is self.catalog.popularity
                     else self._top_set(scores, src.quota + n_seen)
                 )
-                out.append((src.name, top, scores[top]))
-        if not any(len(ids) for _, ids, _ in out):
+                out.append(self._recalled(src.name, top, scores[top]))
+        if not any(len(r[1]) for r in out):
             fallbacks.append("popular")
             top = self.catalog.pop_order[: self.config.rank.candidates + n_seen]
-            out.append(("popular", top, self.catalog.popularity[top]))
+            out.append(self._recalled("popular", top, self.catalog.popularity[top]))
         elif len(user.recent) == 0 and any(s.kind in ("history", "ann") for s in self.active_sources):
             fallbacks.append("no_history")
         return out
 
-    def _ann(self, vec: FloatArray, k: int) -> tuple[IntArray, FloatArray]:
-        """The ANN index's top ``k`` (ids, scores) of query ``vec`` [d] (padding dropped; memoised,
-        read-only arrays)."""
+    def _recalled(self, name: str, ids: IntArray, scores: FloatArray) -> Recalled:
+        """A source's result with its share of the merged score: min-max normalised, times the
+        source's weight (every item ``weight`` when all scores are equal)."""
+        w = np.float32(self._weights.get(name, 1.0))
+        if not len(scores):
+            return name, ids, scores, np.zeros(0, np.float32)
+        lo, hi = float(scores.min()), float(scores.max())
+        norm = (
+            w * ((scores - lo) / (hi - lo)).astype(np.float32)
+            if hi > lo
+            else np.full(len(scores), w, np.float32)
+        )
+        return name, ids, scores, norm
+
+    def _ann(self, name: str, vec: FloatArray, k: int) -> Recalled:
+        """Source ``name``: the ANN index's top ``k`` of query ``vec`` [d] (padding dropped;
+        memoised)."""
         assert self.index is not None
         q = np.ascontiguousarray(vec, dtype=np.float32).reshape(1, -1)
-        key = (q.tobytes(), k)
+        key = (name, q.tobytes(), k)
         hit = self.recall_memo.get(key)
         if hit is not None:
             return hit
         sc, ids = self.index.search(q, k)
         ok = ids[0] >= 0
-        return self._remember(key, len(key[0]), ids[0][ok].astype(np.int64), sc[0][ok].astype(np.float32))
+        return self._remember(
+            key, len(key[1]), name, ids[0][ok].astype(np.int64), sc[0][ok].astype(np.float32)
+        )
 
     def _remember(
-        self, key: tuple[Any, ...], key_bytes: int, ids: IntArray, scores: FloatArray
-    ) -> tuple[IntArray, FloatArray]:
-        """Store a source's result (made read-only) in `recall_memo`; returns it."""
-        res = (np.ascontiguousarray(ids, dtype=np.int64), np.ascontiguousarray(scores, dtype=np.float32))
-        for a in res:
+        self, key: tuple[Any, ...], key_bytes: int, name: str, ids: IntArray, scores: FloatArray
+    ) -> Recalled:
+        """A source's result (`_recalled`, arrays made read-only), stored in `recall_memo`."""
+        res = self._recalled(
+            name,
+            np.ascontiguousarray(ids, dtype=np.int64),
+            np.ascontiguousarray(scores, dtype=np.float32),
+        )
+        _, i, sc, norm = res
+        for a in (i, sc, norm):
             a.setflags(write=False)
-        self.recall_memo.put(key, res, key_bytes + res[0].nbytes + res[1].nbytes + 200)
+        self.recall_memo.put(key, res, key_bytes + i.nbytes + sc.nbytes + norm.nbytes + 200)
         return res
 
-    def _merge(
-        self, parts: list[tuple[str, IntArray, FloatArray]]
-    ) -> tuple[IntArray, FloatArray, IntArray, list[str]]:
+    def _merge(self, parts: list[Recalled]) -> tuple[IntArray, FloatArray, IntArray, list[str]]:
         """Union of the sources -> (items[m] sorted, merged[m], tags[m] bitmask of sources, source
         names). The merged score sums each source's min-max normalised score times its weight."""
         names = [p[0] for p in parts]
-        weights = {s.name: s.weight for s in self.config.sources}
         n = self.catalog.n_items
         merged_full = np.zeros(n, dtype=np.float32)
         tags_full = np.zeros(n, dtype=np.int64)
-        for j, (name, ids, sc) in enumerate(parts):  # one iteration per source, vectorised inside
-            if not len(ids):
-                continue
-            lo, hi = float(sc.min()), float(sc.max())
-            w = np.float32(weights.get(name, 1.0))
-            norm = (
-                w * ((sc - lo) / (hi - lo)).astype(np.float32) if hi > lo else np.full(len(sc), w, np.float32)
-            )
+        for j, (_, ids, _, norm) in enumerate(parts):  # one iteration per source, vectorised inside
             merged_full[ids] += norm  # ids are unique within a source
             tags_full[ids] |= 1 << j
         items = np.flatnonzero(tags_full).astype(np.int64)
         return items, merged_full[items], tags_full[items], names
 
     @staticmethod
-    def _raw_scores(parts: list[tuple[str, IntArray, FloatArray]], items: IntArray) -> FloatArray:
+    def _raw_scores(parts: list[Recalled], items: IntArray) -> FloatArray:
         """Source scores [m, n_sources] of ``items`` (NaN where a source did not recall the item)."""
         raw = np.full((len(items), len(parts)), np.nan, dtype=np.float32)
-        for j, (_, ids, sc) in enumerate(parts):
+        for j, (_, ids, sc, _) in enumerate(parts):
             if len(ids):
                 order = np.argsort(ids)
                 pos = np.searchsorted(ids[order], items)

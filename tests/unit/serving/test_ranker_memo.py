@@ -350,11 +350,11 @@ def test_pipeline_memoises_ann_results_by_exact_query(full_release: MemoryReleas
     uid = full_release.dataset.user_vocab.ids.to_list()[0]
     first = p.recommend(RecRequest(user_id=uid, k=5, model="recall"))
     again = p.recommend(RecRequest(user_id=uid, k=5, model="recall"))
-    ann = [v for k, v in p.recall_memo._entries.items() if isinstance(k[0], bytes)]
+    ann = [v for k, v in p.recall_memo._entries.items() if len(k) == 3]  # (source, query bytes, k)
     assert len(calls) == 1 and len(ann) == 1
     assert np.array_equal(first.items, again.items) and np.array_equal(first.scores, again.scores)
     # the memoised result is the index's own (the constant tower embeds every user to [1, 0])
-    ids, sc = ann[0][0]
+    _, ids, sc, _ = ann[0][0]
     want_sc, want_ids = search(np.array([[1.0, 0.0]], dtype=np.float32), calls[0])
     ok = want_ids[0] >= 0
     assert np.array_equal(ids, want_ids[0][ok]) and np.array_equal(sc, want_sc[0][ok])
