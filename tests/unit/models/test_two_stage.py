@@ -106,14 +106,15 @@ def test_a_model_saved_with_other_features_is_refused(
     names = json.loads((d / "dense_features.json").read_text())
     assert names == ensemble_model.featurizer().dense_names()
     TwoStage.load(d)  # the same features: loads
-    (d / "dense_features.json").write_text(json.dumps(names[:-1]))
-    with pytest.raises(ArtifactError, match="another recstack version"):
+    (d / "dense_features.json").write_text(json.dumps([*names[:-1], "old_feature"]))
+    with pytest.raises(ArtifactError, match="another recstack version") as err:
         TwoStage.load(d)
+    assert f"not in the model: {names[-1]}; no longer computed: old_feature" in str(err.value)
     old = shutil.copytree(d, tmp_path / "old")
     (old / "dense_features.json").unlink()
     TwoStage.load(old)  # no names recorded, the width matches: loads
     # a recstack that computes one more column than the old model's ranker takes
     more = CandidateFeaturizer.dense_names
     monkeypatch.setattr(CandidateFeaturizer, "dense_names", lambda self: [*more(self), "new_feature"])
-    with pytest.raises(ArtifactError, match=f"trained on {len(names)} features"):
+    with pytest.raises(ArtifactError, match=f"trained on {len(names)} dense features"):
         TwoStage.load(old)

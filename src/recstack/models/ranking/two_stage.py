@@ -798,9 +798,18 @@ class TwoStage(Retriever):
         members = ranker.members if isinstance(ranker, RankerEnsemble) else [ranker]
         n_dense = {m.net.n_dense for m in members if isinstance(m, NeuralRanker) and m.net is not None}
         if (saved is not None and saved != now) or n_dense - {len(now)}:
-            was = f"{len(saved)} features {saved}" if saved is not None else f"{min(n_dense)} features"
+            n_was = len(saved) if saved is not None else min(n_dense)
+            diff = ""
+            if saved is not None:
+                new, gone = [n for n in now if n not in saved], [n for n in saved if n not in now]
+                diff = "".join(
+                    f"; {what}: {', '.join(names[:4])}"
+                    + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+                    for what, names in (("not in the model", new), ("no longer computed", gone))
+                    if names
+                )
             raise ArtifactError(
-                f"{directory}: the two-stage ranker was trained on {was}; this recstack computes "
-                f"{len(now)} ({now}). The model was built by another recstack version: rebuild the "
+                f"{directory}: the two-stage ranker was trained on {n_was} dense features, this recstack "
+                f"computes {len(now)}{diff}. The model was built by another recstack version: rebuild the "
                 "release (recstack build) with this one"
             )
