@@ -89,6 +89,9 @@ class RayRunner(Runner):
             if address:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False)
             else:
+                # a local head on a busy small machine can take longer than Ray's default 30 s to
+                # bind its GCS port (seen on 2 cores under load); the user's own setting wins
+                os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
                 ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
             self._started = True
         self._remote = ray.remote(num_cpus=1)(_ray_compute)
