@@ -268,7 +268,17 @@ RANKER_GRID: list[tuple[str, dict[str, Any]]] = [
     ),
     ("5 seeds: user genre shares only", {"ablate": ["uscore_"], "ranker_params": {"weight_decay": 1e-3}}),
     ("5 seeds: both (the default)", {"ranker_params": {"weight_decay": 1e-3}}),
-    # a stronger two-tower inside the recall stage (6 epochs instead of 3)
+    # a stronger two-tower inside the recall stage (6 epochs instead of 3: the default now; then 10)
+    (
+        "5 seeds: two-tower source 10 epochs",
+        {
+            "source_params": {
+                "two_tower": {"epochs": 10, "val_fraction": 0.0, "max_history": 32, "hidden": 128},
+                "als": {"regularization": 30.0, "alpha": 5.0},
+            },
+            "ranker_params": {"weight_decay": 1e-3},
+        },
+    ),
     (
         "5 seeds: two-tower source 6 epochs",
         {
