@@ -1,5 +1,5 @@
-"""A thread-safe LRU memo bounded by bytes, for results that a request path computes from an exact
-key (the recall sources' results by their exact query)."""
+"""A thread-safe LRU memo bounded by bytes, for what a request path computes from an exact key (the
+recall sources' results by their exact query, the two-stage ranker's state of known users)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class ByteLRU(Generic[V]):
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max(int(max_bytes), 0)
-        self.bytes = 0
+        self.nbytes = 0
         self._entries: OrderedDict[Hashable, tuple[V, int]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -36,20 +36,28 @@ class ByteLRU(Generic[V]):
             return hit[0]
 
     def put(self, key: Hashable, value: V, nbytes: int) -> None:
-        """Store ``value`` (about ``nbytes`` bytes, its key included); an entry larger than the whole
-        memo is not stored."""
-        if nbytes > self.max_bytes:
-            return
+        """Store ``value`` (about ``nbytes`` bytes, its key included) in place of the key's old value;
+        an entry larger than the whole memo is not stored (and the old value is gone)."""
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
-                self.bytes -= old[1]
+                self.nbytes -= old[1]
+            if nbytes > self.max_bytes:
+                return
             self._entries[key] = (value, nbytes)
-            self.bytes += nbytes
-            while self.bytes > self.max_bytes:
+            self.nbytes += nbytes
+            while self.nbytes > self.max_bytes:
                 _, (_, size) = self._entries.popitem(last=False)
-                self.bytes -= size
+                self.nbytes -= size
 
-    def values(self) -> list[V]:
+    def lru_keys(self) -> list[Hashable]:
+        """The keys, least recently used first."""
         with self._lock:
-            return [v for v, _ in self._entries.values()]
+            return list(self._entries)
+
+    def resize(self, max_bytes: int) -> None:
+        """A new size; the memo is emptied."""
+        with self._lock:
+            self.max_bytes = max(int(max_bytes), 0)
+            self._entries.clear()
+            self.nbytes = 0

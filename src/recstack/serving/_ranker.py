@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from recstack.errors import ArtifactError
 from recstack.features.tables import FeatureTables
+from recstack.serving._memo import ByteLRU
 from recstack.serving.settings import ServingSettings
 
 try:  # the serve extra: batch jobs may run without prometheus_client
@@ -291,50 +292,6 @@ def _nbytes(state: UserState, *extra: Any) -> int:
     return int(sum(a.nbytes for a in _arrays(state))) + int(sum(a.nbytes for a in extra))
 
 
-class _StateMemo:
-    """LRU (by bytes, thread-safe) of known users' ranking state: user index -> `_Entry`."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.nbytes = 0
-        self._entries: OrderedDict[int, _Entry] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def users(self) -> list[int]:
-        """Cached user indices, least recently used first."""
-        with self._lock:
-            return list(self._entries)
-
-    def get(self, user: int) -> _Entry | None:
-        with self._lock:
-            e = self._entries.get(user)
-            if e is not None:
-                self._entries.move_to_end(user)
-            return e
-
-    def put(self, user: int, entry: _Entry) -> None:
-        with self._lock:
-            old = self._entries.pop(user, None)
-            if old is not None:
-                self.nbytes -= old.nbytes
-            if entry.nbytes > self.max_bytes:
-                return
-            self._entries[user] = entry
-            self.nbytes += entry.nbytes
-            while self.nbytes > self.max_bytes:
-                _, ev = self._entries.popitem(last=False)
-                self.nbytes -= ev.nbytes
-
-    def resize(self, max_bytes: int) -> None:
-        with self._lock:
-            self.max_bytes = max_bytes
-            self._entries.clear()
-            self.nbytes = 0
-
-
 #: default memory (MB) of a `TwoStageRanker`'s memo of known users' ranking state: the default of the
 #: ``ranker_memo_mb`` serving setting
 SCORE_MEMO_MB: float = ServingSettings.model_fields["ranker_memo_mb"].default
@@ -393,7 +350,8 @@ class TwoStageRanker(OnnxRanker):
         self._ccols = {k: np.flatnonzero(np.array(cat_scope) == k) for k in ("item", "user")}
         #: the factorised serving graph of the model's ranker (`FactorisedNet`)
         self.fsess = self._factorised_session(model)
-        self.memo = _StateMemo(0)
+        #: known users' ranking state: user index -> `_Entry` (LRU by bytes)
+        self.memo: ByteLRU[_Entry] = ByteLRU(0)
         self.set_memo(memo_mb)
         pop = self.features.popularity
         self._cold: FloatArray = (-1e4 + pop / (pop.max() + 1.0)).astype(np.float32)
@@ -523,7 +481,7 @@ class TwoStageRanker(OnnxRanker):
             seen = np.array(recent, dtype=np.int64)
             seen.setflags(write=False)
             entry = replace(entry, recent=seen, nbytes=entry.nbytes - entry.recent.nbytes + seen.nbytes)
-            self.memo.put(u, entry)
+            self.memo.put(u, entry, entry.nbytes)
             return entry.state, entry
         fz = self.featurizer
         hist = self._row(cols)
@@ -543,7 +501,7 @@ class TwoStageRanker(OnnxRanker):
         if not memo_on:
             return state, None
         entry = self._materialise(cols, np.array(recent, dtype=np.int64), state)
-        self.memo.put(u, entry)
+        self.memo.put(u, entry, entry.nbytes)
         return entry.state, entry
 
     def _materialise(self, cols: IntArray, recent: IntArray, state: UserState) -> _Entry:

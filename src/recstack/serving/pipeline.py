@@ -281,8 +281,9 @@ class Pipeline:
         self._trending = self._trending_scores()
         # every catalog item, to fill up short result lists without a Python loop
         self._all_items = np.arange(self.catalog.n_items, dtype=np.int64)
-        #: the ANN and history sources' results (ids, scores; read-only) by exact query: (embedding
-        #: bytes, k) for the ANN, (source, the user's items most recent first) for a history source.
+        #: the ANN and history sources' results (`Recalled`, read-only arrays) by exact query: (source,
+        #: embedding bytes, k) for the ANN, (source, the user's items most recent first) for a history
+        #: source.
         #: The index and the retrievers are immutable per pipeline, so a user whose history has not
         #: changed asks the same queries again; an event changes the items, hence the key
         self.recall_memo: ByteLRU[Recalled] = ByteLRU(int(self.config.recall_memo_mb * 2**20))
@@ -401,7 +402,7 @@ class Pipeline:
                     top = self._top_set(s, src.quota)
                     sc = s[top]
                     ok = (sc > 0) if sparse else np.isfinite(sc)
-                    hit = self._remember(key, len(key[1]), src.name, top[ok], sc[ok])
+                    hit = self._remember(key, top[ok], sc[ok])
                 out.append(hit)
             elif src.kind == "ann":
                 assert self.user_tower is not None and self.index is not None
@@ -456,22 +457,20 @@ class Pipeline:
             return hit
         sc, ids = self.index.search(q, k)
         ok = ids[0] >= 0
-        return self._remember(
-            key, len(key[1]), name, ids[0][ok].astype(np.int64), sc[0][ok].astype(np.float32)
-        )
+        return self._remember(key, ids[0][ok].astype(np.int64), sc[0][ok].astype(np.float32))
 
-    def _remember(
-        self, key: tuple[Any, ...], key_bytes: int, name: str, ids: IntArray, scores: FloatArray
-    ) -> Recalled:
-        """A source's result (`_recalled`, arrays made read-only), stored in `recall_memo`."""
+    def _remember(self, key: tuple[Any, ...], ids: IntArray, scores: FloatArray) -> Recalled:
+        """The result of source ``key[0]`` (`_recalled`, arrays made read-only), stored in
+        `recall_memo` under ``key``."""
         res = self._recalled(
-            name,
+            key[0],
             np.ascontiguousarray(ids, dtype=np.int64),
             np.ascontiguousarray(scores, dtype=np.float32),
         )
         _, i, sc, norm = res
         for a in (i, sc, norm):
             a.setflags(write=False)
+        key_bytes = sum(len(k) for k in key if isinstance(k, bytes))
         self.recall_memo.put(key, res, key_bytes + i.nbytes + sc.nbytes + norm.nbytes + 200)
         return res
 

@@ -210,7 +210,7 @@ def test_prewarm_fills_the_memo_most_active_users_first(
     small.set_memo(5.5 * small.memo_bytes_per_user() / 2**20)
     assert small.prewarm() == 5
     active = np.argsort(-np.diff(train.indptr), kind="stable")[:5]
-    assert sorted(small.memo.users()) == sorted(active.tolist())
+    assert sorted(small.memo.lru_keys()) == sorted(active.tolist())
 
 
 def test_servers_prewarm_in_the_background_and_let_replaced_releases_go(
@@ -281,7 +281,7 @@ def test_memo_budget_evicts_least_recently_used(release: tuple[MemoryRelease, Tw
     assert r.set_memo(3.5 * one / 2**20) >= 1 and len(r.memo) == 0  # resizing clears it
     for u in (1, 2, 3, 1, 4):  # 1 is used again before 4 arrives: 2 is the one evicted
         ask(u)
-    assert r.memo.users() == [3, 1, 4] and r.memo.nbytes <= r.memo.max_bytes
+    assert r.memo.lru_keys() == [3, 1, 4] and r.memo.nbytes <= r.memo.max_bytes
     assert r.set_memo(0) == 0
     ask(5)
     assert len(r.memo) == 0
@@ -350,11 +350,13 @@ def test_pipeline_memoises_ann_results_by_exact_query(full_release: MemoryReleas
     uid = full_release.dataset.user_vocab.ids.to_list()[0]
     first = p.recommend(RecRequest(user_id=uid, k=5, model="recall"))
     again = p.recommend(RecRequest(user_id=uid, k=5, model="recall"))
-    ann = [v for k, v in p.recall_memo._entries.items() if len(k) == 3]  # (source, query bytes, k)
+    ann = [p.recall_memo.get(k) for k in p.recall_memo.lru_keys() if len(k) == 3]  # (source, query, k)
     assert len(calls) == 1 and len(ann) == 1
     assert np.array_equal(first.items, again.items) and np.array_equal(first.scores, again.scores)
     # the memoised result is the index's own (the constant tower embeds every user to [1, 0])
-    _, ids, sc, _ = ann[0][0]
+    hit = ann[0]
+    assert hit is not None
+    _, ids, sc, _ = hit
     want_sc, want_ids = search(np.array([[1.0, 0.0]], dtype=np.float32), calls[0])
     ok = want_ids[0] >= 0
     assert np.array_equal(ids, want_ids[0][ok]) and np.array_equal(sc, want_sc[0][ok])
@@ -407,9 +409,9 @@ def test_byte_lru_evicts_least_recently_used_by_bytes() -> None:
     assert memo.get("a") == "A"  # a is now the most recent
     memo.put("c", "C", 40)  # 120 > 100: b goes
     assert memo.get("b") is None and memo.get("a") == "A" and memo.get("c") == "C"
-    assert memo.bytes == 80 and len(memo) == 2
+    assert memo.nbytes == 80 and len(memo) == 2
     memo.put("a", "A2", 10)  # replacing an entry replaces its size
-    assert memo.bytes == 50 and memo.get("a") == "A2"
+    assert memo.nbytes == 50 and memo.get("a") == "A2"
     memo.put("huge", "H", 101)  # larger than the memo: not stored, nothing evicted
     assert memo.get("huge") is None and len(memo) == 2
     assert ByteLRU[str](0).get("x") is None
