@@ -365,7 +365,9 @@ def main() -> None:
             toml.write_text("recall_memo_mb = 0\n")
             env_off = {**env, "RECSTACK_SERVE_PIPELINE": str(toml)}
             with ServerProcess(root, release=rid, workers=a.workers, env=env_off) as srv:
-                url, sid = srv.url, srv.proc.pid if srv.proc is not None else 0
+                # closed() / server_cpu() read url and sid: from here on they measure this server
+                assert srv.proc is not None
+                url, sid = srv.url, srv.proc.pid
                 wait_idle(sid)
                 run_py(url, files["recs"], min(3.0, a.seconds), a.connections, None)
                 off = closed("recs")

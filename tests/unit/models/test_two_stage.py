@@ -118,3 +118,17 @@ def test_a_model_saved_with_other_features_is_refused(
     monkeypatch.setattr(CandidateFeaturizer, "dense_names", lambda self: [*more(self), "new_feature"])
     with pytest.raises(ArtifactError, match=f"trained on {len(names)} dense features"):
         TwoStage.load(old)
+
+
+def test_refit_all_trains_the_chosen_point_again_on_every_list(data: Dataset) -> None:
+    """``refit_all``: the validated net's best epoch count, trained again without early stopping (no
+    validation metric) on every list; the other hyperparameters are the chosen point's."""
+    chosen = TwoStage(**SMALL).fit(data)
+    again = TwoStage(**SMALL, refit_all=True).fit(data)
+    assert isinstance(chosen.ranker, NCF) and isinstance(again.ranker, NCF)
+    best = int(chosen.ranker.fit_result["best_epoch"])
+    assert best >= 1 and again.fit_result["ranker_fit"]["best_epoch"] == 0  # 0: trained without validation
+    assert again.ranker.config.epochs == best
+    assert again.ranker.config.hidden == chosen.ranker.config.hidden
+    users = np.arange(10)
+    assert not np.array_equal(again.score_users(users), chosen.score_users(users))
