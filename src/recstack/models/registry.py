@@ -1,7 +1,8 @@
 """Model names -> classes, imported lazily so that light commands stay light.
 
-CLI names: ``pop``, ``recent_pop``, ``window_pop``, ``itemknn``, ``rp3beta``, ``ease``, ``als``, ``bpr``,
-``two_tower`` and ``two_stage:<ranker>`` with ranker in ``ncf``, ``widedeep``, ``deepfm``, ``dnn``.
+CLI names: ``pop``, ``recent_pop``, ``window_pop``, ``itemknn``, ``seqknn``, ``rp3beta``, ``ease``,
+``time_ease``, ``als``, ``bpr``, ``two_tower`` and ``two_stage:<ranker>`` with ranker in ``ncf``,
+``widedeep``, ``deepfm``, ``dnn``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ _RETRIEVERS: dict[str, str] = {
     "recent_pop": "recstack.models.retrieval.popular:RecentPopular",
     "window_pop": "recstack.models.retrieval.popular:WindowPopular",
     "itemknn": "recstack.models.retrieval.itemknn:ItemKNN",
+    "seqknn": "recstack.models.retrieval.itemknn:SequenceKNN",
     "rp3beta": "recstack.models.retrieval.rp3beta:RP3beta",
     "ease": "recstack.models.retrieval.ease:EASE",
+    "time_ease": "recstack.models.retrieval.ease:TimeEASE",
     "als": "recstack.models.retrieval.mf:ALS",
     "bpr": "recstack.models.retrieval.mf:BPR",
     "two_tower": "recstack.models.retrieval.two_tower:TwoTower",

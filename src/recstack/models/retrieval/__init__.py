@@ -10,8 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from recstack.models.retrieval.ease import EASE, EASEConfig
-    from recstack.models.retrieval.itemknn import ItemKNN, ItemKNNConfig
+    from recstack.models.retrieval.ease import EASE, EASEConfig, TimeEASE, TimeEASEConfig
+    from recstack.models.retrieval.itemknn import ItemKNN, ItemKNNConfig, SequenceKNN, SequenceKNNConfig
     from recstack.models.retrieval.mf import ALS, BPR, ALSConfig, BPRConfig
     from recstack.models.retrieval.popular import (
         MostPopular,
@@ -38,6 +38,10 @@ __all__ = [
     "RP3betaConfig",
     "RecentPopular",
     "RecentPopularConfig",
+    "SequenceKNN",
+    "SequenceKNNConfig",
+    "TimeEASE",
+    "TimeEASEConfig",
     "WindowPopular",
     "WindowPopularConfig",
 ]
@@ -51,10 +55,14 @@ _LAZY: dict[str, str] = {
     "WindowPopularConfig": "popular",
     "ItemKNN": "itemknn",
     "ItemKNNConfig": "itemknn",
+    "SequenceKNN": "itemknn",
+    "SequenceKNNConfig": "itemknn",
     "RP3beta": "rp3beta",
     "RP3betaConfig": "rp3beta",
     "EASE": "ease",
     "EASEConfig": "ease",
+    "TimeEASE": "ease",
+    "TimeEASEConfig": "ease",
     "ALS": "mf",
     "ALSConfig": "mf",
     "BPR": "mf",

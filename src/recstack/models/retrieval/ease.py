@@ -25,7 +25,7 @@ from recstack.errors import NotFittedError, TooLargeError
 from recstack.models.base import FloatArray, Retriever
 from recstack.models.retrieval._arrays import load_array
 
-__all__ = ["EASE", "EASEConfig", "ease_weights"]
+__all__ = ["EASE", "EASEConfig", "TimeEASE", "TimeEASEConfig", "ease_weights"]
 
 #: above this many items the Gram matrix is inverted in float32 (half the memory) instead of float64
 _FLOAT64_MAX_ITEMS = 10_000
@@ -43,17 +43,21 @@ class EASEConfig(ComponentConfig):
     num_threads: int = Field(default=1, ge=0)
 
 
-def ease_weights(X: sp.csr_matrix, l2: float, *, dtype: npt.DTypeLike = np.float64) -> FloatArray:
+def ease_weights(
+    X: sp.csr_matrix, l2: float, *, dtype: npt.DTypeLike = np.float64, gram: FloatArray | None = None
+) -> FloatArray:
     """EASE weights ``B`` [n_items, n_items] float32 for the user x item matrix ``X``.
 
-    Inverts ``X^T X + l2 I`` with a Cholesky factorisation (LAPACK potrf + potri) in ``dtype``.
+    Inverts ``G + l2 I`` with a Cholesky factorisation (LAPACK potrf + potri) in ``dtype``, where
+    ``G`` is ``gram`` when given (symmetric, positive semi-definite; it is overwritten), else
+    ``X^T X``.
     """
-    G = np.asarray((X.T @ X).toarray(), dtype=dtype)
+    G = np.asarray((X.T @ X).toarray(), dtype=dtype) if gram is None else np.asarray(gram, dtype=dtype)
     n = G.shape[0]
     G[np.diag_indices(n)] += l2
     potrf, potri = scipy.linalg.lapack.get_lapack_funcs(("potrf", "potri"), (G,))
     c, info = potrf(G, lower=False, overwrite_a=True, clean=False)
-    if info != 0:  # pragma: no cover - X^T X + l2 I with l2 > 0 is positive definite
+    if info != 0:
         raise np.linalg.LinAlgError(f"EASE: Cholesky failed (info={info}); increase l2")
     P, info = potri(c, lower=False, overwrite_c=True)
     if info != 0:  # pragma: no cover
@@ -94,7 +98,13 @@ class EASE(Retriever):
             threadpool_limits(self.config.num_threads, "blas") if self.config.num_threads else nullcontext()
         )
         with limits:
-            self.weights = ease_weights(dataset.to_csr("binary"), self.config.l2, dtype=dtype)
+            self.weights = ease_weights(
+                dataset.to_csr("binary"), self.config.l2, dtype=dtype, gram=self._gram(dataset, dtype)
+            )
+
+    def _gram(self, dataset: Dataset, dtype: npt.DTypeLike) -> FloatArray | None:
+        """The Gram matrix EASE inverts; None = ``X^T X``."""
+        return None
 
     def _weights(self) -> FloatArray:
         self._require_fitted()
@@ -112,3 +122,51 @@ class EASE(Retriever):
 
     def _load(self, directory: Path) -> None:
         self.weights = load_array(directory / "weights.npy", (self.n_items, self.n_items))
+
+
+class TimeEASEConfig(EASEConfig):
+    """EASE over ``X^T X + weight * (C + dominance * diag(counts))``: C is the time-proximity
+    co-occurrence of `recstack.models.retrieval._proximity` (items rated within ``window`` positions
+    of each other in a user's history ordered by time, weight 1 / distance), and the diagonal term
+    (`TimeProximity.dominance` per interaction of the item) makes the added matrix positive
+    semi-definite, so any ``l2 > 0`` inverts. Stratified validation NDCG@10 (ML-100K), against plain
+    EASE's 0.2558 (l2 500, chosen on the same split): this point (window 10, l2 200, weight 1.5)
+    0.2664; l2 100 / 300 0.2656 / 0.2650; weight 1 / 2 0.2648 / 0.2654; window 5 / 20 0.2643 /
+    0.2643; without the diagonal term (not positive definite at small l2) at best 0.2644."""
+
+    l2: float = Field(default=200.0, gt=0.0)
+    window: int = Field(default=10, ge=1)
+    weight: float = Field(default=1.5, ge=0.0)
+
+
+class TimeEASE(EASE):
+    """EASE whose item-item regression also sees which items users rate close together in time
+    (`TimeEASEConfig`). Users rate in sessions: on randomly split data (``stratified``) the items a
+    user rated right before and after a held-out one predict it better than co-occurrence at any
+    time. Without timestamps it is EASE with penalty ``l2 / (1 + weight)``."""
+
+    name: ClassVar[str] = "time_ease"
+    Config: ClassVar[type[ComponentConfig]] = TimeEASEConfig
+    tuning_grid: ClassVar[tuple[dict[str, Any], ...]] = tuple(
+        {"l2": v, "weight": w, "window": n}
+        for v in (100.0, 200.0, 400.0)
+        for w in (1.0, 1.5, 2.0)
+        for n in (5, 10, 20)
+    )
+
+    config: TimeEASEConfig
+
+    def _gram(self, dataset: Dataset, dtype: npt.DTypeLike) -> FloatArray:
+        from recstack.models.retrieval._proximity import TimeProximity
+
+        X = dataset.to_csr("binary")
+        G = np.asarray((X.T @ X).toarray(), dtype=dtype)
+        prox = TimeProximity(dataset, self.config.window)
+        n = dataset.n_items
+        w = self.config.weight
+        block = max(1, min(n, (16 * 1024 * 1024) // max(n, 1)))
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            G[start:stop] += w * prox.block(start, stop)
+        G[np.diag_indices(n)] += w * prox.dominance * prox.counts
+        return G

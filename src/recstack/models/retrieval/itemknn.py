@@ -24,7 +24,7 @@ from recstack.errors import InvalidArgumentError, NotFittedError
 from recstack.models.base import FloatArray, IntArray, Retriever, top_k
 from recstack.models.retrieval._arrays import load_sparse
 
-__all__ = ["ItemKNN", "ItemKNNConfig", "cosine_topn"]
+__all__ = ["ItemKNN", "ItemKNNConfig", "SequenceKNN", "SequenceKNNConfig", "cosine_topn", "sequence_topn"]
 
 #: entries of one dense similarity block (n_items x block); 16M entries -> ~256 MB peak per block
 _BLOCK_ENTRIES = 16 * 1024 * 1024
@@ -57,7 +57,6 @@ def cosine_topn(X: sp.csr_matrix, neighbours: int, shrink: float) -> sp.csr_matr
         return sp.csr_matrix((n_items, n_items), dtype=np.float32)
     for start in range(0, n_items, block):
         stop = min(start + block, n_items)
-        target = np.arange(start, stop)
         # one row per target item (row-major for a fast argpartition); float32 and in place: peak about
         # 16 bytes x block x n_items (similarities, denominators, argpartition indices)
         sim = np.asarray((Xt[start:stop] @ X).toarray(), dtype=np.float32)  # dot products [b, n_items]
@@ -66,16 +65,40 @@ def cosine_topn(X: sp.csr_matrix, neighbours: int, shrink: float) -> sp.csr_matr
         denom[denom == 0] = 1.0  # only items without interactions (their dot products are 0)
         sim /= denom
         del denom
-        sim[np.arange(stop - start), target] = 0.0  # an item is not its own neighbour
-        if nn < n_items:
-            part = np.argpartition(-sim, nn - 1, axis=1)[:, :nn]  # [b, nn]
-        else:
-            part = np.tile(np.arange(n_items)[None, :], (stop - start, 1))
-        top = np.take_along_axis(sim, part, axis=1)
-        keep = top > 0
-        rows.append(part[keep].astype(np.int64))  # the neighbour j ...
-        cols.append(np.broadcast_to(target[:, None], part.shape)[keep].astype(np.int64))  # ... of target i
-        vals.append(top[keep].astype(np.float32))
+        _keep_top(sim, start, nn, rows, cols, vals)
+    return _from_parts(rows, cols, vals, n_items)
+
+
+def _keep_top(
+    sim: FloatArray,
+    start: int,
+    nn: int,
+    rows: list[npt.NDArray[np.int64]],
+    cols: list[npt.NDArray[np.int64]],
+    vals: list[npt.NDArray[np.float32]],
+) -> None:
+    """Append to (rows, cols, vals) the ``nn`` largest positive entries of each row of ``sim``
+    [b, n_items] (the similarities of target items start .. start + b - 1; the diagonal is dropped)."""
+    b, n_items = sim.shape
+    target = np.arange(start, start + b)
+    sim[np.arange(b), target] = 0.0  # an item is not its own neighbour
+    if nn < n_items:
+        part = np.argpartition(-sim, nn - 1, axis=1)[:, :nn]  # [b, nn]
+    else:
+        part = np.tile(np.arange(n_items)[None, :], (b, 1))
+    top = np.take_along_axis(sim, part, axis=1)
+    keep = top > 0
+    rows.append(part[keep].astype(np.int64))  # the neighbour j ...
+    cols.append(np.broadcast_to(target[:, None], part.shape)[keep].astype(np.int64))  # ... of target i
+    vals.append(top[keep].astype(np.float32))
+
+
+def _from_parts(
+    rows: list[npt.NDArray[np.int64]],
+    cols: list[npt.NDArray[np.int64]],
+    vals: list[npt.NDArray[np.float32]],
+    n_items: int,
+) -> sp.csr_matrix:
     S = sp.csr_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
         shape=(n_items, n_items),
@@ -83,6 +106,45 @@ def cosine_topn(X: sp.csr_matrix, neighbours: int, shrink: float) -> sp.csr_matr
     )
     S.sort_indices()
     return S
+
+
+class SequenceKNNConfig(ComponentConfig):
+    """``window``: how many positions apart, in a user's history ordered by time, two items still
+    count as rated together (weight 1 / distance; `recstack.models.retrieval._proximity`);
+    ``alpha``: popularity damping, the co-occurrence of i and j is divided by (pop_i pop_j) ** alpha;
+    ``neighbours``: similar items kept per item."""
+
+    window: int = Field(default=30, ge=1)
+    alpha: float = Field(default=0.5, ge=0.0)
+    # stratified validation NDCG@10 (ML-100K) alone: 200 neighbours 0.2484, 400 0.2531, 600 0.2556,
+    # 1000 0.2553; at 1000: window 10 / 50 / 100 0.2474 / 0.2546 / 0.2505, alpha 0.45 / 0.55 0.2534 /
+    # 0.2520
+    neighbours: int = Field(default=600, ge=1)
+
+
+def sequence_topn(dataset: Dataset, window: int, alpha: float, neighbours: int) -> sp.csr_matrix:
+    """``sim(i, j) = C[i, j] / (pop_i pop_j) ** alpha`` for the time-proximity co-occurrence C of
+    `TimeProximity` (pop = interactions per item), pruned to each item's ``neighbours`` largest;
+    block by block over target items. Returns ``S`` as `cosine_topn`."""
+    from recstack.models.retrieval._proximity import TimeProximity
+
+    n_items = dataset.n_items
+    prox = TimeProximity(dataset, window)
+    damp = (np.where(prox.counts > 0, prox.counts, 1.0) ** -alpha).astype(np.float32)
+    block = max(1, min(n_items, _BLOCK_ENTRIES // max(n_items, 1)))
+    nn = min(neighbours, max(n_items - 1, 0))
+    rows: list[npt.NDArray[np.int64]] = []
+    cols: list[npt.NDArray[np.int64]] = []
+    vals: list[npt.NDArray[np.float32]] = []
+    if nn == 0 or dataset.n_interactions == 0:
+        return sp.csr_matrix((n_items, n_items), dtype=np.float32)
+    for start in range(0, n_items, block):
+        stop = min(start + block, n_items)
+        sim = prox.block(start, stop).astype(np.float32)
+        sim *= damp[start:stop, None]
+        sim *= damp[None, :]
+        _keep_top(sim, start, nn, rows, cols, vals)
+    return _from_parts(rows, cols, vals, n_items)
 
 
 class ItemKNN(Retriever):
@@ -133,3 +195,22 @@ class ItemKNN(Retriever):
 
     def _load(self, directory: Path) -> None:
         self.similarity = load_sparse(directory / "similarity.npz", (self.n_items, self.n_items))
+
+
+class SequenceKNN(ItemKNN):
+    """Items rated close together in time: item-kNN over `sequence_topn`'s time-proximity
+    co-occurrence instead of cosine (a user's score is ``history @ S``, as `ItemKNN`). Stratified
+    validation NDCG@10 (ML-100K) at the default point: 0.2556, against itemknn's 0.2384 and EASE's
+    0.2558."""
+
+    name: ClassVar[str] = "seqknn"
+    Config: ClassVar[type[ComponentConfig]] = SequenceKNNConfig
+    tuning_grid: ClassVar[tuple[dict[str, Any], ...]] = tuple(
+        {"window": w, "alpha": a} for w in (10, 30, 100) for a in (0.3, 0.5, 0.7)
+    )
+
+    config: SequenceKNNConfig  # type: ignore[assignment]
+
+    def _fit(self, dataset: Dataset) -> None:
+        c = self.config
+        self.similarity = sequence_topn(dataset, c.window, c.alpha, c.neighbours)
