@@ -5,7 +5,8 @@ ML-100K with hyperparameters chosen on a validation split carved out of train (`
 prints the table and writes ``benchmarks/results/evaluate_<protocol>.json`` and ``.html`` (the report).
 
     python benchmarks/bench_evaluate.py [--protocols stratified,temporal,tfrs]
-        [--models pop,itemknn,rp3beta,ease,als,bpr] [--no-tune] [--seed 42] [--dataset ml-100k]
+        [--models pop,itemknn,seqknn,rp3beta,ease,time_ease,als,bpr] [--no-tune] [--seed 42]
+        [--dataset ml-100k]
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def table_of(result: dict[str, object], wall: float) -> Table:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocols", default="stratified,temporal,tfrs")
-    ap.add_argument("--models", default="pop,itemknn,rp3beta,ease,als,bpr")
+    ap.add_argument("--models", default="pop,itemknn,seqknn,rp3beta,ease,time_ease,als,bpr")
     ap.add_argument("--no-tune", action="store_true", help="default hyperparameters (no validation search)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--dataset", default="ml-100k")

@@ -170,6 +170,8 @@ def _share_folds() -> None:
 FIVE = ["two_tower", "ease", "als", "itemknn", "pop"]
 SIX = [*FIVE, "window_pop"]
 SEVEN = [*SIX, "rp3beta"]
+#: SEVEN with the time-aware models in place of ease and itemknn (TwoStageConfig's default sources)
+TIMED = [{"ease": "time_ease", "itemknn": "seqknn"}.get(s, s) for s in SEVEN]
 #: today's default point: six sources, 100 per source, 2 holdout folds of 10%
 BASE: dict[str, Any] = {"sources": SIX, "per_source": 100, "holdout_folds": 2, "holdout_fraction": 0.1}
 #: TwoStageConfig's default ``source_params`` (the EASE l2 points override EASE's entry only)
@@ -288,6 +290,58 @@ RANKER_GRID: list[tuple[str, dict[str, Any]]] = [
             },
             "ranker_params": {"weight_decay": 1e-3},
         },
+    ),
+    # a time-proximity item-kNN source (seqknn: items rated near each other in users' histories)
+    ("5 seeds: + seqknn source", {"sources": [*SEVEN, "seqknn"], "ranker_params": {"weight_decay": 1e-3}}),
+    (
+        "5 seeds: seqknn instead of itemknn",
+        {
+            "sources": [s for s in SEVEN if s != "itemknn"] + ["seqknn"],
+            "ranker_params": {"weight_decay": 1e-3},
+        },
+    ),
+    # time-aware EASE (time_ease: EASE over co-occurrence plus time proximity) as a source
+    (
+        "5 seeds: + time_ease source",
+        {"sources": [*SEVEN, "time_ease"], "ranker_params": {"weight_decay": 1e-3}},
+    ),
+    (
+        "5 seeds: + time_ease + seqknn sources",
+        {"sources": [*SEVEN, "time_ease", "seqknn"], "ranker_params": {"weight_decay": 1e-3}},
+    ),
+    (
+        "5 seeds: time_ease instead of ease",
+        {
+            "sources": [s if s != "ease" else "time_ease" for s in SEVEN],
+            "ranker_params": {"weight_decay": 1e-3},
+        },
+    ),
+    (
+        "5 seeds: time_ease instead of ease, seqknn instead of itemknn",
+        {
+            "sources": [{"ease": "time_ease", "itemknn": "seqknn"}.get(s, s) for s in SEVEN],
+            "ranker_params": {"weight_decay": 1e-3},
+        },
+    ),
+    # around the new default sources (time_ease and seqknn in place of ease and itemknn)
+    (
+        "5 seeds: time_ease + seqknn sources, without als",
+        {"sources": [s for s in TIMED if s != "als"], "ranker_params": {"weight_decay": 1e-3}},
+    ),
+    (
+        "5 seeds: time_ease + seqknn sources, 150 per source",
+        {"sources": TIMED, "per_source": 150, "ranker_params": {"weight_decay": 1e-3}},
+    ),
+    *(
+        (
+            f"5 seeds: time_ease + seqknn sources, time_ease l2 {v:g}",
+            {
+                "sources": TIMED,
+                "source_params": {**_SRC, "time_ease": {"l2": v}},
+                "ranker_params": {"weight_decay": 1e-3},
+            },
+        )
+        for v in (100.0, 400.0)
     ),
     # the chosen point trained again for its best epoch count on every list (validation users too)
     (

@@ -254,7 +254,7 @@ def test_embeddings_and_index_of_mf_model(tiny_dataset_dir: Path, tmp_path: Path
 def test_build_config_toml(tmp_path: Path) -> None:
     default = BuildConfig.default()
     assert default_config_path().is_file()
-    assert [m.name for m in default.models][:4] == ["pop", "itemknn", "ease", "als"]
+    assert [m.name for m in default.models][:5] == ["pop", "itemknn", "ease", "time_ease", "als"]
     assert default.split.protocol == "stratified" and default.evaluation.refit_full
     assert BuildConfig.from_config(default.dump_config()) == default  # round-trips
     p = tmp_path / "recstack.toml"
