@@ -403,7 +403,7 @@ ABLATIONS: list[tuple[str, list[str]]] = [
     ("- genres and affinity", ["genre_", "affinity"]),
     *(
         (f"- {src} scores", [f"{src}_"])
-        for src in ("two_tower", "ease", "window_pop", "rp3beta")
+        for src in ("two_tower", "ease", "time_ease", "seqknn", "window_pop", "rp3beta")
         if src in two_stage_mod.TwoStageConfig().sources
     ),
     (
@@ -467,6 +467,7 @@ def tuning_seeds(ds: Any) -> dict[str, Any]:
 TEMPORAL_GRID: list[tuple[str, dict[str, Any]]] = [
     ("6 sources (no rp3beta)", {"sources": SIX}),
     ("7 sources (+ rp3beta)", {"sources": SEVEN}),
+    ("7 sources, time_ease and seqknn in place of ease and itemknn", {"sources": TIMED}),
 ]
 TEMPORAL_HOLDOUT: dict[str, Any] = {"holdout": "temporal", "holdout_fraction": 0.1}
 
