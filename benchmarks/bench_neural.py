@@ -344,6 +344,11 @@ RANKER_GRID: list[tuple[str, dict[str, Any]]] = [
         )
         for v in (100.0, 400.0)
     ),
+    # the ranker architecture on the time-aware sources (the point's params, another net)
+    *(
+        (f"5 seeds: {r} ranker", {"ranker": r, "ranker_params": {"weight_decay": 1e-3}})
+        for r in ("widedeep", "dnn")
+    ),
     # the chosen point trained again for its best epoch count on every list (validation users too)
     (
         "ncf, weight decay 1e-3, refit on every list",
