@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,18 @@ import scipy.sparse as sp
 
 from recstack.errors import ArtifactError
 
-__all__ = ["load_array", "load_sparse"]
+__all__ = ["BLOCK_ENTRIES", "load_array", "load_sparse", "row_blocks"]
+
+#: entries of one dense item-item block (n_items x block); 16M entries -> ~256 MB peak per float32 block
+BLOCK_ENTRIES = 16 * 1024 * 1024
+
+
+def row_blocks(n_items: int, entries: int = BLOCK_ENTRIES) -> Iterator[tuple[int, int]]:
+    """(start, stop) of consecutive row blocks of an ``n_items x n_items`` matrix, each holding at
+    most ``entries`` entries (at least one row): memory stays bounded for any catalogue."""
+    block = max(1, min(n_items, entries // max(n_items, 1)))
+    for start in range(0, n_items, block):
+        yield start, min(start + block, n_items)
 
 
 def load_array(path: Path, shape: tuple[int | None, ...] | None = None) -> Any:

@@ -23,7 +23,7 @@ from recstack.config import ComponentConfig
 from recstack.data.dataset import Dataset
 from recstack.errors import NotFittedError, TooLargeError
 from recstack.models.base import FloatArray, Retriever
-from recstack.models.retrieval._arrays import load_array
+from recstack.models.retrieval._arrays import load_array, row_blocks
 
 __all__ = ["EASE", "EASEConfig", "TimeEASE", "TimeEASEConfig", "ease_weights"]
 
@@ -97,14 +97,13 @@ class EASE(Retriever):
         limits = (
             threadpool_limits(self.config.num_threads, "blas") if self.config.num_threads else nullcontext()
         )
+        X = dataset.to_csr("binary")
         with limits:
-            self.weights = ease_weights(
-                dataset.to_csr("binary"), self.config.l2, dtype=dtype, gram=self._gram(dataset, dtype)
-            )
+            self.weights = ease_weights(X, self.config.l2, dtype=dtype, gram=self._gram(dataset, X, dtype))
 
-    def _gram(self, dataset: Dataset, dtype: npt.DTypeLike) -> FloatArray | None:
-        """The Gram matrix EASE inverts; None = ``X^T X``."""
-        return None
+    def _gram(self, dataset: Dataset, X: sp.csr_matrix, dtype: npt.DTypeLike) -> FloatArray:
+        """The Gram matrix EASE inverts (before the penalty): ``X^T X`` of the binary ``X``."""
+        return np.asarray((X.T @ X).toarray(), dtype=dtype)
 
     def _weights(self) -> FloatArray:
         self._require_fitted()
@@ -156,17 +155,13 @@ class TimeEASE(EASE):
 
     config: TimeEASEConfig
 
-    def _gram(self, dataset: Dataset, dtype: npt.DTypeLike) -> FloatArray:
+    def _gram(self, dataset: Dataset, X: sp.csr_matrix, dtype: npt.DTypeLike) -> FloatArray:
         from recstack.models.retrieval._proximity import TimeProximity
 
-        X = dataset.to_csr("binary")
-        G = np.asarray((X.T @ X).toarray(), dtype=dtype)
+        G = super()._gram(dataset, X, dtype)
         prox = TimeProximity(dataset, self.config.window)
-        n = dataset.n_items
         w = self.config.weight
-        block = max(1, min(n, (16 * 1024 * 1024) // max(n, 1)))
-        for start in range(0, n, block):
-            stop = min(start + block, n)
+        for start, stop in row_blocks(dataset.n_items):
             G[start:stop] += w * prox.block(start, stop)
-        G[np.diag_indices(n)] += w * prox.dominance * prox.counts
+        G[np.diag_indices(dataset.n_items)] += w * prox.dominance * prox.counts
         return G

@@ -22,12 +22,12 @@ from recstack.config import ComponentConfig
 from recstack.data.dataset import Dataset
 from recstack.errors import InvalidArgumentError, NotFittedError
 from recstack.models.base import FloatArray, IntArray, Retriever, top_k
-from recstack.models.retrieval._arrays import load_sparse
+from recstack.models.retrieval._arrays import BLOCK_ENTRIES, load_sparse, row_blocks
 
 __all__ = ["ItemKNN", "ItemKNNConfig", "SequenceKNN", "SequenceKNNConfig", "cosine_topn", "sequence_topn"]
 
-#: entries of one dense similarity block (n_items x block); 16M entries -> ~256 MB peak per block
-_BLOCK_ENTRIES = 16 * 1024 * 1024
+#: entries of one dense similarity block (n_items x block)
+_BLOCK_ENTRIES = BLOCK_ENTRIES
 
 
 class ItemKNNConfig(ComponentConfig):
@@ -48,15 +48,13 @@ def cosine_topn(X: sp.csr_matrix, neighbours: int, shrink: float) -> sp.csr_matr
     n_items = X.shape[1]
     norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=0), dtype=np.float32).ravel())
     Xt = X.T.tocsr()  # [n_items, n_users]
-    block = max(1, min(n_items, _BLOCK_ENTRIES // max(n_items, 1)))
     nn = min(neighbours, max(n_items - 1, 0))
     rows: list[npt.NDArray[np.int64]] = []
     cols: list[npt.NDArray[np.int64]] = []
     vals: list[npt.NDArray[np.float32]] = []
     if nn == 0:
         return sp.csr_matrix((n_items, n_items), dtype=np.float32)
-    for start in range(0, n_items, block):
-        stop = min(start + block, n_items)
+    for start, stop in row_blocks(n_items, _BLOCK_ENTRIES):
         # one row per target item (row-major for a fast argpartition); float32 and in place: peak about
         # 16 bytes x block x n_items (similarities, denominators, argpartition indices)
         sim = np.asarray((Xt[start:stop] @ X).toarray(), dtype=np.float32)  # dot products [b, n_items]
@@ -129,17 +127,15 @@ def sequence_topn(dataset: Dataset, window: int, alpha: float, neighbours: int) 
     from recstack.models.retrieval._proximity import TimeProximity
 
     n_items = dataset.n_items
+    nn = min(neighbours, max(n_items - 1, 0))
+    if nn == 0 or dataset.n_interactions == 0:
+        return sp.csr_matrix((n_items, n_items), dtype=np.float32)
     prox = TimeProximity(dataset, window)
     damp = (np.where(prox.counts > 0, prox.counts, 1.0) ** -alpha).astype(np.float32)
-    block = max(1, min(n_items, _BLOCK_ENTRIES // max(n_items, 1)))
-    nn = min(neighbours, max(n_items - 1, 0))
     rows: list[npt.NDArray[np.int64]] = []
     cols: list[npt.NDArray[np.int64]] = []
     vals: list[npt.NDArray[np.float32]] = []
-    if nn == 0 or dataset.n_interactions == 0:
-        return sp.csr_matrix((n_items, n_items), dtype=np.float32)
-    for start in range(0, n_items, block):
-        stop = min(start + block, n_items)
+    for start, stop in row_blocks(n_items, _BLOCK_ENTRIES):
         sim = prox.block(start, stop).astype(np.float32)
         sim *= damp[start:stop, None]
         sim *= damp[None, :]

@@ -26,12 +26,12 @@ from recstack.config import ComponentConfig
 from recstack.data.dataset import Dataset
 from recstack.errors import NotFittedError
 from recstack.models.base import FloatArray, Retriever
-from recstack.models.retrieval._arrays import load_sparse
+from recstack.models.retrieval._arrays import BLOCK_ENTRIES, load_sparse, row_blocks
 
 __all__ = ["RP3beta", "RP3betaConfig", "rp3beta_weights"]
 
 #: entries of one dense weight block (block x n_items); 16M entries -> ~256 MB peak per block
-_BLOCK_ENTRIES = 16 * 1024 * 1024
+_BLOCK_ENTRIES = BLOCK_ENTRIES
 
 
 class RP3betaConfig(ComponentConfig):
@@ -72,12 +72,10 @@ def rp3beta_weights(
     nn = min(neighbours, max(n_items - 1, 0))
     if nn == 0:
         return sp.csr_matrix((n_items, n_items), dtype=np.float32)
-    block = max(1, min(n_items, _BLOCK_ENTRIES // max(n_items, 1)))
     rows: list[npt.NDArray[np.int64]] = []
     cols: list[npt.NDArray[np.int64]] = []
     vals: list[npt.NDArray[np.float32]] = []
-    for start in range(0, n_items, block):
-        stop = min(start + block, n_items)
+    for start, stop in row_blocks(n_items, _BLOCK_ENTRIES):
         w = np.asarray((Piu[start:stop] @ Pui).toarray(), dtype=np.float32)  # [b, n_items]
         w *= pen32[None, :]
         w[np.arange(stop - start), np.arange(start, stop)] = 0.0  # no walk back to the item itself
