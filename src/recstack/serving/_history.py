@@ -45,8 +45,17 @@ class HistoryBackend(Protocol):
     def get(self, user_key: str, user_idx: int | None) -> History: ...
 
     def append(
-        self, user_key: str, user_idx: int | None, item_idx: int, kind: str, rating: float | None, ts: int
-    ) -> History: ...
+        self,
+        user_key: str,
+        user_idx: int | None,
+        item_idx: int,
+        kind: str,
+        rating: float | None,
+        ts: int,
+        offset: int | None = None,
+    ) -> History:
+        """Append one event (at most once per event-log ``offset``); the user's history after it."""
+        ...
 
 
 class MemoryHistory:
@@ -56,6 +65,7 @@ class MemoryHistory:
         self.catalog = catalog
         self._lock = threading.Lock()
         self._extra: dict[str, tuple[list[int], list[float], list[int]]] = {}
+        self._offsets: set[int] = set()
 
     def get(self, user_key: str, user_idx: int | None) -> History:
         if user_idx is not None:
@@ -74,13 +84,23 @@ class MemoryHistory:
         )
 
     def append(
-        self, user_key: str, user_idx: int | None, item_idx: int, kind: str, rating: float | None, ts: int
+        self,
+        user_key: str,
+        user_idx: int | None,
+        item_idx: int,
+        kind: str,
+        rating: float | None,
+        ts: int,
+        offset: int | None = None,
     ) -> History:
         with self._lock:
-            ei, er, et = self._extra.setdefault(user_key, ([], [], []))
-            ei.append(int(item_idx))
-            er.append(float("nan") if rating is None else float(rating))
-            et.append(int(ts))
+            if offset is None or offset not in self._offsets:
+                if offset is not None:
+                    self._offsets.add(offset)
+                ei, er, et = self._extra.setdefault(user_key, ([], [], []))
+                ei.append(int(item_idx))
+                er.append(float("nan") if rating is None else float(rating))
+                et.append(int(ts))
         return self.get(user_key, user_idx)
 
 
@@ -97,9 +117,17 @@ class StoreHistory:
         return _as_history(raw)
 
     def append(
-        self, user_key: str, user_idx: int | None, item_idx: int, kind: str, rating: float | None, ts: int
+        self,
+        user_key: str,
+        user_idx: int | None,
+        item_idx: int,
+        kind: str,
+        rating: float | None,
+        ts: int,
+        offset: int | None = None,
     ) -> History:
-        self.store.append_event(user_key if user_idx is None else user_idx, int(item_idx), kind, rating, ts)
+        key = user_key if user_idx is None else user_idx
+        self.store.append_event(key, int(item_idx), kind, rating, ts, offset=offset)
         return self.get(user_key, user_idx)
 
 

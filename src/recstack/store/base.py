@@ -9,8 +9,11 @@ Ids are the release's dense indices: users ``0 .. n_users-1``, items ``0 .. n_it
 - ``get_history(user)`` -> `History` ``(items int64[m], timestamps int64[m] (Unix s),
   ratings float32[m])``, oldest first / newest last. ``user`` is a dense index, or a string key for
   a user unknown to the release (its history holds only the events appended online).
-- ``append_event(user, item, kind, rating=None, ts=None)`` appends at once; views and clicks without
-  a rating store NaN as rating.
+- ``append_event(user, item, kind, rating=None, ts=None, offset=None)`` appends at once; views and
+  clicks without a rating store NaN as rating. With the event's ``offset`` in the event log
+  (`recstack.events`) the append is idempotent: an offset already applied to this release's
+  histories is skipped (a worker replaying the log after a restart, or tailing events that another
+  worker already stored in a shared store, never doubles a history).
 
 Tables (`encode_table`): a polars DataFrame with a dense index column (``user`` / ``item``) and
 feature columns. Nulls become 0 (codes: -1, multi-hot: no value); string columns become int32 codes
@@ -254,8 +257,8 @@ class FeatureStore(ABC):
         """The user's events, newest last."""
 
     @abstractmethod
-    def _append(self, user: UserKey, item: int, ts: int, rating: float) -> None:
-        """Store one validated event."""
+    def _append(self, user: UserKey, item: int, ts: int, rating: float, offset: int | None) -> bool:
+        """Store one validated event unless ``offset`` was applied already; True when stored."""
 
     def append_event(
         self,
@@ -264,11 +267,13 @@ class FeatureStore(ABC):
         kind: str,
         rating: float | None = None,
         ts: int | None = None,
-    ) -> None:
+        offset: int | None = None,
+    ) -> bool:
         """Append one event to the user's history; visible to the next `get_history` at once.
 
         ``kind`` is ``view``, ``click`` or ``rating`` (which needs ``rating``); ``ts`` is Unix seconds
-        (default: now).
+        (default: now); ``offset``: the event's offset in the event log, applied at most once.
+        Returns False when that offset was applied before (nothing changed).
         """
         if kind not in EVENT_KINDS:
             raise InvalidArgumentError(f"event kind {kind!r} is not one of {', '.join(EVENT_KINDS)}")
@@ -280,7 +285,7 @@ class FeatureStore(ABC):
         key = self._check_user_key(user)
         item_i = self._check_ids(np.asarray([item]), self.n_items, "item")[0]
         stamp = int(time.time()) if ts is None else int(ts)
-        self._append(key, int(item_i), stamp, r)
+        return self._append(key, int(item_i), stamp, r, None if offset is None else int(offset))
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op for in-process stores
         """Release connections (no-op for the embedded store)."""

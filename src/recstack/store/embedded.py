@@ -63,6 +63,7 @@ class EmbeddedFeatureStore(FeatureStore):
         self._items = {k: _readonly(v) for k, v in items.items()}
         self._hist = HistoryArrays(*(_readonly(a) for a in histories))
         self._extra: dict[UserKey, tuple[list[int], list[int], list[float]]] = {}
+        self._offsets: set[int] = set()  # event-log offsets applied (idempotent appends)
 
     # ------------------------------------------------------------------ builders
     @classmethod
@@ -146,12 +147,17 @@ class EmbeddedFeatureStore(FeatureStore):
         )
         return sort_history(h)
 
-    def _append(self, user: UserKey, item: int, ts: int, rating: float) -> None:
+    def _append(self, user: UserKey, item: int, ts: int, rating: float, offset: int | None) -> bool:
         with self._lock:
+            if offset is not None:
+                if offset in self._offsets:
+                    return False
+                self._offsets.add(offset)
             ei, et, er = self._extra.setdefault(user, ([], [], []))
             ei.append(item)
             et.append(ts)
             er.append(rating)
+        return True
 
     # ------------------------------------------------------------------ storage
     def save(self, directory: str | Path) -> Path:

@@ -8,6 +8,7 @@ Keys (``prefix`` defaults to ``recstack``)::
     {prefix}:{release}:item:{idx}            one packed row of every item feature
     {prefix}:{release}:history:{idx}         list of 20-byte events (item i8, ts i8, rating f4), oldest first
     {prefix}:{release}:history:ext:{key}     same, for users unknown to the release (online events only)
+    {prefix}:{release}:events:applied        set of event-log offsets already appended (idempotence)
 
 A row is the bytes of one record of a numpy structured dtype built from the feature schema
 (little-endian, unaligned), so a batch of ``n`` rows decodes with one ``np.frombuffer``.
@@ -55,6 +56,12 @@ HISTORY_DTYPE = np.dtype([("item", "<i8"), ("ts", "<i8"), ("rating", "<f4")])
 _FORMAT = 1
 _CHUNK = 2000
 _KEY_CACHE_MAX = 2_000_000
+# KEYS[1] the applied-offsets set, KEYS[2] the history list; ARGV offset, packed event -> 1 if stored
+_APPEND_ONCE = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+return 1
+"""
 
 
 def connect(url: str = "redis://127.0.0.1:6379/0", **kwargs: Any) -> Any:
@@ -234,6 +241,7 @@ class RedisFeatureStore(FeatureStore):
         self._user_dtype = _row_dtype(meta["user_schema"])
         self._item_dtype = _row_dtype(meta["item_schema"])
         self._key_cache: dict[str, npt.NDArray[np.object_]] = {}
+        self._append_once = client.register_script(_APPEND_ONCE)
 
     @property
     def user_features(self) -> list[str]:
@@ -297,10 +305,14 @@ class RedisFeatureStore(FeatureStore):
         )
         return sort_history(h)
 
-    def _append(self, user: UserKey, item: int, ts: int, rating: float) -> None:
+    def _append(self, user: UserKey, item: int, ts: int, rating: float, offset: int | None) -> bool:
         rec = np.array([(item, ts, rating)], dtype=HISTORY_DTYPE)
         try:
-            self.client.rpush(self._history_key(user), rec.tobytes())
+            if offset is None:
+                self.client.rpush(self._history_key(user), rec.tobytes())
+                return True
+            keys = [f"{self._ns}:events:applied", self._history_key(user)]
+            return bool(self._append_once(keys=keys, args=[offset, rec.tobytes()]))
         except self._redis_error as exc:
             raise UnavailableError(f"Redis does not answer: {exc}") from exc
 

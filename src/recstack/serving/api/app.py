@@ -92,7 +92,11 @@ def create_app(
             from recstack.serving._threads import limit_threads
 
             limit_threads(settings.threads)
-        yield
+        holder.start_polling()
+        try:
+            yield
+        finally:
+            holder.close()
 
     app = FastAPI(
         title="recstack",
@@ -107,7 +111,7 @@ def create_app(
     if release is not None:
         from recstack.serving._state import build_state
 
-        holder.current = build_state(release, settings, config, prewarm=True)
+        holder.current = build_state(release, settings, config, prewarm=True, event_log=holder.event_log)
         metrics.set_release(release.id)
     install_error_handlers(app)
     for r in (recommend.router, items.router, users.router, events.router, admin.router):
