@@ -138,5 +138,5 @@ def test_build_from_base_plus_log_records_lineage(tiny_dataset_dir: Path, tmp_pa
 
 def test_source_none_needs_events(tmp_path: Path) -> None:
     cfg = BuildConfig.from_config({"dataset": {"source": "none"}, "models": [{"name": "pop"}]})
-    with pytest.raises(ConfigError, match="needs a \\[dataset.events\\]"):
+    with pytest.raises(ConfigError, match=r"needs a \[dataset\.events\]"):
         build(cfg, tmp_path / "releases")
