@@ -143,7 +143,7 @@ def test_cli_retrain_and_events(tiny_dataset_dir: Path, tmp_path: Path) -> None:
     )
     log = open_log(url)
     assert log is not None
-    log.append(_views(range(5), "3", T0) + [NewEvent("impression", "1", None, T0, payload={"arm": "A"})])
+    log.append([*_views(range(5), "3", T0), NewEvent("impression", "1", None, T0, payload={"arm": "A"})])
     runner = CliRunner()
     args = ["--releases-dir", str(root), "--event-log", url]
     r = runner.invoke(app, ["retrain", "--config", str(cfg), *args, "--json", str(tmp_path / "r.json")])
