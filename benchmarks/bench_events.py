@@ -101,7 +101,10 @@ def part_log(tmp: Path, seconds: float) -> dict[str, Any]:
                 if kind == "sqlite":
                     open_log(path).close()  # type: ignore[union-attr]
                 q = ctx.Queue()
-                ps = [ctx.Process(target=_raw_worker, args=(kind, path, batch, seconds, q)) for _ in range(procs)]
+                ps = [
+                    ctx.Process(target=_raw_worker, args=(kind, path, batch, seconds, q))
+                    for _ in range(procs)
+                ]
                 for p in ps:
                     p.start()
                 res = [q.get(timeout=seconds + 60) for _ in ps]
@@ -222,8 +225,19 @@ def _items(root: Path) -> list[int]:
 def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = next(p for p in range(*PORTS) if p != 18400 and _port_free(p))
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp)],  # fmt: skip
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],  # fmt: skip
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -260,8 +274,14 @@ def part_ingest(root: Path, tmp: Path, seconds: float, rate: float) -> dict[str,
             "off": ["--event-log", "off"],
             "embedded (SQLite WAL)": ["--event-log", f"sqlite:///{tmp / 'ingest.db'}"],
             "redis store, log off": ["--store", "redis", "--redis-url", redis_url, "--event-log", "off"],
-            "redis store + Redis Streams": ["--store", "redis", "--redis-url", redis_url, "--event-log",
-                                            f"{redis_url}?prefix=bench-{os.getpid()}"],  # fmt: skip
+            "redis store + Redis Streams": [
+                "--store",
+                "redis",
+                "--redis-url",
+                redis_url,
+                "--event-log",
+                f"{redis_url}?prefix=bench-{os.getpid()}",
+            ],  # fmt: skip
         }
         for name, args in configs.items():
             run = f"ing{len(out)}"
@@ -333,7 +353,9 @@ def part_durability(root: Path, tmp: Path, rate: float, rounds: int, seed: int) 
             time.sleep(1.0)  # both workers up (the second may answer /readyz a moment later)
             log = open_log(log_url)
             assert log is not None
-            logged = [e for e in log.to_frame()["user_id", "ts", "offset"].iter_rows() if e[0].startswith(run + "-")]
+            logged = [
+                e for e in log.to_frame()["user_id", "ts", "offset"].iter_rows() if e[0].startswith(run + "-")
+            ]
             log.close()
             by_key: dict[tuple[str, int], list[int]] = {}
             for u, ts, off in logged:
@@ -405,7 +427,9 @@ def main() -> None:
             print("building a small ML-100K release (pop, itemknn, ease)")
             build_small_release(root)
             if "ingest" in parts:
-                print(f"part ingest: 2 workers, closed loop 16 connections {a.seconds:.0f}s, open loop {a.rate:.0f}/s")
+                print(
+                    f"part ingest: 2 workers, closed loop 16 connections {a.seconds:.0f}s, open loop {a.rate:.0f}/s"
+                )
                 result["ingest"] = part_ingest(root, tmp, a.seconds, a.rate)
             if "durability" in parts:
                 print(f"part durability: 2 workers at {a.rate:.0f} events/s, kill -9 of the whole server")

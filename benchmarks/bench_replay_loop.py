@@ -55,7 +55,12 @@ def external_frame(ds: Dataset) -> pl.DataFrame:
     u = ds.user_vocab.ids.gather(ds.interactions["user"])
     i = ds.item_vocab.ids.gather(ds.interactions["item"])
     return pl.DataFrame(
-        {"user_id": u, "item_id": i, "rating": ds.interactions["rating"], "timestamp": ds.interactions["timestamp"]}
+        {
+            "user_id": u,
+            "item_id": i,
+            "rating": ds.interactions["rating"],
+            "timestamp": ds.interactions["timestamp"],
+        }
     )
 
 
@@ -127,7 +132,9 @@ def main() -> None:
     ap.add_argument("--test-share", type=float, default=0.1)
     ap.add_argument("--every-days", type=float, default=7.0)
     ap.add_argument("--holdout-days", type=float, default=7.0)
-    ap.add_argument("--models", default="pop,itemknn,ease", help="the release's models; the last one is gated")
+    ap.add_argument(
+        "--models", default="pop,itemknn,ease", help="the release's models; the last one is gated"
+    )
     ap.add_argument("--rollout", choices=["watch", "admin"], default="admin")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
@@ -197,7 +204,9 @@ def main() -> None:
                     warm = [s for u, s in zip(users, scores, strict=True) if u in known_users]
                     row[f"{side}_ndcg@10"] = float(np.mean([s[0] for s in scores])) if scores else None
                     row[f"{side}_recall@10"] = float(np.mean([s[1] for s in scores])) if scores else None
-                    row[f"{side}_ndcg@10_known_users"] = float(np.mean([s[0] for s in warm])) if warm else None
+                    row[f"{side}_ndcg@10_known_users"] = (
+                        float(np.mean([s[0] for s in warm])) if warm else None
+                    )
                 row["known_users"] = sum(1 for u in users if u in known_users)
                 # replay the week day by day
                 bad = 0
@@ -205,7 +214,13 @@ def main() -> None:
                 while day < t_next:
                     todays = week.filter((pl.col("timestamp") >= day) & (pl.col("timestamp") < day + DAY))
                     evs = [
-                        {"user_id": u, "item_id": i, "type": "rating", "rating": float(r), "timestamp": int(s)}
+                        {
+                            "user_id": u,
+                            "item_id": i,
+                            "type": "rating",
+                            "rating": float(r),
+                            "timestamp": int(s),
+                        }
                         for u, i, r, s in todays.iter_rows()
                     ]
                     for srv in (loop_srv, frozen_srv):
@@ -238,17 +253,28 @@ def main() -> None:
         after_first = [r for r in weeks if r["week"] >= 1 and r["users"]]
         summary = {
             "weeks_compared": len(after_first),
-            "loop_ndcg@10_mean": float(np.mean([r["loop_ndcg@10"] for r in after_first])) if after_first else None,
-            "frozen_ndcg@10_mean": float(np.mean([r["frozen_ndcg@10"] for r in after_first])) if after_first else None,
+            "loop_ndcg@10_mean": float(np.mean([r["loop_ndcg@10"] for r in after_first]))
+            if after_first
+            else None,
+            "frozen_ndcg@10_mean": float(np.mean([r["frozen_ndcg@10"] for r in after_first]))
+            if after_first
+            else None,
             "promoted": sum(1 for r in retrains if r["action"] == "promoted"),
             "refused": sum(1 for r in retrains if r["action"] == "refused"),
             "skipped": sum(1 for r in retrains if r["action"] == "skipped"),
             "channel_history": Registry(root).channel("production").history,
         }
     result = {
-        "protocol": {"data": src, "test_share": a.test_share, "cut": cut, "every_days": a.every_days,
-                     "holdout_days": a.holdout_days, "models": models, "rollout": a.rollout,
-                     "replayed": after.height},  # fmt: skip
+        "protocol": {
+            "data": src,
+            "test_share": a.test_share,
+            "cut": cut,
+            "every_days": a.every_days,
+            "holdout_days": a.holdout_days,
+            "models": models,
+            "rollout": a.rollout,
+            "replayed": after.height,
+        },  # fmt: skip
         "weeks": weeks,
         "retrains": retrains,
         "summary": summary,
