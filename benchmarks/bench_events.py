@@ -237,7 +237,7 @@ def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
             "no",
             "--dir",
             str(tmp),
-        ],  # fmt: skip
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -281,7 +281,7 @@ def part_ingest(root: Path, tmp: Path, seconds: float, rate: float) -> dict[str,
                 redis_url,
                 "--event-log",
                 f"{redis_url}?prefix=bench-{os.getpid()}",
-            ],  # fmt: skip
+            ],
         }
         for name, args in configs.items():
             run = f"ing{len(out)}"
@@ -317,6 +317,19 @@ def _history_reads(port: int, user: str, reads: int) -> list[list[int]]:
     return out
 
 
+async def _load_and_kill(
+    port: int, pgid: int, bodies: list[bytes], rate: float, kill_after: float
+) -> list[tuple[int, int, bytes]]:
+    async def killer() -> None:
+        await asyncio.sleep(kill_after)
+        os.killpg(pgid, signal.SIGKILL)  # the whole server: supervisor and both workers
+
+    k = asyncio.create_task(killer())
+    _, answered = await _open_loop(port, bodies, 20.0, rate)
+    await k
+    return answered
+
+
 def part_durability(root: Path, tmp: Path, rate: float, rounds: int, seed: int) -> dict[str, Any]:
     items = _items(root)
     rng = random.Random(seed)
@@ -333,17 +346,7 @@ def part_durability(root: Path, tmp: Path, rate: float, rounds: int, seed: int) 
         assert srv.proc is not None
         pgid = srv.proc.pid
 
-        async def load_and_kill() -> list[tuple[int, int, bytes]]:
-            async def killer() -> None:
-                await asyncio.sleep(kill_after)
-                os.killpg(pgid, signal.SIGKILL)  # the whole server: supervisor and both workers
-
-            k = asyncio.create_task(killer())
-            _, answered = await _open_loop(srv.port, bodies, 20.0, rate)
-            await k
-            return answered
-
-        answered = asyncio.run(load_and_kill())
+        answered = asyncio.run(_load_and_kill(srv.port, pgid, bodies, rate, kill_after))
         srv.proc.wait()
         srv.proc = None
         acked = {i: json.loads(b)["offset"] for i, s, b in answered if s == 201}
