@@ -402,9 +402,11 @@ def part_durability(root: Path, tmp: Path, rate: float, rounds: int, seed: int) 
             "history_entries_twice": double_hist,
         }
         results.append(res)
-        print(f"  round {rnd}: kill after {kill_after:.1f}s, {len(acked)} acknowledged, {len(logged)} in log, "
-              f"missing {missing_log}, twice {twice}; {checked} history reads: {bad_hist} differ from the "
-              f"log, {missing_hist} acked events missing, {double_hist} doubled")  # fmt: skip
+        print(
+            f"  round {rnd}: kill after {kill_after:.1f}s, {len(acked)} acknowledged, {len(logged)} logged, "
+            f"missing {missing_log}, twice {twice}; {checked} history reads: {bad_hist} differ from the "
+            f"log, {missing_hist} acked events missing, {double_hist} doubled"
+        )
     return {"rate": rate, "workers": 2, "rounds": results}
 
 
@@ -431,7 +433,8 @@ def main() -> None:
             build_small_release(root)
             if "ingest" in parts:
                 print(
-                    f"part ingest: 2 workers, closed loop 16 connections {a.seconds:.0f}s, open loop {a.rate:.0f}/s"
+                    f"part ingest: 2 workers, closed loop 16 connections {a.seconds:.0f}s, "
+                    f"open loop {a.rate:.0f}/s"
                 )
                 result["ingest"] = part_ingest(root, tmp, a.seconds, a.rate)
             if "durability" in parts:

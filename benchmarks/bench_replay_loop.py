@@ -138,7 +138,7 @@ def main() -> None:
     ap.add_argument("--rollout", choices=["watch", "admin"], default="admin")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
-    out_path = a.out or HERE / "results" / f"replay_loop_{int(round(a.test_share * 100))}.json"
+    out_path = a.out or HERE / "results" / f"replay_loop_{round(a.test_share * 100)}.json"
     src = a.data if Path(a.data).exists() else "ml-100k"
     ds = load_dataset(src)
     ext = external_frame(ds)
@@ -241,15 +241,21 @@ def main() -> None:
                 if res.action == "promoted" and res.candidate:
                     t0 = time.monotonic()
                     if a.rollout == "admin":
-                        httpx.post(f"{loop_srv.url}/admin/reload", params={"wait": True},
-                                   json={"channel": "production"}, headers={"X-API-Key": KEY}, timeout=600)  # fmt: skip
+                        httpx.post(
+                            f"{loop_srv.url}/admin/reload",
+                            params={"wait": True},
+                            json={"channel": "production"},
+                            headers={"X-API-Key": KEY},
+                            timeout=600,
+                        )
                     info["rollout_s"] = round(wait_release(loop_srv.port, res.candidate), 2)
                     info["rollout_total_s"] = round(time.monotonic() - t0, 2)
                 retrains.append(info)
                 sc = res.scores
-                print(f"  retrain: {res.action} ({res.seconds:.0f}s): {res.reason}"
-                      + (f" [cand {sc.get('candidate_ndcg@10', 0):.4f} vs prod {sc.get('production_ndcg@10', 0):.4f}]"
-                         if sc else ""))  # fmt: skip
+                vs = ""
+                if sc:
+                    vs = f" [cand {sc['candidate_ndcg@10']:.4f} vs prod {sc['production_ndcg@10']:.4f}]"
+                print(f"  retrain: {res.action} ({res.seconds:.0f}s): {res.reason}{vs}")
         after_first = [r for r in weeks if r["week"] >= 1 and r["users"]]
         summary = {
             "weeks_compared": len(after_first),
@@ -274,7 +280,7 @@ def main() -> None:
             "models": models,
             "rollout": a.rollout,
             "replayed": after.height,
-        },  # fmt: skip
+        },
         "weeks": weeks,
         "retrains": retrains,
         "summary": summary,
