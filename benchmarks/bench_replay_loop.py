@@ -125,7 +125,13 @@ async def recommend_all(port: int, users: list[Any], k: int = 10) -> dict[Any, l
 
         async def one(u: Any) -> None:
             async with sem:
-                r = await c.get(f"/v1/users/{u}/recommendations", params={"k": k})
+                for attempt in range(3):  # a keep-alive connection the server closed meanwhile
+                    try:
+                        r = await c.get(f"/v1/users/{u}/recommendations", params={"k": k})
+                        break
+                    except httpx.TransportError:
+                        if attempt == 2:
+                            raise
                 r.raise_for_status()
                 out[u] = [it["item_id"] for it in r.json()["items"]]
 
