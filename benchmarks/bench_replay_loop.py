@@ -111,7 +111,11 @@ async def post_all(port: int, events: list[dict[str, Any]], conns: int = 8) -> i
             nonlocal bad
             while not q.empty():
                 e = q.get_nowait()
-                r = await c.post("/v1/events", json=e)
+                try:
+                    r = await c.post("/v1/events", json=e)
+                except httpx.TransportError:  # counted, not retried (it may have been logged)
+                    bad += 1
+                    continue
                 bad += r.status_code != 201
 
         await asyncio.gather(*(worker() for _ in range(conns)))
