@@ -65,7 +65,7 @@ def _partial(label: str, spec: Any, sink_url: str, runner: Any, n_profiles: int)
     table (dropped at the end: a fraction is never published)."""
     from recstack.batch import get_scorer, open_sink, plan
     from recstack.batch.jobs import RowEncoder
-    from recstack.batch.sinks import make_version
+    from recstack.store.tables import make_version
 
     scorer = get_scorer(spec)
     _, blocks = plan(spec)
@@ -121,7 +121,7 @@ def main() -> None:
         args.synth_users, args.top = 50_000, 200
 
     from recstack.batch import JobSpec, LocalRunner, RayRunner, get_scorer
-    from recstack.batch.jobs import clear_scorers
+    from recstack.batch.tasks import clear_scorers
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     root = tmp / "releases"

@@ -1,26 +1,25 @@
 """Batch precomputation: top k for every known user and for every pair of popular items, with the
 online pipeline's code run as batched matrix work, into versioned SQLite / PostgreSQL tables that are
-published atomically (see `recstack.batch.sinks` for the table layout), on local threads or Ray.
+published atomically, on local threads or Ray.
 
-Serving reads the current tables through `BatchReader` (``GET /v1/users/{id}/recommendations?source=batch``
-and ``GET /v1/pairs?a=&b=``).
+One direction, no cycle: `tasks` (what one block computes) <- `runners` (where blocks run) <- `jobs`
+(the driver: plan, run, write, publish). The tables themselves (layout, writers, and the reader that
+serving uses for ``?source=batch`` and ``/v1/pairs``) live with the stores, in `recstack.store.tables`.
 """
 
-from recstack.batch.jobs import (
+from recstack.batch.jobs import JobReport, run_job
+from recstack.batch.runners import LocalRunner, RayRunner, Runner, make_runner
+from recstack.batch.tasks import (
     Block,
     BlockResult,
-    JobReport,
     JobSpec,
     compute_block,
     get_scorer,
     plan,
     register_release,
-    run_job,
 )
-from recstack.batch.runners import LocalRunner, RayRunner, Runner, make_runner
-from recstack.batch.sinks import (
+from recstack.store.tables import (
     DEFAULT_SINK,
-    BatchReader,
     PostgresSink,
     Sink,
     SQLiteSink,
@@ -32,7 +31,6 @@ from recstack.batch.sinks import (
 
 __all__ = [
     "DEFAULT_SINK",
-    "BatchReader",
     "Block",
     "BlockResult",
     "JobReport",

@@ -1,6 +1,6 @@
 """Where the blocks of a batch job run: local threads, or Ray tasks (local or a cluster).
 
-Both runners call the same `recstack.batch.jobs.compute_block(spec, block)` and yield `BlockResult`s
+Both runners call the same `recstack.batch.tasks.compute_block(spec, block)` and yield `BlockResult`s
 as they complete; the driver (`run_job`) writes them. Threads work because the heavy parts (sparse
 and dense matrix products, argpartition, ONNX Runtime) release the GIL.
 """
@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from recstack.batch.jobs import Block, BlockResult, JobSpec, compute_block
+from recstack.batch.tasks import Block, BlockResult, JobSpec, compute_block
 from recstack.errors import InvalidArgumentError
 
 __all__ = ["LocalRunner", "RayRunner", "Runner", "make_runner"]

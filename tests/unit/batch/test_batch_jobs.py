@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from recstack.batch import BatchReader, JobSpec, open_sink, run_job
+from recstack.batch import JobSpec, open_sink, run_job
 from recstack.cli import app
+from recstack.store.tables import BatchReader
 
 N_USERS = 200  # conftest.N_USERS
 
@@ -145,7 +146,8 @@ def test_block_encoding_matches_row_by_row(built_release: tuple[Path, str]) -> N
     (fewer than k items) keep only their items."""
     import numpy as np
 
-    from recstack.batch.jobs import Block, RowEncoder, compute_block, get_scorer
+    from recstack.batch.jobs import RowEncoder
+    from recstack.batch.tasks import Block, compute_block, get_scorer
 
     root, rid = built_release
     for kind, k in (("users", 7), ("pairs", 5)):

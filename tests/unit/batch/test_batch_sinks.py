@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from recstack.batch.sinks import BatchReader, Sink, make_version, open_sink, table_name
 from recstack.errors import ArtifactError, InvalidArgumentError, UnavailableError
+from recstack.store.tables import BatchReader, Sink, make_version, open_sink, table_name
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -20,12 +20,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import Request
 from starlette.responses import Response
 
-from recstack.batch.sinks import DEFAULT_SINK, BatchReader
 from recstack.errors import InvalidArgumentError, NotFoundError
 from recstack.serving._catalog import Catalog
 from recstack.serving.api._json import JSONBody, request_id
 from recstack.serving.api.schemas import ErrorResponse
 from recstack.serving.pipeline import RecRequest
+from recstack.store.tables import DEFAULT_SINK, BatchReader
 
 __all__ = ["BatchProvider", "BatchSettings", "install", "router"]
 

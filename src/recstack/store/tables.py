@@ -1,4 +1,5 @@
-"""Versioned batch tables in SQLite or PostgreSQL, flipped atomically, and their readers.
+"""Versioned recommendation tables in SQLite or PostgreSQL: written by batch jobs (the sinks),
+flipped atomically, and read by serving (`BatchReader`).
 
 Layout (both backends)::
 

@@ -1,0 +1,92 @@
+"""`recstack evaluate`: fit and evaluate models under a named protocol."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from recstack._progress import console
+from recstack.errors import RecstackError
+
+
+def _evaluate_choices() -> tuple[list[str], list[str]]:
+    from recstack.evaluation.protocols import protocol_names
+    from recstack.models.registry import names
+
+    return protocol_names(), names()
+
+
+def evaluate_cmd(
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="Dataset name (ml-100k, ml-1m...) or path.")
+    ] = "ml-100k",
+    protocol: Annotated[
+        str, typer.Option("--protocol", "-p", help="stratified, temporal, tfrs, leave-last-out...")
+    ] = "stratified",
+    models: Annotated[
+        str, typer.Option("--models", "-m", help="Comma-separated model names.")
+    ] = "pop,itemknn,ease,als,bpr",
+    tune: Annotated[
+        bool, typer.Option("--tune", help="Choose hyperparameters on a validation split of train.")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split(s).")] = 42,
+    json_path: Annotated[str | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+    report: Annotated[
+        str | None, typer.Option("--report", help="Write a self-contained HTML report here.")
+    ] = None,
+    data_format: Annotated[
+        str | None,
+        typer.Option("--format", help="Force the dataset layout (movielens-latest, tabular, recstack...)."),
+    ] = None,
+) -> None:
+    """Fit and evaluate models under a named protocol; print a table, optionally write JSON / HTML."""
+    from rich.table import Table
+
+    from recstack.data.loading import load_dataset
+    from recstack.evaluation.protocols import run_protocol
+    from recstack.evaluation.report import TABLE_COLUMNS, write_html, write_json
+
+    protocols, model_choices = _evaluate_choices()
+    if protocol not in protocols:
+        raise typer.BadParameter(
+            f"unknown protocol {protocol!r}; choose from {', '.join(protocols)}", param_hint="--protocol"
+        )
+    model_names = [m.strip() for m in models.split(",") if m.strip()]
+    bad = [m for m in model_names if m not in model_choices]
+    if bad or not model_names:
+        raise typer.BadParameter(
+            f"unknown model(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(model_choices)}",
+            param_hint="--models",
+        )
+    try:
+        ds = load_dataset(dataset, format=data_format)
+    except RecstackError:
+        raise
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--format/--dataset") from exc
+    result = run_protocol(ds, protocol, model_names, tune=tune, seed=seed)
+    table = Table(title=f"{result['dataset']} · {protocol}{' · tuned' if tune else ''} · seed {seed}")
+    table.add_column("model", style="bold")
+    for _, label in TABLE_COLUMNS:
+        table.add_column(label, justify="right")
+    for name, res in result["results"].items():
+        cells = []
+        for key, _ in TABLE_COLUMNS:
+            v = res.get(key)
+            cells.append("–" if v is None else f"{v:.2f}" if key == "fit_seconds" else f"{v:.4f}")
+        table.add_row(name, *cells)
+
+    out = console(stderr=False)
+    out.print(table)
+    for name, res in result["results"].items():
+        if "cold" in res:
+            c = res["cold"]
+            typer.echo(
+                f"cold-start users ({c['n_users']}) {name}: ndcg@10 {c['ndcg@10']:.4f} "
+                f"recall@10 {c['recall@10']:.4f} hr@10 {c['hr@10']:.4f}"
+            )
+    if json_path:
+        typer.echo(f"wrote {write_json(result, json_path)}")
+    if report:
+        typer.echo(f"wrote {write_html(result, report)}")

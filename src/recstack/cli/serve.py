@@ -1,0 +1,51 @@
+"""`recstack serve`: the REST API and web UI of one release."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from recstack._progress import console
+
+
+def serve_cmd(
+    release: Annotated[str | None, typer.Option("--release", help="Release id (or unique prefix).")] = None,
+    channel: Annotated[str, typer.Option("--channel", help="Channel without --release.")] = "production",
+    store: Annotated[str, typer.Option("--store", help="Feature store: embedded or redis.")] = "embedded",
+    redis_url: Annotated[str | None, typer.Option("--redis-url", help="Redis URL for --store redis.")] = None,
+    index: Annotated[
+        str | None, typer.Option("--index", help="ANN backend: faiss, exact, milvus (default: release's).")
+    ] = None,
+    pipeline: Annotated[Path | None, typer.Option("--pipeline", help="Pipeline TOML.")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="uvicorn worker processes.")] = 1,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8000,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="X-API-Key for /admin (default: RECSTACK_SERVE_API_KEY).")
+    ] = None,
+    releases_dir: Annotated[Path | None, typer.Option("--releases-dir", help="Releases directory.")] = None,
+) -> None:
+    """Serve the REST API (OpenAPI docs at /docs) for one release."""
+    from recstack.errors import InvalidArgumentError
+    from recstack.serving._serve import check_release, run_server
+    from recstack.serving.settings import ServingSettings
+
+    if store not in ("embedded", "redis"):
+        raise InvalidArgumentError(f"--store must be embedded or redis, got {store!r}")
+    if index is not None and index not in ("faiss", "exact", "milvus"):
+        raise InvalidArgumentError(f"--index must be faiss, exact or milvus, got {index!r}")
+    overrides: dict[str, object] = {"channel": channel, "store": store, "workers": workers}
+    overrides.update(host=host, port=port)
+    optional = {"release": release, "redis_url": redis_url, "index": index, "pipeline": pipeline}
+    optional.update(api_key=api_key, releases_dir=releases_dir)
+    for key, value in optional.items():
+        if value is not None:
+            overrides[key] = value
+    settings = ServingSettings.model_validate(overrides)
+    rid = check_release(settings)
+    console().print(
+        f"serving release [bold]{rid}[/bold] on http://{host}:{port} (docs /docs), workers {workers}"
+    )
+    run_server(settings)
