@@ -24,6 +24,7 @@ __all__ = ["ERROR_TEXT", "errors", "run_blocking"]
 T = TypeVar("T")
 
 ERROR_TEXT: dict[int, str] = {
+    400: "malformed body (not JSON, or not UTF-8)",
     401: "missing or wrong X-API-Key header",
     403: "this endpoint is disabled (no API key configured)",
     404: "unknown id",

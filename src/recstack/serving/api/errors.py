@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
+from starlette.routing import compile_path
 
 from recstack.errors import RecstackError
 from recstack.serving.api._json import JSONBody, request_id
@@ -56,14 +56,23 @@ def internal_error_body(rid: str) -> dict[str, object]:
     }
 
 
-def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route accepts on this path (the routes of one path may be split by method)."""
-    methods: set[str] = set()
-    scope = {**request.scope, "method": "GET"}
-    for route in request.app.router.routes:
-        match, _ = route.matches(scope)
-        if match is not Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
+def _allowed_methods(request: Request, raised: str) -> list[str]:
+    """Every method the path allows: the route's own (``raised``, from Starlette) and those of the
+    other routes of the same path in the OpenAPI schema (GET and POST /admin/reload are two routes)."""
+    app = request.app
+    patterns = getattr(app.state, "allow_patterns", None)
+    if patterns is None:
+        patterns = []
+        for template, ops in (app.openapi().get("paths") or {}).items():
+            regex, _, _ = compile_path(template)
+            patterns.append((regex, {m.upper() for m in ops if m != "parameters"}))
+        app.state.allow_patterns = patterns
+    methods = {m.strip() for m in raised.split(",") if m.strip()}
+    for regex, ms in patterns:
+        if regex.match(request.url.path):
+            methods |= ms
+    if "GET" in methods:
+        methods.add("HEAD")
     return sorted(methods)
 
 
@@ -98,8 +107,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404 and msg == "Not Found":
         msg = f"no endpoint {request.url.path}; see /docs for the API"
     elif exc.status_code == 405:
-        allowed = _allowed_methods(request) or headers.get("Allow", "").split(", ")
-        headers["Allow"] = ", ".join(allowed)
+        headers["Allow"] = ", ".join(_allowed_methods(request, headers.get("Allow", "")))
         msg = f"{request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}"
     elif exc.status_code == 413:
         limit = request.app.state.settings.max_body_bytes

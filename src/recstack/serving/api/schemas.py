@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     Strict,
@@ -65,15 +66,34 @@ MAX_GENRES = 64
 MIN_TIMESTAMP = 631_152_000
 #: how far in the future an event may be (clock skew between a client and the server), seconds
 FUTURE_SLACK = 86_400
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: largest integer id: JSON-safe (every JSON parser, JavaScript's included, holds it exactly)
+MAX_INT_ID = 2**53 - 1
 
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+
+
+def _json_int(v: Any) -> Any:
+    """A JSON integer: an int or an integral float (``7.0``); never a bool or a string."""
+    if isinstance(v, (bool, str)):
+        raise ValueError("must be a JSON integer (not a string or a boolean)")
+    if isinstance(v, float) and v.is_integer() and abs(v) <= 2**63:
+        return int(v)
+    return v
+
+
+_JSON_INT = BeforeValidator(_json_int)
+#: an integer of a JSON body (as JSON Schema's ``integer``: 7 and 7.0, not "7" or true); constraints
+#: go before the validator (``Annotated[int, Field(ge=1), _JSON_INT]``) to reach the JSON schema
+JInt = Annotated[int, _JSON_INT]
+JBool = Annotated[bool, Strict()]
+JFloat = Annotated[float, Strict()]
 
 StrId = Annotated[
     str, Strict(), StringConstraints(min_length=1, max_length=ID_MAX_LENGTH, pattern=_PRINTABLE)
 ]
-IntId = Annotated[int, Strict(), Field(ge=INT64_MIN, le=INT64_MAX)]
-#: an external user or item id: a JSON integer within int64, or a string of 1..64 printable characters
+IntId = Annotated[int, Field(ge=-MAX_INT_ID, le=MAX_INT_ID), _JSON_INT]
+#: an external user or item id: a JSON integer within +-(2**53 - 1), or a string of 1..64 printable
+#: characters
 ExternalId = IntId | StrId
 
 
@@ -89,24 +109,32 @@ def check_timestamp(ts: int) -> int:
 
 Timestamp = Annotated[
     int,
-    Strict(),
     Field(
         ge=MIN_TIMESTAMP,
         description="Unix seconds, 1990-01-01 .. now + 1 day (default: now); milliseconds are refused",
         json_schema_extra={"x-recstack": "timestamp"},
     ),
+    _JSON_INT,
     AfterValidator(check_timestamp),
 ]
 
 Genre = Annotated[
     str, StringConstraints(min_length=1, max_length=64), Field(json_schema_extra={"x-recstack": "genre"})
 ]
-Year = Annotated[int, Field(ge=0, le=9999)]
+Year = Annotated[int, Field(ge=0, le=9999), _JSON_INT]
+QueryYear = Annotated[int, Field(ge=0, le=9999)]
 KParam = Annotated[
     int,
     Field(
         ge=1, description="number of items: 1..k_max (GET /v1/release)", json_schema_extra={"x-recstack": "k"}
     ),
+]
+BodyK = Annotated[
+    int,
+    Field(
+        ge=1, description="number of items: 1..k_max (GET /v1/release)", json_schema_extra={"x-recstack": "k"}
+    ),
+    _JSON_INT,
 ]
 ModelParam = Annotated[
     str,
@@ -125,7 +153,7 @@ class _Strict(BaseModel):
 class Profile(_Strict):
     """A new user's demographics (any subset)."""
 
-    age: int | None = Field(default=None, ge=1, le=120)
+    age: Annotated[int, Field(ge=1, le=120), _JSON_INT] | None = None
     gender: str | None = Field(default=None, max_length=16)
     occupation: str | None = Field(default=None, max_length=64)
     zip_code: str | None = Field(default=None, max_length=16)
@@ -143,7 +171,7 @@ class RecFilters(_Strict):
     )
     year_min: Year | None = None
     year_max: Year | None = None
-    exclude_seen: bool | None = Field(
+    exclude_seen: JBool | None = Field(
         default=None, description="default: the pipeline's filters.exclude_seen"
     )
 
@@ -161,8 +189,8 @@ class RecommendationQuery(BaseModel):
     exclude_genres: list[Genre] | None = Field(
         default=None, max_length=MAX_GENRES, description="never these genres"
     )
-    year_min: Year | None = None
-    year_max: Year | None = None
+    year_min: QueryYear | None = None
+    year_max: QueryYear | None = None
     explain: bool = False
     source: Literal["online", "batch"] = Field(
         default="online", description="online pipeline or batch tables"
@@ -176,10 +204,10 @@ class RecommendationRequest(_Strict):
     user_id: ExternalId | None = None
     profile: Profile | None = None
     liked_items: list[ExternalId] | None = Field(default=None, max_length=MAX_LIST)
-    k: KParam | None = None
+    k: BodyK | None = None
     model: ModelParam | None = None
     filters: RecFilters = Field(default_factory=RecFilters)
-    explain: bool = False
+    explain: JBool = False
 
 
 class ScoredItem(BaseModel):
@@ -227,7 +255,7 @@ class RatingEvent(_EventBase):
     """A rating (0..10) of an item."""
 
     type: Literal["rating"]
-    rating: float = Field(ge=0.0, le=10.0, allow_inf_nan=False)
+    rating: JFloat = Field(ge=0.0, le=10.0, allow_inf_nan=False)
 
     @field_validator("rating")
     @classmethod

@@ -162,6 +162,7 @@ async def _wait_all(h: StateHolder, release: str, seq: int | None) -> tuple[bool
     responses={
         200: {"description": "loaded (wait=true): every worker serves the release"},
         **errors(
+            400,
             401,
             403,
             404,

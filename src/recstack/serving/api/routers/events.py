@@ -23,6 +23,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["events"])
 
 _ERR = errors(
+    400,
     401,
     404,
     413,

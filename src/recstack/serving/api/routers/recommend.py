@@ -29,6 +29,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["recommendations"])
 
 _ERRORS = errors(
+    400,
     404,
     413,
     422,
