@@ -80,7 +80,8 @@ def _describe(err: dict[str, Any]) -> str:
     loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",)) or "request"
     msg = str(err.get("msg", "invalid value"))
     if "input" in err and err.get("type") != "missing" and not isinstance(err["input"], dict | list):
-        return f"{loc}: {msg} (got {err['input']!r})"
+        got = repr(err["input"])
+        return f"{loc}: {msg} (got {got if len(got) <= 80 else got[:77] + '...'})"
     return f"{loc}: {msg}"
 
 

@@ -29,21 +29,73 @@ def _new_id() -> str:
     return os.urandom(8).hex()
 
 
+async def _too_large(send: Send, rid: str, limit: int) -> None:
+    body = _dumps(
+        {
+            "error": {
+                "code": "too_large",
+                "message": f"request body larger than {limit:,} bytes (the server's max_body_bytes)",
+            },
+            "request_id": rid,
+        }
+    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", rid.encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _counting(receive: Receive, limit: int) -> Receive:
+    """``receive`` that raises a 413 once more than ``limit`` body bytes arrived."""
+    seen = [0]
+
+    async def wrapped() -> Message:
+        message = await receive()
+        if message["type"] == "http.request":
+            seen[0] += len(message.get("body", b""))
+            if seen[0] > limit:
+                from fastapi import HTTPException
+
+                raise HTTPException(status_code=413, detail="request body too large")
+        return message
+
+    return wrapped
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    """Also the request body limit: a ``Content-Length`` above ``max_body_bytes`` is answered 413 at
+    once (the body is never read); a body without one is counted as it arrives and refused (413)
+    when it passes the limit."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int | None = None) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         rid = ""
+        length = -1
         for k, v in scope.get("headers", ()):
             if k == b"x-request-id":
                 cand = v.decode("latin-1")
                 rid = cand if _VALID_ID.match(cand) else ""
-                break
+            elif k == b"content-length":
+                length = int(v) if v.isdigit() else -1
         rid = rid or _new_id()
+        limit = self.max_body_bytes
+        if limit is not None:
+            if length > limit:
+                await _too_large(send, rid, limit)
+                metrics.child(metrics.REQUESTS, "unmatched", scope.get("method", ""), "413").inc()
+                return
+            if length < 0:
+                receive = _counting(receive, limit)
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = rid
         status = [500]

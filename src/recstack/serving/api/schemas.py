@@ -182,8 +182,8 @@ class RecommendationQuery(BaseModel):
 
     k: KParam | None = None
     model: ModelParam | None = None
-    exclude: list[Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX_LENGTH)]] | None = Field(
-        default=None, max_length=MAX_LIST, description="item ids to leave out"
+    exclude: list[Annotated[str, StringConstraints(min_length=1)]] | None = Field(
+        default=None, max_length=MAX_LIST, description="item ids to leave out (also comma-separated)"
     )
     genres: list[Genre] | None = Field(default=None, max_length=MAX_GENRES, description="only these genres")
     exclude_genres: list[Genre] | None = Field(

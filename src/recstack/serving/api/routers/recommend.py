@@ -77,6 +77,8 @@ async def user_recommendations(
     exclude = split_csv(q.exclude)
     if len(exclude) > MAX_LIST:
         raise InvalidArgumentError(f"exclude holds {len(exclude)} item ids; at most {MAX_LIST}")
+    if any(len(e) > ID_MAX_LENGTH for e in exclude):
+        raise InvalidArgumentError(f"exclude: an item id has more than {ID_MAX_LENGTH} characters")
     req = RecRequest(
         user_id=user_id,
         k=q.k,
