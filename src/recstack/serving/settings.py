@@ -49,7 +49,7 @@ class ServingSettings(BaseSettings):
         default=256 * 1024, ge=1024, description="largest request body accepted (413 above it)"
     )
     blocking_threads: int = Field(
-        default=16,
+        default=64,
         ge=1,
         description="per process: worker threads for the blocking part of requests (ranking, store "
         "calls); more requests wait for a free thread, off the event loop",
