@@ -173,8 +173,17 @@ def _docs_last(app: FastAPI) -> None:
     app.router.routes[:] = front + [r for r in routes if getattr(r, "path", None) in docs]
 
 
+#: seconds a thread may hold the GIL while another waits (CPython's default: 0.005). The request
+#: threads rank in Python between numpy / ONNX calls; a shorter interval lets the event loop (which
+#: answers /healthz and accepts connections) take the GIL back sooner
+SWITCH_INTERVAL = 0.001
+
+
 def app_from_env() -> FastAPI:
     """uvicorn factory (``recstack.serving.api.app:app_from_env``): settings from the environment."""
+    import sys
+
+    sys.setswitchinterval(SWITCH_INTERVAL)
     settings = ServingSettings()
     if settings.log_json:
         configure_json_logging()
