@@ -38,6 +38,8 @@ def schemathesis_command(url: str, key: str, seed: int, examples: int, workers: 
         f"X-API-Key: {key}",
         "--generation-database",
         "none",
+        "--request-timeout",
+        "60",
         "--no-color",
     ]
 
@@ -51,7 +53,7 @@ def test_schemathesis_every_check(tmp_path: Path) -> None:
             cwd=tmp_path,
             capture_output=True,
             text=True,
-            timeout=900,
+            timeout=1800,
         )
         server_log = srv.output(3000)
     out = res.stdout + res.stderr
