@@ -7,7 +7,9 @@ and dense matrix products, argpartition, ONNX Runtime) release the GIL.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -17,6 +19,8 @@ from recstack.batch.tasks import Block, BlockResult, JobSpec, compute_block
 from recstack.errors import InvalidArgumentError
 
 __all__ = ["LocalRunner", "RayRunner", "Runner", "make_runner"]
+
+log = logging.getLogger(__name__)
 
 
 class Runner(ABC):
@@ -70,17 +74,43 @@ def _ray_compute(spec: JobSpec, block: Block) -> tuple[Any, ...]:
     return res.keys, res.items, res.scores, res.seconds
 
 
+def _start_local(num_cpus: int | None, attempts: int) -> None:
+    """``ray.init`` of a local instance, retried when its node does not come up in Ray's fixed wait."""
+    import ray
+
+    for attempt in range(1, max(1, attempts) + 1):
+        try:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            return
+        except Exception as exc:  # Ray raises a bare Exception for this
+            if "timed out during startup" not in str(exc) or attempt >= attempts:
+                raise
+            log.warning("local Ray did not start in time (attempt %d of %d); retrying", attempt, attempts)
+            ray.shutdown()
+            time.sleep(2.0 * attempt)
+
+
 class RayRunner(Runner):
     """Blocks as Ray remote tasks returning numpy arrays; the driver writes them to the sink.
 
     ``address``: a running cluster (``ray://...`` or ``host:port``, ``auto``); None starts a local
     instance with ``num_cpus`` CPUs and no dashboard, shut down by `close`. Every worker process
     loads the release once (by id from ``releases_dir``, which must be reachable from every node).
+
+    Starting a local instance on a small busy machine can exceed Ray's fixed 30 s wait for its raylet
+    ("The current node timed out during startup"; seen on 2 loaded cores while the same start takes
+    8 s alone): such a start is retried, after a clean shutdown, up to ``start_attempts`` times.
     """
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = 2, max_in_flight: int = 8) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: int | None = 2,
+        max_in_flight: int = 8,
+        start_attempts: int = 3,
+    ) -> None:
         import ray
 
         self.address = address
@@ -92,7 +122,7 @@ class RayRunner(Runner):
                 # a local head on a busy small machine can take longer than Ray's default 30 s to
                 # bind its GCS port (seen on 2 cores under load); the user's own setting wins
                 os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
-                ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+                _start_local(num_cpus, start_attempts)
             self._started = True
         self._remote = ray.remote(num_cpus=1)(_ray_compute)
         self.max_in_flight = max_in_flight

@@ -35,6 +35,13 @@ def serve_cmd(
             "postgresql://... or 'off'.",
         ),
     ] = "auto",
+    events_auth: Annotated[
+        bool, typer.Option("--events-auth", help="POST /v1/events needs the X-API-Key too (needs --api-key).")
+    ] = False,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option("--run-dir", help="Run directory: the service's release target, worker status."),
+    ] = None,
 ) -> None:
     """Serve the REST API (OpenAPI docs at /docs) for one release."""
     from recstack.errors import InvalidArgumentError
@@ -48,19 +55,23 @@ def serve_cmd(
     overrides: dict[str, object] = {"channel": channel, "store": store, "workers": workers}
     overrides.update(host=host, port=port)
     optional = {"release": release, "redis_url": redis_url, "index": index, "pipeline": pipeline}
-    optional.update(api_key=api_key, releases_dir=releases_dir)
+    optional.update(api_key=api_key, releases_dir=releases_dir, run_dir=run_dir)
+    if events_auth:
+        overrides["events_auth"] = True
     for key, value in optional.items():
         if value is not None:
             overrides[key] = value
     settings = ServingSettings.model_validate(overrides)
+    if settings.events_auth and settings.api_key is None:
+        raise InvalidArgumentError("--events-auth needs --api-key (or RECSTACK_SERVE_API_KEY)")
     if event_log == "auto":
         from recstack.events import default_log_url
 
         event_log = default_log_url(settings.releases_path(), settings.store, settings.redis_url)
     settings = settings.model_copy(update={"event_log": event_log})
-    rid = check_release(settings)
+    rid = check_release(settings)  # resolved and verified: a bad release fails here, in one line
     console().print(
         f"serving release [bold]{rid}[/bold] on http://{host}:{port} (docs /docs), workers {workers}, "
         f"event log {event_log}"
     )
-    run_server(settings)
+    run_server(settings, release_id=rid)

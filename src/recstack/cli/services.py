@@ -66,7 +66,8 @@ def services_start_cmd(
 
 @services_app.command("status")
 def services_status_cmd(run_dir: _SvcRunDir = None) -> None:
-    """Each service's process and gRPC health (grpc.health.v1); exit 1 when one is not SERVING."""
+    """Each service's process and gRPC health (grpc.health.v1); exit 1 when none runs or one that
+    was started is not SERVING."""
     from rich.table import Table
 
     from recstack.serving.grpc import launcher
@@ -81,7 +82,8 @@ def services_status_cmd(run_dir: _SvcRunDir = None) -> None:
         table.add_row(r.name, str(r.pid or "-"), r.address, proc, f"[{style}]{r.health}[/{style}]", r.release)
     out = console(stderr=False)
     out.print(table)
-    if any(r.pid is not None and r.health != "SERVING" for r in rows):
+    started = [r for r in rows if r.pid is not None]
+    if not started or any(r.health != "SERVING" for r in started):
         raise typer.Exit(1)
 
 

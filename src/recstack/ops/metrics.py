@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -27,6 +28,7 @@ from prometheus_client import (
 __all__ = [
     "COLD_STARTS",
     "CONTENT_TYPE_LATEST",
+    "DEGRADED",
     "FALLBACKS",
     "RANKER_MEMO",
     "RELEASE_INFO",
@@ -35,6 +37,7 @@ __all__ = [
     "REQUEST_LATENCY",
     "STAGE_LATENCY",
     "child",
+    "degraded_answer",
     "multiprocess_enabled",
     "observe_stages",
     "render",
@@ -84,6 +87,12 @@ STAGE_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 FALLBACKS = Counter("recstack_fallbacks_total", "Pipeline fallbacks by kind.", ["kind"])
+DEGRADED = Counter(
+    "recstack_degraded_total",
+    "Answers served without part of their data (e.g. the user's online events while Redis is "
+    "unavailable), by reason.",
+    ["reason"],
+)
 COLD_STARTS = Counter("recstack_cold_start_total", "Recommendations for users unknown to the release.")
 RANKER_MEMO = Counter(
     "recstack_ranker_memo_lookups_total",
@@ -137,14 +146,26 @@ def child(metric: Any, *labels: str) -> Any:
     return c
 
 
-def observe_stages(timings: dict[str, float], fallbacks: list[str], cold_start: bool) -> None:
-    """Record one pipeline run: ``timings`` stage -> seconds."""
+def observe_stages(
+    timings: dict[str, float],
+    fallbacks: list[str],
+    cold_start: bool,
+    degraded: Sequence[str] = (),
+) -> None:
+    """Record one pipeline run: ``timings`` stage -> seconds; ``degraded``: what it lacked."""
     for stage, seconds in timings.items():
         child(STAGE_LATENCY, stage).observe(seconds)
     for kind in fallbacks:
         child(FALLBACKS, kind).inc()
     if cold_start:
         COLD_STARTS.inc()
+    for what in degraded:
+        degraded_answer(what)
+
+
+def degraded_answer(what: str) -> None:
+    """Count one degraded answer; the reason label is the text before its first colon (bounded)."""
+    child(DEGRADED, what.split(":", 1)[0][:64]).inc()
 
 
 def render() -> tuple[bytes, str]:

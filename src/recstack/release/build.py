@@ -38,7 +38,7 @@ import numpy.typing as npt
 from pydantic import Field, field_validator, model_validator
 
 from recstack import __version__
-from recstack._progress import progress_bar
+from recstack._progress import console, progress_bar
 from recstack.config import ComponentConfig, load_toml
 from recstack.data.dataset import Dataset
 from recstack.errors import ArtifactError, ConfigError, InvalidArgumentError
@@ -318,6 +318,21 @@ def _scalar_metrics(result: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+#: fewer test users than this and the holdout metrics mean little (one user: NDCG 1.0 or 0.0)
+MIN_TEST_USERS = 20
+
+
+def _too_few_test_users(test: Any, protocol: str) -> str | None:
+    """A warning when the split's test set has fewer than `MIN_TEST_USERS` users, else None."""
+    n = int(test.interactions["user"].n_unique()) if test.n_interactions else 0
+    if n >= MIN_TEST_USERS:
+        return None
+    return (
+        f"the {protocol} split leaves {n} test user{'s' if n != 1 else ''} (fewer than {MIN_TEST_USERS}): "
+        "its metrics (NDCG and the rest) say almost nothing about the models; use more data"
+    )
+
+
 def _catalog_popularity(train: Dataset) -> list[float]:
     """Share of the catalog's interactions per popularity bin (the report's long-tail plot)."""
     try:
@@ -522,6 +537,11 @@ def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Ti
 
                 sp_ = split_fn(dataset, cfg.split.protocol, seed=cfg.split.seed)
                 results["counts"] = {"train": sp_.train.n_interactions, "test": sp_.test.n_interactions}
+                few = _too_few_test_users(sp_.test, cfg.split.protocol)
+                if few is not None:
+                    log.warning("%s", few)
+                    console().print(f"[yellow]warning:[/yellow] {few}")
+                    results.setdefault("warnings", []).append(few)
                 results["catalog_popularity"] = _catalog_popularity(sp_.train)
                 # temporal: the headline figures are over warm users (cold-start users have no history)
                 users = sp_.warm_test_users if cfg.split.protocol == "temporal" else None

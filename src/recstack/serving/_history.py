@@ -3,6 +3,13 @@
 `MemoryHistory` keeps the new events in process memory (per worker: with several workers and no
 shared store, an event is seen by the worker that received it). A `FeatureStore` (embedded or
 Redis, `recstack.store`) replaces it when configured: `StoreHistory` adapts one.
+
+Degrading explicitly. When the store cannot answer a read (Redis down, timing out, or restarted
+empty), `StoreHistory.get` does not fail the request and does not pretend either: it returns the
+release's own history of the user (from the catalogue, in process) with ``degraded`` saying that
+the events received online are missing and why; the API puts that in the response body and counts it
+in ``recstack_degraded_total``. Writes (`append`) are never degraded: they fail with a 503 and store
+nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from recstack.errors import InvalidArgumentError, UnavailableError
 from recstack.serving._catalog import Catalog
 
 __all__ = ["EVENT_KINDS", "History", "HistoryBackend", "MemoryHistory", "StoreHistory"]
@@ -30,6 +38,8 @@ class History:
     items: npt.NDArray[np.int64]
     ratings: npt.NDArray[np.float32]
     timestamps: npt.NDArray[np.int64]
+    #: why this history may lack the user's online events (None: complete)
+    degraded: str | None = None
 
     def __len__(self) -> int:
         return int(self.items.shape[0])
@@ -53,8 +63,8 @@ class HistoryBackend(Protocol):
         rating: float | None,
         ts: int,
         offset: int | None = None,
-    ) -> History:
-        """Append one event (at most once per event-log ``offset``); the user's history after it."""
+    ) -> int:
+        """Store one event (at most once per event-log ``offset``); the user's history length after it."""
         ...
 
 
@@ -92,7 +102,9 @@ class MemoryHistory:
         rating: float | None,
         ts: int,
         offset: int | None = None,
-    ) -> History:
+    ) -> int:
+        if not 0 <= ts < 2**63:
+            raise InvalidArgumentError(f"timestamp {ts} must be Unix seconds between 0 and 2**63 - 1")
         with self._lock:
             if offset is None or offset not in self._offsets:
                 if offset is not None:
@@ -101,7 +113,7 @@ class MemoryHistory:
                 ei.append(int(item_idx))
                 er.append(float("nan") if rating is None else float(rating))
                 et.append(int(ts))
-        return self.get(user_key, user_idx)
+        return len(self.get(user_key, user_idx))
 
 
 class StoreHistory:
@@ -113,7 +125,14 @@ class StoreHistory:
         self.catalog = catalog
 
     def get(self, user_key: str, user_idx: int | None) -> History:
-        raw = self.store.get_history(user_key if user_idx is None else user_idx)
+        try:
+            raw = self.store.get_history(user_key if user_idx is None else user_idx)
+        except UnavailableError as exc:
+            if user_idx is None:
+                items, ratings, times = np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64)
+            else:
+                items, ratings, times = self.catalog.base_history(user_idx)
+            return History(items, ratings, times, degraded=f"recent events missing: {exc.message}")
         return _as_history(raw)
 
     def append(
@@ -125,10 +144,14 @@ class StoreHistory:
         rating: float | None,
         ts: int,
         offset: int | None = None,
-    ) -> History:
+    ) -> int:
         key = user_key if user_idx is None else user_idx
-        self.store.append_event(key, int(item_idx), kind, rating, ts, offset=offset)
-        return self.get(user_key, user_idx)
+        return int(self.store.append_event(key, int(item_idx), kind, rating, ts, offset=offset))
+
+    def health(self) -> dict[str, Any]:
+        """The store's own report (Redis: ``status`` ok / unavailable / empty); in process: ok."""
+        probe = getattr(self.store, "health", None)
+        return dict(probe()) if probe is not None else {"status": "ok", "detail": None}
 
 
 def _as_history(raw: Any) -> History:

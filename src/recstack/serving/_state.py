@@ -2,12 +2,22 @@
 
 A request reads ``holder.current`` once and uses that state to the end, so a reload never changes
 the release under a request in flight; the old state is dropped when its last request finishes.
+
+Which release a worker serves is decided by the service's target (`recstack.serving._target`): the
+holder loads it at start, watches it while serving and converges to it. After a swap the old state's
+background work (the ranker memo's prewarm) is stopped, and once it is unreferenced the memory goes
+back to the system (``gc.collect`` + glibc's ``malloc_trim``): 20 reloads leave the RSS where one
+left it (benchmarks/bench_reload.py).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import ctypes
+import gc
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -24,6 +34,7 @@ from recstack.serving._events import EventSink, HistoryFeed
 from recstack.serving._history import HistoryBackend, MemoryHistory, StoreHistory
 from recstack.serving._ranker import TwoStageRanker, UserTower
 from recstack.serving._release import ServingRelease
+from recstack.serving._target import POLL_SECONDS, RunDir, Target
 from recstack.serving.pipeline import Pipeline, PipelineConfig
 from recstack.serving.settings import ServingSettings
 
@@ -44,6 +55,8 @@ class ServingState:
     index_backend: str | None
     loaded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     load_seconds: float = 0.0
+    #: set when the state is replaced: its background threads (prewarm) stop
+    stop: threading.Event = field(default_factory=threading.Event)
     #: keeps the histories in step with the event log (None without a log)
     feed: HistoryFeed | None = None
 
@@ -105,20 +118,28 @@ def _open_history(release: ServingRelease, settings: ServingSettings, catalog: A
         if settings.store == "redis":
             raise ConfigError("store=redis needs recstack.store") from None
         return MemoryHistory(catalog)
+    limits = settings.event_limits()
     if settings.store == "embedded":
-        return StoreHistory(open_store("embedded", release=release), catalog)
+        return StoreHistory(open_store("embedded", release=release, limits=limits), catalog)
     try:
-        st = open_store("redis", release=release, url=settings.redis_url)
+        st = open_store(
+            "redis",
+            release=release,
+            url=settings.redis_url,
+            prefix=settings.redis_prefix,
+            limits=limits,
+            timeout=settings.redis_timeout,
+            retries=settings.redis_retries,
+        )
     except (ConnectionError, OSError) as exc:
         raise UnavailableError(f"Redis at {settings.redis_url} does not answer: {exc}") from exc
     return StoreHistory(st, catalog)
 
 
-def _start_prewarm(ranker: TwoStageRanker, pipeline: Pipeline) -> None:
+def _start_prewarm(ranker: TwoStageRanker, pipeline: Pipeline, stop: threading.Event) -> None:
     """`TwoStageRanker.prewarm` (with the users' histories as the pipeline reads them) in a daemon
-    thread, stopped and joined at interpreter exit (a thread inside ONNX Runtime / numpy while the
-    interpreter finalises aborts the process)."""
-    stop = threading.Event()
+    thread, stopped by ``stop`` (the state is replaced) and joined at interpreter exit (a thread
+    inside ONNX Runtime / numpy while the interpreter finalises aborts the process)."""
     ids = pipeline.catalog.dataset.user_vocab.ids.to_list()
 
     def recent(u: int) -> Any:
@@ -168,11 +189,12 @@ def build_state(
         tower = UserTower(tower_path)
         index, backend = _open_index(release, settings, emb)
     pipeline = Pipeline(release, config, catalog=catalog, history=history, index=index, user_tower=tower)
+    stop = threading.Event()
     for ranker in pipeline.rankers.values():
         if isinstance(ranker, TwoStageRanker):
             ranker.set_memo(settings.ranker_memo_mb)
             if prewarm and settings.ranker_prewarm:
-                _start_prewarm(ranker, pipeline)
+                _start_prewarm(ranker, pipeline, stop)
     for name in release.retriever_names:  # load (and cache) every retriever before serving
         release.retriever(name)
     return ServingState(
@@ -181,39 +203,86 @@ def build_state(
         store=settings.store,
         index_backend=backend,
         load_seconds=time.perf_counter() - t0,
+        stop=stop,
         feed=feed,
     )
 
 
+def _trim_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the system (glibc ``malloc_trim``; a no-op
+    elsewhere): without it a reload's freed arrays stay in the process's RSS."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+#: seconds before a worker retries loading a target that failed to load
+RETRY_SECONDS = 10.0
+
+
 class StateHolder:
-    """Holds the current `ServingState`; `reload` builds a new one off the request path and swaps
-    the reference atomically."""
+    """Holds the current `ServingState` of this worker and converges it to the service's target
+    (`recstack.serving._target`): `start` loads the target (or, with none yet, ``settings.target()``
+    and makes it the target), `start_watching` follows it; `start_reload` loads a release off the
+    request path, swaps the reference atomically and, with ``publish``, makes it the service's
+    target."""
 
     def __init__(
         self,
         settings: ServingSettings,
         loader: ReleaseLoader,
         config: PipelineConfig | None = None,
+        run_dir: RunDir | None = None,
     ) -> None:
         self.settings = settings
         self.loader = loader
         self.config = config
+        self.run_dir = run_dir
         self.current: ServingState | None = None
         self.loading: str | None = None
         self.last_error: str | None = None
+        #: the service target this worker last converged to (or tries to)
+        self.target: Target | None = None
         self._lock = threading.Lock()
         self.event_log: EventLog | None = open_log(settings.event_log)
         self.sink: EventSink | None = EventSink(self.event_log) if self.event_log is not None else None
         self._poller: threading.Thread | None = None
         self._poll_stop = threading.Event()
+        self._stamp: tuple[int, int, int] | None = None
+        self._failed_at: dict[int, float] = {}
+        self._trim = False
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.pid = os.getpid()
 
+    # ------------------------------------------------------------------ loading
     def load(self, target: str) -> ServingState:
         """Load ``target`` (release id or channel) and make it current; returns the new state."""
         state = build_state(
             self.loader(target), self.settings, self.config, prewarm=True, event_log=self.event_log
         )
-        self.current = state  # one reference assignment: atomic for readers
-        self.start_polling()
+        self._swap(state)
+        return state
+
+    def _swap(self, state: ServingState) -> None:
+        old, self.current = self.current, state  # one reference assignment: atomic for readers
+        if old is not None and old is not state:
+            old.stop.set()
+            self._trim = True  # on the watcher's next tick, once the requests in flight are done
+        self.report()
+
+    def start(self) -> ServingState:
+        """At worker start: load the service's target (written by ``recstack serve``); without one,
+        load ``settings.target()`` and make its release the target."""
+        target = self.run_dir.read_target() if self.run_dir is not None else None
+        if target is None:
+            state = self.load(self.settings.target())
+            if self.run_dir is not None:
+                target = self.run_dir.write_target(state.release_id, self.settings.target())
+        else:
+            state = self.load(target.release)
+        self.target = target
+        self.report()
         return state
 
     def start_polling(self) -> None:
@@ -244,13 +313,20 @@ class StateHolder:
             self.sink.close()
 
     def start_reload(
-        self, target: str, on_done: Callable[[ServingState | None, Exception | None], None]
+        self,
+        target: str,
+        on_done: Callable[[ServingState | None, Exception | None], None],
+        *,
+        publish: bool = False,
     ) -> bool:
-        """Start loading ``target`` in a background thread; False when a reload is already running."""
+        """Start loading ``target`` in a background thread; False when a reload is already running.
+        ``publish``: once loaded here, make its release the service's target (the other workers
+        follow)."""
         with self._lock:
             if self.loading is not None:
                 return False
             self.loading = target
+        self.report()
 
         def run() -> None:
             state: ServingState | None = None
@@ -258,6 +334,8 @@ class StateHolder:
             try:
                 state = self.load(target)
                 self.last_error = None
+                if publish and self.run_dir is not None:
+                    self.target = self.run_dir.write_target(state.release_id, target)
             except Exception as exc:  # reported through /admin/reload status, never crashes serving
                 err = exc
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -265,7 +343,85 @@ class StateHolder:
             finally:
                 with self._lock:
                     self.loading = None
+                self.report()
             on_done(state, err)
 
         threading.Thread(target=run, name=f"reload-{target}", daemon=True).start()
         return True
+
+    # ------------------------------------------------------------------ converging
+    def report(self) -> None:
+        """Write this worker's status into the run directory."""
+        if self.run_dir is None:
+            return
+        cur = self.current
+        t = self.target
+        status = {
+            "release": cur.release_id if cur else None,
+            "target": t.release if t else None,
+            "target_seq": t.seq if t else None,
+            "loading": self.loading,
+            "error": self.last_error,
+        }
+        try:
+            self.run_dir.write_status(self.pid, status)
+        except OSError as exc:  # pragma: no cover - run dir removed under us
+            log.warning("cannot write the worker status: %s", exc)
+
+    def check_target(self, on_done: Callable[[ServingState | None, Exception | None], None]) -> None:
+        """One convergence step: when the target file changed and names another release, load it."""
+        if self.run_dir is None:
+            return
+        stamp = self.run_dir.stamp()
+        target = self.target
+        if stamp != self._stamp:
+            self._stamp = stamp
+            new = self.run_dir.read_target()
+            if new is not None:
+                target = self.target = new
+                self.report()
+        cur = self.current
+        if target is None or cur is None or cur.release_id == target.release or self.loading is not None:
+            return
+        failed = self._failed_at.get(target.seq)
+        if failed is not None and time.monotonic() - failed < RETRY_SECONDS:
+            return
+
+        def done(state: ServingState | None, err: Exception | None) -> None:
+            if err is not None:
+                self._failed_at[target.seq] = time.monotonic()
+            on_done(state, err)
+
+        log.info("converging to the service target %s (seq %d)", target.release, target.seq)
+        self.start_reload(target.release, done)
+
+    def start_watching(self, on_done: Callable[[ServingState | None, Exception | None], None]) -> None:
+        """A daemon thread that runs `check_target` every `POLL_SECONDS` (and trims memory after a
+        swap) until `stop_watching`."""
+        if self.run_dir is None or self._watcher is not None:
+            return
+        self._stamp = self.run_dir.stamp()
+
+        def loop() -> None:
+            while not self._stop.wait(POLL_SECONDS):
+                try:
+                    if self._trim and self.loading is None:
+                        self._trim = False
+                        _trim_memory()
+                    self.check_target(on_done)
+                except Exception:  # pragma: no cover - never let the watcher die
+                    log.exception("target watcher")
+
+        self._watcher = threading.Thread(target=loop, name="target-watcher", daemon=True)
+        self._watcher.start()
+
+    def stop_watching(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5.0)
+            self._watcher = None
+        if self.run_dir is not None:
+            self.run_dir.remove_status(self.pid)
+        cur = self.current
+        if cur is not None:
+            cur.stop.set()

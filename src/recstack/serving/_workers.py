@@ -60,6 +60,11 @@ def _worker(app: str, host: str, port: int, options: dict[str, Any]) -> None:  #
     except OSError as exc:
         print(f"recstack serve: cannot bind {host}:{port}: {exc}", file=sys.stderr)
         sys.exit(STARTUP_FAILURE)
+    from recstack.serving._protocol import configure
+    from recstack.serving.settings import ServingSettings
+
+    s = ServingSettings()  # the supervisor's settings, from its RECSTACK_SERVE_* environment
+    options = {**options, "http": configure(s.header_timeout, s.max_connections)}
     config = uvicorn.Config(app, host=host, port=port, **options)
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -183,6 +183,8 @@ class RecResult:
     fallbacks: list[str]
     timings: dict[str, float]  #: stage -> seconds
     explain: list[dict[str, Any]] | None = None
+    #: what this answer lacks and why (e.g. the user's online events while the store is down)
+    degraded: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -195,6 +197,7 @@ class _User:
     seen: IntArray  #: every item of the history (sorted unique)
     ucat: IntArray
     profile: dict[str, Any] | None
+    degraded: str | None = None
 
 
 def genre_cap(
@@ -382,6 +385,7 @@ class Pipeline:
             seen=np.sort(recent),  # = np.unique(items): recent holds each item once
             ucat=ucat,
             profile=req.profile,
+            degraded=hist.degraded,
         )
 
     # ------------------------------------------------------------ recall
@@ -642,6 +646,7 @@ class Pipeline:
             fallbacks=fallbacks,
             timings=timings,
             explain=explain,
+            degraded=[user.degraded] if user.degraded else [],
         )
 
     def _source_lists(self, tags: IntArray, names: list[str]) -> list[list[str]]:

@@ -14,6 +14,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recstack.config import get_settings
+from recstack.store.base import EventLimits
 
 __all__ = ["ServingSettings", "get_serving_settings"]
 
@@ -28,11 +29,58 @@ class ServingSettings(BaseSettings):
     releases_dir: Path | None = Field(default=None, description="default: the Settings' releases dir")
     store: Literal["embedded", "redis"] = "embedded"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = Field(default="recstack", description="key prefix of the release in Redis")
     index: Literal["faiss", "exact", "milvus"] | None = Field(
         default=None, description="ANN backend; default: the index stored in the release"
     )
     pipeline: Path | None = Field(default=None, description="pipeline TOML (PipelineConfig)")
     api_key: str | None = Field(default=None, description="X-API-Key of /admin/*; None disables them")
+    events_auth: bool = Field(
+        default=False,
+        description="POST /v1/events needs the X-API-Key header too (api_key must be set); off by "
+        "default because the web UI records clicks from the browser",
+    )
+    run_dir: Path | None = Field(
+        default=None,
+        description="the server's run directory: the service's desired release (target.json) and "
+        "each worker's status; recstack serve makes a temporary one",
+    )
+    max_body_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="largest request body accepted (413 above it)"
+    )
+    blocking_threads: int = Field(
+        default=64,
+        ge=1,
+        description="per process: worker threads for the blocking part of requests (ranking, store "
+        "calls); more requests wait for a free thread, off the event loop",
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds a client has to send a whole request (head and body) once it started, or "
+        "once it connected; past it the connection is closed (no half-open connections kept)",
+    )
+    keep_alive_timeout: int = Field(default=5, ge=1, description="idle seconds before a keep-alive closes")
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="per process: open connections; more are closed at once, and requests beyond it "
+        "in flight are answered 503",
+    )
+    redis_timeout: float = Field(
+        default=0.5, gt=0, description="seconds per Redis reply (and to connect) before a call fails"
+    )
+    redis_retries: int = Field(default=1, ge=0, description="retries of a failed Redis call (with backoff)")
+    max_online_users: int = Field(
+        default=100_000,
+        ge=1,
+        description="distinct users whose online events are held (per process for the embedded store, "
+        "per release in Redis); past it the least recently active user's events go",
+    )
+    max_user_events: int = Field(default=1000, ge=1, description="online events kept per user")
+    online_events_ttl_days: float = Field(
+        default=30.0, gt=0, description="Redis: a user's online events expire this long after the last"
+    )
     verify: bool = Field(default=True, description="check every release file's sha256 on load")
     host: str = "127.0.0.1"
     port: int = 8000
@@ -75,6 +123,13 @@ class ServingSettings(BaseSettings):
 
     def target(self) -> str:
         return self.release or self.channel
+
+    def event_limits(self) -> EventLimits:
+        return EventLimits(
+            max_users=self.max_online_users,
+            max_events=self.max_user_events,
+            ttl_seconds=max(1, int(self.online_events_ttl_days * 86_400)),
+        )
 
 
 @lru_cache(maxsize=1)

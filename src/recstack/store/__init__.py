@@ -17,6 +17,7 @@ from recstack.data.dataset import Dataset
 from recstack.errors import ConfigError, InvalidArgumentError
 from recstack.store.base import (
     EventKind,
+    EventLimits,
     FeatureArrays,
     FeatureStore,
     History,
@@ -30,6 +31,7 @@ from recstack.store.embedded import EmbeddedFeatureStore
 __all__ = [
     "EmbeddedFeatureStore",
     "EventKind",
+    "EventLimits",
     "FeatureArrays",
     "FeatureStore",
     "History",
@@ -84,6 +86,9 @@ def open_store(
     url: str = "redis://127.0.0.1:6379/0",
     prefix: str = "recstack",
     make_current: bool = True,
+    limits: EventLimits | None = None,
+    timeout: float = 0.5,
+    retries: int = 1,
 ) -> FeatureStore:
     """Open or build a feature store.
 
@@ -91,7 +96,11 @@ def open_store(
     ``users`` + ``items`` + ``interactions`` tables with ``release_id``, ``dataset`` with
     ``release_id``, a ``release`` object (`from_release`). ``backend="redis"`` attaches to the
     release when Redis already holds it, else bulk-loads it (and makes it current when
-    ``make_current``); with no source it opens ``release_id`` or the current release.
+    ``make_current``); with no source it opens ``release_id`` or the current release. Of several
+    processes opening the same release at once, one loads it and the others wait for it
+    (`recstack.store.redis.ensure_loaded`); the store keeps the source, to load the release again
+    if Redis loses it. ``limits`` bound the online events kept; ``timeout`` (seconds per Redis
+    reply) and ``retries`` configure the Redis client (`recstack.store.redis.connect`).
     """
     if backend not in ("embedded", "redis"):
         raise ConfigError(f"unknown store backend {backend!r}; choose embedded or redis")
@@ -115,22 +124,28 @@ def open_store(
         store = build()
         if store is None:
             raise InvalidArgumentError("the embedded store needs path, tables, dataset or release")
+        if limits is not None:
+            store.limits = limits
         return store
 
     from recstack.store import redis as redis_store
 
-    client = redis_store.connect(url)
+    client = redis_store.connect(url, timeout=timeout, retries=retries)
     rid = release_id
     if rid is None and release is not None:
         rid = str(getattr(release, "id", None) or release.manifest.id)
-    if rid is not None and client.exists(f"{prefix}:{rid}:meta"):
-        if make_current and redis_store.current_release(client, prefix) != rid:
-            redis_store.set_current(client, rid, prefix)
-        return redis_store.RedisFeatureStore(client, rid, prefix=prefix)
-    source = build()
-    if source is None:
-        return redis_store.RedisFeatureStore(client, rid, prefix=prefix)
-    u, i, h = source.arrays()
-    return redis_store.bulk_load(
-        client, source.release_id, u, i, h, source.vocabularies, prefix=prefix, make_current=make_current
-    )
+    has_source = path is not None or dataset is not None or release is not None or interactions is not None
+    if rid is None or not has_source:
+        return redis_store.RedisFeatureStore(client, rid, prefix=prefix, limits=limits)
+
+    def source() -> tuple[Any, Any, Any, Any]:
+        """The release's arrays, built when a load needs them (not kept in memory between loads)."""
+        b = build()
+        assert b is not None
+        u, i, h = b.arrays()
+        return u, i, h, b.vocabularies
+
+    redis_store.ensure_loaded(client, rid, source, prefix=prefix)
+    if make_current and redis_store.current_release(client, prefix) != rid:
+        redis_store.set_current(client, rid, prefix)
+    return redis_store.RedisFeatureStore(client, rid, prefix=prefix, limits=limits, source=source)

@@ -9,11 +9,16 @@ Ids are the release's dense indices: users ``0 .. n_users-1``, items ``0 .. n_it
 - ``get_history(user)`` -> `History` ``(items int64[m], timestamps int64[m] (Unix s),
   ratings float32[m])``, oldest first / newest last. ``user`` is a dense index, or a string key for
   a user unknown to the release (its history holds only the events appended online).
-- ``append_event(user, item, kind, rating=None, ts=None, offset=None)`` appends at once; views and
-  clicks without a rating store NaN as rating. With the event's ``offset`` in the event log
-  (`recstack.events`) the append is idempotent: an offset already applied to this release's
-  histories is skipped (a worker replaying the log after a restart, or tailing events that another
-  worker already stored in a shared store, never doubles a history).
+- ``append_event(user, item, kind, rating=None, ts=None, offset=None) -> int`` appends at once and
+  returns the length of the user's history after it; views and clicks without a rating store NaN as
+  rating. A rejected event (bad kind, unknown item, a timestamp outside int64 or before 1970) raises
+  before anything is stored. With the event's ``offset`` in the event log (`recstack.events`) the
+  append is idempotent: an offset already applied to this release's histories changes nothing (a
+  worker replaying the log after a restart, or tailing events that another worker already stored in
+  a shared store, never doubles a history).
+- Online events are bounded (`EventLimits`): at most ``max_events`` per user (the oldest go) and
+  ``max_users`` distinct users holding online events (the least recently active user's events go
+  first); the Redis store also expires a user's online events ``ttl_seconds`` after the last one.
 
 Tables (`encode_table`): a polars DataFrame with a dense index column (``user`` / ``item``) and
 feature columns. Nulls become 0 (codes: -1, multi-hot: no value); string columns become int32 codes
@@ -27,6 +32,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
@@ -37,6 +43,7 @@ from recstack.errors import InvalidArgumentError, UnknownIdError
 
 __all__ = [
     "EventKind",
+    "EventLimits",
     "FeatureArrays",
     "FeatureStore",
     "History",
@@ -52,7 +59,24 @@ EventKind = Literal["view", "click", "rating"]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 UserKey = int | str
 FeatureArrays = dict[str, npt.NDArray[Any]]
+_INT64_MAX = 2**63 - 1
 _RELEASE_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class EventLimits:
+    """Bounds on the events a store keeps beyond the release's own histories."""
+
+    #: distinct users with online events held; past it the least recently active user's events go
+    max_users: int = 100_000
+    #: online events kept per user (the oldest go first)
+    max_events: int = 1_000
+    #: Redis: a user's online events expire this long after their last event (seconds)
+    ttl_seconds: int = 30 * 86_400
+
+    def __post_init__(self) -> None:
+        if self.max_users < 1 or self.max_events < 1 or self.ttl_seconds < 1:
+            raise InvalidArgumentError(f"event limits must be >= 1, got {self}")
 
 
 class History(NamedTuple):
@@ -222,11 +246,13 @@ class FeatureStore(ABC):
         n_users: int,
         n_items: int,
         vocabularies: Mapping[str, list[str]] | None = None,
+        limits: EventLimits | None = None,
     ) -> None:
         self._release_id = check_release_id(release_id)
         self.n_users = int(n_users)
         self.n_items = int(n_items)
         self.vocabularies: dict[str, list[str]] = dict(vocabularies or {})
+        self.limits = limits or EventLimits()
         self._lock = threading.Lock()
 
     @property
@@ -257,8 +283,9 @@ class FeatureStore(ABC):
         """The user's events, newest last."""
 
     @abstractmethod
-    def _append(self, user: UserKey, item: int, ts: int, rating: float, offset: int | None) -> bool:
-        """Store one validated event unless ``offset`` was applied already; True when stored."""
+    def _append(self, user: UserKey, item: int, ts: int, rating: float, offset: int | None) -> int:
+        """Store one validated event (all or nothing) unless ``offset`` was applied already; returns
+        the user's history length after it."""
 
     def append_event(
         self,
@@ -268,12 +295,13 @@ class FeatureStore(ABC):
         rating: float | None = None,
         ts: int | None = None,
         offset: int | None = None,
-    ) -> bool:
+    ) -> int:
         """Append one event to the user's history; visible to the next `get_history` at once.
+        Returns the length of the user's history after it (release history + online events).
 
         ``kind`` is ``view``, ``click`` or ``rating`` (which needs ``rating``); ``ts`` is Unix seconds
-        (default: now); ``offset``: the event's offset in the event log, applied at most once.
-        Returns False when that offset was applied before (nothing changed).
+        (default: now), 0 .. 2**63 - 1; ``offset``: the event's offset in the event log, applied at
+        most once (a second time changes nothing).
         """
         if kind not in EVENT_KINDS:
             raise InvalidArgumentError(f"event kind {kind!r} is not one of {', '.join(EVENT_KINDS)}")
@@ -285,6 +313,8 @@ class FeatureStore(ABC):
         key = self._check_user_key(user)
         item_i = self._check_ids(np.asarray([item]), self.n_items, "item")[0]
         stamp = int(time.time()) if ts is None else int(ts)
+        if not 0 <= stamp <= _INT64_MAX:
+            raise InvalidArgumentError(f"timestamp {ts!r} must be Unix seconds between 0 and 2**63 - 1")
         return self._append(key, int(item_i), stamp, r, None if offset is None else int(offset))
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op for in-process stores

@@ -1,13 +1,15 @@
 """In-process feature store: dense numpy arrays held in memory (or memory-mapped from ``.npy``).
 
 Reads of a contiguous id range return read-only views (no copy); other reads gather with one
-``np.take`` per feature. Appended events live in process memory (one worker's view); use the Redis
-store to share them between workers.
+``np.take`` per feature. Appended events live in process memory (one worker's view; use the Redis
+store to share them between workers), bounded by `EventLimits`: a per-user ring of the last
+``max_events`` events, and an LRU of at most ``max_users`` users (the least recently active go).
 """
 
 from __future__ import annotations
 
 import json
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import polars as pl
 from recstack.data.dataset import Dataset
 from recstack.errors import ArtifactError
 from recstack.store.base import (
+    EventLimits,
     FeatureArrays,
     FeatureStore,
     History,
@@ -49,10 +52,11 @@ class EmbeddedFeatureStore(FeatureStore):
         *,
         n_users: int | None = None,
         n_items: int | None = None,
+        limits: EventLimits | None = None,
     ) -> None:
         nu = len(histories.indptr) - 1 if n_users is None else n_users
         ni = _rows(items) if n_items is None else n_items
-        super().__init__(release_id, nu, ni, vocabularies)
+        super().__init__(release_id, nu, ni, vocabularies, limits)
         for what, arrays, n in (("user", users, self.n_users), ("item", items, self.n_items)):
             for name, arr in arrays.items():
                 if arr.shape[0] != n:
@@ -62,7 +66,8 @@ class EmbeddedFeatureStore(FeatureStore):
         self._users = {k: _readonly(v) for k, v in users.items()}
         self._items = {k: _readonly(v) for k, v in items.items()}
         self._hist = HistoryArrays(*(_readonly(a) for a in histories))
-        self._extra: dict[UserKey, tuple[list[int], list[int], list[float]]] = {}
+        #: online events per user, least recently active first: (item, ts, rating) rings
+        self._extra: OrderedDict[UserKey, deque[tuple[int, int, float]]] = OrderedDict()
         self._offsets: set[int] = set()  # event-log offsets applied (idempotent appends)
 
     # ------------------------------------------------------------------ builders
@@ -139,25 +144,40 @@ class EmbeddedFeatureStore(FeatureStore):
             extra = self._extra.get(key)
             if extra is None:
                 return base  # read-only views into the release arrays
-            ei, et, er = (list(x) for x in extra)
+            rows = list(extra)
         h = History(
-            np.concatenate([base.items, np.asarray(ei, np.int64)]),
-            np.concatenate([base.timestamps, np.asarray(et, np.int64)]),
-            np.concatenate([base.ratings, np.asarray(er, np.float32)]),
+            np.concatenate([base.items, np.fromiter((r[0] for r in rows), np.int64, len(rows))]),
+            np.concatenate([base.timestamps, np.fromiter((r[1] for r in rows), np.int64, len(rows))]),
+            np.concatenate([base.ratings, np.fromiter((r[2] for r in rows), np.float32, len(rows))]),
         )
         return sort_history(h)
 
-    def _append(self, user: UserKey, item: int, ts: int, rating: float, offset: int | None) -> bool:
+    def _base_length(self, user: UserKey) -> int:
+        if isinstance(user, int):
+            return int(self._hist.indptr[user + 1] - self._hist.indptr[user])
+        return 0
+
+    def _append(self, user: UserKey, item: int, ts: int, rating: float, offset: int | None) -> int:
         with self._lock:
             if offset is not None:
-                if offset in self._offsets:
-                    return False
+                if offset in self._offsets:  # applied before: nothing changes
+                    ring = self._extra.get(user)
+                    return self._base_length(user) + (len(ring) if ring is not None else 0)
                 self._offsets.add(offset)
-            ei, et, er = self._extra.setdefault(user, ([], [], []))
-            ei.append(item)
-            et.append(ts)
-            er.append(rating)
-        return True
+            ring = self._extra.get(user)
+            if ring is None:
+                ring = self._extra[user] = deque(maxlen=self.limits.max_events)
+                while len(self._extra) > self.limits.max_users:
+                    self._extra.popitem(last=False)  # the least recently active user's events go
+            else:
+                self._extra.move_to_end(user)
+            ring.append((item, ts, rating))
+            return self._base_length(user) + len(ring)
+
+    @property
+    def online_users(self) -> int:
+        """Users holding online events in this process."""
+        return len(self._extra)
 
     # ------------------------------------------------------------------ storage
     def save(self, directory: str | Path) -> Path:

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from recstack.errors import ArtifactError, InvalidArgumentError, UnavailableError
+from recstack.errors import ArtifactError, InvalidArgumentError, NotFoundError, UnavailableError
 
 __all__ = [
     "DEFAULT_SINK",
@@ -430,8 +430,8 @@ class BatchReader:
                     raise UnavailableError(f"batch tables at {self.url} do not answer: {exc}") from exc
             else:
                 path = _sqlite_path(self.url)
-                if not path.is_file():
-                    raise UnavailableError(
+                if not path.is_file():  # nothing published yet: a lookup finds nothing (404)
+                    raise NotFoundError(
                         f"no batch tables at {path}: run `recstack batch users|pairs --sink {self.url}` "
                         "or set RECSTACK_BATCH_SINK"
                     )
@@ -488,7 +488,7 @@ class BatchReader:
             for attempt in range(2):
                 ptr = self._pointer(kind, refresh=attempt > 0)
                 if ptr is None:
-                    raise UnavailableError(
+                    raise NotFoundError(
                         f"no current batch {kind} table in {self.url}: run `recstack batch {kind}` first"
                     )
                 table, rid, version = ptr

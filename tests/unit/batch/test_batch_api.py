@@ -53,8 +53,27 @@ def test_user_batch_recommendations(client: TestClient, built_release: tuple[Pat
 def test_user_batch_errors(client: TestClient) -> None:
     r = client.get("/v1/users/no-such-user/recommendations", params={"source": "batch"})
     assert r.status_code == 404 and "source=online" in r.json()["error"]["message"]
-    r = client.get("/v1/users/1/recommendations", params={"source": "batch", "genres": "Drama"})
-    assert r.status_code == 422
+    r = client.get("/v1/users/1/recommendations", params={"source": "batch", "model": "recall"})
+    assert r.status_code == 404 and "default model" in r.json()["error"]["message"]
+
+
+def test_user_batch_filters_apply_to_the_stored_list(client: TestClient) -> None:
+    """Filters of source=batch drop items from the stored list (it may then hold fewer than k)."""
+    full = client.get("/v1/users/1/recommendations", params={"source": "batch", "k": 20}).json()["items"]
+    first = full[0]["item_id"]
+    genre = full[0]["genres"][0]
+    r = client.get(
+        "/v1/users/1/recommendations", params={"source": "batch", "k": 20, "exclude": str(first)}
+    ).json()["items"]
+    assert [it["item_id"] for it in r] == [it["item_id"] for it in full[1:]]
+    only = client.get(
+        "/v1/users/1/recommendations", params={"source": "batch", "k": 20, "genres": genre}
+    ).json()["items"]
+    assert only == [it for it in full if genre in it["genres"]]
+    none = client.get(
+        "/v1/users/1/recommendations", params={"source": "batch", "k": 20, "exclude_genres": genre}
+    ).json()["items"]
+    assert none == [it for it in full if genre not in it["genres"]]
 
 
 def test_pairs_endpoint(client: TestClient, built_release: tuple[Path, str]) -> None:
@@ -68,7 +87,7 @@ def test_pairs_endpoint(client: TestClient, built_release: tuple[Path, str]) -> 
     items = [it["item_id"] for it in r1.json()["items"]]
     assert [it["item_id"] for it in r2.json()["items"]] == items[:3]  # (a, b) == (b, a)
     assert a not in items and b not in items
-    assert client.get("/v1/pairs", params={"a": a, "b": a}).status_code == 422
+    assert client.get("/v1/pairs", params={"a": a, "b": a}).status_code == 404  # a pair is two items
     last = scorer.cat.dataset.item_vocab.external(scorer.cat.pop_order[-1:])[0]
     assert client.get("/v1/pairs", params={"a": a, "b": last}).status_code == 404
 

@@ -39,3 +39,36 @@ def test_ray_matches_local(ray_runner: RayRunner, built_release: tuple[Path, str
     assert remote.runner == "ray" and remote.rows == local.rows == 200
     assert local.published is not None and remote.published is not None
     assert _rows(tmp_path / "r.db", remote.published.table) == _rows(tmp_path / "l.db", local.published.table)
+
+
+def test_a_local_start_that_times_out_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17, item 7: `make test` failed once in Ray's raylet start ("The current node timed out
+    during startup") on a loaded 2-core machine; the start is retried after a clean shutdown."""
+    import ray
+
+    from recstack.batch import runners
+
+    calls: list[str] = []
+
+    def init(**kwargs: object) -> None:
+        calls.append("init")
+        if calls.count("init") < 3:
+            raise Exception("The current node timed out during startup. This could happen because ...")
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    monkeypatch.setattr(runners.time, "sleep", lambda s: calls.append(f"sleep {s:.0f}"))
+    runners._start_local(2, 3)
+    assert calls == ["init", "shutdown", "sleep 2", "init", "shutdown", "sleep 4", "init"]
+    calls.clear()
+    with pytest.raises(Exception, match="timed out during startup"):
+        runners._start_local(2, 2)  # the last attempt's failure is raised
+    calls.clear()
+
+    def other(**kwargs: object) -> None:
+        raise ValueError("bad num_cpus")
+
+    monkeypatch.setattr(ray, "init", other)
+    with pytest.raises(ValueError, match="bad num_cpus"):
+        runners._start_local(2, 3)  # any other failure is not retried
+    assert calls == []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from recstack.errors import ArtifactError, InvalidArgumentError, UnavailableError
+from recstack.errors import ArtifactError, InvalidArgumentError, NotFoundError
 from recstack.store.tables import BatchReader, Sink, make_version, open_sink, table_name
 
 
@@ -100,11 +100,11 @@ def test_keep_drops_older_versions_and_orphans(sink_url: str) -> None:
 
 
 def test_reader_without_tables(tmp_path: Path) -> None:
-    with pytest.raises(UnavailableError, match="recstack batch"):
+    with pytest.raises(NotFoundError, match="recstack batch"):
         BatchReader(f"sqlite:///{tmp_path / 'none.db'}").lookup("users", ("1",))
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     open_sink(url).ensure_meta()
-    with pytest.raises(UnavailableError, match="no current batch users table"):
+    with pytest.raises(NotFoundError, match="no current batch users table"):
         BatchReader(url).lookup("users", ("1",))
 
 

@@ -59,6 +59,7 @@ def rec_body(
         "user_kind": res.user_kind,
         "cold_start": res.cold_start,
         "fallbacks": res.fallbacks,
+        "degraded": res.degraded,
         "k": k,
         "items": items,
     }

@@ -20,9 +20,11 @@ from fastapi import APIRouter, FastAPI
 from recstack import __version__
 from recstack.ops import metrics
 from recstack.serving._release import ServingRelease
-from recstack.serving._state import ReleaseLoader, StateHolder, default_loader
+from recstack.serving._state import ReleaseLoader, ServingState, StateHolder, default_loader
+from recstack.serving._target import RunDir
 from recstack.serving.api.errors import install_error_handlers
 from recstack.serving.api.middleware import RequestContextMiddleware
+from recstack.serving.api.openapi import DOCS_STATIC, install_docs, install_openapi
 from recstack.serving.api.routers import admin, batch, events, items, recommend, users
 from recstack.serving.pipeline import PipelineConfig
 from recstack.serving.settings import ServingSettings, get_serving_settings
@@ -76,33 +78,66 @@ def create_app(
 ) -> FastAPI:
     """Build the API. With ``release`` it serves that release at once; otherwise it loads
     ``settings.release`` / ``settings.channel`` at startup through ``loader`` (default:
-    `recstack.release.load` on the settings' releases dir). ``/admin/reload`` uses the same loader."""
+    `recstack.release.load` on the settings' releases dir). ``/admin/reload`` uses the same loader.
+
+    Which release is served is the service's target in ``settings.run_dir`` (`recstack.serving._target`;
+    a private temporary run dir without one): the app loads it at startup and follows it."""
     settings = settings or get_serving_settings()
-    holder = StateHolder(settings, loader or default_loader(settings), config)
+    if settings.events_auth and settings.api_key is None:
+        from recstack.errors import ConfigError
+
+        raise ConfigError("events_auth needs an api_key (serve --api-key KEY or RECSTACK_SERVE_API_KEY)")
+    own_run_dir: Path | None = None
+    if settings.run_dir is None:
+        import tempfile
+
+        own_run_dir = Path(tempfile.mkdtemp(prefix="recstack-run-"))
+    run_dir = RunDir(settings.run_dir or own_run_dir)  # type: ignore[arg-type]
+    holder = StateHolder(settings, loader or default_loader(settings), config, run_dir)
+
+    def on_converged(state: ServingState | None, err: Exception | None) -> None:
+        if state is not None:
+            metrics.set_release(state.release_id)
+            log.info("serving release %s (loaded in %.2fs)", state.release_id, state.load_seconds)
+        metrics.RELOADS.labels(outcome="ok" if err is None else "error").inc()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if holder.current is None:
             import anyio.to_thread
 
-            state = await anyio.to_thread.run_sync(holder.load, settings.target())
+            from recstack.errors import RecstackError
+
+            try:
+                state = await anyio.to_thread.run_sync(holder.start)
+            except RecstackError as exc:  # one clear line, not a traceback (the supervisor stops)
+                log.error("cannot serve: %s", exc.message)
+                raise SystemExit(3) from None
             metrics.set_release(state.release_id)
             log.info("serving release %s (loaded in %.2fs)", state.release_id, state.load_seconds)
         if settings.threads is not None:  # after the load: the libraries' pools exist now
             from recstack.serving._threads import limit_threads
 
             limit_threads(settings.threads)
+        holder.start_watching(on_converged)
         holder.start_polling()
         try:
             yield
         finally:
+            holder.stop_watching()
             holder.close()
+            if own_run_dir is not None:
+                import shutil
+
+                shutil.rmtree(own_run_dir, ignore_errors=True)
 
     app = FastAPI(
         title="recstack",
         version=__version__,
         description="Recommendations, items, users, events and operations of one recstack release.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.holder = holder
@@ -111,7 +146,7 @@ def create_app(
     if release is not None:
         from recstack.serving._state import build_state
 
-        holder.current = build_state(release, settings, config, prewarm=True, event_log=holder.event_log)
+        holder._swap(build_state(release, settings, config, prewarm=True, event_log=holder.event_log))
         metrics.set_release(release.id)
     install_error_handlers(app)
     for r in (recommend.router, items.router, users.router, events.router, admin.router):
@@ -124,22 +159,33 @@ def create_app(
         from starlette.staticfiles import StaticFiles
 
         app.mount("/static", StaticFiles(directory=static), name="static")
+    install_docs(app)
+    install_openapi(app)
     _docs_last(app)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
 
 
 def _docs_last(app: FastAPI) -> None:
     """Move the OpenAPI / docs routes behind the API: routes are matched in order, and each one
     tried costs every request tens of microseconds (none of their paths overlaps another route)."""
-    docs = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url} - {None}
+    docs = {app.openapi_url, "/docs", "/redoc", DOCS_STATIC, app.swagger_ui_oauth2_redirect_url} - {None}
     routes = app.router.routes
     front = [r for r in routes if getattr(r, "path", None) not in docs]
     app.router.routes[:] = front + [r for r in routes if getattr(r, "path", None) in docs]
 
 
+#: seconds a thread may hold the GIL while another waits (CPython's default: 0.005). The request
+#: threads rank in Python between numpy / ONNX calls; a shorter interval lets the event loop (which
+#: answers /healthz and accepts connections) take the GIL back sooner
+SWITCH_INTERVAL = 0.001
+
+
 def app_from_env() -> FastAPI:
     """uvicorn factory (``recstack.serving.api.app:app_from_env``): settings from the environment."""
+    import sys
+
+    sys.setswitchinterval(SWITCH_INTERVAL)
     settings = ServingSettings()
     if settings.log_json:
         configure_json_logging()

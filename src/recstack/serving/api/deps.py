@@ -19,6 +19,7 @@ from recstack.serving.settings import ServingSettings
 
 __all__ = [
     "AdminKey",
+    "EventsKey",
     "ForbiddenError",
     "UnauthorizedError",
     "current_state",
@@ -69,4 +70,20 @@ def require_api_key(
         raise UnauthorizedError("missing or wrong X-API-Key header")
 
 
+def require_events_key(
+    request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None
+) -> None:
+    """With ``events_auth``, ``POST /v1/events`` needs the same X-API-Key as ``/admin/*``."""
+    s = settings(request)
+    if not s.events_auth:
+        return
+    if (
+        s.api_key is None
+        or x_api_key is None
+        or not hmac.compare_digest(x_api_key.encode(), s.api_key.encode())
+    ):
+        raise UnauthorizedError("events need the X-API-Key header (the server runs with events_auth)")
+
+
 AdminKey = Depends(require_api_key)
+EventsKey = Depends(require_events_key)

@@ -1,24 +1,148 @@
-"""Request and response bodies of the REST API (they also document OpenAPI at ``/docs``)."""
+"""Request and response bodies of the REST API (they also document OpenAPI at ``/docs``).
+
+Everything a client sends is validated here, at the edge, before any store or model sees it: ids
+are JSON integers within int64 or strings of 1..64 printable characters (``true`` / ``false`` are
+not ids), timestamps are Unix *seconds* between 1990 and now + 1 day (a millisecond timestamp is
+refused with a message that says so), ratings are finite, lists and strings have caps. A rejected
+request is a 422 that names the field and changes nothing.
+
+Some limits depend on the release being served (the genre names, the ranker variants, ``k_max``,
+the timestamp's upper end): their fields carry an ``x-recstack`` marker that
+`recstack.serving.api.openapi` replaces with the served values in ``/openapi.json``, so the schema
+says exactly what the server accepts.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+import time
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    field_validator,
+)
 
 __all__ = [
+    "FUTURE_SLACK",
+    "ID_MAX_LENGTH",
+    "MAX_GENRES",
+    "MAX_LIST",
+    "MIN_TIMESTAMP",
+    "ActionEvent",
     "ErrorBody",
     "ErrorResponse",
     "EventIn",
     "EventOut",
+    "ExternalId",
+    "Genre",
     "ItemOut",
+    "KParam",
+    "ModelParam",
     "Profile",
+    "RatingEvent",
     "RecFilters",
     "RecommendationQuery",
     "RecommendationRequest",
     "RecommendationResponse",
     "ReloadRequest",
     "ScoredItem",
+    "check_timestamp",
+]
+
+#: longest string id (user ids of unknown users become store keys: they must stay small)
+ID_MAX_LENGTH = 64
+#: longest list a request may hold (exclude, liked_items)
+MAX_LIST = 1000
+#: most genre names a filter may hold
+MAX_GENRES = 64
+#: 1990-01-01T00:00:00Z: the earliest event timestamp accepted (Unix seconds)
+MIN_TIMESTAMP = 631_152_000
+#: how far in the future an event may be (clock skew between a client and the server), seconds
+FUTURE_SLACK = 86_400
+#: largest integer id: JSON-safe (every JSON parser, JavaScript's included, holds it exactly)
+MAX_INT_ID = 2**53 - 1
+
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+
+
+def _json_int(v: Any) -> Any:
+    """A JSON integer: an int or an integral float (``7.0``); never a bool or a string."""
+    if isinstance(v, (bool, str)):
+        raise ValueError("must be a JSON integer (not a string or a boolean)")
+    if isinstance(v, float) and v.is_integer() and abs(v) <= 2**63:
+        return int(v)
+    return v
+
+
+_JSON_INT = BeforeValidator(_json_int)
+#: an integer of a JSON body (as JSON Schema's ``integer``: 7 and 7.0, not "7" or true); constraints
+#: go before the validator (``Annotated[int, Field(ge=1), _JSON_INT]``) to reach the JSON schema
+JInt = Annotated[int, _JSON_INT]
+JBool = Annotated[bool, Strict()]
+JFloat = Annotated[float, Strict()]
+
+StrId = Annotated[
+    str, Strict(), StringConstraints(min_length=1, max_length=ID_MAX_LENGTH, pattern=_PRINTABLE)
+]
+IntId = Annotated[int, Field(ge=-MAX_INT_ID, le=MAX_INT_ID), _JSON_INT]
+#: an external user or item id: a JSON integer within +-(2**53 - 1), or a string of 1..64 printable
+#: characters
+ExternalId = IntId | StrId
+
+
+def check_timestamp(ts: int) -> int:
+    """``ts`` (Unix seconds) within [1990-01-01, now + 1 day]; a millisecond value is named as such."""
+    upper = int(time.time()) + FUTURE_SLACK
+    if ts > upper:
+        if MIN_TIMESTAMP * 1000 <= ts <= upper * 1000:
+            raise ValueError(f"timestamp {ts} looks like milliseconds; send Unix seconds (here {ts // 1000})")
+        raise ValueError(f"timestamp {ts} is in the future; at most now + 1 day ({upper}), in Unix seconds")
+    return ts
+
+
+Timestamp = Annotated[
+    int,
+    Field(
+        ge=MIN_TIMESTAMP,
+        description="Unix seconds, 1990-01-01 .. now + 1 day (default: now); milliseconds are refused",
+        json_schema_extra={"x-recstack": "timestamp"},
+    ),
+    _JSON_INT,
+    AfterValidator(check_timestamp),
+]
+
+Genre = Annotated[
+    str, StringConstraints(min_length=1, max_length=64), Field(json_schema_extra={"x-recstack": "genre"})
+]
+Year = Annotated[int, Field(ge=0, le=9999), _JSON_INT]
+QueryYear = Annotated[int, Field(ge=0, le=9999)]
+KParam = Annotated[
+    int,
+    Field(
+        ge=1, description="number of items: 1..k_max (GET /v1/release)", json_schema_extra={"x-recstack": "k"}
+    ),
+]
+BodyK = Annotated[
+    int,
+    Field(
+        ge=1, description="number of items: 1..k_max (GET /v1/release)", json_schema_extra={"x-recstack": "k"}
+    ),
+    _JSON_INT,
+]
+ModelParam = Annotated[
+    str,
+    Field(
+        max_length=64,
+        description="ranker variant ('recall' = no ranker; GET /v1/release lists them)",
+        json_schema_extra={"x-recstack": "model"},
+    ),
 ]
 
 
@@ -29,34 +153,44 @@ class _Strict(BaseModel):
 class Profile(_Strict):
     """A new user's demographics (any subset)."""
 
-    age: int | None = Field(default=None, ge=1, le=120)
+    age: Annotated[int, Field(ge=1, le=120), _JSON_INT] | None = None
     gender: str | None = Field(default=None, max_length=16)
     occupation: str | None = Field(default=None, max_length=64)
     zip_code: str | None = Field(default=None, max_length=16)
 
 
 class RecFilters(_Strict):
-    exclude: list[str | int] = Field(default_factory=list, description="item ids never to return")
-    genres: list[str] = Field(default_factory=list, description="only items with one of these genres")
-    exclude_genres: list[str] = Field(default_factory=list, description="no item with any of these genres")
-    year_min: int | None = None
-    year_max: int | None = None
-    exclude_seen: bool | None = Field(
+    exclude: list[ExternalId] = Field(
+        default_factory=list, max_length=MAX_LIST, description="item ids never to return"
+    )
+    genres: list[Genre] = Field(
+        default_factory=list, max_length=MAX_GENRES, description="only items with one of these genres"
+    )
+    exclude_genres: list[Genre] = Field(
+        default_factory=list, max_length=MAX_GENRES, description="no item with any of these genres"
+    )
+    year_min: Year | None = None
+    year_max: Year | None = None
+    exclude_seen: JBool | None = Field(
         default=None, description="default: the pipeline's filters.exclude_seen"
     )
 
 
 class RecommendationQuery(BaseModel):
-    """The query of ``GET /v1/users/{id}/recommendations`` (list parameters repeat or hold
-    comma-separated values: ``?genres=Comedy,Drama&genres=War``)."""
+    """The query of ``GET /v1/users/{id}/recommendations`` (list parameters repeat:
+    ``?genres=Comedy&genres=War``; a comma-separated value is split too)."""
 
-    k: int | None = Field(default=None, description="number of items (1..k_max, see /v1/release)")
-    model: str | None = Field(default=None, description="ranker variant; 'recall' = no ranker")
-    exclude: list[str] | None = Field(default=None, description="item ids to leave out (comma-separated)")
-    genres: list[str] | None = Field(default=None, description="only these genres (comma-separated)")
-    exclude_genres: list[str] | None = Field(default=None, description="never these genres")
-    year_min: int | None = None
-    year_max: int | None = None
+    k: KParam | None = None
+    model: ModelParam | None = None
+    exclude: list[Annotated[str, StringConstraints(min_length=1)]] | None = Field(
+        default=None, max_length=MAX_LIST, description="item ids to leave out (also comma-separated)"
+    )
+    genres: list[Genre] | None = Field(default=None, max_length=MAX_GENRES, description="only these genres")
+    exclude_genres: list[Genre] | None = Field(
+        default=None, max_length=MAX_GENRES, description="never these genres"
+    )
+    year_min: QueryYear | None = None
+    year_max: QueryYear | None = None
     explain: bool = False
     source: Literal["online", "batch"] = Field(
         default="online", description="online pipeline or batch tables"
@@ -64,16 +198,16 @@ class RecommendationQuery(BaseModel):
 
 
 class RecommendationRequest(_Strict):
-    """Exactly one way to say who the user is is enough: ``user_id``, ``profile`` or ``liked_items``
-    (``profile`` may accompany an unknown ``user_id``)."""
+    """Who the user is: ``user_id``, ``profile`` (a new user's demographics, may accompany an unknown
+    ``user_id``) and / or ``liked_items``; with none of them, an anonymous visitor (popular items)."""
 
-    user_id: str | int | None = None
+    user_id: ExternalId | None = None
     profile: Profile | None = None
-    liked_items: list[str | int] | None = Field(default=None, max_length=1000)
-    k: int | None = Field(default=None, ge=1, description="number of items; at most the pipeline's k_max")
-    model: str | None = Field(default=None, description="ranker variant (GET /v1/release lists them)")
+    liked_items: list[ExternalId] | None = Field(default=None, max_length=MAX_LIST)
+    k: BodyK | None = None
+    model: ModelParam | None = None
     filters: RecFilters = Field(default_factory=RecFilters)
-    explain: bool = False
+    explain: JBool = False
 
 
 class ScoredItem(BaseModel):
@@ -94,6 +228,11 @@ class RecommendationResponse(BaseModel):
     user_kind: str
     cold_start: bool
     fallbacks: list[str]
+    degraded: list[str] = Field(
+        default_factory=list,
+        description="what this answer lacks and why (e.g. the user's recent events while the shared "
+        "store is unavailable); empty when complete",
+    )
     k: int
     items: list[ScoredItem]
 
@@ -106,14 +245,34 @@ class ItemOut(BaseModel):
     popularity: int = Field(description="distinct users who interacted with the item")
 
 
-class EventIn(_Strict):
-    """``rating`` events need ``rating``; ``timestamp`` is Unix seconds (default: now)."""
+class _EventBase(_Strict):
+    user_id: ExternalId
+    item_id: ExternalId
+    timestamp: Timestamp | None = None
 
-    user_id: str | int
-    item_id: str | int
-    type: Literal["view", "click", "rating"]
-    rating: float | None = Field(default=None, ge=0.0, le=10.0)
-    timestamp: int | None = Field(default=None, ge=0)
+
+class RatingEvent(_EventBase):
+    """A rating (0..10) of an item."""
+
+    type: Literal["rating"]
+    rating: JFloat = Field(ge=0.0, le=10.0, allow_inf_nan=False)
+
+    @field_validator("rating")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("rating must be a finite number")
+        return v
+
+
+class ActionEvent(_EventBase):
+    """A view or a click of an item (no rating)."""
+
+    type: Literal["view", "click"]
+
+
+#: ``POST /v1/events``: a rating (needs ``rating``) or a view / click; ``timestamp`` in Unix seconds
+EventIn = Annotated[RatingEvent | ActionEvent, Field(discriminator="type")]
 
 
 class EventOut(BaseModel):
@@ -128,8 +287,8 @@ class EventOut(BaseModel):
 
 
 class ReloadRequest(_Strict):
-    release: str | None = Field(default=None, description="release id or unique prefix")
-    channel: str | None = Field(default=None, description="production, staging or latest")
+    release: str | None = Field(default=None, max_length=128, description="release id or unique prefix")
+    channel: str | None = Field(default=None, max_length=64, description="production, staging or latest")
 
 
 class ErrorBody(BaseModel):

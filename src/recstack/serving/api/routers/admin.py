@@ -1,21 +1,33 @@
 """Operations: ``GET /v1/release``, ``/healthz``, ``/readyz``, ``/metrics`` and ``POST /admin/reload``
-(X-API-Key): loads a release in the background and swaps it in atomically."""
+(X-API-Key): loads a release in the background on the worker that received it, swaps it in
+atomically and makes it the service's target, which every other worker then loads too
+(`recstack.serving._target`); ``?wait=true`` answers once every worker serves it.
+
+``/healthz`` never touches a store or a model (it answers while Redis is frozen); ``/readyz``
+answers 503 when no release is loaded or the shared store cannot serve (Redis down, or restarted
+empty and being loaded again), and says which release the service targets and this worker serves."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
 from recstack.errors import RecstackError
 from recstack.ops import metrics
-from recstack.serving._state import ServingState
+from recstack.serving._state import ServingState, StateHolder
 from recstack.serving.api._json import JSONBody, request_id
+from recstack.serving.api._responses import errors
 from recstack.serving.api.deps import AdminKey, current_state, holder
 from recstack.serving.api.schemas import ErrorResponse, ReloadRequest
+
+#: seconds ``/admin/reload?wait=true`` waits for every worker to serve the new release
+WAIT_ALL_SECONDS = 300.0
 
 __all__ = ["release_info", "router"]
 
@@ -56,7 +68,7 @@ def release_info(state: ServingState) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/release", tags=["ops"], summary="The release being served")
+@router.get("/v1/release", tags=["ops"], responses=errors(503), summary="The release being served")
 async def get_release(request: Request) -> Response:
     state = current_state(request)
     return JSONBody(
@@ -69,7 +81,17 @@ async def healthz() -> Response:
     return JSONBody({"status": "ok"})
 
 
-@router.get("/readyz", tags=["ops"], summary="Readiness (a release is loaded)")
+def _store_health(state: ServingState) -> dict[str, Any]:
+    probe = getattr(state.pipeline.history, "health", None)
+    return dict(probe()) if probe is not None else {"status": "ok", "detail": None}
+
+
+@router.get(
+    "/readyz",
+    tags=["ops"],
+    responses=errors(503, e503="no release loaded yet, or the shared store (Redis) cannot serve"),
+    summary="Readiness: a release is loaded and its store answers",
+)
 async def readyz(request: Request) -> Response:
     h = holder(request)
     state = h.current
@@ -81,13 +103,55 @@ async def readyz(request: Request) -> Response:
             },
             status_code=503,
         )
-    return JSONBody({"status": "ready", "release_id": state.release_id, "reloading": h.loading})
+    store = await anyio.to_thread.run_sync(_store_health, state)  # a Redis probe: off the event loop
+    target = h.target.release if h.target else None
+    body: dict[str, Any] = {
+        "status": "ready",
+        "release_id": state.release_id,
+        "target": target,
+        "converged": target is None or target == state.release_id,
+        "reloading": h.loading,
+        "store": {"backend": state.store, **store},
+    }
+    if store.get("status") != "ok":
+        code = "store_empty" if store.get("status") == "empty" else "store_unavailable"
+        msg = f"the {state.store} store cannot serve: {store.get('detail')}"
+        body.update(status="degraded", error={"code": code, "message": msg}, request_id=request_id(request))
+        return JSONBody(body, status_code=503)
+    return JSONBody(body)
 
 
-@router.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    tags=["ops"],
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "exposition"}},
+)
 async def prometheus_metrics() -> Response:
     body, ctype = metrics.render()
     return Response(body, media_type=ctype)
+
+
+def _workers(h: StateHolder) -> dict[int, dict[str, Any]]:
+    return h.run_dir.statuses() if h.run_dir is not None else {}
+
+
+async def _wait_all(h: StateHolder, release: str, seq: int | None) -> tuple[bool, dict[int, dict[str, Any]]]:
+    """Wait until every live worker serves ``release`` (or reported an error for target ``seq``)."""
+    deadline = time.monotonic() + WAIT_ALL_SECONDS
+    expected = max(1, h.settings.workers)
+    while True:
+        ws = _workers(h)
+        done = sum(1 for w in ws.values() if w.get("release") == release)
+        failed = sum(
+            1 for w in ws.values() if w.get("target_seq") == seq and w.get("error") and not w.get("loading")
+        )
+        if h.run_dir is None or (done >= expected and done == len(ws)):
+            return True, ws
+        if (failed and done + failed >= len(ws)) or time.monotonic() > deadline:
+            return False, ws
+        await asyncio.sleep(0.1)
 
 
 @router.post(
@@ -96,16 +160,30 @@ async def prometheus_metrics() -> Response:
     dependencies=[AdminKey],
     status_code=202,
     responses={
-        401: {"model": ErrorResponse},
-        403: {"model": ErrorResponse},
-        409: {"model": ErrorResponse, "description": "a reload is already running"},
+        200: {"description": "loaded (wait=true): every worker serves the release"},
+        **errors(
+            400,
+            401,
+            403,
+            404,
+            409,
+            413,
+            422,
+            503,
+            e404="unknown release id or channel",
+            e409="a reload is already running on this worker",
+            e503="(wait=true) not every worker could load the release; they keep serving the previous one",
+        ),
+        500: {"model": ErrorResponse, "description": "the release is corrupt (a file fails its checksum)"},
     },
-    summary="Load a release (id or channel) in the background and swap it in atomically",
+    summary="Load a release (id or channel) on every worker, in the background, and swap it in atomically",
 )
 async def reload_release(
     request: Request,
     body: ReloadRequest | None = None,
-    wait: Annotated[bool, Query(description="answer when the new release serves (or failed)")] = False,
+    wait: Annotated[
+        bool, Query(description="answer when every worker serves the new release (or failed)")
+    ] = False,
 ) -> Response:
     h = holder(request)
     target = (body.release or body.channel) if body else None
@@ -124,7 +202,7 @@ async def reload_release(
 
         loop.call_soon_threadsafe(finish)
 
-    if not h.start_reload(target, on_done):
+    if not h.start_reload(target, on_done, publish=True):
         raise ConflictError(f"a reload of {h.loading!r} is already running; retry when /readyz shows none")
     old = h.current.release_id if h.current else None
     if not wait:
@@ -146,20 +224,54 @@ async def reload_release(
             },
             status_code=status,
         )
+    seq = h.target.seq if h.target else None
+    ok, ws = await _wait_all(h, state.release_id, seq)
+    workers = {str(pid): {"release": w.get("release"), "error": w.get("error")} for pid, w in ws.items()}
+    if not ok:
+        return JSONBody(
+            {
+                "error": {
+                    "code": "reload_incomplete",
+                    "message": f"release {state.release_id} serves on this worker, not on every worker: "
+                    + "; ".join(
+                        f"{pid}: {w['release']} ({w['error'] or 'loading'})" for pid, w in workers.items()
+                    ),
+                },
+                "request_id": request_id(request),
+                "release_id": state.release_id,
+                "workers": workers,
+            },
+            status_code=503,
+        )
     return JSONBody(
-        {"request_id": request_id(request), "status": "loaded", "previous": old, **release_info(state)},
+        {
+            "request_id": request_id(request),
+            "status": "loaded",
+            "previous": old,
+            "workers": workers,
+            **release_info(state),
+        },
         status_code=200,
     )
 
 
-@router.get("/admin/reload", tags=["admin"], dependencies=[AdminKey], summary="Reload status")
+@router.get(
+    "/admin/reload",
+    tags=["admin"],
+    dependencies=[AdminKey],
+    responses=errors(401, 403),
+    summary="Reload status",
+)
 async def reload_status(request: Request) -> Response:
     h = holder(request)
+    t = h.target
     return JSONBody(
         {
             "request_id": request_id(request),
             "loading": h.loading,
             "last_error": h.last_error,
             "release_id": h.current.release_id if h.current else None,
+            "target": None if t is None else {"release": t.release, "requested": t.requested, "seq": t.seq},
+            "workers": {str(pid): w for pid, w in _workers(h).items()},
         }
     )

@@ -68,6 +68,44 @@ def _items(cat: Catalog | None, ids: list[Any], scores: list[float]) -> list[dic
     return out
 
 
+def _filtered(
+    cat: Catalog | None, ids: list[Any], scores: list[float], req: RecRequest
+) -> tuple[list[Any], list[float]]:
+    """The stored list without the items that the request's filters leave out."""
+    if not (
+        req.exclude
+        or req.genres
+        or req.exclude_genres
+        or req.year_min is not None
+        or req.year_max is not None
+    ):
+        return ids, scores
+    if cat is None:
+        raise InvalidArgumentError("filters on source=batch need the serving catalogue (no release loaded)")
+    excluded = {str(e) for e in req.exclude}
+    want = cat.genre_mask(req.genres) if req.genres else 0
+    avoid = cat.genre_mask(req.exclude_genres) if req.exclude_genres else 0
+    vocab = cat.dataset.item_vocab
+    keep_ids: list[Any] = []
+    keep_scores: list[float] = []
+    for it, s in zip(ids, scores, strict=False):
+        if str(it) in excluded:
+            continue
+        i = vocab.get(it)
+        if i is not None:
+            bits = int(cat.genre_bits[i])
+            year = int(cat.years[i])
+            if (want and not bits & want) or bits & avoid:
+                continue
+            if req.year_min is not None and year < req.year_min:
+                continue
+            if req.year_max is not None and year > req.year_max:
+                continue
+        keep_ids.append(it)
+        keep_scores.append(s)
+    return keep_ids, keep_scores
+
+
 class BatchProvider:
     """``source=batch`` for the recommend router, and the pairs lookup."""
 
@@ -89,11 +127,13 @@ class BatchProvider:
         return min(k, stored)
 
     def serve(self, request: Request, state: Any, req: RecRequest) -> dict[str, Any]:
-        """The body of ``GET /v1/users/{id}/recommendations?source=batch``."""
-        if req.exclude or req.genres or req.exclude_genres or req.year_min or req.year_max or req.model:
-            raise InvalidArgumentError(
-                "source=batch serves the precomputed lists as they are: drop exclude / genres / "
-                "exclude_genres / year_min / year_max / model, or use source=online"
+        """The body of ``GET /v1/users/{id}/recommendations?source=batch``: the user's stored list,
+        with ``exclude`` / ``genres`` / ``exclude_genres`` / ``year_min`` / ``year_max`` applied to it
+        (so it may hold fewer than k items)."""
+        if req.model:
+            raise NotFoundError(
+                f"no batch list for model={req.model!r}: a batch table holds one list per user, from the "
+                "release's default model; drop model or use source=online"
             )
         uid = str(req.user_id)
         hit = self.reader.lookup("users", (uid,))
@@ -104,8 +144,9 @@ class BatchProvider:
             )
         items_json, scores_json, rid, version = hit
         ids, scores = _loads(items_json), _loads(scores_json)
-        k = self._k(req.k, len(ids))
         cat = state.pipeline.catalog if state is not None else None
+        ids, scores = _filtered(cat, ids, scores, req)
+        k = self._k(req.k, len(ids))
         return {
             "request_id": request_id(request),
             "release_id": rid,
@@ -122,7 +163,7 @@ class BatchProvider:
 
     def pair(self, request: Request, a: str, b: str, k: int | None) -> dict[str, Any]:
         if a == b:
-            raise InvalidArgumentError("a and b must be two different item ids")
+            raise NotFoundError(f"no pair ({a}, {b}): a pair is two different item ids")
         key = (a, b) if a < b else (b, a)
         hit = self.reader.lookup("pairs", key)
         if hit is None:
@@ -156,17 +197,17 @@ def _provider(request: Request) -> BatchProvider:
 @router.get(
     "/v1/pairs",
     responses={
-        404: {"model": ErrorResponse, "description": "the pair is not in the current batch table"},
-        422: {"model": ErrorResponse, "description": "a == b or invalid k"},
+        404: {"model": ErrorResponse, "description": "the pair is not in the current batch table (a == b)"},
+        422: {"model": ErrorResponse, "description": "invalid k"},
         503: {"model": ErrorResponse, "description": "no batch table published yet"},
     },
     summary="Precomputed recommendations for a two-item profile (both among the top-N popular items)",
 )
 async def pair_recommendations(
     request: Request,
-    a: Annotated[str, Query(description="first liked item id")],
-    b: Annotated[str, Query(description="second liked item id")],
-    k: Annotated[int | None, Query(description="at most the k stored by the batch job")] = None,
+    a: Annotated[str, Query(min_length=1, max_length=64, description="first liked item id")],
+    b: Annotated[str, Query(min_length=1, max_length=64, description="second liked item id")],
+    k: Annotated[int | None, Query(ge=1, description="at most the k stored by the batch job")] = None,
 ) -> Response:
     return JSONBody(_provider(request).pair(request, a, b, k))
 

@@ -6,33 +6,50 @@ from typing import Annotated, Any
 
 import numpy as np
 import polars as pl
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
+from recstack.serving._state import ServingState
 from recstack.serving.api._json import JSONBody, request_id
 from recstack.serving.api._render import item_dict, items_list, split_csv
+from recstack.serving.api._responses import errors, run_blocking
 from recstack.serving.api.deps import current_state
-from recstack.serving.api.schemas import ErrorResponse
+from recstack.serving.api.schemas import ID_MAX_LENGTH, MAX_GENRES, Genre, KParam
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["items"])
 
-_404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "unknown item id"}}
+_404 = errors(404, 422, 503, e404="unknown item id")
+ItemId = Annotated[str, Path(max_length=ID_MAX_LENGTH)]
+#: largest offset of GET /v1/items (a catalogue is far smaller)
+MAX_OFFSET = 10_000_000
 
 
-@router.get("/v1/items", summary="Browse / search items by genre and title substring, most popular first")
+@router.get(
+    "/v1/items",
+    responses=errors(422, 503),
+    summary="Browse / search items by genre and title substring, most popular first",
+)
 async def list_items(
     request: Request,
     genre: Annotated[
-        list[str] | None, Query(description="genre name(s), comma-separated: any matches")
+        list[Genre] | None, Query(max_length=MAX_GENRES, description="genre name(s); any matches")
     ] = None,
     q: Annotated[str | None, Query(max_length=200, description="case-insensitive title substring")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Response:
     state = current_state(request)
+    body = await run_blocking(request, _list_items, state, genre, q, limit, offset)
+    body["request_id"] = request_id(request)
+    return JSONBody(body)
+
+
+def _list_items(
+    state: ServingState, genre: list[str] | None, q: str | None, limit: int, offset: int
+) -> dict[str, Any]:
     cat = state.pipeline.catalog
     keep = np.ones(cat.n_items, dtype=bool)
     genres = split_csv(genre)
@@ -42,52 +59,67 @@ async def list_items(
         keep &= cat.titles_lower.str.contains(q.lower(), literal=True).fill_null(False).to_numpy()
     order = cat.pop_order[keep[cat.pop_order]]
     page = order[offset : offset + limit]
-    return JSONBody(
-        {
-            "request_id": request_id(request),
-            "release_id": state.release_id,
-            "total": len(order),
-            "offset": offset,
-            "items": [item_dict(cat, int(i)) for i in page],
-        }
-    )
+    return {
+        "release_id": state.release_id,
+        "total": len(order),
+        "offset": offset,
+        "items": [item_dict(cat, int(i)) for i in page],
+    }
 
 
 @router.get("/v1/items/{item_id}", responses=_404, summary="One item's metadata")
-async def get_item(request: Request, item_id: str) -> Response:
+async def get_item(request: Request, item_id: ItemId) -> Response:
     state = current_state(request)
+    body = await run_blocking(request, _item_body, state, item_id)
+    body["request_id"] = request_id(request)
+    return JSONBody(body)
+
+
+def _item_body(state: ServingState, item_id: str) -> dict[str, Any]:
     cat = state.pipeline.catalog
     i = cat.item_index(item_id)
     ratings = cat.dataset.interactions.filter(pl.col("item") == i)["rating"]
     body = item_dict(cat, i)
     body.update(
         {
-            "request_id": request_id(request),
             "release_id": state.release_id,
             "rating_count": int(ratings.len()),
             "average_rating": float(ratings.mean()) if ratings.len() else None,  # type: ignore[arg-type]
         }
     )
-    return JSONBody(body)
+    return body
+
+
+SimilarModel = Annotated[
+    str,
+    Query(
+        max_length=64,
+        description="release retriever (itemknn, ease, two_tower...)",
+        json_schema_extra={"x-recstack": "similar_model"},
+    ),
+]
 
 
 @router.get("/v1/items/{item_id}/similar", responses=_404, summary="Items similar to one item")
 async def similar_items(
     request: Request,
-    item_id: str,
-    k: Annotated[int | None, Query(description="number of items (1..k_max)")] = None,
-    model: Annotated[str | None, Query(description="release retriever (itemknn, ease, two_tower...)")] = None,
+    item_id: ItemId,
+    k: Annotated[KParam | None, Query()] = None,
+    model: Annotated[SimilarModel | None, Query()] = None,
 ) -> Response:
     state = current_state(request)
+    body = await run_blocking(request, _similar_body, state, item_id, k, model)
+    body["request_id"] = request_id(request)
+    return JSONBody(body)
+
+
+def _similar_body(state: ServingState, item_id: str, k: int | None, model: str | None) -> dict[str, Any]:
     cat = state.pipeline.catalog
     i = cat.item_index(item_id)
     ids, scores, used = state.pipeline.similar(i, state.pipeline.check_k(k), model)
-    return JSONBody(
-        {
-            "request_id": request_id(request),
-            "release_id": state.release_id,
-            "model": used,
-            "item_id": cat.item_ids[i],
-            "items": items_list(cat, ids, scores),
-        }
-    )
+    return {
+        "release_id": state.release_id,
+        "model": used,
+        "item_id": cat.item_ids[i],
+        "items": items_list(cat, ids, scores),
+    }

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -13,9 +13,11 @@ from recstack.ops import metrics
 from recstack.serving.api._json import JSONBody, request_id
 from recstack.serving.api._query import parse_query, query_parameters
 from recstack.serving.api._render import rec_body, split_csv
+from recstack.serving.api._responses import errors, run_blocking
 from recstack.serving.api.deps import current_state
 from recstack.serving.api.schemas import (
-    ErrorResponse,
+    ID_MAX_LENGTH,
+    MAX_LIST,
     RecommendationQuery,
     RecommendationRequest,
     RecommendationResponse,
@@ -26,13 +28,18 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["recommendations"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorResponse, "description": "an item id in exclude / liked_items is unknown"},
-    422: {"model": ErrorResponse, "description": "invalid parameter (k above k_max, unknown model...)"},
-}
+_ERRORS = errors(
+    400,
+    404,
+    413,
+    422,
+    503,
+    e404="an item id in exclude / liked_items is unknown (or, source=batch, the user has no batch row)",
+    e422="invalid parameter (k above k_max, unknown model or genre...)",
+)
 
 
-def _run(request: Request, req: RecRequest, source: str, user_id: Any) -> Response:
+async def _run(request: Request, req: RecRequest, source: str, user_id: Any) -> Response:
     state = current_state(request)
     if source == "batch":
         provider = getattr(request.app.state, "batch_provider", None)
@@ -40,9 +47,9 @@ def _run(request: Request, req: RecRequest, source: str, user_id: Any) -> Respon
             raise InvalidArgumentError(
                 "source=batch needs precomputed batch tables (recstack batch); allowed here: source=online"
             )
-        return JSONBody(provider.serve(request, state, req))
-    res = state.pipeline.recommend(req)
-    metrics.observe_stages(res.timings, res.fallbacks, res.cold_start)
+        return JSONBody(await run_blocking(request, provider.serve, request, state, req))
+    res = await run_blocking(request, state.pipeline.recommend, req)
+    metrics.observe_stages(res.timings, res.fallbacks, res.cold_start, res.degraded)
     body = rec_body(
         state.pipeline.catalog,
         res,
@@ -61,22 +68,29 @@ def _run(request: Request, req: RecRequest, source: str, user_id: Any) -> Respon
     summary="Top-k recommendations for a user (unknown users get cold-start results)",
     openapi_extra={"parameters": query_parameters(RecommendationQuery)},
 )
-async def user_recommendations(request: Request, user_id: str) -> Response:
+async def user_recommendations(
+    request: Request, user_id: Annotated[str, Path(max_length=ID_MAX_LENGTH)]
+) -> Response:
     # the query is parsed by hand (`parse_query`): FastAPI's per-parameter resolution of its ten
     # parameters cost more than a whole /healthz request
     q = parse_query(request, RecommendationQuery)
+    exclude = split_csv(q.exclude)
+    if len(exclude) > MAX_LIST:
+        raise InvalidArgumentError(f"exclude holds {len(exclude)} item ids; at most {MAX_LIST}")
+    if any(len(e) > ID_MAX_LENGTH for e in exclude):
+        raise InvalidArgumentError(f"exclude: an item id has more than {ID_MAX_LENGTH} characters")
     req = RecRequest(
         user_id=user_id,
         k=q.k,
         model=q.model,
-        exclude=split_csv(q.exclude),
+        exclude=exclude,
         genres=split_csv(q.genres),
         exclude_genres=split_csv(q.exclude_genres),
         year_min=q.year_min,
         year_max=q.year_max,
         explain=q.explain,
     )
-    return _run(request, req, q.source, user_id)
+    return await _run(request, req, q.source, user_id)
 
 
 @router.post(
@@ -86,8 +100,6 @@ async def user_recommendations(request: Request, user_id: str) -> Response:
     summary="Recommendations for a user id, a new user's profile or a few liked items",
 )
 async def post_recommendations(request: Request, body: RecommendationRequest) -> Response:
-    if body.user_id is None and body.profile is None and not body.liked_items:
-        raise InvalidArgumentError("give one of user_id, profile or liked_items (a non-empty list)")
     f = body.filters
     req = RecRequest(
         user_id=body.user_id,
@@ -103,4 +115,4 @@ async def post_recommendations(request: Request, body: RecommendationRequest) ->
         exclude_seen=f.exclude_seen,
         explain=body.explain,
     )
-    return _run(request, req, "online", body.user_id)
+    return await _run(request, req, "online", body.user_id)
