@@ -31,6 +31,7 @@ from recstack.errors import ConfigError, UnavailableError
 from recstack.events import EventLog, open_log
 from recstack.serving._catalog import build_catalog
 from recstack.serving._events import EventSink, HistoryFeed
+from recstack.serving._follow import ChannelFollower
 from recstack.serving._history import HistoryBackend, MemoryHistory, StoreHistory
 from recstack.serving._ranker import TwoStageRanker, UserTower
 from recstack.serving._release import ServingRelease
@@ -254,6 +255,10 @@ class StateHolder:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.pid = os.getpid()
+        #: automatic roll-out: a server of a channel (not of a pinned release) follows the channel
+        self.follower: ChannelFollower | None = None
+        if run_dir is not None and settings.release is None and settings.follow_channel:
+            self.follower = ChannelFollower(settings.releases_path(), settings.channel, run_dir.path)
 
     # ------------------------------------------------------------------ loading
     def load(self, target: str) -> ServingState:
@@ -409,6 +414,8 @@ class StateHolder:
                         self._trim = False
                         _trim_memory()
                     self.check_target(on_done)
+                    if self.follower is not None:
+                        self.follower.check(self, on_done)
                 except Exception:  # pragma: no cover - never let the watcher die
                     log.exception("target watcher")
 

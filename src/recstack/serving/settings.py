@@ -98,6 +98,11 @@ class ServingSettings(BaseSettings):
         "sqlite:///path, redis://..., postgresql://...); None or 'off': no log. `recstack serve` "
         "defaults to events/events.db beside the releases dir (Redis Streams with --store redis)",
     )
+    follow_channel: bool = Field(
+        default=True,
+        description="a server of a channel (no --release) rolls out the channel's new release by itself "
+        "when it moves (promote, retrain, rollback), on every worker (the service target)",
+    )
     event_poll_s: float = Field(
         default=0.5,
         gt=0,

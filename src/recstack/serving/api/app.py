@@ -94,6 +94,8 @@ def create_app(
         own_run_dir = Path(tempfile.mkdtemp(prefix="recstack-run-"))
     run_dir = RunDir(settings.run_dir or own_run_dir)  # type: ignore[arg-type]
     holder = StateHolder(settings, loader or default_loader(settings), config, run_dir)
+    if loader is not None:  # a custom loader serves releases the registry's channels do not name
+        holder.follower = None
 
     def on_converged(state: ServingState | None, err: Exception | None) -> None:
         if state is not None:
