@@ -45,7 +45,9 @@ class ChannelFollower:
         self.path = Path(releases_dir) / CHANNELS_DIR / f"{channel}.json"
         self.lock_path = Path(run_dir) / LOCK_FILE
         self._stamp: tuple[int, int, int] | None = None
-        self._pending: str | None = None  # the channel's release while it differs from the target
+        self._first = True
+        self._seen: str | None = None  # the channel's release at the last change seen
+        self._pending: str | None = None  # a newly promoted release not rolled out yet
         self._failed: dict[str, float] = {}
         self._lock_fd: int | None = None
 
@@ -64,14 +66,23 @@ class ChannelFollower:
         """One watch step; returns the release it started loading (None: nothing to do)."""
         if self._changed():
             try:
-                self._pending = self.registry.channel(self.channel).current
+                cur = self.registry.channel(self.channel).current
             except Exception as exc:  # a malformed pointer: keep serving, say so
                 log.warning("cannot read channel %s: %s", self.channel, exc)
                 return None
+            if self._first:  # the channel as the server found it: the start serves it already
+                self._first, self._seen = False, cur
+            elif cur != self._seen:  # the channel moved: roll out (an admin reload meanwhile stays
+                self._seen = self._pending = cur  # until the channel moves again)
         want = self._pending
         target = getattr(holder, "target", None)
         have = target.release if target is not None else None
-        if want is None or want == have or holder.loading is not None:
+        if want is None:
+            return None
+        if want == have:
+            self._pending = None  # rolled out (by this worker or another)
+            return None
+        if holder.loading is not None:
             return None
         failed = self._failed.get(want)
         if failed is not None and time.monotonic() - failed < RETRY_SECONDS:

@@ -65,6 +65,10 @@ def test_promote_and_rollback_start_one_rollout(make_release: Any, tmp_path: Pat
     assert f1.check(w1, noop) is None and f2.check(w2, noop) is None
     reg.rollback()  # the same path back
     assert f2.check(w2, noop) == a.id and w2.started == [(a.id, True)]
+    w2.finish()
+    assert f2.check(w2, noop) is None  # rolled out
+    w2.target = _Target(b.id)  # an admin reload to another release sticks while the channel stays
+    assert f2.check(w2, noop) is None and w2.started == [(a.id, True)]
 
 
 def test_a_release_that_fails_to_load_is_retried_later(
@@ -74,11 +78,12 @@ def test_a_release_that_fails_to_load_is_retried_later(
     a, b = make_release(0.3), make_release(0.31)
     reg = Registry(root)
     reg.promote(a.id)
-    reg.promote(b.id)
     run = tmp_path / "run"
     run.mkdir()
     w = FakeHolder(_Target(a.id))
     f = ChannelFollower(root, "production", run)
+    assert f.check(w, lambda s, e: None) is None
+    reg.promote(b.id)
     errors: list[Exception | None] = []
     assert f.check(w, lambda s, e: errors.append(e)) == b.id
     w.finish(ok=False)
