@@ -12,6 +12,8 @@ command, so that ``recstack --help`` stays fast:
 | `batch`       | ``recstack batch users|pairs|versions``              |
 | `services`    | ``recstack services ...``, ``recstack client ...``   |
 | `demo`        | ``recstack demo``                                    |
+| `events`      | ``recstack events info|export|compact``              |
+| `retrain`     | ``recstack retrain``                                 |
 
 A new group is a new module with its own ``typer.Typer`` registered below.
 """
@@ -26,7 +28,7 @@ import typer
 
 from recstack import __version__
 from recstack._progress import console, set_quiet
-from recstack.cli import batch, data, demo, evaluate, releases, serve, services
+from recstack.cli import batch, data, demo, evaluate, events, releases, retrain, serve, services
 from recstack.errors import RecstackError
 
 __all__ = ["app", "main"]
@@ -47,6 +49,8 @@ app.add_typer(batch.app, name="batch")
 app.add_typer(services.services_app, name="services")
 app.add_typer(services.client_app, name="client")
 app.command("demo")(demo.demo_cmd)
+app.add_typer(events.app, name="events")
+app.command("retrain")(retrain.retrain_cmd)
 
 
 def _version(value: bool) -> None:

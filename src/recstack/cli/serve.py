@@ -26,6 +26,15 @@ def serve_cmd(
         str | None, typer.Option("--api-key", help="X-API-Key for /admin (default: RECSTACK_SERVE_API_KEY).")
     ] = None,
     releases_dir: Annotated[Path | None, typer.Option("--releases-dir", help="Releases directory.")] = None,
+    event_log: Annotated[
+        str,
+        typer.Option(
+            "--event-log",
+            help="Where accepted events are logged before 201: 'auto' (events/events.db beside the "
+            "releases dir; Redis Streams with --store redis), sqlite:///path, redis://..., "
+            "postgresql://... or 'off'.",
+        ),
+    ] = "auto",
     events_auth: Annotated[
         bool, typer.Option("--events-auth", help="POST /v1/events needs the X-API-Key too (needs --api-key).")
     ] = False,
@@ -55,8 +64,14 @@ def serve_cmd(
     settings = ServingSettings.model_validate(overrides)
     if settings.events_auth and settings.api_key is None:
         raise InvalidArgumentError("--events-auth needs --api-key (or RECSTACK_SERVE_API_KEY)")
+    if event_log == "auto":
+        from recstack.events import default_log_url
+
+        event_log = default_log_url(settings.releases_path(), settings.store, settings.redis_url)
+    settings = settings.model_copy(update={"event_log": event_log})
     rid = check_release(settings)  # resolved and verified: a bad release fails here, in one line
     console().print(
-        f"serving release [bold]{rid}[/bold] on http://{host}:{port} (docs /docs), workers {workers}"
+        f"serving release [bold]{rid}[/bold] on http://{host}:{port} (docs /docs), workers {workers}, "
+        f"event log {event_log}"
     )
     run_server(settings, release_id=rid)

@@ -42,6 +42,7 @@ from recstack._progress import console, progress_bar
 from recstack.config import ComponentConfig, load_toml
 from recstack.data.dataset import Dataset
 from recstack.errors import ArtifactError, ConfigError, InvalidArgumentError
+from recstack.events.dataset import EventsLineage, EventsSpec
 from recstack.models.base import Retriever
 from recstack.release.manifest import (
     ArtifactsInfo,
@@ -77,10 +78,15 @@ STAGES: tuple[str, ...] = ("data", "features", "evaluate", "fit", "index", "writ
 # ------------------------------------------------------------------------------------------ config
 class DatasetSpec(ComponentConfig):
     """Where the data comes from: ``ml-100k`` (bundled), a MovieLens/CSV/Parquet path, or a dir
-    written by `Dataset.save`."""
+    written by `Dataset.save`; ``none`` with ``events`` only: the event log alone.
+
+    ``events`` (a ``[dataset.events]`` table, `recstack.events.dataset.EventsSpec`): add the event
+    log's interactions on top of the source; the offsets read go into the release's lineage
+    (``manifest.events``)."""
 
     source: str = "ml-100k"
     format: str | None = None
+    events: EventsSpec | None = None
 
 
 class SplitSpec(ComponentConfig):
@@ -221,7 +227,37 @@ class _Timer:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 4)
 
 
-def _load_data(spec: DatasetSpec) -> Dataset:
+def _load_data(spec: DatasetSpec) -> tuple[Dataset, EventsLineage | None]:
+    """The data set of the build and, with ``[dataset.events]``, what it took from the log."""
+    base = None if spec.source.lower() in ("none", "") else _load_source(spec)
+    if spec.events is None:
+        if base is None:
+            raise ConfigError("[dataset] source = 'none' needs a [dataset.events] log to train on")
+        return base, None
+    from recstack.events import open_log
+    from recstack.events.dataset import dataset_with_events, read_events
+
+    event_log = open_log(spec.events.log)
+    if event_log is None:
+        raise ConfigError("[dataset.events] log is 'off': give the log's URL")
+    try:
+        events, upto = read_events(spec.events, event_log)
+        ds, stats = dataset_with_events(base, events, spec.events)
+        lineage = EventsLineage(
+            log_id=event_log.log_id,
+            log=event_log.url,
+            after=spec.events.after,
+            last_offset=upto,
+            read=events.height,
+            before_ts=spec.events.before_ts,
+            **stats,
+        )
+    finally:
+        event_log.close()
+    return ds, lineage
+
+
+def _load_source(spec: DatasetSpec) -> Dataset:
     src = Path(spec.source)
     if src.is_dir() and (src / "dataset.json").is_file():
         return Dataset.load(src)
@@ -476,7 +512,7 @@ def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Ti
         # 1. data
         prog.update(task, status="loading data")
         with timer.stage("data"):
-            dataset = _load_data(cfg.dataset)
+            dataset, events_lineage = _load_data(cfg.dataset)
         if dataset.n_interactions == 0:
             raise InvalidArgumentError(f"dataset {cfg.dataset.source!r} has no interactions")
         results["dataset"] = dataset.name
@@ -646,6 +682,7 @@ def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Ti
             package_version=__version__,
             git_commit=git_commit(),
             parent=parent,
+            events=events_lineage,
             headline=HeadlineInfo(model=headline_model, metric=cfg.headline.metric),
             metrics=metrics,
             timings=dict(timer.timings),

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from recstack.errors import ArtifactError
+from recstack.events.dataset import EventsLineage
 
 __all__ = [
     "MANIFEST_NAME",
@@ -120,6 +121,9 @@ class Manifest(_Strict):
     package_version: str
     git_commit: str | None = None
     parent: str | None = None
+    #: what the release took from the event log (None: built without it); serving replays the log
+    #: after ``events.last_offset`` into the histories
+    events: EventsLineage | None = None
     headline: HeadlineInfo | None = None
     #: model alias -> metric name (``ndcg@10``) -> value, measured on the holdout split
     metrics: dict[str, dict[str, float]] = Field(default_factory=dict)

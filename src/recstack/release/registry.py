@@ -287,12 +287,16 @@ class Registry:
             finally:
                 os.close(dfd)
 
-    def promote(self, ref: str, channel: str = "production", *, force: bool = False) -> ChannelState:
+    def promote(
+        self, ref: str, channel: str = "production", *, force: bool = False, reason: str | None = None
+    ) -> ChannelState:
         """Point ``channel`` at release ``ref``.
 
         Refused (PromotionRefusedError, stating both numbers) when the release's headline metric is
         more than ``max_relative_drop`` (2%) below that of the channel's current release, unless
         ``force``. The candidate's headline (model, metric) is looked up in both releases.
+        ``reason`` (with ``force``): the gate that was applied instead, recorded in the history
+        (``recstack retrain`` compares both releases on the same recent events).
         """
         self._check_channel(channel)
         rid = self.resolve(ref)
@@ -305,7 +309,9 @@ class Registry:
             if state.current is not None and not force:
                 gate = self._gate(cand, state.current, channel)
             elif state.current is not None:
-                gate = "forced"
+                gate = reason or "forced"
+            elif reason:
+                gate = reason
             state.stack.append(rid)
             state.current = rid
             state.updated_at = _now()

@@ -55,9 +55,16 @@ class HistoryBackend(Protocol):
     def get(self, user_key: str, user_idx: int | None) -> History: ...
 
     def append(
-        self, user_key: str, user_idx: int | None, item_idx: int, kind: str, rating: float | None, ts: int
+        self,
+        user_key: str,
+        user_idx: int | None,
+        item_idx: int,
+        kind: str,
+        rating: float | None,
+        ts: int,
+        offset: int | None = None,
     ) -> int:
-        """Store one event; returns the user's history length after it."""
+        """Store one event (at most once per event-log ``offset``); the user's history length after it."""
         ...
 
 
@@ -68,6 +75,7 @@ class MemoryHistory:
         self.catalog = catalog
         self._lock = threading.Lock()
         self._extra: dict[str, tuple[list[int], list[float], list[int]]] = {}
+        self._offsets: set[int] = set()
 
     def get(self, user_key: str, user_idx: int | None) -> History:
         if user_idx is not None:
@@ -86,15 +94,25 @@ class MemoryHistory:
         )
 
     def append(
-        self, user_key: str, user_idx: int | None, item_idx: int, kind: str, rating: float | None, ts: int
+        self,
+        user_key: str,
+        user_idx: int | None,
+        item_idx: int,
+        kind: str,
+        rating: float | None,
+        ts: int,
+        offset: int | None = None,
     ) -> int:
         if not 0 <= ts < 2**63:
             raise InvalidArgumentError(f"timestamp {ts} must be Unix seconds between 0 and 2**63 - 1")
         with self._lock:
-            ei, er, et = self._extra.setdefault(user_key, ([], [], []))
-            ei.append(int(item_idx))
-            er.append(float("nan") if rating is None else float(rating))
-            et.append(int(ts))
+            if offset is None or offset not in self._offsets:
+                if offset is not None:
+                    self._offsets.add(offset)
+                ei, er, et = self._extra.setdefault(user_key, ([], [], []))
+                ei.append(int(item_idx))
+                er.append(float("nan") if rating is None else float(rating))
+                et.append(int(ts))
         return len(self.get(user_key, user_idx))
 
 
@@ -118,10 +136,17 @@ class StoreHistory:
         return _as_history(raw)
 
     def append(
-        self, user_key: str, user_idx: int | None, item_idx: int, kind: str, rating: float | None, ts: int
+        self,
+        user_key: str,
+        user_idx: int | None,
+        item_idx: int,
+        kind: str,
+        rating: float | None,
+        ts: int,
+        offset: int | None = None,
     ) -> int:
         key = user_key if user_idx is None else user_idx
-        return int(self.store.append_event(key, int(item_idx), kind, rating, ts))
+        return int(self.store.append_event(key, int(item_idx), kind, rating, ts, offset=offset))
 
     def health(self) -> dict[str, Any]:
         """The store's own report (Redis: ``status`` ok / unavailable / empty); in process: ok."""

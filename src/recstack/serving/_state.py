@@ -28,7 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from recstack.errors import ConfigError, UnavailableError
+from recstack.events import EventLog, open_log
 from recstack.serving._catalog import build_catalog
+from recstack.serving._events import EventSink, HistoryFeed
+from recstack.serving._follow import ChannelFollower
 from recstack.serving._history import HistoryBackend, MemoryHistory, StoreHistory
 from recstack.serving._ranker import TwoStageRanker, UserTower
 from recstack.serving._release import ServingRelease
@@ -55,6 +58,8 @@ class ServingState:
     load_seconds: float = 0.0
     #: set when the state is replaced: its background threads (prewarm) stop
     stop: threading.Event = field(default_factory=threading.Event)
+    #: keeps the histories in step with the event log (None without a log)
+    feed: HistoryFeed | None = None
 
     @property
     def release_id(self) -> str:
@@ -162,15 +167,22 @@ def build_state(
     config: PipelineConfig | None = None,
     *,
     prewarm: bool = False,
+    event_log: EventLog | None = None,
 ) -> ServingState:
     """Precompute everything the pipeline needs for ``release`` (catalog arrays, sessions, index).
     ``prewarm`` (servers, with ``settings.ranker_prewarm``): fill the two-stage rankers' memo of known
-    users in the background (`TwoStageRanker.prewarm`); batch jobs leave it off."""
+    users in the background (`TwoStageRanker.prewarm`); batch jobs leave it off. With ``event_log``,
+    the histories get every logged event after the release's data cut-off before the state serves."""
     t0 = time.perf_counter()
     if config is None:
         config = PipelineConfig.from_toml(settings.pipeline) if settings.pipeline else PipelineConfig()
     catalog = build_catalog(release.dataset)
     history = _open_history(release, settings, catalog)
+    feed = None
+    if event_log is not None:
+        feed = HistoryFeed.for_release(event_log, history, catalog, release)
+        n = feed.catch_up()
+        log.info("release %s: %d logged events replayed into the histories", release.id, n)
     tower_path = _user_tower_path(release)
     emb = getattr(release, "item_embeddings", None)
     index, backend, tower = None, None, None
@@ -193,6 +205,7 @@ def build_state(
         index_backend=backend,
         load_seconds=time.perf_counter() - t0,
         stop=stop,
+        feed=feed,
     )
 
 
@@ -232,17 +245,27 @@ class StateHolder:
         #: the service target this worker last converged to (or tries to)
         self.target: Target | None = None
         self._lock = threading.Lock()
+        self.event_log: EventLog | None = open_log(settings.event_log)
+        self.sink: EventSink | None = EventSink(self.event_log) if self.event_log is not None else None
+        self._poller: threading.Thread | None = None
+        self._poll_stop = threading.Event()
         self._stamp: tuple[int, int, int] | None = None
         self._failed_at: dict[int, float] = {}
         self._trim = False
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.pid = os.getpid()
+        #: automatic roll-out: a server of a channel (not of a pinned release) follows the channel
+        self.follower: ChannelFollower | None = None
+        if run_dir is not None and settings.release is None and settings.follow_channel:
+            self.follower = ChannelFollower(settings.releases_path(), settings.channel, run_dir.path)
 
     # ------------------------------------------------------------------ loading
     def load(self, target: str) -> ServingState:
         """Load ``target`` (release id or channel) and make it current; returns the new state."""
-        state = build_state(self.loader(target), self.settings, self.config, prewarm=True)
+        state = build_state(
+            self.loader(target), self.settings, self.config, prewarm=True, event_log=self.event_log
+        )
         self._swap(state)
         return state
 
@@ -266,6 +289,33 @@ class StateHolder:
         self.target = target
         self.report()
         return state
+
+    def start_polling(self) -> None:
+        """Read the events other workers log into the current state's histories, every
+        ``settings.event_poll_s`` seconds (a daemon thread; idempotent)."""
+        if self.event_log is None or self._poller is not None:
+            return
+
+        def run() -> None:
+            while not self._poll_stop.wait(self.settings.event_poll_s):
+                state = self.current
+                if state is None or state.feed is None:
+                    continue
+                try:
+                    state.feed.catch_up()
+                except Exception:  # a busy / unreachable log: try again at the next tick
+                    log.exception("reading the event log failed")
+
+        self._poller = threading.Thread(target=run, name="event-log-poller", daemon=True)
+        self._poller.start()
+
+    def close(self) -> None:
+        """Stop the poller and the event writer (the server's shutdown)."""
+        self._poll_stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)
+        if self.sink is not None:
+            self.sink.close()
 
     def start_reload(
         self,
@@ -364,6 +414,8 @@ class StateHolder:
                         self._trim = False
                         _trim_memory()
                     self.check_target(on_done)
+                    if self.follower is not None:
+                        self.follower.check(self, on_done)
                 except Exception:  # pragma: no cover - never let the watcher die
                     log.exception("target watcher")
 

@@ -92,6 +92,22 @@ class ServingSettings(BaseSettings):
         "release is loaded; None leaves the libraries' defaults (recstack serve uses 1)",
     )
     log_json: bool = True
+    event_log: str | None = Field(
+        default=None,
+        description="where accepted events are logged before 201 (recstack.events.open_log URL: "
+        "sqlite:///path, redis://..., postgresql://...); None or 'off': no log. `recstack serve` "
+        "defaults to events/events.db beside the releases dir (Redis Streams with --store redis)",
+    )
+    follow_channel: bool = Field(
+        default=True,
+        description="a server of a channel (no --release) rolls out the channel's new release by itself "
+        "when it moves (promote, retrain, rollback), on every worker (the service target)",
+    )
+    event_poll_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="seconds between two reads of the event log for the events other workers appended",
+    )
     ranker_memo_mb: float = Field(
         default=256.0,
         ge=0,

@@ -9,10 +9,13 @@ Ids are the release's dense indices: users ``0 .. n_users-1``, items ``0 .. n_it
 - ``get_history(user)`` -> `History` ``(items int64[m], timestamps int64[m] (Unix s),
   ratings float32[m])``, oldest first / newest last. ``user`` is a dense index, or a string key for
   a user unknown to the release (its history holds only the events appended online).
-- ``append_event(user, item, kind, rating=None, ts=None) -> int`` appends at once and returns the
-  length of the user's history after it; views and clicks without a rating store NaN as rating. A
-  rejected event (bad kind, unknown item, a timestamp outside int64 or before 1970) raises before
-  anything is stored.
+- ``append_event(user, item, kind, rating=None, ts=None, offset=None) -> int`` appends at once and
+  returns the length of the user's history after it; views and clicks without a rating store NaN as
+  rating. A rejected event (bad kind, unknown item, a timestamp outside int64 or before 1970) raises
+  before anything is stored. With the event's ``offset`` in the event log (`recstack.events`) the
+  append is idempotent: an offset already applied to this release's histories changes nothing (a
+  worker replaying the log after a restart, or tailing events that another worker already stored in
+  a shared store, never doubles a history).
 - Online events are bounded (`EventLimits`): at most ``max_events`` per user (the oldest go) and
   ``max_users`` distinct users holding online events (the least recently active user's events go
   first); the Redis store also expires a user's online events ``ttl_seconds`` after the last one.
@@ -280,8 +283,9 @@ class FeatureStore(ABC):
         """The user's events, newest last."""
 
     @abstractmethod
-    def _append(self, user: UserKey, item: int, ts: int, rating: float) -> int:
-        """Store one validated event (all or nothing); returns the user's history length after it."""
+    def _append(self, user: UserKey, item: int, ts: int, rating: float, offset: int | None) -> int:
+        """Store one validated event (all or nothing) unless ``offset`` was applied already; returns
+        the user's history length after it."""
 
     def append_event(
         self,
@@ -290,12 +294,14 @@ class FeatureStore(ABC):
         kind: str,
         rating: float | None = None,
         ts: int | None = None,
+        offset: int | None = None,
     ) -> int:
         """Append one event to the user's history; visible to the next `get_history` at once.
         Returns the length of the user's history after it (release history + online events).
 
         ``kind`` is ``view``, ``click`` or ``rating`` (which needs ``rating``); ``ts`` is Unix seconds
-        (default: now), 0 .. 2**63 - 1.
+        (default: now), 0 .. 2**63 - 1; ``offset``: the event's offset in the event log, applied at
+        most once (a second time changes nothing).
         """
         if kind not in EVENT_KINDS:
             raise InvalidArgumentError(f"event kind {kind!r} is not one of {', '.join(EVENT_KINDS)}")
@@ -309,7 +315,7 @@ class FeatureStore(ABC):
         stamp = int(time.time()) if ts is None else int(ts)
         if not 0 <= stamp <= _INT64_MAX:
             raise InvalidArgumentError(f"timestamp {ts!r} must be Unix seconds between 0 and 2**63 - 1")
-        return self._append(key, int(item_i), stamp, r)
+        return self._append(key, int(item_i), stamp, r, None if offset is None else int(offset))
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op for in-process stores
         """Release connections (no-op for the embedded store)."""

@@ -68,6 +68,7 @@ class EmbeddedFeatureStore(FeatureStore):
         self._hist = HistoryArrays(*(_readonly(a) for a in histories))
         #: online events per user, least recently active first: (item, ts, rating) rings
         self._extra: OrderedDict[UserKey, deque[tuple[int, int, float]]] = OrderedDict()
+        self._offsets: set[int] = set()  # event-log offsets applied (idempotent appends)
 
     # ------------------------------------------------------------------ builders
     @classmethod
@@ -156,8 +157,13 @@ class EmbeddedFeatureStore(FeatureStore):
             return int(self._hist.indptr[user + 1] - self._hist.indptr[user])
         return 0
 
-    def _append(self, user: UserKey, item: int, ts: int, rating: float) -> int:
+    def _append(self, user: UserKey, item: int, ts: int, rating: float, offset: int | None) -> int:
         with self._lock:
+            if offset is not None:
+                if offset in self._offsets:  # applied before: nothing changes
+                    ring = self._extra.get(user)
+                    return self._base_length(user) + (len(ring) if ring is not None else 0)
+                self._offsets.add(offset)
             ring = self._extra.get(user)
             if ring is None:
                 ring = self._extra[user] = deque(maxlen=self.limits.max_events)

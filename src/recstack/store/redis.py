@@ -13,6 +13,7 @@ Keys (``prefix`` defaults to ``recstack``)::
     {prefix}:{release}:events:{idx}          events appended online for a known user (same records)
     {prefix}:{release}:events:ext:{key}      same, for users unknown to the release
     {prefix}:{release}:events:users          sorted set: events key suffix -> time of its last event
+    {prefix}:{release}:events:applied        set of event-log offsets already appended (idempotence)
 
 A row is the bytes of one record of a numpy structured dtype built from the feature schema
 (little-endian, unaligned), so a batch of ``n`` rows decodes with one ``np.frombuffer``.
@@ -339,9 +340,13 @@ def bulk_load(
     return RedisFeatureStore(client, release_id, prefix=prefix, limits=limits)
 
 
-#: KEYS: events list, users zset, base history list. ARGV: record, max events, ttl (s), now (s),
-#: max users, member (events key suffix), events key prefix. Returns the history length after it.
+#: KEYS: events list, users zset, base history list, applied-offsets set. ARGV: record, max events,
+#: ttl (s), now (s), max users, member (events key suffix), events key prefix, the event-log offset
+#: ('' for none: an offset already in the set changes nothing). Returns the history length after it.
 _APPEND = """
+if ARGV[8] ~= '' and redis.call('SADD', KEYS[4], ARGV[8]) == 0 then
+  return redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[3])
+end
 local n = redis.call('RPUSH', KEYS[1], ARGV[1])
 local cap = tonumber(ARGV[2])
 if n > cap then
@@ -541,13 +546,14 @@ class RedisFeatureStore(FeatureStore):
         )
         return sort_history(h)
 
-    def _append(self, user: UserKey, item: int, ts: int, rating: float) -> int:
+    def _append(self, user: UserKey, item: int, ts: int, rating: float, offset: int | None) -> int:
         rec = np.array([(item, ts, rating)], dtype=HISTORY_DTYPE)
         member = self._member(user)
         lim = self.limits
         keys = [f"{self._ns}:events:{member}", f"{self._ns}:events:users", self._history_key(user)]
+        keys.append(f"{self._ns}:events:applied")
         args = [rec.tobytes(), lim.max_events, lim.ttl_seconds, int(time.time()), lim.max_users]
-        args += [member, f"{self._ns}:events:"]
+        args += [member, f"{self._ns}:events:", "" if offset is None else str(offset)]
         return int(self._call(lambda: self._append_script(keys=keys, args=args)))
 
     @property

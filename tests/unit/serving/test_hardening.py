@@ -209,7 +209,7 @@ class _FailingStore:
     def get_history(self, user: Any) -> Any:
         raise UnavailableError("Redis at 127.0.0.1:1 does not answer: Timeout reading from socket")
 
-    def append_event(self, *args: Any) -> int:
+    def append_event(self, *args: Any, **kwargs: Any) -> int:
         raise UnavailableError("Redis at 127.0.0.1:1 does not answer: Timeout reading from socket")
 
     def health(self) -> dict[str, Any]:

@@ -153,6 +153,20 @@ def test_append_event_updates_at_once(make_store: Factory) -> None:
     assert h1.items.tolist() == [3, 0] and h1.timestamps[-1] >= before
 
 
+def test_append_with_log_offset_is_idempotent(make_store: Factory) -> None:
+    """An event-log offset is applied at most once per release (replay after a restart, or two
+    workers tailing one log into a shared store)."""
+    st = make_store("r1")  # user 2 has no release history
+    assert st.append_event(2, 1, "view", ts=1000, offset=7) == 1
+    assert st.append_event(2, 1, "view", ts=1000, offset=7) == 1  # the same event again: no change
+    assert st.append_event("web-1", 2, "view", ts=1001, offset=7) == 0  # offset already used
+    assert st.append_event(2, 3, "click", ts=1002, offset=8) == 2
+    assert st.append_event(2, 0, "click", ts=1003) == 3  # no offset: always appended
+    assert st.append_event(2, 0, "click", ts=1003) == 4
+    assert st.get_history(2).items.tolist() == [1, 3, 0, 0]
+    assert len(st.get_history("web-1").items) == 0
+
+
 def test_append_event_validation(make_store: Factory) -> None:
     st = make_store("r1")
     with pytest.raises(InvalidArgumentError, match="needs rating="):

@@ -94,6 +94,8 @@ def create_app(
         own_run_dir = Path(tempfile.mkdtemp(prefix="recstack-run-"))
     run_dir = RunDir(settings.run_dir or own_run_dir)  # type: ignore[arg-type]
     holder = StateHolder(settings, loader or default_loader(settings), config, run_dir)
+    if loader is not None:  # a custom loader serves releases the registry's channels do not name
+        holder.follower = None
 
     def on_converged(state: ServingState | None, err: Exception | None) -> None:
         if state is not None:
@@ -120,10 +122,12 @@ def create_app(
 
             limit_threads(settings.threads)
         holder.start_watching(on_converged)
+        holder.start_polling()
         try:
             yield
         finally:
             holder.stop_watching()
+            holder.close()
             if own_run_dir is not None:
                 import shutil
 
@@ -144,7 +148,7 @@ def create_app(
     if release is not None:
         from recstack.serving._state import build_state
 
-        holder._swap(build_state(release, settings, config, prewarm=True))
+        holder._swap(build_state(release, settings, config, prewarm=True, event_log=holder.event_log))
         metrics.set_release(release.id)
     install_error_handlers(app)
     for r in (recommend.router, items.router, users.router, events.router, admin.router):

@@ -279,8 +279,10 @@ class EventOut(BaseModel):
     request_id: str
     release_id: str
     accepted: bool
+    offset: int | None = Field(description="the event's offset in the event log (None: no log)")
     user_id: str | int
     item_id: str | int
+    item_known: bool = Field(description="false: kept in the log for the next release only")
     history_length: int
 
 
