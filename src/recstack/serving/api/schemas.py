@@ -86,6 +86,13 @@ class ScoredItem(BaseModel):
     explain: dict[str, Any] | None = None
 
 
+class ExperimentTag(BaseModel):
+    """The experiment and arm that served an answer (None outside an experiment)."""
+
+    name: str
+    arm: str
+
+
 class RecommendationResponse(BaseModel):
     request_id: str
     release_id: str
@@ -96,6 +103,7 @@ class RecommendationResponse(BaseModel):
     fallbacks: list[str]
     k: int
     items: list[ScoredItem]
+    experiment: ExperimentTag | None = None
 
 
 class ItemOut(BaseModel):
