@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -44,7 +45,7 @@ import numpy as np
 from rich.console import Console
 
 from recstack.data.loading import load_dataset
-from recstack.experiments import Assigner, ExperimentConfig, analyse
+from recstack.experiments import Assigner, ExperimentConfig
 from recstack.experiments.replay import Population, ReplayConfig, replay
 from recstack.experiments.report import report_table, verdict
 from recstack.testing import ServerProcess, free_port
@@ -116,18 +117,20 @@ def _ab(work: Path, releases: Path, pop: Population, rcfg: ReplayConfig, console
         ],
     )
     port = _port()
-    with ServerProcess(releases, port=port, args=["--api-key", KEY], timeout=600) as srv:
-        with httpx.Client(base_url=srv.url, timeout=60.0) as c:
-            r = c.post("/admin/experiments", json=exp, headers={"X-API-Key": KEY})
-            r.raise_for_status()
-            if not r.json()["live"]:
-                raise RuntimeError(f"experiment not live: {r.json()['error']}")
-            console.print(f"A/B through {srv.url}: {len(pop.future)} users x {rcfg.visits} visits ...")
-            stats = replay(c, pop, rcfg)
-            time.sleep(1.0)  # the last impressions reach the log (the writer thread)
-            rep = c.get(f"/v1/experiments/{exp['name']}/report").json()
-            html = c.get(f"/v1/experiments/{exp['name']}/report", params={"format": "html"}).text
-            metrics = c.get("/metrics").text
+    with (
+        ServerProcess(releases, port=port, args=["--api-key", KEY], timeout=600) as srv,
+        httpx.Client(base_url=srv.url, timeout=60.0) as c,
+    ):
+        r = c.post("/admin/experiments", json=exp, headers={"X-API-Key": KEY})
+        r.raise_for_status()
+        if not r.json()["live"]:
+            raise RuntimeError(f"experiment not live: {r.json()['error']}")
+        console.print(f"A/B through {srv.url}: {len(pop.future)} users x {rcfg.visits} visits ...")
+        stats = replay(c, pop, rcfg)
+        time.sleep(1.0)  # the last impressions reach the log (the writer thread)
+        rep = c.get(f"/v1/experiments/{exp['name']}/report").json()
+        html = c.get(f"/v1/experiments/{exp['name']}/report", params={"format": "html"}).text
+        metrics = c.get("/metrics").text
     (RESULTS / "ab_report.html").write_text(html, encoding="utf-8")
     cfg = ExperimentConfig.from_config(exp)
     assign = Assigner(cfg)
@@ -214,46 +217,85 @@ def _aa(releases: Path, pop: Population, rcfg: ReplayConfig, seeds: int, console
 
 
 def _resample(events: Any, n: int, console: Console) -> dict[str, Any]:
-    """Re-randomise the users of one logged A/A run by ``n`` new salts: the arm of each impression is
-    re-drawn from the user's hash (the served lists do not depend on the arm in an A/A test)."""
-    import polars as pl
+    """Re-randomise the users of one logged A/A run by ``n`` new salts: both arms served the same
+    pipeline, so a user's impressions and clicks do not depend on the arm; each salt re-draws the arms
+    from the users' hashes and tests the CTR difference (the per-user sums are computed once)."""
     from scipy import stats
 
-    ps: list[float] = []
-    imps = events.filter(pl.col("type") == "impression")
+    from recstack.experiments.analysis import attribute, per_user, ratio_estimate, shown_items
+
+    shown = shown_items(events)
+    att = attribute(events, shown, 3600)
+    users = per_user(shown.with_columns(arm=None), att.with_columns(arm=None), 10)
+    ids = users["user_id"].to_list()
+    shown_n, clicks = users["shown"].to_numpy(), users["clicks"].to_numpy()
+    ps = []
     for s in range(n):
         cfg = ExperimentConfig.from_config(
             _experiment("resample", f"resample-{s}", [{"name": "a"}, {"name": "b"}])
         )
         assign = Assigner(cfg)
-        arms = {u: assign(u) for u in imps["user_id"].unique().to_list()}
-
-        def relabel(p: str | None, u: str) -> str | None:
-            if p is None:
-                return None
-            d = json.loads(p)
-            d["experiment"], d["arm"] = "resample", arms[u]
-            return json.dumps(d)
-
-        ev = events.with_columns(
-            pl.struct("payload", "user_id")
-            .map_elements(lambda r: relabel(r["payload"], r["user_id"]), return_dtype=pl.String)
-            .alias("payload")
-        )
-        rep = analyse(ev, cfg)
-        ps.append(rep["tests"]["b"]["ctr"]["p_value"])
+        in_b = np.array([assign(u) == "b" for u in ids])
+        ea = ratio_estimate(clicks[~in_b], shown_n[~in_b])
+        eb = ratio_estimate(clicks[in_b], shown_n[in_b])
+        z = (eb.value - ea.value) / math.hypot(ea.se, eb.se)
+        ps.append(float(2 * stats.norm.sf(abs(z))))
     arr = np.asarray(ps)
-    ks = stats.kstest(arr, "uniform")
     out = {
         "resamples": n,
+        "users": len(ids),
         "false_positive_rate_ctr": float(np.mean(arr < 0.05)),
-        "ks_uniform_p": float(ks.pvalue),
+        "ks_uniform_p": float(stats.kstest(arr, "uniform").pvalue),
         "p_deciles": np.histogram(arr, bins=10, range=(0, 1))[0].tolist(),
     }
     console.print(
-        f"A/A re-randomisation x{n}: p < 0.05 in {out['false_positive_rate_ctr']:.1%}, KS p {out['ks_uniform_p']:.3f}"
+        f"A/A re-randomisation x{n}: p < 0.05 in {out['false_positive_rate_ctr']:.1%}, "
+        f"KS p {out['ks_uniform_p']:.3f}"
     )
     return out
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _memory_probe(releases: Path) -> dict[str, Any]:
+    """RSS of one worker's serving state, of an arm on the same release with its own pipeline, and
+    of a second copy of the release (what an arm on another release costs per worker)."""
+    import gc
+
+    from recstack.experiments import ExperimentConfig
+    from recstack.serving._experiments import OnlineRuntime
+    from recstack.serving._state import StateHolder, default_loader
+    from recstack.serving.settings import ServingSettings
+
+    settings = ServingSettings(releases_dir=releases, ranker_prewarm=False, event_log=None, threads=1)
+    holder = StateHolder(settings, default_loader(settings))
+    r0 = _rss_mb()
+    base = holder.load("production")
+    r1 = _rss_mb()
+    rt = OnlineRuntime(holder=holder, store=None)
+    exp = ExperimentConfig.from_config(
+        _experiment("m", "m", [{"name": "pop", "model": "recall", "pipeline": POPULAR_ONLY}, {"name": "b"}])
+    )
+    rt._build_arm(exp, exp.arms[0], base)
+    r2 = _rss_mb()
+    from recstack.serving._state import build_state
+
+    second = build_state(holder.loader("production"), settings, None)
+    gc.collect()
+    r3 = _rss_mb()
+    del second
+    return {
+        "worker_with_release_mb": round(r1, 1),
+        "release_state_mb": round(r1 - r0, 1),
+        "arm_same_release_own_pipeline_mb": round(r2 - r1, 1),
+        "arm_second_release_copy_mb": round(r3 - r2, 1),
+        "note": "RSS of one process (VmRSS); the ranker memo (ranker_memo_mb) grows on top with traffic",
+    }
 
 
 def _assignment(console: Console) -> dict[str, Any]:
@@ -283,9 +325,8 @@ def _assignment(console: Console) -> dict[str, Any]:
             "sticky": sticky,
             "us_per_id": round(secs / len(ids) * 1e6, 2),
         }
-        console.print(
-            f"assignment {name}: {counts}, max deviation {out[name]['max_abs_deviation']:.4f}, sticky {sticky}"
-        )
+        dev_max = out[name]["max_abs_deviation"]
+        console.print(f"assignment {name}: {counts}, max deviation {dev_max:.4f}, sticky {sticky}")
     return out
 
 
@@ -301,7 +342,11 @@ def main() -> None:
     ap.add_argument("--skip-ab", action="store_true")
     ap.add_argument("--skip-aa", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS / "ab.json")
+    ap.add_argument("--memory-probe", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.memory_probe is not None:  # run in a fresh process by main()
+        print(json.dumps(_memory_probe(args.memory_probe)))
+        return
     console = Console()
     args.work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -322,12 +367,27 @@ def main() -> None:
             "warm_users": len(pop.warm),
             "future_interactions": int(sum(len(f) for f in pop.future.values())),
         },
-        "click_model": f"examine position p with probability (1/p)^{args.eta}; click if the item is in the user's future; then rate it",
+        "click_model": (
+            f"examine position p with probability (1/p)^{args.eta}; click if the item is in the user's "
+            "future; then rate it"
+        ),
         "visits_per_user": args.visits,
         "k": 10,
         "build_seconds": round(build_s, 1),
     }
     result["assignment"] = _assignment(console)
+    import subprocess
+
+    probe = subprocess.run(
+        [sys.executable, __file__, "--memory-probe", str(releases)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    result["memory"] = (
+        json.loads(probe.stdout.strip().splitlines()[-1]) if probe.returncode == 0 else probe.stderr[-2000:]
+    )
+    console.print(f"memory: {result['memory']}")
     if not args.skip_ab:
         result["ab"] = _ab(args.work, releases, pop, rcfg, console)
     elif "ab" in prev:

@@ -50,18 +50,20 @@ def _scenario(
     log.unlink(missing_ok=True)
     env = {"RECSTACK_SERVE_DRIFT_WINDOW": str(len(events)), "RECSTACK_SERVE_DRIFT_MIN_EVENTS": "100"}
     args = ["--event-log", f"sqlite:///{log}", "--api-key", "k"]
-    with ServerProcess(releases, port=_port(), args=args, env=env, timeout=600) as srv:
-        with httpx.Client(base_url=srv.url, timeout=60.0) as c:
-            t0 = time.perf_counter()
-            post_events(c, events, concurrency=4)
-            secs = time.perf_counter() - t0
-            deadline = time.monotonic() + 30
-            while True:  # the monitor reads the log every second
-                st = c.get("/v1/monitoring/drift").json()
-                if st["window_events"] >= len(events) or time.monotonic() > deadline:
-                    break
-                time.sleep(0.5)
-            gauges = [ln for ln in c.get("/metrics").text.splitlines() if ln.startswith("recstack_drift")]
+    with (
+        ServerProcess(releases, port=_port(), args=args, env=env, timeout=600) as srv,
+        httpx.Client(base_url=srv.url, timeout=60.0) as c,
+    ):
+        t0 = time.perf_counter()
+        post_events(c, events, concurrency=4)
+        secs = time.perf_counter() - t0
+        deadline = time.monotonic() + 30
+        while True:  # the monitor reads the log every second
+            st = c.get("/v1/monitoring/drift").json()
+            if st["window_events"] >= len(events) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        gauges = [ln for ln in c.get("/metrics").text.splitlines() if ln.startswith("recstack_drift")]
     return {
         "events": len(events),
         "post_seconds": round(secs, 2),
