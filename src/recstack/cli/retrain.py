@@ -28,8 +28,12 @@ def retrain_cmd(
     releases_dir: ReleasesDirOpt = None,
     channel: ChannelOpt = "production",
     holdout_days: Annotated[
-        float, typer.Option("--holdout-days", help="The last N days of new events are the holdout.")
-    ] = 7.0,
+        float,
+        typer.Option(
+            "--holdout-days",
+            help="The last N days of new events are the holdout (shorter than the retrain interval).",
+        ),
+    ] = 2.0,
     metric: Annotated[str, typer.Option("--metric", help="ndcg, recall or hr (@k).")] = "ndcg",
     k: Annotated[int, typer.Option("--k", min=1, help="Cut-off of the metric.")] = 10,
     max_drop: Annotated[

@@ -69,7 +69,9 @@ class RetrainConfig(ComponentConfig):
     #: the event log (`recstack.events.open_log` URL)
     event_log: str
     channel: str = "production"
-    holdout_days: float = Field(default=7.0, gt=0)
+    #: the holdout: new events of the last N days; keep it shorter than the time between retrains,
+    #: or the evaluation candidate has nothing new to learn from before it (then the gate is a tie)
+    holdout_days: float = Field(default=2.0, gt=0)
     metric: Literal["ndcg", "recall", "hr"] = "ndcg"
     k: int = Field(default=10, ge=1)
     #: largest relative drop of the metric that still promotes (0: the candidate must not be worse)
@@ -298,6 +300,10 @@ def _run(cfg: RetrainConfig, root: Path, reg: Registry, elog: EventLog) -> Retra
         )
         return result
     mspec = _headline(cfg.build, cfg.model)
+    learnt = train_events.filter(
+        (pl.col("offset") > prod_off) & pl.col("type").is_in(list(INTERACTION_TYPES))
+    ).height
+    result.holdout["new_events_before_holdout"] = learnt
     train_ds, _ = dataset_with_events(base, train_events, spec)
     cand = create(mspec.name, **mspec.params).fit(train_ds)
     s_cand = evaluate_on_holdout(cand, train_ds, context, truth, k=cfg.k)
@@ -319,6 +325,11 @@ def _run(cfg: RetrainConfig, root: Path, reg: Registry, elog: EventLog) -> Retra
         return result
     rid = _build_with_events(cfg, last, root)
     gate = f"retrain: {mspec.key} {name} {c:.4f} vs production {p:.4f} on {n_users} holdout users"
+    if learnt == 0:
+        gate += (
+            f" (a tie by construction: every new event is in the {cfg.holdout_days:g}-day holdout, so "
+            "the evaluation candidate learnt nothing new; use a holdout shorter than the retrain interval)"
+        )
     reg.promote(rid, cfg.channel, force=True, reason=gate)
     result.action, result.candidate, result.reason = "promoted", rid, gate
     return result
