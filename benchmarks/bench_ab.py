@@ -289,7 +289,35 @@ def _memory_probe(releases: Path) -> dict[str, Any]:
     gc.collect()
     r3 = _rss_mb()
     del second
+    # per-answer cost of the experiment / monitoring layer (route + metrics + impression queued)
+    from recstack.events import open_log
+    from recstack.serving._events import EventSink
+    from recstack.serving.pipeline import RecRequest
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sink = EventSink(open_log(f"sqlite:///{tmp}/ev.db"))  # type: ignore[arg-type]
+        store_dir = Path(tmp) / "exp"
+        from recstack.experiments import ExperimentStore
+
+        ExperimentStore(store_dir).create(exp)
+        rt2 = OnlineRuntime(holder=holder, store=ExperimentStore(store_dir))
+        rt2.refresh()
+        users = [str(u) for u in base.pipeline.catalog.dataset.user_vocab.ids.to_list()[:500]]
+        results = [base.pipeline.recommend(RecRequest(user_id=u, k=10, model="recall")) for u in users]
+        t0 = time.perf_counter()
+        for u, res in zip(users * 4, results * 4, strict=True):
+            req = RecRequest(user_id=u, k=10)
+            routed = rt2.route(base, req)
+            rt2.answered(base, res, user_id=u, request_id="r", routed=routed, sink=sink)
+        per_answer = (time.perf_counter() - t0) / (4 * len(users))
+        t0 = time.perf_counter()
+        for u in users:
+            base.pipeline.recommend(RecRequest(user_id=u, k=10))
+        per_rec = (time.perf_counter() - t0) / len(users)
+        sink.close()
     return {
+        "answer_overhead_us": round(per_answer * 1e6, 1),
+        "recommend_default_model_us": round(per_rec * 1e6, 1),
         "worker_with_release_mb": round(r1, 1),
         "release_state_mb": round(r1 - r0, 1),
         "arm_same_release_own_pipeline_mb": round(r2 - r1, 1),

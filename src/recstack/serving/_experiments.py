@@ -108,7 +108,7 @@ class OnlineRuntime:
     error: str | None = None
     drift: DriftMonitor | None = None
     _extra: dict[str, _Extra] = field(default_factory=dict)
-    _monitors: dict[int, monitoring.ShownMonitor] = field(default_factory=dict)
+    _monitors: dict[str, monitoring.ShownMonitor] = field(default_factory=dict)
     _drift_base: Any = None
     _drift_cursor: int = 0
     _log_reader: EventLog | None = None
@@ -255,14 +255,15 @@ class OnlineRuntime:
 
     # ----------------------------------------------------------------------------- answers
     def monitor_for(self, state: Any) -> monitoring.ShownMonitor:
+        """The shown-item monitor of ``state``'s catalogue (one per release: its arrays index it)."""
         for extra in self._extra.values():
             if extra.state is state:
                 return extra.monitor
-        m = self._monitors.get(id(state))
-        if m is None or len(self._monitors) > 4:
-            if m is None:
-                self._monitors = {k: v for k, v in self._monitors.items() if k == id(self.holder.current)}
-            m = self._monitors[id(state)] = monitoring.ShownMonitor.of_catalog(state.pipeline.catalog)
+        m = self._monitors.get(state.release_id)
+        if m is None:
+            if len(self._monitors) >= 4:  # reloads: keep the few latest releases
+                self._monitors.pop(next(iter(self._monitors)))
+            m = self._monitors[state.release_id] = monitoring.ShownMonitor.of_catalog(state.pipeline.catalog)
         return m
 
     def answered(
@@ -318,7 +319,7 @@ class OnlineRuntime:
         ev_log = self.holder.event_log
         if base is None or ev_log is None:
             return
-        if self.drift is None or self._drift_base is not base.release_id:
+        if self.drift is None or self._drift_base != base.release_id:
             ref = DriftReference.from_dataset(base.pipeline.catalog.dataset)
             self.drift = DriftMonitor(
                 ref,
