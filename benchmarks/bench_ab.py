@@ -363,6 +363,12 @@ def main() -> None:
     ap.add_argument("--dataset", default="ml-100k")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench-ab")
     ap.add_argument("--visits", type=int, default=5)
+    ap.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.1,
+        help="held-out share of the temporal split (protocol: 0.1)",
+    )
     ap.add_argument("--eta", type=float, default=1.0)
     ap.add_argument("--aa-seeds", type=int, default=20)
     ap.add_argument("--aa-visits", type=int, default=None, help="visits of the A/A runs (default --visits)")
@@ -380,7 +386,10 @@ def main() -> None:
     t_start = time.perf_counter()
 
     ds = load_dataset(args.dataset)
-    pop = Population.from_split(ds)
+    pop = Population.from_split(ds, test_fraction=args.test_fraction)
+    if args.test_fraction != 0.1:
+        args.work = args.work.with_name(f"{args.work.name}-tf{args.test_fraction:g}")
+        args.work.mkdir(parents=True, exist_ok=True)
     console.print(f"{args.dataset}: {len(pop.future)} test users ({len(pop.warm)} known to the release)")
     releases, build_s = _release(args.work, args.dataset, pop, console)
     rcfg = ReplayConfig(visits=args.visits, k=10, eta=args.eta, seed=0, concurrency=4)
@@ -390,7 +399,7 @@ def main() -> None:
         "benchmark": "replay A/B",
         "dataset": args.dataset,
         "population": {
-            "protocol": "temporal (last 10% by time held out)",
+            "protocol": f"temporal (last {args.test_fraction:.0%} by time held out)",
             "users": len(pop.future),
             "warm_users": len(pop.warm),
             "future_interactions": int(sum(len(f) for f in pop.future.values())),

@@ -288,6 +288,11 @@ def analyse(
         "tests": tests,
         "pairwise": _pairwise(ests, experiment.arm_names, primary, level),
         "winner": _winner(ests, experiment.arm_names, primary, alpha, level),
+        "secondary": {
+            m: w
+            for m, _, _ in RATIO_METRICS
+            if m != primary and (w := _winner(ests, experiment.arm_names, m, alpha, level)) is not None
+        },
         "srm": _srm(arms, experiment.shares()),
         "by_position": _by_position(shown, attributed, groups),
         "timeline": _timeline(shown, attributed, groups),

@@ -98,9 +98,14 @@ def verdict(rep: dict[str, Any]) -> str:
             f" WARNING: users per arm do not match the shares (SRM p = {_p(srm['p_value'])}): "
             "check assignment."
         )
+    sec = rep.get("secondary") or {}
+    also = ""
+    if sec:
+        parts = [f"{x['arm']} on {METRIC_LABELS.get(m, m)} (p = {_p(x['p_value'])})" for m, x in sec.items()]
+        also = " Secondary metrics (not corrected for multiple testing): better " + "; ".join(parts) + "."
     if w is None:
-        return f"No arm is better on {label} at alpha = {rep['alpha']}.{warn}"
-    return f"{w['arm']} is better on {label} (p = {_p(w['p_value'])} < {rep['alpha']}).{warn}"
+        return f"No arm is better on {label} at alpha = {rep['alpha']}.{also}{warn}"
+    return f"{w['arm']} is better on {label} (p = {_p(w['p_value'])} < {rep['alpha']}).{also}{warn}"
 
 
 def write_json(rep: dict[str, Any], path: str | Path) -> Path:
