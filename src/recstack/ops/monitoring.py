@@ -1,6 +1,7 @@
 """Prometheus metrics of what is shown, per release and experiment arm, and of input drift.
 
-Per answer (`ShownMonitor.observe`; labels ``release`` and ``arm``, ``none`` outside an experiment):
+Per answer (`ShownMonitor.observe`; labels ``release`` and ``arm``, ``none`` outside an experiment;
+the distributions from a 1-in-8 sample of the answers, the counters from all):
 
 - ``recstack_recommendations_total``, ``recstack_recommendation_cold_starts_total``,
   ``recstack_recommendation_fallbacks_total``: answers, and those for users unknown to the release
@@ -9,8 +10,8 @@ Per answer (`ShownMonitor.observe`; labels ``release`` and ``arm``, ``none`` out
 - ``recstack_shown_item_popularity``: the popularity percentile of each shown item (1 = the most
   popular item of the catalogue, 0 = the least);
 - ``recstack_shown_genre_total{genre}``: shown items per genre (the genre mix);
-- ``recstack_catalog_coverage``: distinct items among the last ``coverage_window`` answers of the
-  worker / catalogue size (a gauge; the max over workers).
+- ``recstack_catalog_coverage``: distinct items among the last ``coverage_window`` sampled answers
+  of the worker / catalogue size (a gauge; the max over workers).
 
 Drift (`recstack.ops.drift`, refreshed by the server from the event log every few seconds):
 ``recstack_drift_psi{feature}``, ``recstack_drift_threshold``, ``recstack_drift_window_events``.
@@ -105,7 +106,12 @@ DRIFT_WINDOW = Gauge(
 
 
 class ShownMonitor:
-    """Per-answer metrics of one catalogue (one per serving state)."""
+    """Per-answer metrics of one catalogue (one per serving state).
+
+    The counters (answers, cold starts, fallbacks) count every answer; the distributions (scores,
+    popularity and genres of shown items, coverage) are taken from every ``sample_every``-th answer
+    of the worker: observing ten items into three metrics costs more than a recall-only answer, and
+    a 1-in-8 sample of thousands of answers a minute estimates the same distributions."""
 
     def __init__(
         self,
@@ -113,6 +119,7 @@ class ShownMonitor:
         genre_codes: Sequence[Sequence[int]],
         genre_names: Sequence[str],
         coverage_window: int = 1000,
+        sample_every: int = 8,
     ) -> None:
         n = len(popularity)
         order = np.lexsort((np.arange(n), -np.asarray(popularity, dtype=np.float64)))
@@ -123,14 +130,33 @@ class ShownMonitor:
         self.genre_names = list(genre_names)
         self.n_items = n
         self.coverage_window = coverage_window
+        self.sample_every = max(1, int(sample_every))
+        self._seen = 0
         self._cov: dict[
             tuple[str, str], tuple[deque[npt.NDArray[np.int64]], npt.NDArray[np.int32], list[int]]
         ] = {}
+        self._children: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._lock = threading.Lock()
 
     @classmethod
-    def of_catalog(cls, catalog: Any) -> ShownMonitor:
-        return cls(catalog.popularity, catalog.genre_codes, catalog.genre_names)
+    def of_catalog(cls, catalog: Any, sample_every: int = 8) -> ShownMonitor:
+        return cls(catalog.popularity, catalog.genre_codes, catalog.genre_names, sample_every=sample_every)
+
+    def _metrics(self, labels: tuple[str, str]) -> tuple[Any, ...]:
+        c = self._children.get(labels)
+        if c is None:
+            c = self._children[labels] = tuple(
+                m.labels(*labels)
+                for m in (
+                    RECOMMENDATIONS,
+                    REC_COLD_STARTS,
+                    REC_FALLBACKS,
+                    SCORES,
+                    SHOWN_POPULARITY,
+                    CATALOG_COVERAGE,
+                )
+            )
+        return c
 
     def observe(
         self,
@@ -142,25 +168,27 @@ class ShownMonitor:
         fallbacks: Sequence[str],
     ) -> None:
         labels = (release, arm)
-        child(RECOMMENDATIONS, *labels).inc()
+        answers, colds, fbs, hist, pop, cov = self._metrics(labels)
+        answers.inc()
         if cold_start:
-            child(REC_COLD_STARTS, *labels).inc()
+            colds.inc()
         if fallbacks:
-            child(REC_FALLBACKS, *labels).inc()
-        h = child(SCORES, *labels)
+            fbs.inc()
+        self._seen += 1
+        if self._seen % self.sample_every:
+            return
         for s in scores.tolist():
             if math.isfinite(s):
-                h.observe(s)
-        p = child(SHOWN_POPULARITY, *labels)
+                hist.observe(s)
         for v in self.percentile[items].tolist():
-            p.observe(v)
+            pop.observe(v)
         counts: dict[int, int] = {}
         for i in items.tolist():
             for g in self.genre_codes[i]:
                 counts[g] = counts.get(g, 0) + 1
         for g, c in counts.items():
             child(SHOWN_GENRES, release, arm, self.genre_names[g]).inc(c)
-        child(CATALOG_COVERAGE, *labels).set(self._coverage(labels, items))
+        cov.set(self._coverage(labels, items))
 
     def _coverage(self, key: tuple[str, str], items: npt.NDArray[np.int64]) -> float:
         """Distinct items over the last ``coverage_window`` answers of ``key`` / catalogue size."""

@@ -175,3 +175,38 @@ def test_experiment_created_on_disk_goes_live_in_the_server(
     ExperimentStore(paths["exp"]).create(ExperimentConfig.from_config(EXPERIMENT))
     client.app.state.online.refresh()  # the poller's tick, without waiting for it
     assert _recs(client, 5)["experiment"]["name"] == "pop-vs-default"
+
+
+def test_replay_population_drives_the_api(tiny_dataset: Any, paths: dict[str, Any]) -> None:
+    """The replay simulator against the in-process app serving a release fitted on the split's train
+    part: every user keeps one arm on every visit, a click is always an item of the user's future,
+    and each click is followed by its true rating."""
+    from recstack.experiments.replay import Population
+    from recstack.serving._release import fit_memory_release
+
+    pop = Population.from_split(tiny_dataset, test_fraction=0.3)
+    assert pop.future and pop.train is not None
+    # a user's future is the split's test part, nothing else
+    test = pop.test.interactions
+    assert sum(len(f) for f in pop.future.values()) == test.height
+    release = fit_memory_release(pop.train, "tiny-train", ("pop", "itemknn"))
+    settings = ServingSettings(api_key="secret", event_log=paths["log"], experiments_dir=paths["exp"])
+    with TestClient(create_app(settings, loader=lambda target: release)) as client:
+        _replay_checks(client, pop, paths)
+
+
+def _replay_checks(client: TestClient, pop: Any, paths: dict[str, Any]) -> None:
+    from recstack.experiments.replay import ReplayConfig, replay
+
+    assert client.post("/admin/experiments", json=EXPERIMENT, headers=KEY).status_code == 201
+    stats = replay(client, pop, ReplayConfig(visits=3, k=5, eta=0.0, seed=1, concurrency=1))
+    assert stats.users == len(pop.future) and stats.requests == 3 * stats.users and stats.arm_switches == 0
+    assign = Assigner(ExperimentConfig.from_config(EXPERIMENT))
+    assert all(stats.arms[u] == assign(u) for u in stats.arms)
+    clicks = _logged(paths["log"], stats.clicks, "click")
+    ratings = _logged(paths["log"], stats.ratings, "rating")
+    assert len(clicks) == stats.clicks == len(ratings) and stats.clicks > 0
+    for c in clicks:
+        assert c.item_id in pop.future[c.user_id]  # eta 0: every shown future item is clicked
+    for r in ratings:
+        assert r.rating == pop.future[r.user_id][r.item_id]
