@@ -58,6 +58,7 @@ IMPRESSION_PAYLOAD = pl.Struct(
         "items": pl.List(pl.String),
         "positions": pl.List(pl.Int64),
         "model": pl.String,
+        "user_kind": pl.String,
         "k": pl.Int64,
     }
 )
@@ -81,6 +82,7 @@ def shown_items(events: pl.DataFrame, experiment: str | None = None) -> pl.DataF
         pl.col("_p").struct.field("arm").alias("arm"),
         pl.col("_p").struct.field("items").alias("item_id_list"),
         pl.col("_p").struct.field("positions").alias("position"),
+        pl.col("_p").struct.field("user_kind").fill_null("unknown").alias("user_kind"),
     )
     if experiment is not None:
         imps = imps.filter(pl.col("experiment") == experiment)
@@ -92,6 +94,7 @@ def shown_items(events: pl.DataFrame, experiment: str | None = None) -> pl.DataF
             "arm",
             "release_id",
             "received",
+            "user_kind",
             pl.col("item_id_list").alias("item_id"),
             "position",
         )
@@ -150,7 +153,9 @@ def attribute(events: pl.DataFrame, shown: pl.DataFrame, window_s: float) -> pl.
 def per_user(shown: pl.DataFrame, attributed: pl.DataFrame, k: int) -> pl.DataFrame:
     """Per (arm, user) sums: impressions, shown, clicks, hits (impressions with an engaged item in
     the top ``k``), rating_sum, rated."""
-    per_imp = shown.group_by("imp", "arm", "user_id").agg(pl.len().alias("shown"))
+    per_imp = shown.group_by("imp", "arm", "user_id").agg(
+        pl.len().alias("shown"), pl.col("user_kind").first(), pl.col("received").first()
+    )
     eng = attributed.with_columns(
         (pl.col("clicked") | pl.col("rating").is_not_null()).alias("engaged"),
     )
@@ -166,13 +171,18 @@ def per_user(shown: pl.DataFrame, attributed: pl.DataFrame, k: int) -> pl.DataFr
         pl.col("rating_sum").fill_null(0.0),
         pl.col("rated").fill_null(0),
     )
-    return joined.group_by("arm", "user_id").agg(
-        pl.len().alias("impressions"),
-        pl.col("shown").sum(),
-        pl.col("clicks").sum(),
-        pl.col("hit").sum().alias("hits"),
-        pl.col("rating_sum").sum(),
-        pl.col("rated").sum(),
+    return (
+        joined.sort("received")
+        .group_by("arm", "user_id")
+        .agg(
+            pl.col("user_kind").first().alias("segment"),
+            pl.len().alias("impressions"),
+            pl.col("shown").sum(),
+            pl.col("clicks").sum(),
+            pl.col("hit").sum().alias("hits"),
+            pl.col("rating_sum").sum(),
+            pl.col("rated").sum(),
+        )
     )
 
 
@@ -287,6 +297,7 @@ def analyse(
         "arms": arms,
         "tests": tests,
         "pairwise": _pairwise(ests, experiment.arm_names, primary, level),
+        "segments": _segments(users, groups, control, level),
         "winner": _winner(ests, experiment.arm_names, primary, alpha, level),
         "secondary": {
             m: w
@@ -298,6 +309,24 @@ def analyse(
         "timeline": _timeline(shown, attributed, groups),
         "events_read": events.height,
     }
+
+
+def _segments(users: pl.DataFrame, arms: Sequence[str], control: str, level: float) -> dict[str, Any]:
+    """Per user segment (``known`` to the release or not, at the user's first impression): users and
+    CTR per arm, and each arm's CTR test against the control (subgroups: exploratory)."""
+    out: dict[str, Any] = {}
+    for seg in sorted(users["segment"].drop_nulls().unique().to_list()):
+        u = users.filter(pl.col("segment") == seg)
+        ests = {
+            a: ratio_estimate(*(u.filter(pl.col("arm") == a)[c].to_numpy() for c in ("clicks", "shown")))
+            for a in arms
+        }
+        out[seg] = {
+            "users": {a: ests[a].n_users for a in arms},
+            "ctr": {a: ests[a].value for a in arms},
+            "tests": {a: _diff_test(ests[control], ests[a], level) for a in arms if a != control},
+        }
+    return out
 
 
 def _pairwise(

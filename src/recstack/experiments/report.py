@@ -230,6 +230,23 @@ def render_html(rep: dict[str, Any]) -> str:
                 f"<td>{_f(d['relative'] * 100 if isinstance(d['relative'], float) else None, 1)}%</td>"
                 f"<td>{_p(d['p_value'])}</td></tr>"
             )
+    seg_rows = []
+    for seg, d in (rep.get("segments") or {}).items():
+        for arm, n in d["users"].items():
+            t = d["tests"].get(arm)
+            seg_rows.append(
+                f"<tr><td class='name'>{e(seg)}</td><td class='name'>{e(arm)}</td><td>{n}</td>"
+                f"<td>{_f(d['ctr'][arm])}</td><td>{_p(t['p_value']) if t else 'control'}</td></tr>"
+            )
+    segments = (
+        "<h2>By user segment (exploratory)</h2><div class='scroll'><table><thead><tr>"
+        "<th class='name'>users</th><th class='name'>arm</th><th>users</th><th>CTR</th><th>p</th>"
+        f"</tr></thead><tbody>{''.join(seg_rows)}</tbody></table></div>"
+        "<p class='note'>known: users of the release's training data; unknown: new visitors. Subgroup "
+        "tests are not corrected for multiple testing.</p>"
+        if seg_rows
+        else ""
+    )
     srm = rep.get("srm") or {}
     plots = [
         ("Metrics per arm with confidence intervals", plot_metrics(rep)),
@@ -266,6 +283,7 @@ catalogue size. Sample-ratio check (users per arm against the shares): p = {_p(s
 <div class="scroll"><table><thead>
 <tr><th class="name">arms</th><th class="name">metric</th><th>difference</th>
 <th>{level}% CI</th><th>relative</th><th>p</th></tr></thead><tbody>{"".join(diffs)}</tbody></table></div>
+{segments}
 <h2>Plots</h2>
 {imgs or '<p class="note">No impressions yet: nothing to plot.</p>'}
 </body></html>

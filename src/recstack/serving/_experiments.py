@@ -293,6 +293,7 @@ class OnlineRuntime:
             "items": items,
             "positions": list(range(1, len(items) + 1)),
             "model": res.model,
+            "user_kind": res.user_kind,
             "k": len(items),
             "request_id": request_id,
         }
