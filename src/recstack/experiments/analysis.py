@@ -58,7 +58,7 @@ IMPRESSION_PAYLOAD = pl.Struct(
         "items": pl.List(pl.String),
         "positions": pl.List(pl.Int64),
         "model": pl.String,
-        "user_kind": pl.String,
+        "segment": pl.String,
         "k": pl.Int64,
     }
 )
@@ -82,7 +82,7 @@ def shown_items(events: pl.DataFrame, experiment: str | None = None) -> pl.DataF
         pl.col("_p").struct.field("arm").alias("arm"),
         pl.col("_p").struct.field("items").alias("item_id_list"),
         pl.col("_p").struct.field("positions").alias("position"),
-        pl.col("_p").struct.field("user_kind").fill_null("unknown").alias("user_kind"),
+        pl.col("_p").struct.field("segment").alias("segment"),
     )
     if experiment is not None:
         imps = imps.filter(pl.col("experiment") == experiment)
@@ -94,7 +94,7 @@ def shown_items(events: pl.DataFrame, experiment: str | None = None) -> pl.DataF
             "arm",
             "release_id",
             "received",
-            "user_kind",
+            "segment",
             pl.col("item_id_list").alias("item_id"),
             "position",
         )
@@ -154,7 +154,7 @@ def per_user(shown: pl.DataFrame, attributed: pl.DataFrame, k: int) -> pl.DataFr
     """Per (arm, user) sums: impressions, shown, clicks, hits (impressions with an engaged item in
     the top ``k``), rating_sum, rated."""
     per_imp = shown.group_by("imp", "arm", "user_id").agg(
-        pl.len().alias("shown"), pl.col("user_kind").first(), pl.col("received").first()
+        pl.len().alias("shown"), pl.col("segment").first(), pl.col("received").first()
     )
     eng = attributed.with_columns(
         (pl.col("clicked") | pl.col("rating").is_not_null()).alias("engaged"),
@@ -175,7 +175,7 @@ def per_user(shown: pl.DataFrame, attributed: pl.DataFrame, k: int) -> pl.DataFr
         joined.sort("received")
         .group_by("arm", "user_id")
         .agg(
-            pl.col("user_kind").first().alias("segment"),
+            pl.col("segment").first().alias("segment"),
             pl.len().alias("impressions"),
             pl.col("shown").sum(),
             pl.col("clicks").sum(),
@@ -312,8 +312,8 @@ def analyse(
 
 
 def _segments(users: pl.DataFrame, arms: Sequence[str], control: str, level: float) -> dict[str, Any]:
-    """Per user segment (``known`` to the release or not, at the user's first impression): users and
-    CTR per arm, and each arm's CTR test against the control (subgroups: exploratory)."""
+    """Per user segment (``new``: no history at the user's first impression, else ``returning``):
+    users and CTR per arm, and each arm's CTR test against the control (subgroups: exploratory)."""
     out: dict[str, Any] = {}
     for seg in sorted(users["segment"].drop_nulls().unique().to_list()):
         u = users.filter(pl.col("segment") == seg)

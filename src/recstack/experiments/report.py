@@ -133,7 +133,7 @@ def plot_metrics(rep: dict[str, Any]) -> str | None:
             ax.errorbar([i], [v], yerr=err, fmt="o", capsize=6, color=_COLORS[i % len(_COLORS)], ms=7)
         ax.set_xticks(range(len(arms)), arms)
         ax.set_xlim(-0.6, len(arms) - 0.4)
-        label = METRIC_LABELS[m] + (f"@{rep['k']}" if m == "hit_rate" else "")
+        label = METRIC_LABELS[m].replace("@k", f"@{rep['k']}")
         ax.set_title(f"{label} ({round(rep['level'] * 100)}% CI)")
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -242,7 +242,8 @@ def render_html(rep: dict[str, Any]) -> str:
         "<h2>By user segment (exploratory)</h2><div class='scroll'><table><thead><tr>"
         "<th class='name'>users</th><th class='name'>arm</th><th>users</th><th>CTR</th><th>p</th>"
         f"</tr></thead><tbody>{''.join(seg_rows)}</tbody></table></div>"
-        "<p class='note'>known: users of the release's training data; unknown: new visitors. Subgroup "
+        "<p class='note'>new: no history at their first answer (new visitors, users without "
+        "interactions); returning: the others. Subgroup "
         "tests are not corrected for multiple testing.</p>"
         if seg_rows
         else ""

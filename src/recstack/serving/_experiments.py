@@ -293,7 +293,9 @@ class OnlineRuntime:
             "items": items,
             "positions": list(range(1, len(items) + 1)),
             "model": res.model,
-            "user_kind": res.user_kind,
+            # the user's segment: "new" when the answer had no history to go on (a user unknown to
+            # the release, or one without interactions), else "returning"
+            "segment": "new" if res.cold_start or "no_history" in res.fallbacks else "returning",
             "k": len(items),
             "request_id": request_id,
         }
