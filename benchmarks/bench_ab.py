@@ -143,7 +143,20 @@ def _ab(work: Path, releases: Path, pop: Population, rcfg: ReplayConfig, console
         "experiment": exp,
         "replay": stats.as_dict(),
         "arm_mismatches_vs_assigner": mismatch,
-        "report": {k: rep[k] for k in ("arms", "tests", "winner", "srm", "verdict", "control", "level")},
+        "report": {
+            k: rep.get(k)
+            for k in (
+                "arms",
+                "tests",
+                "winner",
+                "secondary",
+                "segments",
+                "srm",
+                "verdict",
+                "control",
+                "level",
+            )
+        },
         "drift_after_ab": drift,
     }
 
