@@ -294,8 +294,8 @@ class OnlineRuntime:
             "positions": list(range(1, len(items) + 1)),
             "model": res.model,
             # the user's segment: "new" when the answer had no history to go on (a user unknown to
-            # the release, or one without interactions), else "returning"
-            "segment": "new" if res.cold_start or "no_history" in res.fallbacks else "returning",
+            # the release, or one without interactions yet), else "returning"
+            "segment": "returning" if res.history else "new",
             "k": len(items),
             "request_id": request_id,
         }

@@ -183,6 +183,8 @@ class RecResult:
     fallbacks: list[str]
     timings: dict[str, float]  #: stage -> seconds
     explain: list[dict[str, Any]] | None = None
+    #: distinct items of the user's history the answer went on (0: a user without history)
+    history: int = 0
 
 
 @dataclass
@@ -646,6 +648,7 @@ class Pipeline:
             fallbacks=fallbacks,
             timings=timings,
             explain=explain,
+            history=len(user.recent),
         )
 
     def _source_lists(self, tags: IntArray, names: list[str]) -> list[list[str]]:

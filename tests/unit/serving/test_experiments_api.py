@@ -118,6 +118,9 @@ def test_arms_are_sticky_served_by_their_settings_and_logged(
     assert _recs(client, 1, model="recall")["experiment"] is None
     imps = _logged(paths["log"], 2 * 22 + 1)
     assert len(imps) == 2 * 22 + 1
+    # the segment does not depend on the arm: the user's history decides it
+    seg = {e.user_id: e.payload["segment"] for e in reversed(imps) if e.payload}
+    assert seg["1"] == "returning" and seg["new-visitor-1"] == "new"
     assert {e.payload["arm"] for e in imps if e.payload and e.payload["experiment"]} == {"popular", "default"}
 
 
