@@ -49,6 +49,25 @@ from recstack.testing import ServerProcess, free_port
 HERE = Path(__file__).resolve().parent
 DAY = 86_400
 KEY = "bench-replay"
+TRENDING_PIPELINE = """
+trending_days = 14.0
+[[sources]]
+name = "itemknn"
+kind = "history"
+quota = 200
+[[sources]]
+name = "ease"
+kind = "history"
+quota = 200
+[[sources]]
+name = "popular"
+kind = "popular"
+quota = 100
+[[sources]]
+name = "trending"
+kind = "trending"
+quota = 100
+"""
 
 
 def external_frame(ds: Dataset) -> pl.DataFrame:
@@ -92,7 +111,11 @@ async def post_all(port: int, events: list[dict[str, Any]], conns: int = 8) -> i
             nonlocal bad
             while not q.empty():
                 e = q.get_nowait()
-                r = await c.post("/v1/events", json=e)
+                try:
+                    r = await c.post("/v1/events", json=e)
+                except httpx.TransportError:  # counted, not retried (it may have been logged)
+                    bad += 1
+                    continue
                 bad += r.status_code != 201
 
         await asyncio.gather(*(worker() for _ in range(conns)))
@@ -106,7 +129,13 @@ async def recommend_all(port: int, users: list[Any], k: int = 10) -> dict[Any, l
 
         async def one(u: Any) -> None:
             async with sem:
-                r = await c.get(f"/v1/users/{u}/recommendations", params={"k": k})
+                for attempt in range(3):  # a keep-alive connection the server closed meanwhile
+                    try:
+                        r = await c.get(f"/v1/users/{u}/recommendations", params={"k": k})
+                        break
+                    except httpx.TransportError:
+                        if attempt == 2:
+                            raise
                 r.raise_for_status()
                 out[u] = [it["item_id"] for it in r.json()["items"]]
 
@@ -136,9 +165,17 @@ def main() -> None:
         "--models", default="pop,itemknn,ease", help="the release's models; the last one is gated"
     )
     ap.add_argument("--rollout", choices=["watch", "admin"], default="admin")
+    ap.add_argument(
+        "--pipeline",
+        choices=["default", "trending"],
+        default="default",
+        help="serving pipeline of both servers: the default sources (item-kNN, EASE, popular), or "
+        "those plus a 'trending' source (popularity over the release's last 14 days)",
+    )
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
-    out_path = a.out or HERE / "results" / f"replay_loop_{round(a.test_share * 100)}.json"
+    suffix = "" if a.pipeline == "default" else f"_{a.pipeline}"
+    out_path = a.out or HERE / "results" / f"replay_loop_{round(a.test_share * 100)}{suffix}.json"
     src = a.data if Path(a.data).exists() else "ml-100k"
     ds = load_dataset(src)
     ext = external_frame(ds)
@@ -171,6 +208,10 @@ def main() -> None:
         print(f"first release {frozen} ({first.seconds:.0f}s)")
         known_users = set(base.user_vocab.ids.to_list())
         common = ["--workers", "1", "--api-key", KEY]
+        if a.pipeline == "trending":
+            toml = tmp / "pipeline.toml"
+            toml.write_text(TRENDING_PIPELINE)
+            common += ["--pipeline", str(toml)]
         loop_args = [*common, "--event-log", log_url]
         frozen_args = [*common, "--event-log", f"sqlite:///{tmp / 'frozen.db'}"]
         weeks: list[dict[str, Any]] = []
@@ -279,6 +320,7 @@ def main() -> None:
             "holdout_days": a.holdout_days,
             "models": models,
             "rollout": a.rollout,
+            "pipeline": a.pipeline,
             "replayed": after.height,
         },
         "weeks": weeks,

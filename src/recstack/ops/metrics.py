@@ -92,6 +92,17 @@ RANKER_MEMO = Counter(
     ["outcome"],
 )
 RELOADS = Counter("recstack_release_reloads_total", "Release reloads by outcome.", ["outcome"])
+EVENTS_LOGGED = Counter(
+    "recstack_events_logged_total", "Events appended to the event log, by outcome (ok / error).", ["outcome"]
+)
+EVENT_LOG_COMMITS = Counter(
+    "recstack_event_log_commits_total", "Appends (transactions, one fsync each) to the event log."
+)
+EVENTS_REPLAYED = Counter(
+    "recstack_events_replayed_total",
+    "Logged events fed to the histories (replay after a load, then the tail of other workers' "
+    "events; a worker's own events are skipped there by offset).",
+)
 RELEASE_INFO = Gauge(
     "recstack_release_info",
     "The release being served (value 1; labels say which).",

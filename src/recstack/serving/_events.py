@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from recstack.events import INTERACTION_TYPES, EventLog, LoggedEvent, NewEvent
+from recstack.ops import metrics
 
 __all__ = ["EventSink", "HistoryFeed", "release_cutoff"]
 
@@ -85,6 +86,7 @@ class EventSink:
             try:
                 offsets = self.log.append([g[0] for g in group])
             except Exception as exc:  # every waiter gets the error: nothing was acknowledged
+                metrics.EVENTS_LOGGED.labels(outcome="error").inc(len(group))
                 for _, fut, loop in group:
                     if fut is None:
                         self.dropped += 1
@@ -94,6 +96,8 @@ class EventSink:
                 continue
             self.batches += 1
             self.events += len(group)
+            metrics.EVENTS_LOGGED.labels(outcome="ok").inc(len(group))
+            metrics.EVENT_LOG_COMMITS.inc()
             for (_, fut, loop), off in zip(group, offsets, strict=True):
                 if fut is not None:
                     loop.call_soon_threadsafe(_set_result, fut, off)
@@ -171,10 +175,12 @@ class HistoryFeed:
         n = 0
         with self._lock:
             for batch in self.log.iter_batches(self.cursor):
+                before = self.applied
                 for e in batch:
                     self.apply(e)
                 self.cursor = batch[-1].offset
                 n += len(batch)
+                metrics.EVENTS_REPLAYED.inc(self.applied - before)
                 if on_batch is not None:
                     on_batch(n)
         return n

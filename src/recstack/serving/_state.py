@@ -205,7 +205,7 @@ class StateHolder:
         self.event_log: EventLog | None = open_log(settings.event_log)
         self.sink: EventSink | None = EventSink(self.event_log) if self.event_log is not None else None
         self._poller: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._poll_stop = threading.Event()
 
     def load(self, target: str) -> ServingState:
         """Load ``target`` (release id or channel) and make it current; returns the new state."""
@@ -223,7 +223,7 @@ class StateHolder:
             return
 
         def run() -> None:
-            while not self._stop.wait(self.settings.event_poll_s):
+            while not self._poll_stop.wait(self.settings.event_poll_s):
                 state = self.current
                 if state is None or state.feed is None:
                     continue
@@ -237,7 +237,7 @@ class StateHolder:
 
     def close(self) -> None:
         """Stop the poller and the event writer (the server's shutdown)."""
-        self._stop.set()
+        self._poll_stop.set()
         if self._poller is not None:
             self._poller.join(timeout=5)
         if self.sink is not None:

@@ -50,6 +50,9 @@ def test_event_is_logged_before_201(client: TestClient, log_url: str) -> None:
     assert (e.offset, e.type, e.user_id, e.item_id, e.rating) == (1, "rating", "1", "105", 4.0)
     assert e.release_id == "tiny-a" and e.request_id == r.headers["x-request-id"]
     assert abs(e.received - time.time()) < 60
+    text = client.get("/metrics").text
+    assert 'recstack_events_logged_total{outcome="ok"}' in text
+    assert "recstack_event_log_commits_total" in text
 
 
 def test_unknown_item_is_kept_in_the_log_only(client: TestClient, log_url: str) -> None:
