@@ -105,15 +105,38 @@ def _experiment(name: str, salt: str, arms: list[dict[str, Any]]) -> dict[str, A
     return {"name": name, "salt": salt, "k": 10, "window_s": 3600, "arms": arms}
 
 
-def _ab(work: Path, releases: Path, pop: Population, rcfg: ReplayConfig, console: Console) -> dict[str, Any]:
+#: the treatment arm of ``--treatment``: the default two-stage model, or recent popularity (the
+#: strongest baseline of the temporal protocol: a known-better arm that checks the test's power)
+TREATMENTS: dict[str, dict[str, Any]] = {
+    "two_stage": {"name": "two_stage", "share": 1},
+    "trending": {
+        "name": "trending",
+        "share": 1,
+        "model": "recall",
+        "pipeline": {
+            "sources": [{"name": "trending", "kind": "trending", "quota": 300}],
+            "trending_days": 30,
+        },
+    },
+}
+
+
+def _ab(
+    work: Path,
+    releases: Path,
+    pop: Population,
+    rcfg: ReplayConfig,
+    console: Console,
+    treatment: str = "two_stage",
+) -> dict[str, Any]:
     for d in ("events", "experiments"):
         shutil.rmtree(work / d, ignore_errors=True)
     exp = _experiment(
-        "ab-popularity-vs-two-stage",
+        f"ab-popularity-vs-{treatment.replace('_', '-')}",
         "ab-1",
         [
             {"name": "popularity", "share": 1, "model": "recall", "pipeline": POPULAR_ONLY},
-            {"name": "two_stage", "share": 1},
+            TREATMENTS[treatment],
         ],
     )
     port = _port()
@@ -131,7 +154,8 @@ def _ab(work: Path, releases: Path, pop: Population, rcfg: ReplayConfig, console
         rep = c.get(f"/v1/experiments/{exp['name']}/report").json()
         html = c.get(f"/v1/experiments/{exp['name']}/report", params={"format": "html"}).text
         metrics = c.get("/metrics").text
-    (RESULTS / "ab_report.html").write_text(html, encoding="utf-8")
+    suffix = "" if treatment == "two_stage" else f"_{treatment}"
+    (RESULTS / f"ab_report{suffix}.html").write_text(html, encoding="utf-8")
     cfg = ExperimentConfig.from_config(exp)
     assign = Assigner(cfg)
     mismatch = sum(stats.arms[u] != assign(u) for u in stats.arms)
@@ -387,6 +411,7 @@ def main() -> None:
     ap.add_argument("--aa-visits", type=int, default=None, help="visits of the A/A runs (default --visits)")
     ap.add_argument("--aa-resamples", type=int, default=1000)
     ap.add_argument("--skip-ab", action="store_true")
+    ap.add_argument("--treatment", choices=sorted(TREATMENTS), default="two_stage")
     ap.add_argument("--skip-aa", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS / "ab.json")
     ap.add_argument("--memory-probe", type=Path, default=None, help=argparse.SUPPRESS)
@@ -439,7 +464,7 @@ def main() -> None:
     )
     console.print(f"memory: {result['memory']}")
     if not args.skip_ab:
-        result["ab"] = _ab(args.work, releases, pop, rcfg, console)
+        result["ab"] = _ab(args.work, releases, pop, rcfg, console, args.treatment)
     elif "ab" in prev:
         result["ab"] = prev["ab"]
     if not args.skip_aa:

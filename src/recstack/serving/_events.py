@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from recstack.events import INTERACTION_TYPES, EventLog, LoggedEvent, NewEvent
-from recstack.ops import metrics
+from recstack.ops import metrics, monitoring
 
 __all__ = ["EventSink", "HistoryFeed", "release_cutoff"]
 
@@ -88,8 +88,9 @@ class EventSink:
             except Exception as exc:  # every waiter gets the error: nothing was acknowledged
                 metrics.EVENTS_LOGGED.labels(outcome="error").inc(len(group))
                 for _, fut, loop in group:
-                    if fut is None:
+                    if fut is None:  # a submitted impression: counted, nobody waits for it
                         self.dropped += 1
+                        monitoring.IMPRESSIONS_DROPPED.inc()
                     else:
                         loop.call_soon_threadsafe(_set_exception, fut, exc)
                 log.warning("event log append of %d events failed: %s", len(group), exc)
