@@ -90,7 +90,11 @@ def report_table(rep: dict[str, Any]) -> Any:
 def verdict(rep: dict[str, Any]) -> str:
     """One sentence: the better arm and its p-value, or that no arm is better at alpha."""
     w = rep.get("winner")
-    label = METRIC_LABELS.get(rep["primary"], rep["primary"])
+
+    def name(m: str) -> str:
+        return METRIC_LABELS.get(m, m).replace("@k", f"@{rep['k']}")
+
+    label = name(rep["primary"])
     srm = rep.get("srm") or {}
     warn = ""
     if srm.get("mismatch"):
