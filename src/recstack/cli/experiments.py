@@ -197,9 +197,9 @@ def replay_cmd(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 4,
 ) -> None:
-    """Drive a server with simulated users built from the held-out part of a temporal split of
-    DATASET (serve a release built from its train part: `recstack data split`-free recipe in the
-    README)."""
+    """Drive a server with simulated users: the held-out part of a temporal split of DATASET. The
+    server should serve a release built from the split's train part (benchmarks/bench_ab.py builds
+    one), so that the users' future is unknown to it."""
     import httpx
 
     from recstack.data.loading import load_dataset
