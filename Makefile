@@ -17,13 +17,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# System packages the browser tests need (Debian chromium), installed when root and missing.
+# System packages the tests need (Debian chromium for the browser tests, promtool from Debian's
+# prometheus for the alert rules), installed when root and missing.
 sysdeps:
 	@if ! command -v chromium >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing chromium from Debian packages"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else echo "chromium missing and not root: browser tests will fail under CI=true"; fi; \
+	fi
+	@if ! command -v promtool >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing promtool (Debian prometheus) to check the alert rules"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "promtool missing and not root: the alert rules get the structural check only"; fi; \
 	fi
 
 demo: install

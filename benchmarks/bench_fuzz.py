@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "integration"))
 
-from test_api_fuzz import schemathesis_command  # noqa: E402
+from test_api_fuzz import schemathesis_command, wait_past_midnight  # noqa: E402
 
 from recstack.testing import ServerProcess, build_small_release  # noqa: E402
 
@@ -49,6 +49,8 @@ def main() -> None:
             root = Path(tmp) / "releases"
             build_small_release(root, ("pop", "itemknn"))
         env = {"RECSTACK_SERVE_API_KEY": "fuzz"}
+        # a deep run lasts longer than the safety margin before midnight UTC: wait if it would cross it
+        wait_past_midnight(margin=3600.0)
         with ServerProcess(root, release=args.release, workers=args.workers, env=env) as srv:
             t0 = time.perf_counter()
             res = subprocess.run(

@@ -14,6 +14,7 @@ command, so that ``recstack --help`` stays fast:
 | `demo`        | ``recstack demo``                                    |
 | `events`      | ``recstack events info|export|compact``              |
 | `retrain`     | ``recstack retrain``                                 |
+| `experiments` | ``recstack experiments create|list|stop|report|replay`` |
 
 A new group is a new module with its own ``typer.Typer`` registered below.
 """
@@ -28,7 +29,18 @@ import typer
 
 from recstack import __version__
 from recstack._progress import console, set_quiet
-from recstack.cli import batch, data, demo, evaluate, events, releases, retrain, serve, services
+from recstack.cli import (
+    batch,
+    data,
+    demo,
+    evaluate,
+    events,
+    experiments,
+    releases,
+    retrain,
+    serve,
+    services,
+)
 from recstack.errors import RecstackError
 
 __all__ = ["app", "main"]
@@ -51,6 +63,7 @@ app.add_typer(services.client_app, name="client")
 app.command("demo")(demo.demo_cmd)
 app.add_typer(events.app, name="events")
 app.command("retrain")(retrain.retrain_cmd)
+app.add_typer(experiments.app, name="experiments")
 
 
 def _version(value: bool) -> None:

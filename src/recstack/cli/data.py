@@ -129,3 +129,45 @@ def data_synth_cmd(
         raise typer.BadParameter(str(exc)) from exc
     path = ds.save(out)
     typer.echo(f"wrote {path} ({_counts(ds)})")
+
+
+@app.command("check")
+def data_check_cmd(
+    source: Annotated[
+        str, typer.Argument(help="A bundled name, a MovieLens dir/zip, CSV/Parquet or a saved Dataset.")
+    ],
+    data_format: Annotated[str | None, typer.Option("--format", help=_FORMAT_HELP)] = None,
+    protocol: Annotated[
+        str | None, typer.Option("--protocol", help="Check the split sizes of this protocol (e.g. temporal).")
+    ] = None,
+    parent: Annotated[
+        str | None, typer.Option("--parent", help="A release id / channel to check the shift against.")
+    ] = None,
+    releases_dir: Annotated[Path | None, typer.Option("--releases-dir", help="Releases directory.")] = None,
+) -> None:
+    """The data checks of `recstack build` (schema, ranges, duplicates, unlisted items, split sizes,
+    shift against a parent release), as a table; exits 1 when a check fails."""
+    from rich.table import Table
+
+    from recstack.data.checks import run_checks
+    from recstack.data.dataset import Dataset
+
+    ds = _load_cli_dataset(source, data_format)
+    assert isinstance(ds, Dataset)
+    parent_ds, parent_id = None, None
+    if parent is not None:
+        from recstack.release import _cli
+        from recstack.release.loader import load
+
+        rel = load(parent, _cli.releases_root(releases_dir), verify=False)
+        parent_ds, parent_id = rel.dataset, rel.id
+    results = run_checks(ds, protocol=protocol, parent=parent_ds, parent_id=parent_id)
+    table = Table(title=f"data checks: {ds.name} ({_counts(ds)})")
+    for col in ("check", "status", "message"):
+        table.add_column(col)
+    colour = {"pass": "green", "fail": "red", "allowed": "yellow", "warn": "yellow", "skipped": "dim"}
+    for r in results:
+        table.add_row(r["check"], f"[{colour[r['status']]}]{r['status']}[/]", r["message"])
+    console().print(table)
+    if any(r["status"] == "fail" for r in results):
+        raise typer.Exit(1)

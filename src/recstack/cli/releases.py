@@ -20,13 +20,25 @@ def build_cmd(
     releases_dir: ReleasesDirOpt = None,
     promote: Annotated[bool, typer.Option("--promote", help="Promote the new release when built.")] = False,
     channel: ChannelOpt = "production",
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow",
+            help='Let a failing data check pass: CHECK="reason" (repeatable; the reason goes into the '
+            "manifest). Checks: schema, ranges, duplicates, unlisted_items, split_sizes, shift.",
+        ),
+    ] = None,
 ) -> None:
-    """Run the offline pipeline (data, features, models, evaluation, index) into a new release."""
+    """Run the offline pipeline (data checks, features, models, evaluation, index) into a new release."""
+    from recstack.data.checks import parse_allow
     from recstack.release import _cli
     from recstack.release.build import BuildConfig, build
     from recstack.release.registry import Registry
 
     cfg = BuildConfig.from_toml(config) if config is not None else BuildConfig.default()
+    if allow:
+        checks = cfg.checks.model_copy(update={"allow": {**cfg.checks.allow, **parse_allow(allow)}})
+        cfg = cfg.model_copy(update={"checks": checks})
     root = _cli.releases_root(releases_dir)
     manifest = build(cfg, root)
     out = console()

@@ -38,8 +38,9 @@ import numpy.typing as npt
 from pydantic import Field, field_validator, model_validator
 
 from recstack import __version__
-from recstack._progress import console, progress_bar
+from recstack._progress import progress_bar
 from recstack.config import ComponentConfig, load_toml
+from recstack.data.checks import ChecksSpec, check_report, run_checks
 from recstack.data.dataset import Dataset
 from recstack.errors import ArtifactError, ConfigError, InvalidArgumentError
 from recstack.events.dataset import EventsLineage, EventsSpec
@@ -172,6 +173,9 @@ class BuildConfig(ComponentConfig):
     )
     index: IndexSpec = Field(default_factory=IndexSpec)
     headline: HeadlineSpec = Field(default_factory=HeadlineSpec)
+    #: data checks run before anything is fitted (`recstack.data.checks`); a failure stops the build
+    #: unless ``allow`` names it with a reason (recorded in the manifest's ``data_checks``)
+    checks: ChecksSpec = Field(default_factory=ChecksSpec)
     #: the parent of a new release: this channel's current release, else the latest release
     parent_channel: str = "production"
 
@@ -257,6 +261,33 @@ def _load_data(spec: DatasetSpec) -> tuple[Dataset, EventsLineage | None]:
     return ds, lineage
 
 
+def _data_checks(cfg: BuildConfig, dataset: Dataset, root: Path, parent: str | None) -> dict[str, Any] | None:
+    """Run the data checks (`recstack.data.checks`) against the parent release's data; raises
+    `DataCheckError` on a failure the config does not allow; the manifest's ``data_checks``."""
+    if not cfg.checks.enabled:
+        return None
+    parent_ds = None
+    if parent is not None:
+        try:
+            from recstack.release.loader import load
+
+            parent_ds = load(parent, root, verify=False).dataset
+        except Exception as exc:  # an unreadable parent: no shift check, said in the result
+            log.warning("parent release %s: cannot read its data (%s): no shift check", parent, exc)
+    results = run_checks(
+        dataset,
+        cfg.checks,
+        protocol=cfg.split.protocol if cfg.evaluation.enabled else None,
+        seed=cfg.split.seed,
+        parent=parent_ds,
+        parent_id=parent,
+    )
+    for r in results:
+        if r["status"] in ("fail", "allowed", "warn"):
+            log.warning("data check %s: %s: %s", r["check"], r["status"], r["message"])
+    return check_report(results)
+
+
 def _load_source(spec: DatasetSpec) -> Dataset:
     src = Path(spec.source)
     if src.is_dir() and (src / "dataset.json").is_file():
@@ -316,21 +347,6 @@ def _scalar_metrics(result: dict[str, Any]) -> dict[str, float]:
             continue
         out[k] = float(v)
     return out
-
-
-#: fewer test users than this and the holdout metrics mean little (one user: NDCG 1.0 or 0.0)
-MIN_TEST_USERS = 20
-
-
-def _too_few_test_users(test: Any, protocol: str) -> str | None:
-    """A warning when the split's test set has fewer than `MIN_TEST_USERS` users, else None."""
-    n = int(test.interactions["user"].n_unique()) if test.n_interactions else 0
-    if n >= MIN_TEST_USERS:
-        return None
-    return (
-        f"the {protocol} split leaves {n} test user{'s' if n != 1 else ''} (fewer than {MIN_TEST_USERS}): "
-        "its metrics (NDCG and the rest) say almost nothing about the models; use more data"
-    )
 
 
 def _catalog_popularity(train: Dataset) -> list[float]:
@@ -513,8 +529,9 @@ def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Ti
         prog.update(task, status="loading data")
         with timer.stage("data"):
             dataset, events_lineage = _load_data(cfg.dataset)
-        if dataset.n_interactions == 0:
-            raise InvalidArgumentError(f"dataset {cfg.dataset.source!r} has no interactions")
+            if dataset.n_interactions == 0:
+                raise InvalidArgumentError(f"dataset {cfg.dataset.source!r} has no interactions")
+            data_checks = _data_checks(cfg, dataset, root, parent)
         results["dataset"] = dataset.name
         step(f"data: {dataset.name}")
 
@@ -537,11 +554,6 @@ def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Ti
 
                 sp_ = split_fn(dataset, cfg.split.protocol, seed=cfg.split.seed)
                 results["counts"] = {"train": sp_.train.n_interactions, "test": sp_.test.n_interactions}
-                few = _too_few_test_users(sp_.test, cfg.split.protocol)
-                if few is not None:
-                    log.warning("%s", few)
-                    console().print(f"[yellow]warning:[/yellow] {few}")
-                    results.setdefault("warnings", []).append(few)
                 results["catalog_popularity"] = _catalog_popularity(sp_.train)
                 # temporal: the headline figures are over warm users (cold-start users have no history)
                 users = sp_.warm_test_users if cfg.split.protocol == "temporal" else None
@@ -683,6 +695,7 @@ def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Ti
             git_commit=git_commit(),
             parent=parent,
             events=events_lineage,
+            data_checks=data_checks,
             headline=HeadlineInfo(model=headline_model, metric=cfg.headline.metric),
             metrics=metrics,
             timings=dict(timer.timings),

@@ -124,6 +124,9 @@ class Manifest(_Strict):
     #: what the release took from the event log (None: built without it); serving replays the log
     #: after ``events.last_offset`` into the histories
     events: EventsLineage | None = None
+    #: the data checks of the build (`recstack.data.checks.check_report`): results, and the failures
+    #: allowed with their reason (None: built without checks)
+    data_checks: dict[str, Any] | None = None
     headline: HeadlineInfo | None = None
     #: model alias -> metric name (``ndcg@10``) -> value, measured on the holdout split
     metrics: dict[str, dict[str, float]] = Field(default_factory=dict)

@@ -45,6 +45,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from recstack.config import ComponentConfig
+from recstack.data.checks import DataCheckError
 from recstack.data.dataset import Dataset
 from recstack.errors import ConfigError, InvalidArgumentError
 from recstack.events import INTERACTION_TYPES, EventLog, open_log
@@ -260,7 +261,10 @@ def _run(cfg: RetrainConfig, root: Path, reg: Registry, elog: EventLog) -> Retra
     last = elog.last_offset()
     prod = reg.channel(cfg.channel).current
     if prod is None:
-        rid = _build_with_events(cfg, last, root)
+        try:
+            rid = _build_with_events(cfg, last, root)
+        except DataCheckError as exc:
+            return RetrainResult("refused", f"data checks: {exc.message}", None, None, last)
         reg.promote(rid, cfg.channel, force=True, reason=f"retrain: first release of {cfg.channel}")
         return RetrainResult("promoted", f"no release on {cfg.channel} yet", None, rid, last)
     from recstack.release.loader import load
@@ -323,7 +327,12 @@ def _run(cfg: RetrainConfig, root: Path, reg: Registry, elog: EventLog) -> Retra
             + f" on {n_users} holdout users; production stays"
         )
         return result
-    rid = _build_with_events(cfg, last, root)
+    try:
+        rid = _build_with_events(cfg, last, root)
+    except DataCheckError as exc:  # the data checks of the build gate a retrain too
+        result.action = "refused"
+        result.reason = f"data checks: {exc.message}; production stays"
+        return result
     gate = f"retrain: {mspec.key} {name} {c:.4f} vs production {p:.4f} on {n_users} holdout users"
     if learnt == 0:
         gate += (

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from recstack.events import INTERACTION_TYPES, EventLog, LoggedEvent, NewEvent
-from recstack.ops import metrics
+from recstack.ops import metrics, monitoring
 
 __all__ = ["EventSink", "HistoryFeed", "release_cutoff"]
 
@@ -49,12 +49,19 @@ class EventSink:
         #: appends and events written (batches = groups, for the metrics / benchmarks)
         self.batches = 0
         self.events = 0
+        #: events queued with `submit` (no waiter) that the log refused
+        self.dropped = 0
 
     async def append(self, event: NewEvent) -> int:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         self._q.put((event, fut, loop))
         return await fut
+
+    def submit(self, event: NewEvent) -> None:
+        """Queue ``event`` without waiting for it (impressions: the answer does not wait for the
+        log; an append that fails is counted in ``dropped`` and logged)."""
+        self._q.put((event, None, None))
 
     def append_sync(self, event: NewEvent) -> int:
         """The same from a thread without an event loop (gRPC handlers, tests)."""
@@ -81,14 +88,20 @@ class EventSink:
             except Exception as exc:  # every waiter gets the error: nothing was acknowledged
                 metrics.EVENTS_LOGGED.labels(outcome="error").inc(len(group))
                 for _, fut, loop in group:
-                    loop.call_soon_threadsafe(_set_exception, fut, exc)
+                    if fut is None:  # a submitted impression: counted, nobody waits for it
+                        self.dropped += 1
+                        monitoring.IMPRESSIONS_DROPPED.inc()
+                    else:
+                        loop.call_soon_threadsafe(_set_exception, fut, exc)
+                log.warning("event log append of %d events failed: %s", len(group), exc)
                 continue
             self.batches += 1
             self.events += len(group)
             metrics.EVENTS_LOGGED.labels(outcome="ok").inc(len(group))
             metrics.EVENT_LOG_COMMITS.inc()
             for (_, fut, loop), off in zip(group, offsets, strict=True):
-                loop.call_soon_threadsafe(_set_result, fut, off)
+                if fut is not None:
+                    loop.call_soon_threadsafe(_set_result, fut, off)
 
     def close(self) -> None:
         self._q.put(_STOP)

@@ -185,6 +185,8 @@ class RecResult:
     explain: list[dict[str, Any]] | None = None
     #: what this answer lacks and why (e.g. the user's online events while the store is down)
     degraded: list[str] = field(default_factory=list)
+    #: distinct items of the user's history the answer went on (0: a user without history)
+    history: int = 0
 
 
 @dataclass
@@ -240,7 +242,11 @@ class Pipeline:
         history: HistoryBackend | None = None,
         index: Any | None = None,
         user_tower: UserTower | None = None,
+        rankers: dict[str, OnnxRanker] | None = None,
     ) -> None:
+        """``catalog``, ``history``, ``index``, ``user_tower`` and ``rankers`` (loaded ranker
+        sessions, e.g. another pipeline's over the same release: an experiment arm) are built from
+        ``release`` when not given."""
         self.release = release
         self.config = config or PipelineConfig()
         self.catalog = catalog or build_catalog(release.dataset)
@@ -269,10 +275,10 @@ class Pipeline:
         }
         self._tag_tables: dict[tuple[str, ...], list[list[str]]] = {}
         self._weights = {s.name: s.weight for s in self.config.sources}
-        self.rankers: dict[str, OnnxRanker] = {}
+        self.rankers: dict[str, OnnxRanker] = dict(rankers) if rankers is not None else {}
         #: rankers of the release that serving cannot run, with the reason
         self.unavailable_rankers: dict[str, str] = {}
-        for name, path in release.ranker_paths.items():
+        for name, path in release.ranker_paths.items() if rankers is None else ():
             try:
                 self.rankers[name] = load_ranker(name, path, release, self.features)
             except ArtifactError as exc:
@@ -647,6 +653,7 @@ class Pipeline:
             timings=timings,
             explain=explain,
             degraded=[user.degraded] if user.degraded else [],
+            history=len(user.recent),
         )
 
     def _source_lists(self, tags: IntArray, names: list[str]) -> list[list[str]]:

@@ -108,6 +108,22 @@ class ServingSettings(BaseSettings):
         gt=0,
         description="seconds between two reads of the event log for the events other workers appended",
     )
+    experiments_dir: Path | None = Field(
+        default=None,
+        description="where experiments are declared (recstack.experiments); default: experiments/ beside "
+        "the releases dir",
+    )
+    experiments_poll_s: float = Field(
+        default=1.0, gt=0, description="seconds between two looks at the experiments and the drift window"
+    )
+    impressions: Literal["all", "experiments", "off"] = Field(
+        default="all",
+        description="which answers are logged as impression events (needs an event log): every answer "
+        "to a user id, only those of a running experiment, or none",
+    )
+    drift_window: int = Field(default=5000, ge=10, description="live events in the drift window")
+    drift_min_events: int = Field(default=200, ge=1, description="events before drift is computed")
+    drift_threshold: float = Field(default=0.25, gt=0, description="PSI above which a feature has drifted")
     ranker_memo_mb: float = Field(
         default=256.0,
         ge=0,

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recstack.cli import app
+from recstack.data.checks import ChecksSpec
 from recstack.data.dataset import Dataset
 from recstack.errors import InvalidArgumentError
 from recstack.events import NewEvent, open_log
@@ -31,6 +32,8 @@ def _cfg(data_dir: Path, log_url: str, **kw: Any) -> RetrainConfig:
             "evaluation": {"report": False, "max_k": 10},
             "features": {"enabled": False},
             "models": [{"name": "pop"}],
+            # the test's events pile onto a few items on purpose: a shift the data checks would stop
+            "checks": {"allow": {"shift": "the test's events concentrate on a few items"}},
         }
     )
     return RetrainConfig(build=build, event_log=log_url, **{"min_holdout_users": 3, **kw})
@@ -125,6 +128,24 @@ def test_retrain_loop(tiny_dataset_dir: Path, tmp_path: Path, log_url: str) -> N
         "refused",
         "refused",
     ]
+
+
+def test_retrain_is_refused_by_the_data_checks(tiny_dataset_dir: Path, tmp_path: Path, log_url: str) -> None:
+    """Without the test's allowance the shift check of the build stops the candidate: production
+    stays, and the reason names the check."""
+    root = tmp_path / "releases"
+    allowed = _cfg(tiny_dataset_dir, log_url)
+    strict = allowed.model_copy(update={"build": allowed.build.model_copy(update={"checks": ChecksSpec()})})
+    log = open_log(log_url)
+    assert log is not None
+    first = retrain(strict, root)
+    assert first.action == "promoted"
+    log.append(_views(range(0, 20), "900", T0))
+    log.append(_views(range(20, 30), "900", T0 + 8 * DAY))
+    res = retrain(strict, root)
+    assert res.action == "refused" and res.reason.startswith("data checks: ") and "shift" in res.reason
+    assert "production stays" in res.reason
+    assert Registry(root).channel("production").current == first.candidate
 
 
 def _seen(ds: Dataset, user: int) -> set[str]:

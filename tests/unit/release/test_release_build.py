@@ -346,23 +346,3 @@ def test_refit_false_serves_the_holdout_fit(tiny_dataset_dir: Path, tmp_path: Pa
     np.testing.assert_allclose(served, on_train.score_users(np.arange(30)))
     # the popularity counts of the train part differ from those of all the data
     assert not np.allclose(served, on_all.score_users(np.arange(30)))
-
-
-def test_a_split_with_too_few_test_users_is_flagged(
-    tmp_path: Path, tiny_dataset_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Issue 17, item 6: a one-user dataset built a release with NDCG 1.0 and no warning."""
-    import json
-
-    import polars as pl
-
-    rows = [(1, i, 4.0, 1_000 + i) for i in range(12)]
-    one = Dataset.from_frames(
-        "one", pl.DataFrame(rows, schema=["user_id", "item_id", "rating", "timestamp"], orient="row")
-    )
-    m = build(_config(one.save(tmp_path / "one")), tmp_path / "releases")
-    warnings = json.loads((tmp_path / "releases" / m.id / "metrics.json").read_text())["warnings"]
-    assert len(warnings) == 1 and "leaves 1 test user (fewer than 20)" in warnings[0]
-    assert "warning: the stratified split leaves 1 test user" in capsys.readouterr().err
-    m30 = build(_config(tiny_dataset_dir), tmp_path / "releases30")  # 30 users: enough, no warning
-    assert "warnings" not in json.loads((tmp_path / "releases30" / m30.id / "metrics.json").read_text())

@@ -19,13 +19,14 @@ from fastapi import APIRouter, FastAPI
 
 from recstack import __version__
 from recstack.ops import metrics
+from recstack.serving._experiments import OnlineRuntime
 from recstack.serving._release import ServingRelease
 from recstack.serving._state import ReleaseLoader, ServingState, StateHolder, default_loader
 from recstack.serving._target import RunDir
 from recstack.serving.api.errors import install_error_handlers
 from recstack.serving.api.middleware import RequestContextMiddleware
 from recstack.serving.api.openapi import DOCS_STATIC, install_docs, install_openapi
-from recstack.serving.api.routers import admin, batch, events, items, recommend, users
+from recstack.serving.api.routers import admin, batch, events, experiments, items, recommend, users
 from recstack.serving.pipeline import PipelineConfig
 from recstack.serving.settings import ServingSettings, get_serving_settings
 
@@ -123,10 +124,13 @@ def create_app(
             limit_threads(settings.threads)
         holder.start_watching(on_converged)
         holder.start_polling()
+        online.refresh()  # a running experiment is live from the first request
+        online.start()
         try:
             yield
         finally:
             holder.stop_watching()
+            online.close()
             holder.close()
             if own_run_dir is not None:
                 import shutil
@@ -143,6 +147,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.holder = holder
+    online = OnlineRuntime.from_settings(settings, holder)
+    app.state.online = online
     app.state.batch_provider = None
     batch.install(app)  # issue 7: source=batch and GET /v1/pairs
     if release is not None:
@@ -151,7 +157,7 @@ def create_app(
         holder._swap(build_state(release, settings, config, prewarm=True, event_log=holder.event_log))
         metrics.set_release(release.id)
     install_error_handlers(app)
-    for r in (recommend.router, items.router, users.router, events.router, admin.router):
+    for r in (recommend.router, items.router, users.router, events.router, admin.router, experiments.router):
         app.include_router(r)
     web = _web_router()
     for r in [*extra_routers, *([web] if web is not None else [])]:

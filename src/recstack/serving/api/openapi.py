@@ -2,7 +2,8 @@
 
 Some request constraints depend on the release being served: the genre names, the ranker variants
 (``model``), the retrievers of ``/similar``, ``k_max``, and the newest timestamp an event may carry
-(now + 1 day). The request models mark such fields with ``x-recstack``
+(the end of tomorrow, UTC: `recstack.serving.api.schemas.latest_timestamp`). The request models mark
+such fields with ``x-recstack``
 (`recstack.serving.api.schemas`); `install_openapi` fills them in on every ``/openapi.json`` from the
 current release, so the schema says exactly what the server accepts (schemathesis checks both
 ways: valid data accepted, invalid data refused).
@@ -14,7 +15,6 @@ the assets that the ``fastapi-offline`` package ships, so the docs work without 
 from __future__ import annotations
 
 import copy
-import time
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from starlette.responses import HTMLResponse
 
-from recstack.serving.api.schemas import FUTURE_SLACK
+from recstack.serving.api.schemas import latest_timestamp
 
 __all__ = ["DOCS_STATIC", "fill_limits", "install_docs", "install_openapi"]
 
@@ -44,7 +44,7 @@ def fill_limits(schema: Any, state: Any) -> None:
         "model": {"enum": list(pipeline.models)},
         "similar_model": {"enum": similar} if similar else {"enum": ["pop"]},
         "k": {"maximum": int(pipeline.config.k_max)},
-        "timestamp": {"maximum": int(time.time()) + FUTURE_SLACK},
+        "timestamp": {"maximum": latest_timestamp()},
     }
 
     def walk(node: Any) -> None:

@@ -2,7 +2,7 @@
 
 Everything a client sends is validated here, at the edge, before any store or model sees it: ids
 are JSON integers within int64 or strings of 1..64 printable characters (``true`` / ``false`` are
-not ids), timestamps are Unix *seconds* between 1990 and now + 1 day (a millisecond timestamp is
+not ids), timestamps are Unix *seconds* between 1990 and the end of tomorrow (UTC) (a millisecond timestamp is
 refused with a message that says so), ratings are finite, lists and strings have caps. A rejected
 request is a 422 that names the field and changes nothing.
 
@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 __all__ = [
-    "FUTURE_SLACK",
+    "DAY",
     "ID_MAX_LENGTH",
     "MAX_GENRES",
     "MAX_LIST",
@@ -54,6 +54,7 @@ __all__ = [
     "ReloadRequest",
     "ScoredItem",
     "check_timestamp",
+    "latest_timestamp",
 ]
 
 #: longest string id (user ids of unknown users become store keys: they must stay small)
@@ -64,8 +65,8 @@ MAX_LIST = 1000
 MAX_GENRES = 64
 #: 1990-01-01T00:00:00Z: the earliest event timestamp accepted (Unix seconds)
 MIN_TIMESTAMP = 631_152_000
-#: how far in the future an event may be (clock skew between a client and the server), seconds
-FUTURE_SLACK = 86_400
+#: seconds per day: the newest event timestamp accepted is the end of tomorrow (UTC), see `latest_timestamp`
+DAY = 86_400
 #: largest integer id: JSON-safe (every JSON parser, JavaScript's included, holds it exactly)
 MAX_INT_ID = 2**53 - 1
 
@@ -97,13 +98,24 @@ IntId = Annotated[int, Field(ge=-MAX_INT_ID, le=MAX_INT_ID), _JSON_INT]
 ExternalId = IntId | StrId
 
 
+def latest_timestamp(now: float | None = None) -> int:
+    """The newest event timestamp accepted (Unix seconds): the end of tomorrow, UTC, i.e. between one
+    and two days ahead of ``now`` (clock skew between clients and the server). A step that changes
+    once a day, so that ``/openapi.json``'s ``maximum`` and the validator say the same thing to a
+    client that read the schema minutes before sending (a bound moving with every second never did)."""
+    t = int(time.time() if now is None else now)
+    return (t // DAY + 2) * DAY - 1
+
+
 def check_timestamp(ts: int) -> int:
-    """``ts`` (Unix seconds) within [1990-01-01, now + 1 day]; a millisecond value is named as such."""
-    upper = int(time.time()) + FUTURE_SLACK
+    """``ts`` (Unix seconds) within [1990-01-01, `latest_timestamp`]; a millisecond value is named as such."""
+    upper = latest_timestamp()
     if ts > upper:
         if MIN_TIMESTAMP * 1000 <= ts <= upper * 1000:
             raise ValueError(f"timestamp {ts} looks like milliseconds; send Unix seconds (here {ts // 1000})")
-        raise ValueError(f"timestamp {ts} is in the future; at most now + 1 day ({upper}), in Unix seconds")
+        raise ValueError(
+            f"timestamp {ts} is in the future; at most the end of tomorrow UTC ({upper}), in Unix seconds"
+        )
     return ts
 
 
@@ -111,7 +123,7 @@ Timestamp = Annotated[
     int,
     Field(
         ge=MIN_TIMESTAMP,
-        description="Unix seconds, 1990-01-01 .. now + 1 day (default: now); milliseconds are refused",
+        description="Unix seconds, 1990-01-01 .. end of tomorrow UTC (default: now); no milliseconds",
         json_schema_extra={"x-recstack": "timestamp"},
     ),
     _JSON_INT,
@@ -220,6 +232,13 @@ class ScoredItem(BaseModel):
     explain: dict[str, Any] | None = None
 
 
+class ExperimentTag(BaseModel):
+    """The experiment and arm that served an answer (None outside an experiment)."""
+
+    name: str
+    arm: str
+
+
 class RecommendationResponse(BaseModel):
     request_id: str
     release_id: str
@@ -235,6 +254,7 @@ class RecommendationResponse(BaseModel):
     )
     k: int
     items: list[ScoredItem]
+    experiment: ExperimentTag | None = None
 
 
 class ItemOut(BaseModel):

@@ -1,7 +1,7 @@
 """``POST /v1/events``: a view, click or rating.
 
 The event is validated before anything is stored (`recstack.serving.api.schemas`: ids, a timestamp
-in Unix seconds within 1990 .. now + 1 day, a finite rating). With an event log (`recstack.events`;
+in Unix seconds from 1990 to the end of tomorrow UTC, a finite rating). With an event log (`recstack.events`;
 ``recstack serve`` logs by default) it is appended to the log first and the API answers 201 only
 once it is durable there, with its ``offset``. Then the user's history updates at once, so the next
 recommendation excludes the item and uses it; the store appends it all or nothing and bounds what

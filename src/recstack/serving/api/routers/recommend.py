@@ -14,7 +14,7 @@ from recstack.serving.api._json import JSONBody, request_id
 from recstack.serving.api._query import parse_query, query_parameters
 from recstack.serving.api._render import rec_body, split_csv
 from recstack.serving.api._responses import errors, run_blocking
-from recstack.serving.api.deps import current_state
+from recstack.serving.api.deps import current_state, holder
 from recstack.serving.api.schemas import (
     ID_MAX_LENGTH,
     MAX_LIST,
@@ -48,16 +48,28 @@ async def _run(request: Request, req: RecRequest, source: str, user_id: Any) -> 
                 "source=batch needs precomputed batch tables (recstack batch); allowed here: source=online"
             )
         return JSONBody(await run_blocking(request, provider.serve, request, state, req))
-    res = await run_blocking(request, state.pipeline.recommend, req)
+    online = request.app.state.online
+    routed = online.route(state, req)
+    serving = state
+    if routed is not None:  # an experiment arm: its pipeline (and release) and model
+        serving = routed.runtime.state
+        if routed.runtime.model is not None:
+            req.model = routed.runtime.model
+        res = await run_blocking(request, routed.runtime.pipeline.recommend, req)
+    else:
+        res = await run_blocking(request, state.pipeline.recommend, req)
     metrics.observe_stages(res.timings, res.fallbacks, res.cold_start, res.degraded)
+    rid = request_id(request)
     body = rec_body(
-        state.pipeline.catalog,
+        serving.pipeline.catalog,
         res,
-        request_id=request_id(request),
-        release_id=state.release_id,
+        request_id=rid,
+        release_id=serving.release_id,
         user_id=user_id,
         k=len(res.items),
     )
+    body["experiment"] = {"name": routed.experiment, "arm": routed.arm} if routed is not None else None
+    online.answered(serving, res, user_id=user_id, request_id=rid, routed=routed, sink=holder(request).sink)
     return JSONBody(body)
 
 

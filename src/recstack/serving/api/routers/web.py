@@ -7,6 +7,8 @@ Pages (plain HTML shells; ``/static/app.js`` fills them in with ``fetch()`` call
 - ``GET /users/{user_id}``       a user's stats, rating histogram, watched list, recommendations
 - ``GET /start``                 onboarding of a new visitor (liked movies and / or a profile)
 - ``GET /release``               the serving release, its lineage and its evaluation report
+- ``GET /experiments``           the running (or ``?name=``) experiment's arms with confidence
+                                 intervals, input drift, and every experiment
 
 API routes added for the release page (JSON unless said otherwise):
 
@@ -50,6 +52,7 @@ _PAGES: dict[str, str] = {
     "user": "User",
     "start": "Get started",
     "release": "Release",
+    "experiments": "Experiments",
 }
 
 _IMG_RE = re.compile(r'<img\s+alt="([^"]*)"\s+src="data:image/png;base64,([A-Za-z0-9+/=\s]+)"')
@@ -108,6 +111,11 @@ async def start_page() -> HTMLResponse:
 @router.get("/release", include_in_schema=False)
 async def release_page() -> HTMLResponse:
     return _html("release")
+
+
+@router.get("/experiments", include_in_schema=False)
+async def experiments_page() -> HTMLResponse:
+    return _html("experiments")
 
 
 # ------------------------------------------------------------------------------------ release helpers

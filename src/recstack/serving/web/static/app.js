@@ -1,5 +1,5 @@
 /* recstack web UI: vanilla JS, no dependencies. Every page is an HTML shell (templates/page.html)
- * that this script fills in from the REST API with fetch(). Pages: home, movie, user, start, release. */
+ * that this script fills in from the REST API with fetch(). Pages: home, movie, user, start, release, experiments. */
 "use strict";
 
 (() => {
@@ -697,8 +697,145 @@
       h("img", { src: p.url, alt: p.alt, loading: "lazy", width: "1200", height: "420" }), h("figcaption", {}, p.alt))));
   }
 
+
+  // ------------------------------------------------------------------------------------ experiments
+  const ARM_METRICS = [["ctr", "CTR"], ["hit_rate", "Hit-rate@k"], ["mean_rating", "Mean rating"]];
+  const pval = (p) => (p === null || p === undefined || Number.isNaN(p) ? "–" : p < 0.001 ? p.toExponential(1) : p.toFixed(3));
+
+  /** CTR of each arm with its confidence interval, drawn as an SVG forest plot. */
+  function forestPlot(svg, rep) {
+    const arms = Object.keys(rep.arms).filter((a) => rep.arms[a].ctr.value !== null);
+    if (!arms.length) return false;
+    const los = arms.map((a) => rep.arms[a].ctr.ci[0] ?? rep.arms[a].ctr.value);
+    const his = arms.map((a) => rep.arms[a].ctr.ci[1] ?? rep.arms[a].ctr.value);
+    let lo = Math.min(...los), hi = Math.max(...his);
+    const pad = (hi - lo) * 0.15 || Math.max(hi, 0.01) * 0.2;
+    lo = Math.max(0, lo - pad); hi += pad;
+    const W = 760, rowH = 34, left = 130, right = 20, top = 10, H = top + arms.length * rowH + 30;
+    const x = (v) => left + ((v - lo) / (hi - lo)) * (W - left - right);
+    svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    svg.setAttribute("aria-label", "CTR per arm with confidence intervals");
+    const nodes = [];
+    for (let t = 0; t <= 4; t++) {
+      const v = lo + ((hi - lo) * t) / 4;
+      nodes.push(h("line", { x1: x(v), x2: x(v), y1: top, y2: H - 24, stroke: "currentColor", "stroke-opacity": 0.12 }),
+        h("text", { x: x(v), y: H - 8, "text-anchor": "middle" }, v.toFixed(3)));
+    }
+    arms.forEach((a, i) => {
+      const y = top + i * rowH + rowH / 2, m = rep.arms[a].ctr;
+      const winner = rep.winner && rep.winner.arm === a;
+      const color = winner ? "var(--accent)" : "currentColor";
+      nodes.push(h("text", { x: 0, y: y + 4 }, a + (a === rep.control ? " (control)" : "")),
+        h("line", { x1: x(los[i]), x2: x(his[i]), y1: y, y2: y, stroke: color, "stroke-width": 3, "stroke-linecap": "round" }),
+        h("circle", { cx: x(m.value), cy: y, r: 6, fill: color }, h("title", {}, `${a}: CTR ${fmt(m.value, 4)} [${fmt(los[i], 4)}, ${fmt(his[i], 4)}]`)));
+    });
+    svg.replaceChildren(...nodes);
+    return true;
+  }
+
+  function driftPanel(d) {
+    const feats = Object.entries(d.psi || {});
+    const note = $("#drift-note");
+    if (!feats.length || feats.every(([, v]) => v === null)) {
+      note.textContent = `Not enough live events yet (${(d.window_events || 0).toLocaleString()} of ${d.min_events || "–"} needed): drift appears once events arrive.`;
+      return;
+    }
+    note.textContent = `PSI of the last ${d.window_events.toLocaleString()} events against the training data; above ${d.threshold} a feature has drifted.`;
+    const max = Math.max(d.threshold * 2, ...feats.map(([, v]) => v || 0));
+    $("#drift").replaceChildren(...feats.map(([f, v]) => {
+      const over = v !== null && v > d.threshold;
+      return h("div", { class: "drift-row", "data-feature": f },
+        h("span", {}, f.replace("_", " ")),
+        h("div", { class: "drift-bar" + (over ? " over" : ""), role: "meter", "aria-valuenow": v ?? 0, "aria-valuemin": 0, "aria-valuemax": max, "aria-label": `${f} PSI` },
+          h("span", { style: { width: `${Math.min(100, ((v || 0) / max) * 100)}%` } }),
+          h("i", { style: { left: `${(d.threshold / max) * 100}%` }, title: `threshold ${d.threshold}` })),
+        h("strong", { class: over ? "chip chip-accent" : "" }, v === null ? "–" : fmt(v, 3)));
+    }));
+  }
+
+  async function pageExperiments() {
+    const root = $("#experiment");
+    const [listR, driftR] = await Promise.allSettled([api("/v1/experiments"), api("/v1/monitoring/drift")]);
+    if (driftR.status === "fulfilled") { $("#drift-section").hidden = false; driftPanel(driftR.value); }
+    if (listR.status === "rejected") { fill(root, errorBox(listR.reason, pageExperiments)); return; }
+    const list = listR.value;
+    const wanted = new URLSearchParams(location.search).get("name");
+    const exp = list.experiments.find((e) => e.name === wanted) || list.experiments.find((e) => e.status === "running") || list.experiments[0];
+    if (!exp) {
+      fill(root, stateBox({
+        title: "No experiments yet", heading: "h1",
+        message: "Split traffic between releases, models or pipeline settings and compare them on real users.",
+        detail: "recstack experiments create --name my-test --arm control:1 --arm treatment:1:recall",
+      }));
+      return;
+    }
+    if (wanted && exp.name !== wanted) root.before(stateBox({ title: `No experiment ${wanted}`, message: "Showing the latest one instead." }));
+    const kv = (k, v) => h("div", {}, h("dt", {}, k), h("dd", {}, v));
+    const live = list.live === exp.name;
+    fill(root, h("article", { class: "detail detail-release" }, h("div", {},
+      h("h1", {}, "Experiment ", h("span", { class: "mono", id: "experiment-name" }, exp.name)),
+      h("p", { class: "sub" }, h("span", { class: "chip" + (exp.status === "running" ? " chip-accent" : "") }, exp.status),
+        exp.status === "running" ? h("span", { class: "chip" }, live ? "live on this server" : "not live: " + (list.error || "loading")) : null),
+      exp.description ? h("p", {}, exp.description) : null,
+      h("dl", { class: "kv" },
+        kv("Arms", Object.entries(exp.shares).map(([a, s]) => `${a} ${(s * 100).toFixed(0)}%`).join(" · ")),
+        kv("Serving", exp.arms.map((a) => `${a.name}: ${a.release || "serving release"}, model ${a.model || "default"}${a.pipeline ? ", own pipeline" : ""}`).join(" · ")),
+        kv("Started", exp.created_at ? when(exp.created_at) : "–"),
+        kv("Stopped", exp.stopped_at ? when(exp.stopped_at) : "–"),
+        kv("Attribution", `clicks and ratings within ${Math.round(exp.window_s / 60)} min of the impression; hit-rate@${exp.k}`),
+        kv("Assignment", `sticky: hash of salt "${exp.salt}" and the user id`)))));
+
+    const aSec = $("#arms-section");
+    aSec.hidden = false;
+    const link = $("#exp-report-link");
+    link.href = `/v1/experiments/${encodeURIComponent(exp.name)}/report?format=html`;
+    link.hidden = false;
+    let rep;
+    try { rep = await api(`/v1/experiments/${encodeURIComponent(exp.name)}/report`); }
+    catch (e) { $(".table-wrap", aSec).replaceWith(errorBox(e, pageExperiments, "h3")); rep = null; }
+    if (rep) {
+      const v = $("#exp-verdict");
+      v.textContent = rep.verdict;
+      v.className = "verdict" + (rep.winner ? "" : " none") + (rep.srm && rep.srm.mismatch ? " warn" : "");
+      const lvl = Math.round(rep.level * 100);
+      const cell = (arm, m) => {
+        const est = rep.arms[arm][m];
+        const t = rep.tests[arm] ? rep.tests[arm][m] : null;
+        const sig = t && t.p_value !== null && t.p_value < rep.alpha;
+        return h("td", { class: sig ? "sig" : null, "data-metric": m }, fmt(est.value, 4),
+          h("span", { class: "ci" }, `[${fmt(est.ci[0], 4)}, ${fmt(est.ci[1], 4)}]`),
+          h("span", { class: "ci" }, t ? `p ${pval(t.p_value)}` : "control"));
+      };
+      $("#arms").replaceChildren(
+        h("caption", { class: "visually-hidden" }, "Per-arm metrics with confidence intervals"),
+        h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Arm"), h("th", { scope: "col" }, "Users"), h("th", { scope: "col" }, "Impressions"),
+          h("th", { scope: "col" }, "Clicks"),
+          ARM_METRICS.map(([, label]) => h("th", { scope: "col" }, `${label.replace("@k", "@" + rep.k)} [${lvl}% CI]`)),
+          h("th", { scope: "col" }, "Coverage"))),
+        h("tbody", {}, Object.keys(rep.arms).map((a) => h("tr", { "data-arm": a, class: rep.winner && rep.winner.arm === a ? "winner" : null },
+          h("th", { scope: "row" }, a, a === rep.control ? h("small", {}, " control") : null),
+          h("td", {}, rep.arms[a].users.toLocaleString()), h("td", {}, rep.arms[a].impressions.toLocaleString()),
+          h("td", {}, rep.arms[a].clicks.toLocaleString()),
+          ARM_METRICS.map(([m]) => cell(a, m)),
+          h("td", {}, rep.arms[a].coverage === null ? rep.arms[a].distinct_items : fmt(rep.arms[a].coverage * 100, 1) + "%")))));
+      $("#arms-note").textContent = `p: two-sided test of each arm against ${rep.control} (delta method over users); sample-ratio check p = ${pval(rep.srm.p_value)}.`;
+      const fig = $("#forest-figure");
+      fig.hidden = !forestPlot($("#forest"), rep);
+      $("#forest-caption").textContent = `CTR per arm with ${lvl}% confidence intervals`;
+    }
+
+    const xSec = $("#experiments-section");
+    xSec.hidden = false;
+    $("#experiments").replaceChildren(
+      h("thead", {}, h("tr", {}, ["Experiment", "Status", "Arms", "Started", "Stopped"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, list.experiments.map((e) => h("tr", {},
+        h("th", { scope: "row" }, h("a", { href: `/experiments?name=${encodeURIComponent(e.name)}` }, e.name)),
+        h("td", {}, e.status), h("td", {}, Object.entries(e.shares).map(([a, s]) => `${a} ${(s * 100).toFixed(0)}%`).join(" · ")),
+        h("td", {}, e.created_at ? when(e.created_at) : "–"), h("td", {}, e.stopped_at ? when(e.stopped_at) : "–")))));
+  }
+
   // ------------------------------------------------------------------------------------------ boot
-  const PAGES = { home: pageHome, movie: pageMovie, user: pageUser, start: pageStart, release: pageRelease };
+  const PAGES = { home: pageHome, movie: pageMovie, user: pageUser, start: pageStart, release: pageRelease, experiments: pageExperiments };
   function boot() {
     footer();
     userJump();
