@@ -27,7 +27,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -107,6 +107,14 @@ class EvaluationSpec(ComponentConfig):
     refit_full: bool = True
     #: write report.html (plots with matplotlib: a few seconds)
     report: bool = True
+    #: threads that score the evaluation's user blocks (0 = all cores; with ``--runner ray``: Ray
+    #: tasks instead, see `build`)
+    workers: int = Field(default=0, ge=0)
+    #: users per scoring block: memory is about ``workers x 2 x block_users x n_items x 4`` bytes
+    block_users: int = Field(default=1024, ge=1)
+    #: evaluate a uniform sample of this many test users (metrics.json then holds each headline
+    #: metric's 95% confidence interval under ``"sample"``); None = every test user
+    sample_users: int | None = Field(default=None, ge=1)
 
 
 class FeaturesSpec(ComponentConfig):
@@ -443,11 +451,17 @@ def build(
     releases_dir: str | Path | None = None,
     *,
     on_stage: StageHook | None = None,
+    runner: Literal["local", "ray"] = "local",
+    address: str | None = None,
 ) -> Manifest:
     """Run the offline pipeline and write a new release under ``releases_dir``; returns its manifest.
 
     ``releases_dir`` defaults to the Settings' releases dir. ``on_stage(name)`` is called when each
-    stage of `STAGES` starts (progress reporting, tests that interrupt a build).
+    stage of `STAGES` starts (progress reporting, tests that interrupt a build). ``runner``: where the
+    evaluation's user blocks are scored: ``local`` threads (``[evaluation] workers``) or ``ray``
+    tasks (a local Ray instance, or the cluster at ``address``; each evaluated model is saved under
+    the build's temporary directory inside ``releases_dir``, which every node must reach, and loaded
+    once per Ray worker). Fits run in this process either way.
     """
     cfg = config if config is not None else BuildConfig.default()
     if releases_dir is None:
@@ -467,14 +481,33 @@ def build(
     tmp.mkdir()
     (tmp / PID_FILE).write_text(str(os.getpid()))
     try:
-        manifest = _run(cfg, root, tmp, parent, _Timer(on_stage))
+        manifest = _run(cfg, root, tmp, parent, _Timer(on_stage), runner, address)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
 
 
-def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Timer) -> Manifest:
+def _scorer(runner: str, address: str | None, workers: int, scratch: Path) -> Any:
+    """The evaluation's `recstack.evaluation._blocks.BlockScorer` for ``--runner``."""
+    from recstack.evaluation._blocks import RayScorer, ThreadScorer
+
+    if runner == "local":
+        return ThreadScorer(workers)
+    if runner == "ray":
+        return RayScorer(address, num_cpus=workers or None, scratch=scratch)
+    raise InvalidArgumentError(f"runner must be local or ray, got {runner!r}")
+
+
+def _run(
+    cfg: BuildConfig,
+    root: Path,
+    tmp: Path,
+    parent: str | None,
+    timer: _Timer,
+    runner: str = "local",
+    address: str | None = None,
+) -> Manifest:
     skipped: dict[str, str] = {}
     specs: list[ModelSpec] = []
     for spec in cfg.models:
@@ -547,7 +580,7 @@ def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Ti
 
         # 3. evaluate on the holdout
         fitted: dict[str, Retriever] = {}
-        with timer.stage("evaluate"):
+        with timer.stage("evaluate"), ExitStack() as stack:
             if cfg.evaluation.enabled:
                 from recstack.data.splits import split as split_fn
                 from recstack.evaluation.protocols import evaluate_retriever
@@ -557,6 +590,11 @@ def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Ti
                 results["catalog_popularity"] = _catalog_popularity(sp_.train)
                 # temporal: the headline figures are over warm users (cold-start users have no history)
                 users = sp_.warm_test_users if cfg.split.protocol == "temporal" else None
+                scratch = tmp / "eval-scratch"
+                scratch.mkdir()
+                scorer = _scorer(runner, address, ev.workers, scratch)
+                stack.callback(shutil.rmtree, scratch, True)
+                stack.callback(scorer.close)
                 for spec in specs:
                     prog.update(task, status=f"evaluate {spec.key}")
                     model = _create_model(spec)
@@ -571,6 +609,10 @@ def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Ti
                             range(1, cfg.evaluation.max_k + 1),
                             cfg.evaluation.exclude_train,
                             users=users,
+                            batch_size=ev.block_users,
+                            scorer=scorer,
+                            sample_users=ev.sample_users,
+                            sample_seed=cfg.split.seed,
                         )
                         res["fit_seconds"] = fit_s
                         res["params"] = model.params()
