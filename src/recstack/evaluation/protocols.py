@@ -82,6 +82,8 @@ class RunOptions:
     seed: int = 42
     ks: tuple[int, ...] = tuple(range(1, 51))
     splitter: Splitter | None = None
+    #: evaluate a uniform sample of this many test users (95% intervals under ``"sample"``)
+    sample_users: int | None = None
 
     def split(self, dataset: Dataset, protocol: str) -> Any:
         if self.splitter is not None:
@@ -315,7 +317,16 @@ def _run_ranking(
             fit_seconds = _fit_timed(model, train)
             prog.update(task, status=f"{name} score")
             warm = np.setdiff1d(np.unique(test.interactions["user"].to_numpy()), cold) if cold.size else None
-            res = evaluate_retriever(model, train, test, opts.ks, exclude_train, users=warm)
+            res = evaluate_retriever(
+                model,
+                train,
+                test,
+                opts.ks,
+                exclude_train,
+                users=warm,
+                sample_users=opts.sample_users,
+                sample_seed=opts.seed,
+            )
             if protocol == "temporal":
                 cold_res = evaluate_retriever(model, train, test, opts.ks, exclude_train, users=cold)
                 res["cold"] = {k: v for k, v in cold_res.items() if k not in ("curves", "popularity")}
@@ -350,6 +361,7 @@ def run_protocol(
     ks: Iterable[int] = range(1, 51),
     *,
     splitter: Splitter | None = None,
+    sample_users: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model_names`` on ``dataset`` under ``protocol``.
 
@@ -357,7 +369,8 @@ def run_protocol(
     {"precision@10": x, ..., "fit_seconds": s, "params": {...}, "curves": {...}}},
     "catalog_popularity": [...]}`` (see `evaluate_retriever` for the per-model keys; ``"cold"`` for
     temporal, ``"tuning"`` — [[params, validation ndcg@10], ...] — when tuned). ``splitter`` replaces
-    `recstack.data.splits.split` (tests).
+    `recstack.data.splits.split` (tests). ``sample_users``: the test figures over a uniform sample of
+    that many users, with 95% intervals (`evaluate_retriever`).
     """
     if protocol not in PROTOCOLS:
         raise InvalidArgumentError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
@@ -366,6 +379,6 @@ def run_protocol(
     ks_t = tuple(sorted({int(k) for k in ks}))
     if not ks_t or ks_t[0] < 1:
         raise InvalidArgumentError("ks must be positive cut-offs, for example range(1, 51)")
-    opts = RunOptions(tune=tune, seed=seed, ks=ks_t, splitter=splitter)
+    opts = RunOptions(tune=tune, seed=seed, ks=ks_t, splitter=splitter, sample_users=sample_users)
     body = PROTOCOLS[protocol](dataset, names, opts)
     return {"dataset": dataset.name, "protocol": protocol, "seed": seed, "tuned": tune, **body}

@@ -72,3 +72,17 @@ def test_interval_covers_the_population_mean_at_about_95_percent(
         ]["ndcg@10"]
         covered += lo <= truth <= hi
     assert 33 <= covered <= 40  # binomial(40, 0.95): below 34 with probability ~1%
+
+
+def test_run_protocol_passes_the_sample_to_the_test_figures(fitted: tuple[ItemKNN, Dataset, Dataset]) -> None:
+    from recstack.evaluation.protocols import run_protocol
+
+    _, train, test = fitted
+    data = Dataset.from_frames(
+        "blocks",
+        pl.concat([train.interactions, test.interactions]).select(
+            pl.col("user").alias("user_id"), pl.col("item").alias("item_id"), "timestamp"
+        ),
+    )
+    res = run_protocol(data, "stratified", ["pop"], sample_users=50)["results"]["pop"]
+    assert res["n_users"] == 50 and res["sample"]["of"] > 50
