@@ -4,8 +4,8 @@ Generates ``recstack data synth`` data outside the repository (``--data-dir``, d
 /work/data23), then runs ``recstack build`` as a subprocess once per runner: ``local`` (threads) and
 ``ray`` on a local 2-node Ray cluster (`recstack.testing.RayCluster`: a head plus a second
 ``ray start --address`` node, 1 CPU each). Per build: wall time, the manifest's per-stage seconds,
-the build process's peak RSS (``wait4``; Ray worker processes are not included, they are reported
-apart as the cluster's peak), and the evaluation table. The 25M-interaction figure is an
+the build process's peak RSS (``wait4``; Ray's worker processes are not included), and the
+evaluation table. The 25M-interaction figure is an
 EXTRAPOLATION (linear in interactions per stage, EASE's head inverse held constant), not a run.
 Writes ``benchmarks/results/scale.json``.
 
@@ -57,14 +57,6 @@ def _run(cmd: list[str], log: Path) -> tuple[float, int, int]:
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return time.perf_counter() - t0, int(usage.ru_maxrss // 1024), proc.returncode
-
-
-def _cluster_rss_mb(pgids: list[int]) -> int:
-    """Current total RSS (MB) of the Ray cluster's process groups."""
-    out = subprocess.run(
-        ["ps", "-o", "rss=", "-g", ",".join(map(str, pgids))], capture_output=True, text=True, check=False
-    ).stdout
-    return sum(int(x) for x in out.split() if x.isdigit()) // 1024
 
 
 def build(cfg: Path, releases: Path, runner: str, address: str | None, log: Path) -> dict[str, Any]:
