@@ -127,3 +127,15 @@ def test_exact_mode_keeps_the_limit_auto_does_not() -> None:
         EASE(mode="exact", max_items=10).fit(ds)
     m = EASE(mode="auto", max_items=10, exact_max_items=10).fit(ds)
     assert m.head is not None and len(m.head) == 10
+
+
+def test_the_in_place_mirror_works_block_by_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recstack.models.retrieval import ease
+
+    rng = np.random.default_rng(3)
+    Y = (rng.random((40, 15)) < 0.3).astype(np.float64)
+    P = np.linalg.inv(Y.T @ Y + 7.0 * np.eye(15))
+    B = np.eye(15) - P / np.diag(P)[None, :]
+    np.fill_diagonal(B, 0.0)
+    monkeypatch.setattr(ease, "BLOCK_ENTRIES", 15 * 4)  # blocks of 4 rows: 4 + 4 + 4 + 3
+    np.testing.assert_allclose(ease.ease_weights(sp.csr_matrix(Y), 7.0), B, atol=1e-5)

@@ -93,10 +93,17 @@ def ease_weights(
     P, info = potri(c, lower=False, overwrite_c=True)
     if info != 0:  # pragma: no cover
         raise np.linalg.LinAlgError(f"EASE: inversion failed (info={info}); increase l2")
-    P = np.triu(P) + np.triu(P, 1).T  # potri fills the upper triangle only
-    B = P / (-np.diag(P))[None, :]
-    B[np.diag_indices(n)] = 0.0
-    return np.ascontiguousarray(B, dtype=np.float32)
+    # potri fills the upper triangle only: mirror it into the lower one in place, block by block
+    # (no full-size temporaries: the peak stays one n x n matrix of ``dtype`` plus the float32 result)
+    step = max(1, BLOCK_ENTRIES // max(n, 1))
+    for a in range(0, n, step):
+        b = min(a + step, n)
+        P[a:b, :a] = P[:a, a:b].T
+        D = P[a:b, a:b]
+        P[a:b, a:b] = np.triu(D) + np.triu(D, 1).T
+    P /= (-np.diag(P))[None, :]
+    P[np.diag_indices(n)] = 0.0
+    return np.ascontiguousarray(P, dtype=np.float32)
 
 
 #: a function returning Gram rows: item indices [b] -> ``G[items, :]`` [b, n_items] float64
