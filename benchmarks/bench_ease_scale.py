@@ -8,6 +8,7 @@ with ``exact_max_items`` = each of ``--heads`` (fractions of the catalogue), eva
 Writes ``benchmarks/results/ease_scale.json``.
 
     python benchmarks/bench_ease_scale.py [--datasets ml-100k,ml-latest-small] [--heads 0.25,0.5]
+        [--protocol temporal | stratified] [--out benchmarks/results/ease_scale.json]
 """
 
 from __future__ import annotations
@@ -45,13 +46,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--datasets", default="ml-100k,ml-latest-small")
     ap.add_argument("--heads", default="0.25,0.5")
+    ap.add_argument("--protocol", default="temporal", help="temporal (warm users) or stratified")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []
     for name in args.datasets.split(","):
         path = DATA.get(name, name)
         ds = load_dataset(path if Path(path).exists() else name)
-        sp_ = split(ds, "temporal", seed=42)
+        sp_ = split(ds, args.protocol, seed=42)
         cold = np.asarray(getattr(sp_, "cold_users", np.empty(0)), dtype=np.int64)
         warm = np.setdiff1d(np.unique(sp_.test.interactions["user"].to_numpy()), cold)
         n_items = sp_.train.n_items
@@ -85,7 +87,7 @@ def main() -> None:
                 print(json.dumps(row))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"protocol": "temporal (warm users, train items removed)", "machine": platform.platform()}
+    meta = {"protocol": f"{args.protocol} (warm users, train items removed)", "machine": platform.platform()}
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"wrote {out}")
 
