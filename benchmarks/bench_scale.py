@@ -49,21 +49,23 @@ def _toml(data: Path, models: str, refit: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run(cmd: list[str], log: Path) -> tuple[float, int, int]:
+def _run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[float, int, int]:
     """(wall seconds, peak RSS MB of the process itself, exit code)."""
     t0 = time.perf_counter()
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return time.perf_counter() - t0, int(usage.ru_maxrss // 1024), proc.returncode
 
 
-def build(cfg: Path, releases: Path, runner: str, address: str | None, log: Path) -> dict[str, Any]:
+def build(
+    cfg: Path, releases: Path, runner: str, address: str | None, log: Path, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     shutil.rmtree(releases, ignore_errors=True)
     cmd = [*recstack_command(), "-q", "build", "--config", str(cfg), "--releases-dir", str(releases)]
     cmd += ["--runner", runner] + (["--address", address] if address else [])
-    wall, rss, rc = _run(cmd, log)
+    wall, rss, rc = _run(cmd, log, env)
     if rc != 0:
         return {"runner": runner, "exit_code": rc, "wall_seconds": round(wall, 1), "log": str(log)}
     rid = sorted(p.name for p in releases.iterdir() if (p / "manifest.json").is_file())[-1]
@@ -120,7 +122,7 @@ def main() -> None:
         log = base / f"build-{runner}.log"
         if runner == "ray":
             with RayCluster(nodes=2, cpus_per_node=1) as cluster:
-                res = build(cfg, base / f"releases-{runner}", runner, cluster.address, log)
+                res = build(cfg, base / f"releases-{runner}", runner, cluster.address, log, cluster.env)
                 res["cluster"] = {"nodes": 2, "cpus_per_node": 1}
         else:
             res = build(cfg, base / f"releases-{runner}", runner, None, log)

@@ -269,6 +269,10 @@ class RayCluster:
         self._dir: str | None = None
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        #: environment of the nodes, which drivers of this cluster need too: token authentication off
+        #: (a private test cluster on 127.0.0.1; with it on, a token another Ray wrote to the shared
+        #: ~/.ray/auth_token between the head's and the node's start locks the node out)
+        self.env = {"RAY_AUTH_MODE": "disabled"}
 
     def _start(self, head: bool) -> None:
         ray = Path(sys.executable).parent / "ray"
@@ -296,7 +300,7 @@ class RayCluster:
             cmd += [f"--address={self.address}"]
         log = tempfile.TemporaryFile(prefix="recstack-ray-")  # noqa: SIM115 - closed by stop()
         self._logs.append(log)
-        env = {**os.environ, "RAY_gcs_server_port_wait_time_s": "120"}
+        env = {**os.environ, **self.env, "RAY_gcs_server_port_wait_time_s": "120"}
         self.procs.append(
             subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         )
@@ -317,7 +321,8 @@ class RayCluster:
             "print(sum(1 for n in ray.nodes() if n['Alive'])); ray.shutdown()",
             self.address,
         ]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        env = {**os.environ, **self.env}
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, env=env)
         lines = r.stdout.strip().splitlines()
         return int(lines[-1]) if r.returncode == 0 and lines and lines[-1].isdigit() else 0
 

@@ -46,13 +46,15 @@ def _build(root: Path, config: Path, *extra: str) -> dict[str, Any]:
     return data["results"]
 
 
-def test_ray_cluster_build_equals_local(tmp_path: Path) -> None:
+def test_ray_cluster_build_equals_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
     config = tmp_path / "build.toml"
     config.write_text(TOML)
     local = _build(tmp_path / "local", config, "--runner", "local")
     with RayCluster(nodes=2, cpus_per_node=1) as cluster:
+        for k, v in cluster.env.items():
+            monkeypatch.setenv(k, v)  # this process is the cluster's driver
         remote = _build(tmp_path / "ray", config, "--runner", "ray", "--address", cluster.address)
         assert not ray.is_initialized()  # the build disconnected
     assert local.keys() == remote.keys() == {"pop", "itemknn", "ease", "time_ease"}
