@@ -12,6 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from recstack.cli import app
+from recstack.data.loading import load_dataset
+from recstack.data.splits import split
+from recstack.evaluation._blocks import RayScorer
+from recstack.evaluation.protocols import evaluate_retriever
+from recstack.models.retrieval.itemknn import ItemKNN
 from recstack.release import Registry
 from recstack.testing import RayCluster
 
@@ -57,6 +62,17 @@ def test_ray_cluster_build_equals_local(tmp_path: Path, monkeypatch: pytest.Monk
             monkeypatch.setenv(k, v)  # this process is the cluster's driver
         remote = _build(tmp_path / "ray", config, "--runner", "ray", "--address", cluster.address)
         assert not ray.is_initialized()  # the build disconnected
+        # the blocks are spread over both nodes
+        data = load_dataset("ml-100k")
+        s = split(data, "stratified", seed=42)
+        model = ItemKNN().fit(s.train)
+        scorer = RayScorer(cluster.address, scratch=tmp_path / "scratch", max_in_flight=4)
+        try:
+            got = evaluate_retriever(model, s.train, s.test, [10], batch_size=50, scorer=scorer)
+        finally:
+            scorer.close()
+        assert len(scorer.nodes) == 2
+        assert got["ndcg@10"] == evaluate_retriever(model, s.train, s.test, [10])["ndcg@10"]
     assert local.keys() == remote.keys() == {"pop", "itemknn", "ease", "time_ease"}
     for name, want in local.items():
         got = remote[name]

@@ -165,8 +165,10 @@ def _ray_eval(
         _LOADED.clear()  # one model at a time per worker: bounded memory
         model = get_class(model_name).load(model_dir)
         _LOADED[model_dir] = model
+    import ray
+
     res = eval_block(model, block, pop_scores, kmax, acc_ks)
-    return res.start, res.ids, res.n_fallback, res.hits
+    return res.start, res.ids, res.n_fallback, res.hits, ray.get_runtime_context().get_node_id()
 
 
 class RayScorer(BlockScorer):
@@ -193,6 +195,8 @@ class RayScorer(BlockScorer):
             Path(scratch) if scratch is not None else Path(tempfile.mkdtemp(prefix="recstack-eval-"))
         )
         self._remote: Any = None
+        #: ids of the Ray nodes that ran at least one block
+        self.nodes: set[str] = set()
 
     def map(
         self,
@@ -224,7 +228,8 @@ class RayScorer(BlockScorer):
                     nxt = next(todo, None)
                     if nxt is not None:
                         in_flight.add(self._remote.remote(*args, nxt, pop_ref, kmax, acc_ks))
-                    start, ids, n_fallback, hits = ray.get(ref)
+                    start, ids, n_fallback, hits, node = ray.get(ref)
+                    self.nodes.add(str(node))
                     yield EvalBlockResult(int(start), ids, int(n_fallback), dict(hits))
         finally:
             shutil.rmtree(model_dir, ignore_errors=True)
