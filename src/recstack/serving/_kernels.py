@@ -9,8 +9,6 @@ history row holding ``items``:
   of the user's items, gathered from the CSR arrays and summed with one ``np.bincount`` (densified
   when the catalogue has at most `DENSE_MAX_ITEMS` items);
 - a dense item-item model (``weights`` [n_items, n_items], EASE): the sum of the user's rows;
-- EASE's head-tail mode (``head``, ``head_weights``, ``tail_weights``): the same sums over the user's
-  head items, dense on the head columns and sparse on the tail ones;
 - anything else: ``score_history`` on a one-row CSR (exact, slower).
 """
 
@@ -96,24 +94,6 @@ def item_item_kernel(retriever: Retriever, n_items: int) -> tuple[KernelKind, An
     return "generic", None, False
 
 
-def _head_tail_rows_sum(head: IntArray, W: npt.NDArray[Any], T: sp.csr_matrix, n: int) -> HistoryScorer:
-    """EASE's head-tail mode (`recstack.models.retrieval.ease.head_tail_weights`): the user's head
-    items' rows of ``W`` [H, H] on the head columns, of the sparse ``T`` [H, n] on the others."""
-    pos_of = np.full(n, -1, dtype=np.int64)
-    pos_of[head] = np.arange(len(head))
-    W32 = np.ascontiguousarray(W, dtype=np.float32)
-    tail = _sparse_rows_sum(sp.csr_matrix(T))
-
-    def scores(items: IntArray) -> FloatArray:
-        hp = pos_of[items]
-        hp = hp[hp >= 0]
-        out = tail(hp)
-        out[head] = W32[hp].sum(axis=0, dtype=np.float32)
-        return out
-
-    return scores
-
-
 def history_scorer(retriever: Retriever, n_items: int) -> tuple[HistoryScorer, bool]:
     """The fastest exact scorer of ``retriever`` (`item_item_kernel`) and whether a zero score means
     "not related" (sparse models: such items are not recalled)."""
@@ -122,9 +102,4 @@ def history_scorer(retriever: Retriever, n_items: int) -> tuple[HistoryScorer, b
         return _dense_rows_sum(m), sparse
     if kind == "sparse":
         return _sparse_rows_sum(m), sparse
-    head = getattr(retriever, "head", None)
-    W = getattr(retriever, "head_weights", None)
-    T = getattr(retriever, "tail_weights", None)
-    if isinstance(head, np.ndarray) and isinstance(W, np.ndarray) and isinstance(T, sp.csr_matrix):
-        return _head_tail_rows_sum(head, W, T, n_items), False
     return _generic(retriever, n_items), sparse

@@ -205,7 +205,7 @@ def test_history_source_by_alias(tiny_release: MemoryRelease) -> None:
         ("rp3beta", "dense", True),
         ("ease", "dense", False),
         ("pop", "generic", False),
-        ("ease:head-tail", "generic", False),  # batch: generic; serving: its own row sums
+        ("ease:head-tail", "generic", False),  # EASE's head-tail mode: score_history on one row
     ],
 )
 def test_history_kernels_equal_score_history(tiny_dataset: Any, model: str, kind: str, sparse: bool) -> None:
