@@ -557,7 +557,7 @@
     const models = rel ? rel.models : [];
     let model = urlParam("model") || (rel ? rel.default_model : null);
     const onClick = clickRecorder(id);
-    const ratings = new Map(user.history.map((x) => [String(x.item_id), x.rating]));
+    const historyRatings = new Map(user.history.map((x) => [String(x.item_id), x.rating]));
     async function loadRecs() {
       grid.setAttribute("aria-busy", "true");
       grid.replaceChildren(...skeletons(6));
@@ -572,7 +572,7 @@
         grid.dataset.model = body.model;
         $("#recs-note").textContent = recsNote(body, rel, s.count);
         if (!body.items.length) fill(grid, stateBox({ title: "No recommendations", heading: "h3", message: "Every movie was filtered out for this user." }));
-        else fill(grid, body.items.map((it, i) => movieCard(it, { rank: i + 1, why: whyNode(it, { rel, body, ratings }), onclick: onClick })));
+        else fill(grid, body.items.map((it, i) => movieCard(it, { rank: i + 1, why: whyNode(it, { rel, body, ratings: historyRatings }), onclick: onClick })));
       } catch (e) { fill(grid, errorBox(e, loadRecs, "h3")); }
     }
     modelSwitch($("#rec-models"), models, model, (m) => { model = m; setUrlParam("model", m); loadRecs(); }, rel ? rel.unavailable_models || {} : {});
@@ -854,7 +854,7 @@
 
   async function pageExperiments() {
     const root = $("#experiment");
-    const [listR, driftR] = await Promise.allSettled([api("/v1/experiments"), api("/v1/monitoring/drift")]);
+    const [listR, driftR] = await Promise.allSettled([api("/v1/experiments"), api("/v1/monitoring/drift"), getRelease()]);
     if (driftR.status === "fulfilled") { $("#drift-section").hidden = false; driftPanel(driftR.value); }
     if (listR.status === "rejected") { fill(root, errorBox(listR.reason, pageExperiments)); return; }
     const list = listR.value;
@@ -878,7 +878,7 @@
       exp.description ? h("p", {}, exp.description) : null,
       h("dl", { class: "kv" },
         kv("Arms", Object.entries(exp.shares).map(([a, s]) => `${a} ${(s * 100).toFixed(0)}%`).join(" · ")),
-        kv("Serving", exp.arms.map((a) => `${a.name}: ${a.release || "serving release"}, model ${a.model || "default"}${a.pipeline ? ", own pipeline" : ""}`).join(" · ")),
+        kv("Serving", exp.arms.map((a) => `${a.name}: ${a.release || "serving release"}, model ${a.model ? modelName(a.model) : "default"}${a.pipeline ? ", own pipeline" : ""}`).join(" · ")),
         kv("Started", exp.created_at ? when(exp.created_at) : "–"),
         kv("Stopped", exp.stopped_at ? when(exp.stopped_at) : "–"),
         kv("Attribution", `clicks and ratings within ${Math.round(exp.window_s / 60)} min of the impression; hit-rate@${exp.k}`),
