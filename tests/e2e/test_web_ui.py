@@ -222,6 +222,9 @@ def test_onboarding_with_profile_only(page: Any) -> None:
     page.wait_for_selector("#onboarding-recs .card")
     assert len(card_ids(page, "#onboarding-recs")) == 12
     assert page.locator("#onboarding-note").inner_text().startswith("Based on your profile")
+    # the e2e release recalls a profile from demographic popularity only: each reason says so
+    texts = page.eval_on_selector_all("#onboarding-recs .why-text", "els => els.map(e => e.textContent)")
+    assert texts and all(t.startswith("Popular with people like you") for t in texts), texts
 
 
 # --------------------------------------------------------------------------------------------- release

@@ -539,7 +539,7 @@
       wList.replaceChildren(...user.history.slice(0, n).map((x) => h("li", {},
         tile(x.title, "tile mini-tile"),
         h("a", { class: "w-title", href: `/movies/${encodeURIComponent(x.item_id)}` }, x.title),
-        h("span", { class: "w-meta" }, x.rating !== null && x.rating !== undefined ? h("span", { class: "stars", "aria-label": `rated ${x.rating}` }, "★ " + fmt(x.rating, 0)) : "clicked",
+        h("span", { class: "w-meta" }, x.rating !== null && x.rating !== undefined ? h("span", { class: "stars", "aria-label": `rated ${x.rating}` }, "★ " + fmt(x.rating, 0)) : "viewed / clicked",
           " · ", new Date(x.timestamp * 1000).toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" })))));
       if (!user.history.length) wList.replaceChildren(stateBox({ title: "Nothing watched yet", heading: "h3" }));
       more.hidden = user.history.length <= n;
