@@ -259,3 +259,17 @@ def test_api_docs_render_offline(browser: Any, server: Server) -> None:
         assert outside == []
     finally:
         ctx.close()
+
+
+# ------------------------------------------------------------------ half-star ratings (latest-small)
+def test_half_star_ratings_are_shown_as_they_are(page: Any) -> None:
+    def half(route: Any) -> None:  # ML-100K has whole stars; latest-small has half stars
+        body = route.fetch().json()
+        body["history"][0]["rating"] = 3.5
+        route.fulfill(json=body)
+
+    page.route(re.compile(r".*/v1/users/1\?.*"), half)
+    goto(page, "/users/1")
+    assert "★ 3.5" in page.locator("#watched li").first.inner_text()
+    assert page.locator("svg.histogram rect").count() == 10  # 0.5 .. 5 stars
+    assert "3.5 stars: 1" in page.locator("svg.histogram").get_attribute("aria-label")

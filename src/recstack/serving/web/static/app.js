@@ -469,24 +469,31 @@
   }
 
   // ------------------------------------------------------------------------------------------ user
+  /** Rating histogram: one bar per star (1..5), or per half star (0.5..5) when the data has half
+   * stars (MovieLens latest-small). */
   function histogram(ratings) {
-    const counts = [0, 0, 0, 0, 0];
+    const half = ratings.some((r) => !Number.isInteger(r));
+    const step = half ? 0.5 : 1;
+    const values = Array.from({ length: half ? 10 : 5 }, (_, i) => step * (i + 1));
+    const counts = values.map(() => 0);
     for (const r of ratings) {
-      const b = Math.min(5, Math.max(1, Math.round(r)));
+      const b = Math.min(values.length, Math.max(1, Math.round(r / step)));
       counts[b - 1] += 1;
     }
     const max = Math.max(1, ...counts);
-    const W = 300, H = 130, bw = 40, gap = (W - 5 * bw) / 6, top = 18, base = H - 22;
-    const label = "Rating histogram: " + counts.map((c, i) => `${i + 1} star${i ? "s" : ""}: ${c}`).join(", ");
+    const n = values.length;
+    const W = 300, H = 130, bw = half ? 22 : 40, gap = (W - n * bw) / (n + 1), top = 18, base = H - 22;
+    const name = (v) => `${v} star${v === 1 ? "" : "s"}`;
+    const label = "Rating histogram: " + counts.map((c, i) => `${name(values[i])}: ${c}`).join(", ");
     return h("svg", { class: "histogram", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label },
       h("title", {}, label),
       counts.map((c, i) => {
         const bh = Math.max(c ? 3 : 0, ((base - top) * c) / max);
         const x = gap + i * (bw + gap);
         return h("g", {},
-          h("rect", { class: "bar", x, y: base - bh, width: bw, height: bh, rx: 5, opacity: String(0.45 + 0.13 * i) }),
+          h("rect", { class: "bar", x, y: base - bh, width: bw, height: bh, rx: half ? 3 : 5, opacity: String(0.45 + (0.52 * i) / (n - 1)) }),
           h("text", { class: "val", x: x + bw / 2, y: base - bh - 5, "text-anchor": "middle" }, c),
-          h("text", { x: x + bw / 2, y: H - 6, "text-anchor": "middle" }, `${i + 1}★`));
+          h("text", { x: x + bw / 2, y: H - 6, "text-anchor": "middle" }, half && !Number.isInteger(values[i]) ? "½" : `${values[i]}★`));
       }),
       h("line", { x1: gap / 2, x2: W - gap / 2, y1: base, y2: base, stroke: "currentColor", "stroke-opacity": ".2" }));
   }
@@ -539,7 +546,7 @@
       wList.replaceChildren(...user.history.slice(0, n).map((x) => h("li", {},
         tile(x.title, "tile mini-tile"),
         h("a", { class: "w-title", href: `/movies/${encodeURIComponent(x.item_id)}` }, x.title),
-        h("span", { class: "w-meta" }, x.rating !== null && x.rating !== undefined ? h("span", { class: "stars", "aria-label": `rated ${x.rating}` }, "★ " + fmt(x.rating, 0)) : "viewed / clicked",
+        h("span", { class: "w-meta" }, x.rating !== null && x.rating !== undefined ? h("span", { class: "stars", "aria-label": `rated ${x.rating}` }, "★ " + fmt(x.rating, Number.isInteger(x.rating) ? 0 : 1)) : "viewed / clicked",
           " · ", new Date(x.timestamp * 1000).toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" })))));
       if (!user.history.length) wList.replaceChildren(stateBox({ title: "Nothing watched yet", heading: "h3" }));
       more.hidden = user.history.length <= n;
