@@ -257,6 +257,10 @@ def test_api_docs_render_offline(browser: Any, server: Server) -> None:
         assert "recstack" in pg.locator(".swagger-ui .info .title").inner_text()
         pg.wait_for_selector(".swagger-ui .opblock-summary-path")  # the operations are listed
         assert outside == []
+        # ReDoc renders offline too; its bundle still asks for its "powered by" logo from its CDN
+        pg.goto("/redoc")
+        pg.wait_for_selector("h1:has-text('recstack')", timeout=15_000)
+        assert [u for u in outside if not u.endswith("/logo-mini.svg")] == []
     finally:
         ctx.close()
 
