@@ -277,3 +277,30 @@ def test_half_star_ratings_are_shown_as_they_are(page: Any) -> None:
     assert "★ 3.5" in page.locator("#watched li").first.inner_text()
     assert page.locator("svg.histogram rect").count() == 10  # 0.5 .. 5 stars
     assert "3.5 stars: 1" in page.locator("svg.histogram").get_attribute("aria-label")
+
+
+def test_each_source_kind_has_its_own_reason(page: Any) -> None:
+    """Answers whose items come from trending / popular / a history source that cannot name the
+    history item (mocked: the e2e pipeline has no trending source)."""
+
+    def release(route: Any) -> None:
+        body = route.fetch().json()
+        body["source_kinds"] = {**body["source_kinds"], "trending": "trending", "popular": "popular"}
+        body["trending_days"] = 7
+        route.fulfill(json=body)
+
+    def recs(route: Any) -> None:
+        body = route.fetch().json()
+        body["fallbacks"] = []
+        kinds = [["trending"], ["popular"], ["itemknn"], ["fill"]]
+        for i, it in enumerate(body["items"]):
+            it["sources"] = kinds[i % 4]
+            it["explain"] = {**it["explain"], "sources": kinds[i % 4], "because": None}
+        route.fulfill(json=body)
+
+    page.route("**/v1/release", release)
+    page.route(re.compile(r".*/v1/users/1/recommendations\?.*"), recs)
+    goto(page, "/users/1")
+    texts = page.eval_on_selector_all("#recs .why-text", "els => els.map(e => e.textContent)")
+    want = ["Popular this week", "Popular overall", "Similar to movies you watched", "Popular overall"]
+    assert [t.split(" · ")[0] for t in texts[:4]] == want
