@@ -97,10 +97,16 @@ def test_explain_names_the_history_item_behind_an_item_item_recommendation(clien
             assert it["explain"]["because"] is None
 
 
-def test_because_is_the_largest_contribution(tiny_release: MemoryRelease) -> None:
+@pytest.mark.parametrize("dense_max", [3000, 5])  # dense, and sparse as on a large catalogue
+def test_because_is_the_largest_contribution(
+    tiny_release: MemoryRelease, monkeypatch: pytest.MonkeyPatch, dense_max: int
+) -> None:
+    from recstack.serving import _kernels
     from recstack.serving._kernels import history_scorer
 
+    monkeypatch.setattr(_kernels, "DENSE_MAX_ITEMS", dense_max)
     retr = tiny_release.retriever("itemknn")
+    assert _kernels.item_item_kernel(retr, 12)[0] == ("dense" if dense_max > 12 else "sparse")
     scorer, _ = history_scorer(retr, 12)
     hist = np.array([0, 1, 5], dtype=np.int64)
     cands = np.array([2, 3, 7], dtype=np.int64)
