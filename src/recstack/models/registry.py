@@ -13,7 +13,7 @@ from typing import Any
 from recstack.errors import InvalidArgumentError
 from recstack.models.base import Retriever
 
-__all__ = ["create", "get_class", "names"]
+__all__ = ["create", "display_name", "get_class", "names"]
 
 _RETRIEVERS: dict[str, str] = {
     "pop": "recstack.models.retrieval.popular:MostPopular",
@@ -32,10 +32,49 @@ _RETRIEVERS: dict[str, str] = {
 
 _RANKERS = ("ncf", "widedeep", "deepfm", "dnn")
 
+#: the one place for human-readable model names (web UI, reports): model, ranker and serving names
+_DISPLAY: dict[str, str] = {
+    "pop": "Popular",
+    "recent_pop": "Popular lately",
+    "window_pop": "Popular in your time window",
+    "itemknn": "Item-kNN",
+    "seqknn": "Sequence kNN",
+    "rp3beta": "RP3beta",
+    "ease": "EASE",
+    "time_ease": "Time-aware EASE",
+    "als": "ALS",
+    "bpr": "BPR",
+    "two_tower": "Two-tower",
+    "two_stage": "Two-stage",
+    "ncf": "NCF",
+    "widedeep": "Wide & Deep",
+    "deepfm": "DeepFM",
+    "dnn": "DNN",
+    # serving names: the ranker-less model and the pipeline's non-model recall sources
+    "recall": "Recall only (no ranker)",
+    "popular": "Popular",
+    "trending": "Trending",
+    "fill": "Popular fill",
+}
+
 
 def names() -> list[str]:
     """Every model name the CLI accepts."""
     return [n for n in _RETRIEVERS if n != "two_stage"] + [f"two_stage:{r}" for r in _RANKERS]
+
+
+def display_name(name: str, model: str | None = None) -> str:
+    """A model's human-readable name: ``two_stage:ncf`` -> "Two-stage (NCF ranker)", ``ncf`` (a
+    served ranker) -> "Two-stage (NCF ranker)", ``time_ease`` -> "Time-aware EASE", ``recall`` ->
+    "Recall only (no ranker)". ``model``: the registry name behind an alias (a release's
+    ``als64`` is ``als``: "ALS (als64)"). Unknown names are returned as they are."""
+    if model is not None and model != name:
+        base = display_name(model)
+        return base if base == name else f"{base} ({name})"
+    if name in _RANKERS or name.startswith("two_stage:"):
+        ranker = name.split(":", 1)[1] if ":" in name else name
+        return f"Two-stage ({_DISPLAY.get(ranker, ranker)} ranker)"
+    return _DISPLAY.get(name, name)
 
 
 def get_class(name: str) -> type[Retriever]:

@@ -30,10 +30,32 @@ DENSE_MAX_ITEMS = 3000
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
-HistoryScorer = Callable[[IntArray], FloatArray]
+ScoreFn = Callable[[IntArray], FloatArray]
+ContribFn = Callable[[IntArray, IntArray], FloatArray]
 
 
-def _sparse_rows_sum(S: sp.csr_matrix) -> HistoryScorer:
+class HistoryScorer:
+    """``scorer(items[m]) -> scores[n_items]`` (the history's score of every item) and
+    ``scorer.contributions(history[m], candidates[c]) -> [m, c]``: what each history item adds to each
+    candidate's score (item-item models: the matrix entries; None for other models). The explanation
+    of a recommendation ("because you liked ...") is the history item with the largest one."""
+
+    __slots__ = ("_contrib", "_fn")
+
+    def __init__(self, fn: ScoreFn, contrib: ContribFn | None = None) -> None:
+        self._fn = fn
+        self._contrib = contrib
+
+    def __call__(self, items: IntArray) -> FloatArray:
+        return self._fn(items)
+
+    def contributions(self, history: IntArray, candidates: IntArray) -> FloatArray | None:
+        if self._contrib is None:
+            return None
+        return self._contrib(history, candidates)
+
+
+def _sparse_rows_sum(S: sp.csr_matrix) -> ScoreFn:
     indptr = S.indptr.astype(np.int64)
     indices = S.indices.astype(np.int64)
     data = S.data.astype(np.float64)
@@ -51,7 +73,7 @@ def _sparse_rows_sum(S: sp.csr_matrix) -> HistoryScorer:
     return scores
 
 
-def _dense_rows_sum(B: npt.NDArray[Any]) -> HistoryScorer:
+def _dense_rows_sum(B: npt.NDArray[Any]) -> ScoreFn:
     W = np.ascontiguousarray(B, dtype=np.float32)
 
     def scores(items: IntArray) -> FloatArray:
@@ -61,7 +83,7 @@ def _dense_rows_sum(B: npt.NDArray[Any]) -> HistoryScorer:
     return scores
 
 
-def _generic(retriever: Retriever, n_items: int) -> HistoryScorer:
+def _generic(retriever: Retriever, n_items: int) -> ScoreFn:
     def scores(items: IntArray) -> FloatArray:
         m = len(items)
         row = sp.csr_matrix(
@@ -99,7 +121,18 @@ def history_scorer(retriever: Retriever, n_items: int) -> tuple[HistoryScorer, b
     "not related" (sparse models: such items are not recalled)."""
     kind, m, sparse = item_item_kernel(retriever, n_items)
     if kind == "dense":
-        return _dense_rows_sum(m), sparse
+        W = np.ascontiguousarray(m, dtype=np.float32)
+
+        def dense_contrib(hist: IntArray, cands: IntArray) -> FloatArray:
+            out: FloatArray = W[np.ix_(hist, cands)]
+            return out
+
+        return HistoryScorer(_dense_rows_sum(W), dense_contrib), sparse
     if kind == "sparse":
-        return _sparse_rows_sum(m), sparse
-    return _generic(retriever, n_items), sparse
+        S = sp.csr_matrix(m)
+
+        def sparse_contrib(hist: IntArray, cands: IntArray) -> FloatArray:
+            return np.asarray(S[hist][:, cands].toarray(), dtype=np.float32)
+
+        return HistoryScorer(_sparse_rows_sum(S), sparse_contrib), sparse
+    return HistoryScorer(_generic(retriever, n_items)), sparse

@@ -625,6 +625,7 @@ class Pipeline:
         src_lists = self._source_lists(tags[final], src_names)
         explain = None
         if req.explain:
+            because = self._because(user, src_lists, items[final])
             raw = self._raw_scores(parts, items)
             pre_pos = np.empty(len(items), dtype=np.int64)
             pre_pos[order] = np.arange(len(items))
@@ -639,6 +640,7 @@ class Pipeline:
                     "rank_position": int(pre_pos[c]) + 1,
                     "final_position": j + 1,
                     "demoted_by_genre_cap": bool(demoted[j]),
+                    "because": because[j],
                 }
                 for j, c in enumerate(final.tolist())
             ]
@@ -655,6 +657,34 @@ class Pipeline:
             degraded=[user.degraded] if user.degraded else [],
             history=len(user.recent),
         )
+
+    def _because(
+        self, user: _User, src_lists: list[list[str]], items: IntArray
+    ) -> list[dict[str, Any] | None]:
+        """Per returned item, the history item that added most to its score in its first item-item
+        source (``{"item_id", "title", "source"}``), or None (not recalled from the history, or a
+        source that cannot say: two-tower, popularity)."""
+        out: list[dict[str, Any] | None] = [None] * len(items)
+        if not len(user.recent):
+            return out
+        recent = {s.name: s.recent for s in self.config.sources}
+        by_src: dict[str, list[int]] = {}
+        for j, srcs in enumerate(src_lists):
+            name = next((n for n in srcs if n in self.scorers), None)
+            if name is not None:
+                by_src.setdefault(name, []).append(j)
+        cat = self.catalog
+        for name, rows in by_src.items():
+            hist = user.recent[: recent.get(name, len(user.recent))]
+            contrib = self.scorers[name][0].contributions(hist, items[rows])
+            if contrib is None or not contrib.size:
+                continue
+            best = contrib.argmax(axis=0)
+            for col, j in enumerate(rows):
+                if contrib[best[col], col] > 0:
+                    h = int(hist[best[col]])
+                    out[j] = {"item_id": cat.item_ids[h], "title": cat.titles[h], "source": name}
+        return out
 
     def _source_lists(self, tags: IntArray, names: list[str]) -> list[list[str]]:
         """Source names per returned item from its tag bitmask (a table of every combination)."""
