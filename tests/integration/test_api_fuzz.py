@@ -16,7 +16,7 @@ import pytest
 from recstack.serving.api.schemas import DAY
 from recstack.testing import ServerProcess, build_small_release
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ml100k]
 
 SEED = 17
 EXAMPLES = 50  # per operation and phase: about 1,200 requests in all

@@ -1,0 +1,93 @@
+"""Progress of long steps in a log: one mechanism (`recstack._progress.progress_bar`) that draws rich
+bars on a terminal and writes plain lines (step, done/total, rate) when stderr is a file or a pipe."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from recstack import _progress
+
+LINE = re.compile(
+    r"^\[progress\] (?P<step>.+?) (?P<done>[\d,.]+)/(?P<total>[\d,]+) (?P<pct>\d+)% (?P<rate>\S+/(s|min)) "
+    r"elapsed \S+(?: eta \S+)?(?: \| (?P<status>.*))?$"
+)
+
+
+@pytest.fixture
+def log_mode(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """stderr captured by pytest (not a TTY), progress neither forced nor quiet."""
+    for var in ("RECSTACK_PROGRESS", "RECSTACK_QUIET", "RECSTACK_PROGRESS_INTERVAL"):
+        monkeypatch.delenv(var, raising=False)
+    _progress.set_quiet(False)
+    yield monkeypatch
+    _progress.set_quiet(False)
+
+
+def _run(n: int) -> None:
+    with _progress.progress_bar() as prog:
+        task = prog.add_task("fit als", total=n, status="")
+        for i in range(n):
+            prog.update(task, advance=1, status=f"iteration {i + 1}")
+
+
+def test_lines_in_a_log_every_update_at_interval_zero(
+    log_mode: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log_mode.setenv("RECSTACK_PROGRESS_INTERVAL", "0")
+    assert not _progress.enabled() and _progress.lines_enabled()
+    _run(4)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 4, lines  # one per update; the last one closes the task
+    parsed = [LINE.match(line) for line in lines]
+    assert all(parsed), lines
+    assert [(m["step"], m["done"], m["total"]) for m in parsed if m] == [
+        ("fit als", str(i), "4") for i in range(1, 5)
+    ]
+    assert [m["pct"] for m in parsed if m] == ["25", "50", "75", "100"]
+    assert parsed[0] is not None and parsed[0]["status"] == "iteration 1"
+    assert parsed[-1] is not None and parsed[-1]["status"] == "done | iteration 4"
+    assert "eta" not in lines[-1] and "eta" in lines[0]
+
+
+def test_a_short_task_stays_silent_between_intervals(
+    log_mode: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log_mode.setenv("RECSTACK_PROGRESS_INTERVAL", "600")
+    _run(50)
+    assert capsys.readouterr().err == ""  # shorter than one interval: no line at all
+
+
+def test_quiet_writes_nothing(log_mode: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    log_mode.setenv("RECSTACK_PROGRESS_INTERVAL", "0")
+    _progress.set_quiet(True)
+    assert not _progress.lines_enabled()
+    _run(3)
+    log_mode.setenv("RECSTACK_QUIET", "1")
+    _progress.set_quiet(False)
+    _run(3)
+    assert capsys.readouterr().err == ""
+
+
+def test_forced_bars_replace_the_lines(
+    log_mode: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log_mode.setenv("RECSTACK_PROGRESS", "1")
+    log_mode.setenv("RECSTACK_PROGRESS_INTERVAL", "0")
+    assert _progress.enabled() and not _progress.lines_enabled()
+    _run(3)
+    err = capsys.readouterr().err
+    assert "[progress]" not in err and "fit als" in err  # rich's bar, not the log lines
+
+
+def test_unknown_total_reports_count_and_rate(
+    log_mode: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log_mode.setenv("RECSTACK_PROGRESS_INTERVAL", "0")
+    with _progress.progress_bar() as prog:
+        task = prog.add_task("download", total=None, status="")
+        prog.advance(task, 1024)
+    (line,) = capsys.readouterr().err.splitlines()[:1]
+    assert re.match(r"^\[progress\] download 1,024 \S+/(s|min) elapsed \S+$", line), line
