@@ -73,7 +73,7 @@ def data_dirs() -> list[Path]:
 
 def fetch_hint(name: str) -> str:
     """How to get data set ``name`` when it is not found."""
-    base = get_settings().data_path()
+    base = get_settings().data_path().absolute()
     return (
         f"download it (checksum-verified) with `recstack data fetch {name}` (into {base}; "
         f"`--dir DIR` elsewhere), or set RECSTACK_DATA_DIR to a directory holding {name}/"
@@ -88,7 +88,7 @@ def find_dataset(name: str) -> Path:
         for cand in (d / name, d / f"{name}.zip"):
             if cand.exists():
                 return cand
-    searched = ", ".join(str(d) for d in dirs)
+    searched = ", ".join(str(d.absolute()) for d in dirs)
     raise NotFoundError(
         f"dataset {name!r} not found in the data directories ({searched}); {fetch_hint(name)}"
     )
