@@ -5,8 +5,9 @@ a terminal and a log.
 
 - a terminal (or ``RECSTACK_PROGRESS=1``): live rich bars;
 - a file or a pipe (``make demo > demo.log``, CI, a service manager): plain lines, at most one per
-  task every ``RECSTACK_PROGRESS_INTERVAL`` seconds (default 5; 0 = every update) plus one when the
-  task ends, with the step, done/total, the rate and the status::
+  task every ``RECSTACK_PROGRESS_INTERVAL`` seconds (default 5; 0 = every update), also while a
+  step runs without updates (a heartbeat for the innermost running step), plus one when the task
+  ends, with the step, done/total, the rate and the status::
 
       [progress] build 3/12 25% 0.41/s elapsed 7.3s eta 21.9s | evaluate ease
 
@@ -115,10 +116,17 @@ def format_line(task: Task, *, ended: bool = False) -> str:
     return " ".join(parts) + (f" | {status}" if status else "")
 
 
+#: the line progresses that are running, innermost last (the heartbeat speaks for the innermost only)
+_ACTIVE: list[_LineProgress] = []
+_ACTIVE_LOCK = threading.Lock()
+
+
 class _LineProgress(Progress):
     """A rich Progress whose live display is off and that writes `format_line` lines to stderr
     instead: the first update at least ``interval`` seconds after the task's last line (or start),
-    and a closing line for a task that lasted an interval or printed before."""
+    a heartbeat line when a step runs for an interval without any update (for the innermost running
+    progress only, so nested steps do not repeat each other), and a closing line for a task that
+    lasted an interval or printed before."""
 
     def __init__(self, *columns: Any, interval: float, **kwargs: Any) -> None:
         super().__init__(*columns, **kwargs)
@@ -127,6 +135,24 @@ class _LineProgress(Progress):
         self._printed: set[TaskID] = set()
         self._ended: set[TaskID] = set()
         self._line_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    def _beat(self) -> None:
+        while not self._stopping.wait(self._interval):
+            with _ACTIVE_LOCK:
+                innermost = bool(_ACTIVE) and _ACTIVE[-1] is self
+            if innermost:
+                for task_id in list(self._tasks):
+                    self._emit(task_id)
+
+    def start(self) -> None:
+        super().start()
+        with _ACTIVE_LOCK:
+            _ACTIVE.append(self)
+        if self._interval > 0 and self._heartbeat is None:
+            self._heartbeat = threading.Thread(target=self._beat, name="recstack-progress", daemon=True)
+            self._heartbeat.start()
 
     def _emit(self, task_id: TaskID, *, closing: bool = False) -> None:
         with self._line_lock:
@@ -160,6 +186,13 @@ class _LineProgress(Progress):
         self._emit(task_id)
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
+            self._heartbeat = None
+        with _ACTIVE_LOCK:
+            if self in _ACTIVE:
+                _ACTIVE.remove(self)
         for task_id in list(self._tasks):
             self._emit(task_id, closing=True)
         super().stop()

@@ -4,6 +4,7 @@ bars on a terminal and writes plain lines (step, done/total, rate) when stderr i
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -91,3 +92,27 @@ def test_unknown_total_reports_count_and_rate(
         prog.advance(task, 1024)
     (line,) = capsys.readouterr().err.splitlines()[:1]
     assert re.match(r"^\[progress\] download 1,024 \S+/(s|min) elapsed \S+$", line), line
+
+
+def test_heartbeat_while_a_step_runs_without_updates(
+    log_mode: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log_mode.setenv("RECSTACK_PROGRESS_INTERVAL", "0.2")
+    with _progress.progress_bar() as outer:
+        build = outer.add_task("build", total=3, status="evaluate ease")
+        outer.advance(build)
+        with _progress.progress_bar() as inner:
+            inner.add_task("fit ease", total=2, status="")
+            time.sleep(1.1)  # one long call, no update: the innermost step still reports
+        outer.advance(build, 2)
+    lines = capsys.readouterr().err.splitlines()
+    parsed = [m for m in map(LINE.match, lines) if m]
+    assert len(parsed) == len(lines), lines
+    inner_beats = [
+        m for m in parsed if m["step"] == "fit ease" and not (m["status"] or "").startswith("done")
+    ]
+    assert len(inner_beats) >= 2 and {m["done"] for m in inner_beats} == {"0"}, lines
+    # while the inner step runs, the outer one does not repeat itself
+    outer_lines = [m for m in parsed if m["step"] == "build"]
+    assert [m["done"] for m in outer_lines][-1] == "3" and len(outer_lines) <= 3, lines
+    assert parsed[-1]["status"] == "done | evaluate ease"
