@@ -102,14 +102,15 @@ def format_line(task: Task, *, ended: bool = False) -> str:
             parts.append(f"{100 * done / total:.0f}%")
     else:
         parts.append(done_s)
-    elapsed = task.finished_time if task.finished else task.elapsed
-    speed = task.finished_speed or task.speed
-    if speed is None and elapsed:
-        speed = done / elapsed
+    elapsed = (task.finished_time if task.finished else task.elapsed) or 0.0
+    # the average rate since the start: in a log, a step that stalls shows a falling rate and a
+    # growing eta, where rich's recent-window speed would repeat its last value
+    speed = done / elapsed if elapsed > 0 else None
     parts.append(_rate(speed))
-    parts.append(f"elapsed {_seconds(elapsed or 0.0)}")
+    parts.append(f"elapsed {_seconds(elapsed)}")
     if not ended and task.total is not None:
-        parts.append(f"eta {_seconds(task.time_remaining)}")
+        eta = (task.total - done) / speed if speed else None
+        parts.append(f"eta {_seconds(eta)}")
     status = str(task.fields.get("status", "") or "")
     if ended:
         status = f"done{' | ' + status if status else ''}"

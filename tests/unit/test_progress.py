@@ -116,3 +116,19 @@ def test_heartbeat_while_a_step_runs_without_updates(
     outer_lines = [m for m in parsed if m["step"] == "build"]
     assert [m["done"] for m in outer_lines][-1] == "3" and len(outer_lines) <= 3, lines
     assert parsed[-1]["status"] == "done | evaluate ease"
+
+
+def test_a_stalled_step_shows_a_falling_rate_and_a_growing_eta(
+    log_mode: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log_mode.setenv("RECSTACK_PROGRESS_INTERVAL", "0.2")
+    with _progress.progress_bar() as prog:
+        task = prog.add_task("evaluate", total=4, status="")
+        prog.advance(task)
+        time.sleep(1.0)
+    beats = [m for m in map(LINE.match, capsys.readouterr().err.splitlines()) if m and m["done"] == "1"]
+    assert len(beats) >= 3
+    rates = [float(m["rate"].removesuffix("/s")) for m in beats if m["rate"].endswith("/s")]
+    etas = [float(e) for e in re.findall(r"eta ([\d.]+)s", "\n".join(m.string for m in beats))]
+    assert len(rates) >= 3 and rates == sorted(rates, reverse=True) and rates[0] > rates[-1]
+    assert len(etas) >= 3 and etas == sorted(etas) and etas[-1] > etas[0]
