@@ -108,7 +108,8 @@ def run_demo(clone: Path, port: int, timeout: float) -> dict[str, Any]:
     build_lines = [
         (t, ln) for t, ln in lines if build_start is not None and build_start <= t <= (served or 1e18)
     ]
-    gaps = [b[0] - a[0] for a, b in itertools.pairwise(build_lines)]
+    gaps = [(b[0] - a[0], a[1]) for a, b in itertools.pairwise(build_lines)]
+    silence = max(gaps, default=None)
     table_start = next((i for i, (_, ln) in enumerate(lines) if " · protocol " in ln), None)
     table: list[str] = []
     if table_start is not None:
@@ -128,7 +129,8 @@ def run_demo(clone: Path, port: int, timeout: float) -> dict[str, Any]:
         "log_lines": len(lines),
         "progress_lines": len(progress),
         "progress_line_examples": progress[:3] + progress[-3:],
-        "longest_silence_during_build_seconds": round(max(gaps), 1) if gaps else None,
+        "longest_silence_during_build_seconds": round(silence[0], 1) if silence else None,
+        "longest_silence_after_line": silence[1] if silence else None,
         "evaluation_table": table,
         "log": log_path,
     }
@@ -209,7 +211,7 @@ def main() -> None:
         "wheel": wheel,
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=2) + "\n")
+    a.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print("\n".join(demo["evaluation_table"]))
     print(
         f"install {demo['seconds_to_build_start']} s, build {demo['build_seconds']} s, "
