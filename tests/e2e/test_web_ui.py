@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.ml100k]
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 Server = Any  # tests/e2e/conftest.py::Server (url, releases_dir, release: the /v1/release body)

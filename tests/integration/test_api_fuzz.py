@@ -16,7 +16,7 @@ import pytest
 from recstack.serving.api.schemas import DAY
 from recstack.testing import ServerProcess, build_small_release
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ml100k]
 
 #: per-operation settings (see the file): what the schema cannot say about one operation
 CONFIG = Path(__file__).with_name("schemathesis.toml")

@@ -14,6 +14,7 @@ runner = CliRunner()
 
 
 @pytest.mark.slow
+@pytest.mark.ml100k
 def test_evaluate_stratified_pop_ease_writes_json_and_report(tmp_path: Path) -> None:
     js, html = tmp_path / "out.json", tmp_path / "report.html"
     res = runner.invoke(

@@ -19,7 +19,7 @@ from recstack.models.ranking.ctr import run_ctr
 from recstack.models.ranking.two_stage import TwoStage
 from recstack.models.registry import create
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ml100k]
 
 
 @pytest.fixture(scope="module")

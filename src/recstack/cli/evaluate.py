@@ -19,8 +19,11 @@ def _evaluate_choices() -> tuple[list[str], list[str]]:
 
 def evaluate_cmd(
     dataset: Annotated[
-        str, typer.Option("--dataset", "-d", help="Dataset name (ml-100k, ml-1m...) or path.")
-    ] = "ml-100k",
+        str,
+        typer.Option(
+            "--dataset", "-d", help="ml-latest-small (bundled), ml-100k, ml-1m... (data dir), or a path."
+        ),
+    ] = "ml-latest-small",
     protocol: Annotated[
         str, typer.Option("--protocol", "-p", help="stratified, temporal, tfrs, leave-last-out...")
     ] = "stratified",

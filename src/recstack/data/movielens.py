@@ -25,7 +25,6 @@ keeps the latest rating of a pair, ``"keep"`` keeps all, ``"error"`` raises.
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from recstack.data._parse import (
     read_delimited,
 )
 from recstack.data.dataset import Dataset
+from recstack.data.paths import BUNDLED, bundled_path, find_dataset
 from recstack.errors import DataFormatError
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
     "ML100K_GENRES",
     "MOVIELENS_FORMATS",
     "MOVIELENS_GENRES",
-    "bundled_ml100k_path",
     "detect_movielens_format",
     "load_movielens",
 ]
@@ -91,13 +90,6 @@ _NAME_TO_FORMAT = {
     "ml-latest-small": "movielens-latest-small",
     "ml-latest": "movielens-latest",
 }
-
-
-def bundled_ml100k_path() -> Path:
-    """Path of the MovieLens 100K archive shipped inside the package (official layout + notice)."""
-    res = importlib.resources.files("recstack.data") / "_bundled" / "ml-100k.zip"
-    with importlib.resources.as_file(res) as p:
-        return Path(p)
 
 
 def _normalise_format(fmt: str) -> str:
@@ -400,7 +392,7 @@ def _load_csv(src: Source, name: str, fmt: str, duplicates: DuplicatePolicy, gen
 
 
 def load_movielens(
-    path: str | Path | None = "ml-100k",
+    path: str | Path | None = None,
     *,
     format: str | None = None,
     duplicates: DuplicatePolicy = "last",
@@ -409,14 +401,18 @@ def load_movielens(
 ) -> Dataset:
     """Load a MovieLens dataset.
 
-    ``path`` is a directory or .zip holding one of the MovieLens layouts, or ``"ml-100k"`` / None for
-    the copy bundled in the package (offline). ``format`` forces a layout (``movielens-1m`` ...);
+    ``path`` is a directory or .zip holding one of the MovieLens layouts; None or
+    ``"ml-latest-small"`` for the copy bundled in the package (offline); another MovieLens name
+    (``"ml-100k"``, ``"ml-1m"``...) is looked up in the data directories (`recstack.data.paths`).
+    ``format`` forces a layout (``movielens-1m`` ...);
     without it the layout is detected from the files present. ``genome=False`` skips the (large)
     genome-scores table.
     """
-    if path is None or (isinstance(path, str) and path == "ml-100k" and not Path(path).exists()):
-        path = bundled_ml100k_path()
-        name = name or "ml-100k"
+    if path is None or (isinstance(path, str) and path == BUNDLED and not Path(path).exists()):
+        path = bundled_path()
+        name = name or BUNDLED
+    elif isinstance(path, str) and path.lower() in _NAME_TO_FORMAT and not Path(path).exists():
+        path = find_dataset(path.lower())
     src = Source(path)
     fmt = _normalise_format(format) if format else _detect(src)
     if format:

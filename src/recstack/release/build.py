@@ -78,14 +78,15 @@ STAGES: tuple[str, ...] = ("data", "features", "evaluate", "fit", "index", "writ
 
 # ------------------------------------------------------------------------------------------ config
 class DatasetSpec(ComponentConfig):
-    """Where the data comes from: ``ml-100k`` (bundled), a MovieLens/CSV/Parquet path, or a dir
+    """Where the data comes from: ``ml-latest-small`` (bundled), a MovieLens name read from the data
+    directory (``ml-100k``...: `recstack.data.paths`), a MovieLens/CSV/Parquet path, or a dir
     written by `Dataset.save`; ``none`` with ``events`` only: the event log alone.
 
     ``events`` (a ``[dataset.events]`` table, `recstack.events.dataset.EventsSpec`): add the event
     log's interactions on top of the source; the offsets read go into the release's lineage
     (``manifest.events``)."""
 
-    source: str = "ml-100k"
+    source: str = "ml-latest-small"
     format: str | None = None
     events: EventsSpec | None = None
 
@@ -517,7 +518,8 @@ def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Ti
     def refit(spec: ModelSpec) -> bool:
         return not ev.enabled or (ev.refit_full if spec.refit is None else spec.refit)
 
-    n_steps = len(STAGES) + len(specs) * int(ev.enabled) + sum(refit(s) for s in specs)
+    # one step per stage, except evaluate and fit, which count one step per model
+    n_steps = len(STAGES) - 2 + len(specs) * int(ev.enabled) + sum(refit(s) for s in specs)
 
     with progress_bar() as prog:
         task = prog.add_task("build", total=n_steps, status="")

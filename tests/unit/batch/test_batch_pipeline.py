@@ -192,7 +192,7 @@ def test_top_rows_matches_the_lexsort_form() -> None:
 
 @pytest.fixture(scope="module")
 def ml100k_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    """The serving pipeline of a release built from the bundled ML-100K (pop, itemknn, ease)."""
+    """The serving pipeline of a release built from ML-100K (data dir) (pop, itemknn, ease)."""
     from recstack.release import load
     from recstack.release.build import BuildConfig, build
 
@@ -211,6 +211,7 @@ def ml100k_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
 
 
 @pytest.mark.slow
+@pytest.mark.ml100k
 def test_ml100k_users_and_pairs_match(ml100k_pipeline: Pipeline) -> None:
     """On real data (equal timestamps, item-kNN rows with zeros, near-tied merged scores): a sample
     of users at k=100 and of pairs of the 1000 most popular items at k=10, bit for bit."""
