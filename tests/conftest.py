@@ -16,3 +16,10 @@ def require_service(name: str, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"{name} is required in CI: {reason}")
     pytest.skip(f"{name} not available: {reason}")
+
+
+@pytest.fixture(scope="session")
+def text_cache_dir(request: pytest.FixtureRequest) -> str:
+    """The text-embedding / ONNX-encoder cache of `recstack.text`, kept in pytest's cache directory
+    so that the encoder is exported to ONNX once (about 10 s) and reused by every test and run."""
+    return str(request.config.cache.mkdir("recstack-text"))

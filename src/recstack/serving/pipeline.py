@@ -34,6 +34,7 @@ over items. Sources that the release lacks (no two-tower model, no item-kNN) are
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ from recstack.serving._kernels import HistoryScorer, history_scorer
 from recstack.serving._memo import ByteLRU
 from recstack.serving._ranker import OnnxRanker, RankContext, UserTower, load_ranker
 from recstack.serving._release import ServingRelease
+from recstack.serving._search import TextSearch, open_text_search
 
 __all__ = [
     "STAGES",
@@ -296,6 +298,18 @@ class Pipeline:
         #: The index and the retrievers are immutable per pipeline, so a user whose history has not
         #: changed asks the same queries again; an event changes the items, hence the key
         self.recall_memo: ByteLRU[Recalled] = ByteLRU(int(self.config.recall_memo_mb * 2**20))
+        self._text_search: TextSearch | None = None
+        self._text_search_lock = threading.Lock()
+
+    @property
+    def text_search(self) -> TextSearch:
+        """Item search (`recstack.serving._search`): opened on first use (the ONNX text encoder
+        loads in about a second)."""
+        if self._text_search is None:
+            with self._text_search_lock:
+                if self._text_search is None:
+                    self._text_search = open_text_search(self.release, self.catalog)
+        return self._text_search
 
     # ------------------------------------------------------------ models
     @property

@@ -1,4 +1,5 @@
-"""Items: ``GET /v1/items/{item_id}``, ``GET /v1/items/{item_id}/similar``, ``GET /v1/items``."""
+"""Items: ``GET /v1/items/{item_id}``, ``GET /v1/items/{item_id}/similar``, ``GET /v1/items``,
+``GET /v1/search`` (text-embedding similarity mixed with title match)."""
 
 from __future__ import annotations
 
@@ -122,4 +123,31 @@ def _similar_body(state: ServingState, item_id: str, k: int | None, model: str |
         "model": used,
         "item_id": cat.item_ids[i],
         "items": items_list(cat, ids, scores),
+    }
+
+
+@router.get(
+    "/v1/search",
+    responses=errors(422, 503),
+    summary="Search items by meaning and title (text embeddings + title match)",
+)
+async def search_items(
+    request: Request,
+    q: Annotated[str, Query(min_length=1, max_length=200, description="free text, e.g. a title or a theme")],
+    k: Annotated[KParam | None, Query()] = None,
+) -> Response:
+    state = current_state(request)
+    body = await run_blocking(request, _search_body, state, q, k)
+    body["request_id"] = request_id(request)
+    return JSONBody(body)
+
+
+def _search_body(state: ServingState, q: str, k: int | None) -> dict[str, Any]:
+    pipe = state.pipeline
+    hit = pipe.text_search.search(q, pipe.check_k(k))
+    return {
+        "release_id": state.release_id,
+        "query": q,
+        "mode": hit.mode,
+        "items": items_list(pipe.catalog, hit.items, hit.scores),
     }

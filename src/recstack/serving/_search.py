@@ -1,0 +1,131 @@
+"""Item search (``GET /v1/search``): text-embedding similarity mixed with title match.
+
+The query is encoded with the release's ONNX text encoder (`recstack.text.OnnxTextEncoder`, saved
+with its ``content`` model) and compared with every item's text embedding (cosine); the title
+match adds ``TITLE_WEIGHT`` when the whole query is a substring of the title, and a share of it for
+the query's words found in the title. Popularity breaks ties (x 1e-6). A release without a content
+model (or a server without ONNX Runtime / tokenizers) searches titles only: the answer says
+``mode = "title"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from recstack.serving._catalog import Catalog
+
+__all__ = ["SEARCH_MODELS", "TITLE_WEIGHT", "TextSearch", "open_text_search"]
+
+log = logging.getLogger(__name__)
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float32]
+
+#: retrievers whose model directory holds item text embeddings and the ONNX query encoder
+SEARCH_MODELS = ("content", "content_userknn")
+#: weight of a full title match next to the cosine similarity (in [-1, 1])
+TITLE_WEIGHT = 0.5
+_WORD = re.compile(r"\w+")
+
+
+@dataclass
+class SearchHit:
+    items: IntArray
+    scores: FloatArray
+    mode: Literal["semantic", "title"]
+
+
+class TextSearch:
+    """Search over one catalogue. ``embeddings`` [n_items, dim] (unit length) and ``encoder`` may be
+    None (title match only). Items added online (`add`) are searchable at once."""
+
+    def __init__(self, catalog: Catalog, embeddings: FloatArray | None, encoder: Any | None) -> None:
+        self.catalog = catalog
+        self.encoder = encoder if embeddings is not None else None
+        self.embeddings = embeddings
+        self._lock = threading.Lock()
+
+    @property
+    def semantic(self) -> bool:
+        return self.encoder is not None and self.embeddings is not None
+
+    def encode(self, texts: list[str]) -> FloatArray | None:
+        """Query / item texts -> unit vectors [n, dim] (None without an encoder)."""
+        return None if self.encoder is None else self.encoder.encode(texts)
+
+    def add(self, vectors: FloatArray) -> None:
+        """Append the embeddings of items appended to the catalogue."""
+        if self.embeddings is not None:
+            with self._lock:
+                self.embeddings = np.ascontiguousarray(np.vstack([self.embeddings, vectors]), np.float32)
+
+    def title_scores(self, q: str, titles_lower: list[str]) -> FloatArray:
+        ql = q.strip().lower()
+        words = set(_WORD.findall(ql))
+        out = np.zeros(len(titles_lower), dtype=np.float32)
+        for i, t in enumerate(titles_lower):
+            if not t:
+                continue
+            if ql and ql in t:
+                out[i] = 1.0
+            elif words:
+                out[i] = 0.5 * len(words & set(_WORD.findall(t))) / len(words)
+        return out
+
+    def search(self, q: str, k: int) -> SearchHit:
+        """The best ``k`` items for query ``q`` -> item indices [<=k] and scores, best first."""
+        cat = self.catalog
+        titles = [t.lower() if t else "" for t in cat.titles]
+        n = len(titles)
+        score = TITLE_WEIGHT * self.title_scores(q, titles)
+        mode: Literal["semantic", "title"] = "title"
+        emb = self.embeddings
+        if self.semantic and emb is not None and q.strip():
+            vec = self.encode([q])
+            assert vec is not None
+            sims = (emb[:n] @ vec[0]).astype(np.float32)
+            score[: len(sims)] += sims
+            mode = "semantic"
+        elif not np.any(score):
+            return SearchHit(np.zeros(0, np.int64), np.zeros(0, np.float32), mode)
+        pop = cat.popularity
+        tie = np.zeros(n, dtype=np.float32)
+        tie[: len(pop)] = pop / max(float(pop.max()), 1.0) if len(pop) else 0.0
+        total = score + np.float32(1e-6) * tie
+        keep = np.flatnonzero(score > 0) if mode == "title" else np.arange(n)
+        order = keep[np.lexsort((keep, -total[keep]))][:k]
+        return SearchHit(order.astype(np.int64), total[order].astype(np.float32), mode)
+
+
+def open_text_search(release: Any, catalog: Catalog) -> TextSearch:
+    """The search of a release: the item embeddings and ONNX encoder of its first content model
+    (`SEARCH_MODELS`), else title match only."""
+    models: dict[str, str] = {}
+    arts = getattr(getattr(release, "manifest", None), "artifacts", None)
+    if arts is not None and getattr(arts, "retriever_models", None):
+        models = dict(arts.retriever_models)
+    for alias in release.retriever_names:
+        kind = models.get(alias, alias)
+        if kind not in SEARCH_MODELS:
+            continue
+        try:
+            retr = release.retriever(alias)
+            emb = retr.item_embeddings()
+            enc_dir = getattr(retr, "encoder_dir", None)
+            if enc_dir is None:
+                log.info("content model %r has no ONNX encoder: title search only", alias)
+                return TextSearch(catalog, None, None)
+            from recstack.text.encoder import OnnxTextEncoder
+
+            return TextSearch(catalog, np.asarray(emb, dtype=np.float32), OnnxTextEncoder(enc_dir))
+        except (ImportError, OSError) as exc:
+            log.warning("semantic search is off (%s): title search only", exc)
+            return TextSearch(catalog, None, None)
+    return TextSearch(catalog, None, None)

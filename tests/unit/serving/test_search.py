@@ -1,0 +1,141 @@
+"""``GET /v1/search``: text-embedding similarity mixed with title match (`recstack.serving._search`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+
+from recstack.data.dataset import Dataset
+from recstack.errors import NotFoundError
+from recstack.models.retrieval.content import Content
+from recstack.serving._catalog import build_catalog
+from recstack.serving._release import MemoryRelease, ServingRelease
+from recstack.serving._search import TITLE_WEIGHT, TextSearch
+from recstack.serving.api.app import create_app
+from recstack.serving.settings import ServingSettings
+
+MOVIES = [
+    # (id, title, year, genres, tags: Star Wars' are among its ml-latest-small tags)
+    (
+        1,
+        "Star Wars: Episode IV - A New Hope",
+        1977,
+        ["Action", "Adventure", "Sci-Fi"],
+        ["classic sci-fi", "space epic", "ROBOTS AND ANDROIDS"],
+    ),
+    (2, "Notting Hill", 1999, ["Comedy", "Romance"], ["london", "love story"]),
+    (3, "Toy Story", 1995, ["Animation", "Children", "Comedy"], ["pixar", "toys"]),
+    (4, "The Godfather", 1972, ["Crime", "Drama"], ["mafia"]),
+    (5, "Babe", 1995, ["Children", "Drama"], ["pig", "farm"]),
+    (6, "Sleepless in Seattle", 1993, ["Comedy", "Romance"], ["romance"]),
+]
+
+
+def movie_dataset() -> Dataset:
+    inter = pl.DataFrame(
+        {
+            "user_id": [1, 1, 2, 2, 3, 3, 4],
+            "item_id": [1, 3, 2, 6, 4, 5, 3],
+            "rating": [5.0, 4.0, 4.0, 5.0, 3.0, 4.0, 5.0],
+            "timestamp": [1, 2, 3, 4, 5, 6, 7],
+        }
+    )
+    items = pl.DataFrame(
+        {
+            "item_id": [m[0] for m in MOVIES],
+            "title": [m[1] for m in MOVIES],
+            "year": [m[2] for m in MOVIES],
+            "genres": [m[3] for m in MOVIES],
+            "tags": [m[4] for m in MOVIES],
+        }
+    )
+    return Dataset.from_frames("movies", inter, items=items)
+
+
+class WordEncoder:
+    """A stand-in for the ONNX encoder: a unit bag-of-words vector over a fixed vocabulary."""
+
+    VOCAB = ("space", "robots", "droids", "love", "romance", "toys", "pig", "mafia")
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), len(self.VOCAB)), dtype=np.float32)
+        for r, t in enumerate(texts):
+            for j, w in enumerate(self.VOCAB):
+                out[r, j] = float(w in t.lower())
+        n = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(n, 1e-9)
+
+
+def test_text_search_mixes_similarity_and_title() -> None:
+    ds = movie_dataset()
+    cat = build_catalog(ds)
+    enc = WordEncoder()
+    item_vecs = enc.encode([f"{m[1]} {' '.join(m[4])} {'droids' if m[0] == 1 else ''}" for m in MOVIES])
+    search = TextSearch(cat, item_vecs, enc)
+    # meaning only: "robots in space" shares "space" with Star Wars' text, no title word
+    hit = search.search("robots in space", 3)
+    assert hit.mode == "semantic" and cat.item_ids[int(hit.items[0])] == 1
+    # a title match adds TITLE_WEIGHT: "notting hill" has no vocabulary word, its title wins
+    hit = search.search("Notting Hill", 2)
+    assert cat.item_ids[int(hit.items[0])] == 2
+    assert hit.scores[0] == pytest.approx(TITLE_WEIGHT, abs=1e-3)
+    assert list(np.diff(hit.scores) <= 0) == [True]
+    # without an encoder: title matches only, popularity breaks ties; nothing when nothing matches
+    plain = TextSearch(cat, None, None)
+    hit = plain.search("story", 5)
+    assert hit.mode == "title" and [cat.item_ids[i] for i in hit.items] == [3]
+    assert len(plain.search("zzz", 5).items) == 0
+
+
+def _client(release: ServingRelease) -> TestClient:
+    def load(target: str) -> ServingRelease:
+        if target not in ("production", release.id):
+            raise NotFoundError(f"no release {target!r}")
+        return release
+
+    return TestClient(create_app(ServingSettings(), loader=load))
+
+
+def test_search_api_title_mode_without_content_model(tiny_release: MemoryRelease) -> None:
+    with _client(tiny_release) as client:
+        body = client.get("/v1/search", params={"q": "movie 1", "k": 3}).json()
+        assert body["mode"] == "title" and body["release_id"] == "tiny-a"
+        # "movie 1" is a substring of Movie 1, 10, 11; every title shares the word "movie"
+        assert [it["item_id"] for it in body["items"]][:1] == [101]
+        assert {it["item_id"] for it in body["items"]} <= {101, 110, 111}
+        assert client.get("/v1/search", params={"q": ""}).status_code == 422
+        assert client.get("/v1/search", params={"q": "x", "k": 0}).status_code == 422
+
+
+@pytest.fixture(scope="module")
+def content_release(text_cache_dir: str) -> MemoryRelease:
+    ds = movie_dataset()
+    model = Content(cache_dir=text_cache_dir).fit(ds)  # with the ONNX query encoder
+    return MemoryRelease(id="movies-1", dataset=ds, retrievers={"content": model})
+
+
+@pytest.fixture
+def content_client(content_release: MemoryRelease) -> Iterator[TestClient]:
+    with _client(content_release) as c:
+        yield c
+
+
+def _titles(body: dict[str, Any]) -> list[str]:
+    return [it["title"] for it in body["items"]]
+
+
+@pytest.mark.slow  # the first run exports MiniLM to ONNX (~10 s; then cached)
+def test_semantic_search_finds_star_wars(content_client: TestClient) -> None:
+    body = content_client.get("/v1/search", params={"q": "space opera with robots", "k": 3}).json()
+    assert body["mode"] == "semantic"
+    assert _titles(body)[0].startswith("Star Wars")
+    body = content_client.get("/v1/search", params={"q": "romantic love", "k": 2}).json()
+    assert set(_titles(body)) == {"Notting Hill", "Sleepless in Seattle"}
+    # a title still wins by its name
+    body = content_client.get("/v1/search", params={"q": "babe", "k": 1}).json()
+    assert _titles(body) == ["Babe"]
