@@ -7,7 +7,8 @@ as CSR matrices sorted by time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -15,11 +16,11 @@ import numpy.typing as npt
 import polars as pl
 import scipy.sparse as sp
 
-from recstack.data.dataset import Dataset
+from recstack.data.dataset import Dataset, Vocabulary
 from recstack.errors import InvalidArgumentError, UnknownIdError
 from recstack.features.tables import AGE_EDGES
 
-__all__ = ["Catalog", "build_catalog"]
+__all__ = ["Catalog", "build_catalog", "extend_items"]
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
@@ -249,3 +250,28 @@ def build_catalog(dataset: Dataset) -> Catalog:
         hist_times=ts,
         user_rows=users,
     )
+
+
+def extend_items(dataset: Dataset, rows: Sequence[dict[str, Any]]) -> Dataset:
+    """``dataset`` with items appended (``rows``: ``item_id``, ``title``, ``year``, ``genres``,
+    ``text``; ids not in the vocabulary): their indices follow the existing ones, interactions and
+    users are shared."""
+    vocab = dataset.item_vocab
+    ids = [int(r["item_id"]) if vocab.is_integer else str(r["item_id"]) for r in rows]
+    start = len(vocab)
+    new_vocab = Vocabulary(
+        vocab.name, pl.concat([vocab.ids, pl.Series(vocab.name, ids, dtype=vocab.ids.dtype)])
+    )
+    table = pl.DataFrame(
+        {
+            "item": pl.Series(range(start, start + len(rows)), dtype=pl.Int32),
+            "external_id": pl.Series(ids, dtype=vocab.ids.dtype),
+            "title": [str(r.get("title") or "") for r in rows],
+            "year": pl.Series([r.get("year") for r in rows], dtype=pl.Int32),
+            "genres": pl.Series([list(r.get("genres") or []) for r in rows], dtype=pl.List(pl.String)),
+            "text": pl.Series([r.get("text") for r in rows], dtype=pl.String),
+        }
+    )
+    keep = [c for c in table.columns if c in dataset.items.columns or c in ("item", "title", "text")]
+    items = pl.concat([dataset.items, table.select(keep)], how="diagonal_relaxed")
+    return replace(dataset, items=items, item_vocab=new_vocab)

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from recstack.serving._catalog import Catalog
 
-__all__ = ["SEARCH_MODELS", "TITLE_WEIGHT", "TextSearch", "open_text_search"]
+__all__ = ["SEARCH_MODELS", "TITLE_WEIGHT", "TextSearch", "item_text", "open_text_search"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,19 @@ class SearchHit:
     mode: Literal["semantic", "title"]
 
 
+def item_text(row: dict[str, Any]) -> str:
+    """The text of an item added online (the same composition as the release's items)."""
+    from recstack.text._texts import compose_text
+
+    year = row.get("year")
+    return compose_text(
+        row.get("title"),
+        int(year) if year is not None else None,
+        row.get("genres") or (),
+        text=row.get("text"),
+    )
+
+
 class TextSearch:
     """Search over one catalogue. ``embeddings`` [n_items, dim] (unit length) and ``encoder`` may be
     None (title match only). Items added online (`add`) are searchable at once."""
@@ -51,6 +64,10 @@ class TextSearch:
         self.encoder = encoder if embeddings is not None else None
         self.embeddings = embeddings
         self._lock = threading.Lock()
+        #: nearest items by text embedding (similar items), grown by `add` (faiss ``add``)
+        self.index: Any = None
+        if embeddings is not None:
+            self.index = _vector_index(embeddings)
 
     @property
     def semantic(self) -> bool:
@@ -60,11 +77,26 @@ class TextSearch:
         """Query / item texts -> unit vectors [n, dim] (None without an encoder)."""
         return None if self.encoder is None else self.encoder.encode(texts)
 
-    def add(self, vectors: FloatArray) -> None:
-        """Append the embeddings of items appended to the catalogue."""
-        if self.embeddings is not None:
-            with self._lock:
+    def add(self, vectors: FloatArray, catalog: Catalog) -> None:
+        """Append the embeddings [m, dim] of the items appended to the catalogue (now ``catalog``):
+        into the embeddings and the index (their ids follow the existing ones)."""
+        with self._lock:
+            if self.embeddings is not None:
+                start = len(self.embeddings)
                 self.embeddings = np.ascontiguousarray(np.vstack([self.embeddings, vectors]), np.float32)
+                if self.index is not None:
+                    self.index.add(np.arange(start, start + len(vectors), dtype=np.int64), vectors)
+            self.catalog = catalog
+
+    def similar(self, item_idx: int, k: int) -> tuple[IntArray, FloatArray]:
+        """The ``k`` nearest items to one item by text embedding (itself excluded), through the
+        index -> (items[<=k], cosine[<=k]), best first."""
+        emb = self.embeddings
+        if emb is None or self.index is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        sc, ids = self.index.search(emb[item_idx : item_idx + 1], k + 1)
+        ok = (ids[0] >= 0) & (ids[0] != item_idx)
+        return ids[0][ok][:k].astype(np.int64), sc[0][ok][:k].astype(np.float32)
 
     def title_scores(self, q: str, titles_lower: list[str]) -> FloatArray:
         ql = q.strip().lower()
@@ -129,3 +161,15 @@ def open_text_search(release: Any, catalog: Catalog) -> TextSearch:
             log.warning("semantic search is off (%s): title search only", exc)
             return TextSearch(catalog, None, None)
     return TextSearch(catalog, None, None)
+
+
+def _vector_index(embeddings: FloatArray) -> Any:
+    """A `VectorIndex` over the item text embeddings: faiss (HNSW) when installed, else exact."""
+    from recstack.index import create_index
+
+    try:
+        idx = create_index("faiss", dim=int(embeddings.shape[1]), metric="ip")
+    except (ImportError, ValueError):
+        idx = create_index("exact", dim=int(embeddings.shape[1]), metric="ip")
+    idx.add(np.arange(len(embeddings), dtype=np.int64), embeddings)
+    return idx

@@ -1,8 +1,10 @@
 """Items: ``GET /v1/items/{item_id}``, ``GET /v1/items/{item_id}/similar``, ``GET /v1/items``,
-``GET /v1/search`` (text-embedding similarity mixed with title match)."""
+``GET /v1/search`` (text-embedding similarity mixed with title match), ``POST /v1/items`` (add an
+item online: admin key)."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import numpy as np
@@ -11,12 +13,13 @@ from fastapi import APIRouter, Path, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
+from recstack.events import NewEvent
 from recstack.serving._state import ServingState
 from recstack.serving.api._json import JSONBody, request_id
 from recstack.serving.api._render import item_dict, items_list, split_csv
 from recstack.serving.api._responses import errors, run_blocking
-from recstack.serving.api.deps import current_state
-from recstack.serving.api.schemas import ID_MAX_LENGTH, MAX_GENRES, Genre, KParam
+from recstack.serving.api.deps import AdminKey, current_state, holder
+from recstack.serving.api.schemas import ID_MAX_LENGTH, MAX_GENRES, Genre, KParam, NewItem
 
 __all__ = ["router"]
 
@@ -149,5 +152,58 @@ def _search_body(state: ServingState, q: str, k: int | None) -> dict[str, Any]:
         "release_id": state.release_id,
         "query": q,
         "mode": hit.mode,
+        "total": len(hit.items),
         "items": items_list(pipe.catalog, hit.items, hit.scores),
     }
+
+
+@router.post(
+    "/v1/items",
+    status_code=201,
+    responses=errors(401, 403, 422, 503),
+    dependencies=[AdminKey],
+    summary="Add an item online: embedded, in the catalogue and the index at once, logged",
+)
+async def add_item(request: Request, item: NewItem) -> Response:
+    """The item is written to the event log first (an ``item`` record: a restart, the other workers
+    and the next build from the log get it), then added to this worker's catalogue, text index and
+    search (`Pipeline.add_items`). An id already in the catalogue changes nothing (200)."""
+    state = current_state(request)
+    sink = holder(request).sink
+    cat = state.pipeline.catalog
+    known = cat.dataset.item_vocab.get(item.item_id) is not None
+    row = {
+        "item_id": item.item_id,
+        "title": item.title,
+        "year": item.year,
+        "genres": item.genres,
+        "text": item.text,
+    }
+    offset = None
+    if sink is not None and not known:
+        payload = {k: row[k] for k in ("title", "year", "genres", "text")}
+        offset = await sink.append(
+            NewEvent(
+                type="item",
+                user_id="admin",
+                item_id=str(item.item_id),
+                ts=int(time.time()),
+                received=round(time.time(), 3),
+                release_id=state.release_id,
+                request_id=request_id(request) or None,
+                payload=payload,
+            )
+        )
+    [idx] = await run_blocking(request, state.pipeline.add_items, [row])
+    body = item_dict(state.pipeline.catalog, int(idx))
+    body.update(
+        {
+            "request_id": request_id(request),
+            "release_id": state.release_id,
+            "created": not known,
+            "offset": offset,
+            "persisted": offset is not None,
+            "embedded": state.pipeline.text_search.semantic,
+        }
+    )
+    return JSONBody(body, status_code=200 if known else 201)
