@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -87,3 +88,33 @@ def test_semantic_search_finds_star_wars(content_client: TestClient) -> None:
     # a title still wins by its name
     body = content_client.get("/v1/search", params={"q": "babe", "k": 1}).json()
     assert _titles(body) == ["Babe"]
+
+
+@pytest.mark.slow  # a build with the text encoder (the ONNX export is cached between runs)
+def test_release_with_content_serves_semantic_search(text_cache_dir: str, tmp_path: Path) -> None:
+    from recstack.release import BuildConfig, build, load
+
+    data = movie_dataset().save(tmp_path / "movies")
+    cfg = BuildConfig.from_config(
+        {
+            "dataset": {"source": str(data)},
+            "evaluation": {"enabled": False},
+            "features": {"enabled": False},
+            "checks": {"enabled": False},
+            "models": [{"name": "pop"}, {"name": "content", "params": {"cache_dir": text_cache_dir}}],
+            "index": {"backend": "exact", "source": "content"},
+        }
+    )
+    root = tmp_path / "releases"
+    m = build(cfg, root)
+    # the release holds the item text embeddings (indexed) and the ONNX query encoder
+    assert m.artifacts.index is not None and m.artifacts.index.source == "content"
+    files = {f.path for f in m.files}
+    assert {"models/content/encoder/model.onnx", "models/content/encoder/tokenizer.json"} <= files
+    rel = load(m.id, root)
+    assert rel.item_embeddings is not None and rel.item_embeddings.shape == (6, 384)
+    with _client(rel) as client:
+        body = client.get("/v1/search", params={"q": "space opera with robots", "k": 1}).json()
+        assert body["mode"] == "semantic" and _titles(body)[0].startswith("Star Wars")
+        sim = client.get("/v1/items/2/similar", params={"k": 1, "model": "content"}).json()
+        assert _titles(sim) == ["Sleepless in Seattle"]
