@@ -64,6 +64,7 @@ class TextSearch:
         self.encoder = encoder if embeddings is not None else None
         self.embeddings = embeddings
         self._lock = threading.Lock()
+        self._title_cache: tuple[Catalog, list[str], dict[str, list[int]]] | None = None
         #: nearest items by text embedding (similar items), grown by `add` (faiss ``add``)
         self.index: Any = None
         if embeddings is not None:
@@ -98,25 +99,38 @@ class TextSearch:
         ok = (ids[0] >= 0) & (ids[0] != item_idx)
         return ids[0][ok][:k].astype(np.int64), sc[0][ok][:k].astype(np.float32)
 
-    def title_scores(self, q: str, titles_lower: list[str]) -> FloatArray:
+    def _titles(self) -> tuple[list[str], dict[str, list[int]]]:
+        """Lower-cased titles and the items of each title word (computed once per catalogue)."""
+        cat = self.catalog
+        cached = self._title_cache
+        if cached is None or cached[0] is not cat:
+            lower = [t.lower() if t else "" for t in cat.titles]
+            words: dict[str, list[int]] = {}
+            for i, t in enumerate(lower):
+                for w in set(_WORD.findall(t)):
+                    words.setdefault(w, []).append(i)
+            cached = self._title_cache = (cat, lower, words)
+        return cached[1], cached[2]
+
+    def title_scores(self, q: str) -> FloatArray:
+        """[n_items]: 1 when the whole query is a substring of the title, else half the share of
+        the query's words found among the title's words."""
+        lower, by_word = self._titles()
         ql = q.strip().lower()
         words = set(_WORD.findall(ql))
-        out = np.zeros(len(titles_lower), dtype=np.float32)
-        for i, t in enumerate(titles_lower):
-            if not t:
-                continue
-            if ql and ql in t:
-                out[i] = 1.0
-            elif words:
-                out[i] = 0.5 * len(words & set(_WORD.findall(t))) / len(words)
+        out = np.zeros(len(lower), dtype=np.float32)
+        for w in words:
+            out[by_word.get(w, [])] += 0.5 / len(words)
+        if ql:
+            hit = self.catalog.titles_lower.str.contains(ql, literal=True).fill_null(False).to_numpy()
+            out[hit[: len(out)]] = 1.0
         return out
 
     def search(self, q: str, k: int) -> SearchHit:
         """The best ``k`` items for query ``q`` -> item indices [<=k] and scores, best first."""
         cat = self.catalog
-        titles = [t.lower() if t else "" for t in cat.titles]
-        n = len(titles)
-        score = TITLE_WEIGHT * self.title_scores(q, titles)
+        n = cat.n_items
+        score = TITLE_WEIGHT * self.title_scores(q)
         mode: Literal["semantic", "title"] = "title"
         emb = self.embeddings
         if self.semantic and emb is not None and q.strip():
