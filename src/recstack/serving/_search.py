@@ -67,8 +67,11 @@ class TextSearch:
         self._title_cache: tuple[Catalog, list[str], dict[str, list[int]]] | None = None
         #: nearest items by text embedding (similar items), grown by `add` (faiss ``add``)
         self.index: Any = None
+        #: the mean embedding of the release's items (profiles of the ``new_items`` recall are centred)
+        self.mean: FloatArray | None = None
         if embeddings is not None:
             self.index = _vector_index(embeddings)
+            self.mean = embeddings.mean(axis=0).astype(np.float32)
 
     @property
     def semantic(self) -> bool:

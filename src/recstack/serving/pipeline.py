@@ -473,17 +473,22 @@ class Pipeline:
 
     def _new_items_recall(self, user: _User) -> Recalled | None:
         """Source ``new_items``: the items added online by the cosine of their text embedding with
-        the user's profile (the mean text embedding of their recent release items)."""
+        the user's profile (the mean text embedding of their recent release items), both centred on
+        the release items' mean embedding."""
         ts = self.text_search
         emb = ts.embeddings
         if emb is None or not len(user.recent):
             return None
-        prof = emb[user.recent[:50]].mean(axis=0)
+        # mean-centred as the content models score (the release items' mean embedding)
+        mu = ts.mean if ts.mean is not None else np.zeros(emb.shape[1], np.float32)
+        prof = emb[user.recent[:50]].mean(axis=0) - mu
         norm = float(np.linalg.norm(prof))
         if norm == 0:
             return None
         ids = np.arange(self.base_n_items, min(len(emb), self.catalog.n_items), dtype=np.int64)
-        sims = (emb[ids] @ (prof / norm)).astype(np.float32)
+        fresh = emb[ids] - mu
+        fresh /= np.maximum(np.linalg.norm(fresh, axis=1, keepdims=True), 1e-9)
+        sims = (fresh @ (prof / norm)).astype(np.float32)
         keep = self._top_set(sims, 100)
         keep = keep[sims[keep] > 0]
         # the share of the merged score is the cosine itself (not min-max normalised: one new item
