@@ -155,7 +155,7 @@ def throughput(ds: Dataset, cache_dir: str) -> dict[str, Any]:
         embed_items(ds, cache_dir=cold, progress=False)
         s = time.perf_counter() - t0
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        for f in Path(cold).glob("items-*.npy"):  # the content model's fit reads them
+        for f in Path(cold).glob("texts-*.npy"):  # the content model's fit reads them
             shutil.copy(f, Path(cache_dir) / f.name)
     return {
         "items": n,
@@ -225,6 +225,7 @@ def post_items(cache_dir: str, n: int) -> dict[str, Any]:
         ("Dragon School", ["Animation", "Children"], "Young dragons learn to fly."),
     ]
     lat: list[float] = []
+    parts: dict[str, list[float]] = {"log": [], "add": []}
     recommendable = 0
     with tempfile.TemporaryDirectory() as d:
         settings = ServingSettings(api_key="k", event_log=f"sqlite:///{d}/events.db")
@@ -238,6 +239,8 @@ def post_items(cache_dir: str, n: int) -> dict[str, Any]:
                 r = client.post("/v1/items", json=body, headers={"X-API-Key": "k"})
                 lat.append(time.perf_counter() - t0)
                 assert r.status_code == 201, r.text
+                for key in parts:
+                    parts[key].append(r.json()["seconds"][key] * 1000)
                 sim = client.get(f"/v1/items/{body['item_id']}/similar", params={"k": 1}).json()
                 liked = sim["items"][0]["item_id"]
                 rec = client.post("/v1/recommendations", json={"liked_items": [liked], "k": 50}).json()
@@ -249,6 +252,8 @@ def post_items(cache_dir: str, n: int) -> dict[str, Any]:
         "p50_ms": round(float(np.percentile(ms, 50)), 1),
         "p99_ms": round(float(np.percentile(ms, 99)), 1),
         "max_ms": round(float(ms.max()), 1),
+        "p50_ms_by_part": {k: round(float(np.percentile(v, 50)), 1) for k, v in parts.items()},
+        "p99_ms_by_part": {k: round(float(np.percentile(v, 99)), 1) for k, v in parts.items()},
         "in_top50_of_a_fan_of_its_nearest_movie": recommendable,
         "load_average_1min": round(os.getloadavg()[0], 1),
     }

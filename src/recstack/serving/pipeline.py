@@ -460,7 +460,7 @@ class Pipeline:
                 )
                 out.append(self._recalled(src.name, top, scores[top]))
         if len(self._proxy) and len(user.recent):
-            fresh = self._new_items_recall(user)
+            fresh = self._new_items_recall(user, sum(1 for r in out if len(r[1])))
             if fresh is not None:
                 out.append(fresh)
         if not any(len(r[1]) for r in out):
@@ -471,7 +471,7 @@ class Pipeline:
             fallbacks.append("no_history")
         return out
 
-    def _new_items_recall(self, user: _User) -> Recalled | None:
+    def _new_items_recall(self, user: _User, n_sources: int) -> Recalled | None:
         """Source ``new_items``: the items added online by the cosine of their text embedding with
         the user's profile (the mean text embedding of their recent release items), both centred on
         the release items' mean embedding."""
@@ -491,9 +491,11 @@ class Pipeline:
         sims = (fresh @ (prof / norm)).astype(np.float32)
         keep = self._top_set(sims, 100)
         keep = keep[sims[keep] > 0]
-        # the share of the merged score is the cosine itself (not min-max normalised: one new item
-        # would otherwise get the full weight for everyone)
-        w = np.float32(self._weights.get(NEW_ITEMS_SOURCE, 1.0))
+        # the share of the merged score: the cosine (not min-max normalised: one new item would
+        # otherwise get the full weight for everyone) times the number of the other sources that
+        # recalled something, since none of those can recall a new item (a release item recalled by
+        # all of them gets up to that many shares)
+        w = np.float32(self._weights.get(NEW_ITEMS_SOURCE, 1.0) * max(1, n_sources))
         return NEW_ITEMS_SOURCE, ids[keep], sims[keep], w * sims[keep]
 
     def add_items(self, rows: Sequence[dict[str, Any]]) -> IntArray:

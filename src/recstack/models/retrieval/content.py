@@ -61,6 +61,8 @@ class ContentUserKNNConfig(ContentConfig):
     has not seen number ``min_candidates`` or it reaches ``max_neighbours``. ``index``: the
     `VectorIndex` backend over the user vectors (``exact`` or ``faiss``)."""
 
+    #: the release's query encoder comes with its ``content`` model (one copy of the ONNX file)
+    export_onnx: bool = False
     neighbours: int = Field(default=30, ge=1)
     min_candidates: int = Field(default=100, ge=1)
     max_neighbours: int = Field(default=400, ge=1)
