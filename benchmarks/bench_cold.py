@@ -204,8 +204,7 @@ def post_items(cache_dir: str, n: int) -> dict[str, Any]:
     (FastAPI TestClient; pop, itemknn and content with its ONNX encoder; a SQLite event log), ``n``
     new movies posted one by one. The POST answers once the item is logged, embedded and in the
     catalogue, the text index and search; each is then checked by its similar items (the nearest
-    release movies by text) and by a recommendation for a user given that nearest movie as the liked
-    item."""
+    release movie by text) and by a recommendation (top 50) for a visitor who liked that movie."""
     from fastapi.testclient import TestClient
 
     from recstack.serving._release import MemoryRelease
@@ -241,8 +240,9 @@ def post_items(cache_dir: str, n: int) -> dict[str, Any]:
                 assert r.status_code == 201, r.text
                 for key in parts:
                     parts[key].append(r.json()["seconds"][key] * 1000)
-                sim = client.get(f"/v1/items/{body['item_id']}/similar", params={"k": 1}).json()
-                liked = sim["items"][0]["item_id"]
+                sim = client.get(f"/v1/items/{body['item_id']}/similar", params={"k": 10}).json()
+                # the nearest release movie (not one of the movies posted before)
+                liked = next(it["item_id"] for it in sim["items"] if it["item_id"] < 10_000_000)
                 rec = client.post("/v1/recommendations", json={"liked_items": [liked], "k": 50}).json()
                 recommendable += any(it["item_id"] == body["item_id"] for it in rec["items"])
     ms = np.asarray(lat) * 1000

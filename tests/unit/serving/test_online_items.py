@@ -166,3 +166,15 @@ def test_rankers_score_new_items_as_their_nearest_release_item(release: MemoryRe
     pipe.rank(user, "spy", np.array([6, 2], dtype=np.int64), np.zeros(2, np.float32))
     # item 6 (Robot Wars) is scored as item 0 (Star Wars, its nearest by text)
     assert seen[0].tolist() == [0, 2]
+
+
+def test_answer_monitor_skips_items_added_after_it(release: MemoryRelease) -> None:
+    from recstack.ops.monitoring import ShownMonitor
+
+    pipe = _with_words(Pipeline(release))
+    cat = pipe.catalog
+    monitor = ShownMonitor(cat.popularity, cat.genre_codes, cat.genre_names, sample_every=1)
+    pipe.add_items([ROBOT])
+    items = np.array([6, 0, 2], dtype=np.int64)  # 6: added online, unknown to the monitor's tables
+    monitor.observe("movies-0", "none", items, np.ones(3, np.float32), False, [])
+    assert monitor._coverage(("movies-0", "none"), np.array([0], dtype=np.int64)) == pytest.approx(2 / 6)
