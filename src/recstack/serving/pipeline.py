@@ -48,7 +48,7 @@ from pydantic import Field, model_validator
 from recstack.config import ComponentConfig, load_toml
 from recstack.errors import ArtifactError, InvalidArgumentError
 from recstack.models.base import Retriever
-from recstack.serving._catalog import Catalog, build_catalog, extend_items
+from recstack.serving._catalog import Catalog, build_catalog, extend_catalog
 from recstack.serving._history import History, HistoryBackend, MemoryHistory
 from recstack.serving._kernels import HistoryScorer, history_scorer
 from recstack.serving._memo import ByteLRU
@@ -509,7 +509,7 @@ class Pipeline:
             fresh = [r for r in rows if cat.dataset.item_vocab.get(r["item_id"]) is None]
             if fresh:
                 ts = self.text_search
-                new_cat = build_catalog(extend_items(cat.dataset, fresh))
+                new_cat = extend_catalog(cat, fresh)
                 vecs = ts.encode([item_text(r) for r in fresh])
                 if vecs is not None:
                     ts.add(vecs, new_cat)

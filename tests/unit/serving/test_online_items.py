@@ -178,3 +178,19 @@ def test_answer_monitor_skips_items_added_after_it(release: MemoryRelease) -> No
     items = np.array([6, 0, 2], dtype=np.int64)  # 6: added online, unknown to the monitor's tables
     monitor.observe("movies-0", "none", items, np.ones(3, np.float32), False, [])
     assert monitor._coverage(("movies-0", "none"), np.array([0], dtype=np.int64)) == pytest.approx(2 / 6)
+
+
+@pytest.mark.parametrize("genres", [["Sci-Fi", "Action"], ["Western"]], ids=["known-genres", "new-genre"])
+def test_extend_catalog_equals_a_rebuild(genres: list[str]) -> None:
+    from recstack.serving._catalog import build_catalog, extend_catalog, extend_items
+
+    ds = movie_dataset()
+    rows = [{**ROBOT, "genres": genres}, {"item_id": 8, "title": "Untitled", "year": None, "genres": []}]
+    fast = extend_catalog(build_catalog(ds), rows)
+    full = build_catalog(extend_items(ds, rows))
+    for name in ("item_ids", "titles", "genre_names", "genre_lists", "genre_codes", "demo_keys", "occ_keys"):
+        assert getattr(fast, name) == getattr(full, name), name
+    for name in ("years", "genre_bits", "genre_matrix", "popularity", "pop_order", "demo_pop", "occ_pop"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(full, name), err_msg=name)
+    assert fast.titles_lower.to_list() == full.titles_lower.to_list()
+    assert (fast.hist_items != full.hist_items).nnz == 0 and fast.hist_items.shape == (4, 8)
