@@ -155,7 +155,7 @@ class TextSearch:
 
 def open_text_search(release: Any, catalog: Catalog) -> TextSearch:
     """The search of a release: the item embeddings and ONNX encoder of its first content model
-    (`SEARCH_MODELS`), else title match only."""
+    (`SEARCH_MODELS`) that has an encoder, else title match only."""
     models: dict[str, str] = {}
     arts = getattr(getattr(release, "manifest", None), "artifacts", None)
     if arts is not None and getattr(arts, "retriever_models", None):
@@ -168,9 +168,9 @@ def open_text_search(release: Any, catalog: Catalog) -> TextSearch:
             retr = release.retriever(alias)
             emb = retr.item_embeddings()
             enc_dir = getattr(retr, "encoder_dir", None)
-            if enc_dir is None:
-                log.info("content model %r has no ONNX encoder: title search only", alias)
-                return TextSearch(catalog, None, None)
+            if enc_dir is None:  # e.g. content_userknn, which leaves the encoder to `content`
+                log.info("content model %r has no ONNX encoder: trying the next one", alias)
+                continue
             from recstack.text.encoder import OnnxTextEncoder
 
             return TextSearch(catalog, np.asarray(emb, dtype=np.float32), OnnxTextEncoder(enc_dir))

@@ -118,3 +118,20 @@ def test_release_with_content_serves_semantic_search(text_cache_dir: str, tmp_pa
         assert body["mode"] == "semantic" and _titles(body)[0].startswith("Star Wars")
         sim = client.get("/v1/items/2/similar", params={"k": 1, "model": "content"}).json()
         assert _titles(sim) == ["Sleepless in Seattle"]
+
+
+@pytest.mark.slow  # the content_release fixture exports MiniLM to ONNX (cached)
+def test_search_uses_the_content_model_that_has_an_encoder(content_release: MemoryRelease) -> None:
+    from recstack.serving._search import open_text_search
+
+    ds = content_release.dataset
+    no_encoder = Content(cache=False, export_onnx=False).fit(ds)
+    # content_userknn (no encoder) listed first: the search still comes from `content`
+    rel = MemoryRelease(
+        id="movies-2",
+        dataset=ds,
+        retrievers={"content_userknn": no_encoder, "content": content_release.retriever("content")},
+    )
+    assert open_text_search(rel, build_catalog(ds)).semantic
+    only = MemoryRelease(id="movies-3", dataset=ds, retrievers={"content": no_encoder})
+    assert not open_text_search(only, build_catalog(ds)).semantic
