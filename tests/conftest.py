@@ -36,3 +36,10 @@ def ml100k_path() -> Path:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("ml100k") is not None:
         ml100k_path()
+
+
+@pytest.fixture(scope="session")
+def text_cache_dir(request: pytest.FixtureRequest) -> str:
+    """The text-embedding / ONNX-encoder cache of `recstack.text`, kept in pytest's cache directory
+    so that the encoder is exported to ONNX once (about 10 s) and reused by every test and run."""
+    return str(request.config.cache.mkdir("recstack-text"))

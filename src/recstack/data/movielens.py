@@ -10,8 +10,8 @@ Every format gives the same `Dataset`:
 - items: item, external_id, title (str, the trailing "(1995)" removed), year (int or null), genres
   (list[str]; 100K's "unknown" flag and "(no genres listed)" give an empty list), and where the files
   have them: imdb_url (100K), imdb (str, links.csv), tmdb (int, links.csv), tags (list[str], the
-  distinct free-text tags users gave the movie), genome (list[float32] per movie, relevance of each
-  genome tag ordered by tagId; the tag names are in ``meta["genome_tags"]``).
+  distinct free-text tags users gave the movie, the most applied first), genome (list[float32] per
+  movie, relevance of each genome tag ordered by tagId; the tag names are in ``meta["genome_tags"]``).
 
 Files: 100K ``u.data`` (tab-separated), ``u.item`` / ``u.user`` (``|``, ISO-8859-1); 1M / 10M
 ``ratings.dat``, ``movies.dat``, ``users.dat`` (1M only), ``tags.dat`` (10M) (``::``-separated,
@@ -153,10 +153,15 @@ def _split_genres(col: str = "genres") -> pl.Expr:
 
 
 def _tags_per_item(tags: pl.DataFrame) -> pl.DataFrame:
+    """Distinct tags per movie, the most applied first (ties: alphabetical), so that the first few
+    are a movie's top tags (the item text of `recstack.text`)."""
     return (
         tags.filter(pl.col("tag").is_not_null() & (pl.col("tag") != ""))
-        .group_by("item_id")
-        .agg(pl.col("tag").unique().sort().alias("tags"))
+        .group_by("item_id", "tag")
+        .agg(pl.len().alias("_n"))
+        .sort(["item_id", "_n", "tag"], descending=[False, True, False])
+        .group_by("item_id", maintain_order=True)
+        .agg(pl.col("tag").alias("tags"))
     )
 
 

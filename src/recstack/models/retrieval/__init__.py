@@ -10,6 +10,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from recstack.models.retrieval.content import (
+        Content,
+        ContentConfig,
+        ContentUserKNN,
+        ContentUserKNNConfig,
+    )
     from recstack.models.retrieval.ease import EASE, EASEConfig, TimeEASE, TimeEASEConfig
     from recstack.models.retrieval.itemknn import ItemKNN, ItemKNNConfig, SequenceKNN, SequenceKNNConfig
     from recstack.models.retrieval.mf import ALS, BPR, ALSConfig, BPRConfig
@@ -29,6 +35,10 @@ __all__ = [
     "EASE",
     "ALSConfig",
     "BPRConfig",
+    "Content",
+    "ContentConfig",
+    "ContentUserKNN",
+    "ContentUserKNNConfig",
     "EASEConfig",
     "ItemKNN",
     "ItemKNNConfig",
@@ -47,6 +57,10 @@ __all__ = [
 ]
 
 _LAZY: dict[str, str] = {
+    "Content": "content",
+    "ContentConfig": "content",
+    "ContentUserKNN": "content",
+    "ContentUserKNNConfig": "content",
     "MostPopular": "popular",
     "MostPopularConfig": "popular",
     "RecentPopular": "popular",

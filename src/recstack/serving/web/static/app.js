@@ -153,7 +153,7 @@
   }
 
   // ------------------------------------------------------------------------------------------ type-ahead
-  /** A combobox over GET /v1/items?q=. onChoose(item) when an option is picked; onSubmit(text)
+  /** A combobox over GET /v1/search?q= (meaning + title). onChoose(item) when an option is picked; onSubmit(text)
    * when Enter is pressed without an active option. */
   function typeahead(root, { onChoose, onSubmit, limit = 8 }) {
     const input = $("input", root);
@@ -198,7 +198,7 @@
       ctrl = new AbortController();
       const my = ++seq;
       try {
-        const body = await api("/v1/items" + qs({ q, limit }), { signal: ctrl.signal });
+        const body = await api("/v1/search" + qs({ q, k: limit }), { signal: ctrl.signal });
         if (my !== seq) return;
         items = body.items; render(q);
       } catch (e) {
@@ -345,7 +345,8 @@
       const grid = h("div", { class: "grid" }, skeletons(12));
       results.replaceChildren(head, grid);
       try {
-        const body = await api("/v1/items" + qs({ q, genre, limit: 60 }));
+        // a query without a genre: GET /v1/search (meaning + title); a genre: the catalogue filter
+        const body = q && !genre ? await api("/v1/search" + qs({ q, k: 60 })) : await api("/v1/items" + qs({ q, genre, limit: 60 }));
         $(".count", head).textContent = `(${body.total.toLocaleString()})`;
         if (!body.items.length) {
           grid.replaceChildren(stateBox({ title: "No results", heading: "h3",
