@@ -1,7 +1,7 @@
 """Model names -> classes, imported lazily so that light commands stay light.
 
 CLI names: ``pop``, ``recent_pop``, ``window_pop``, ``itemknn``, ``seqknn``, ``rp3beta``, ``ease``,
-``time_ease``, ``als``, ``bpr``, ``two_tower`` and ``two_stage:<ranker>`` with ranker in ``ncf``,
+``time_ease``, ``als``, ``bpr``, ``two_tower``, ``sasrec`` and ``two_stage:<ranker>`` with ranker in ``ncf``,
 ``widedeep``, ``deepfm``, ``dnn``.
 """
 
@@ -27,6 +27,7 @@ _RETRIEVERS: dict[str, str] = {
     "als": "recstack.models.retrieval.mf:ALS",
     "bpr": "recstack.models.retrieval.mf:BPR",
     "two_tower": "recstack.models.retrieval.two_tower:TwoTower",
+    "sasrec": "recstack.models.retrieval.sasrec:SASRec",
     "two_stage": "recstack.models.ranking.two_stage:TwoStage",
 }
 

@@ -9,6 +9,9 @@ history row holding ``items``:
   of the user's items, gathered from the CSR arrays and summed with one ``np.bincount`` (densified
   when the catalogue has at most `DENSE_MAX_ITEMS` items);
 - a dense item-item model (``weights`` [n_items, n_items], EASE): the sum of the user's rows;
+- a sequential model (SASRec: it has ``sequence_model() -> (ONNX bytes, max_len)``): its ONNX graph
+  run by ONNX Runtime on the items in time order (the history comes most recent first), where order
+  matters (the other kinds see a set);
 - anything else: ``score_history`` on a one-row CSR (exact, slower).
 """
 
@@ -72,6 +75,21 @@ def _generic(retriever: Retriever, n_items: int) -> HistoryScorer:
     return scores
 
 
+def _sequence(model: bytes, max_len: int) -> HistoryScorer:
+    from recstack.serving._ranker import session
+
+    sess = session(model)
+
+    def scores(items: IntArray) -> FloatArray:
+        tail = np.asarray(items, dtype=np.int64)[:max_len][::-1]  # the latest max_len, oldest first
+        seq = np.zeros((1, max_len), dtype=np.int64)
+        seq[0, max_len - len(tail) :] = tail + 1
+        out: FloatArray = np.asarray(sess.run(["scores"], {"seq": seq})[0][0], dtype=np.float32)
+        return out
+
+    return scores
+
+
 KernelKind = Literal["dense", "sparse", "generic"]
 
 
@@ -96,7 +114,11 @@ def item_item_kernel(retriever: Retriever, n_items: int) -> tuple[KernelKind, An
 
 def history_scorer(retriever: Retriever, n_items: int) -> tuple[HistoryScorer, bool]:
     """The fastest exact scorer of ``retriever`` (`item_item_kernel`) and whether a zero score means
-    "not related" (sparse models: such items are not recalled)."""
+    "not related" (sparse models: such items are not recalled). ``items`` come most recent first."""
+    sequence_model = getattr(retriever, "sequence_model", None)
+    if callable(sequence_model):
+        model, max_len = sequence_model()
+        return _sequence(model, int(max_len)), False
     kind, m, sparse = item_item_kernel(retriever, n_items)
     if kind == "dense":
         return _dense_rows_sum(m), sparse
