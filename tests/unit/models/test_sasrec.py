@@ -135,3 +135,35 @@ def test_pipeline_sequential_source(model: SASRec, data: Dataset) -> None:
     res = pipe.recommend(RecRequest(user_id="u05", k=1))
     last = data.item_vocab.ids[int(seqs[data.user_vocab.index("u05")][-1])]
     assert data.item_vocab.ids[int(res.items[0])] == (last + 1) % N_ITEMS
+
+
+def test_ranker_feature_in_the_two_stage_model() -> None:
+    """As a recall source of the two-stage model, SASRec's score of each candidate is a ranker input
+    (z-score over the user's list, rank, in-top flag), computed from its own scores."""
+    from blocks_data import make_blocks_dataset
+    from recstack.models.ranking.two_stage import TwoStage
+
+    data = make_blocks_dataset()
+    ts = TwoStage(
+        ranker="ncf",
+        sources=("itemknn", "sasrec"),
+        source_params={"sasrec": {**FAST, "epochs": 3}},
+        per_source=8,
+        random_negatives=4,
+        ranker_grid=({},),
+        ranker_params={"epochs": 1, "num_threads": 1, "hidden": (8,), "emb_dim": 4},
+    ).fit(data)
+    fz = ts.featurizer()
+    names = fz.dense_names()
+    col = names.index("sasrec_z")
+    assert names[col + 1 : col + 3] == ["sasrec_rank", "sasrec_flag"]
+    users = np.array([0, 1])
+    hist = data.to_csr("binary")[users]
+    items = np.array([[0, 1, 2, 3], [4, 5, 6, 7]], dtype=np.int64)
+    _, dense, _ = fz.features_for(hist, users, items)
+    own = fz.sources["sasrec"].score_users(users)
+    for r in range(2):
+        ok = hist[r].toarray()[0, items[r]] == 0  # history items are -inf in the source scores
+        z, s = dense[r, ok, col], own[r, items[r][ok]]
+        # the feature orders the candidates as SASRec's scores do
+        assert (np.argsort(z, kind="stable") == np.argsort(s, kind="stable")).all(), (z, s)
