@@ -26,7 +26,7 @@ import scipy.sparse as sp
 
 from recstack.models.base import Retriever
 
-__all__ = ["DENSE_MAX_ITEMS", "HistoryScorer", "history_scorer", "item_item_kernel"]
+__all__ = ["DENSE_MAX_ITEMS", "HistoryScorer", "SequenceScorer", "history_scorer", "item_item_kernel"]
 
 #: sparse item-item models of catalogues up to this size are densified (3000^2 float32 = 36 MB)
 DENSE_MAX_ITEMS = 3000
@@ -75,19 +75,38 @@ def _generic(retriever: Retriever, n_items: int) -> HistoryScorer:
     return scores
 
 
-def _sequence(model: bytes, max_len: int) -> HistoryScorer:
-    from recstack.serving._ranker import session
+class SequenceScorer:
+    """A sequential model's ONNX graph (input ``seq`` [B, max_len] int64: item index + 1, oldest
+    first, left-padded with 0 -> ``scores`` [B, n_items]) run by ONNX Runtime. Called with one user's
+    items (most recent first) it is a `HistoryScorer`; `batch` scores many users at once."""
 
-    sess = session(model)
+    def __init__(self, model: bytes, max_len: int) -> None:
+        from recstack.serving._ranker import session
 
-    def scores(items: IntArray) -> FloatArray:
-        tail = np.asarray(items, dtype=np.int64)[:max_len][::-1]  # the latest max_len, oldest first
-        seq = np.zeros((1, max_len), dtype=np.int64)
-        seq[0, max_len - len(tail) :] = tail + 1
-        out: FloatArray = np.asarray(sess.run(["scores"], {"seq": seq})[0][0], dtype=np.float32)
+        self.session = session(model)
+        self.max_len = max_len
+
+    def __call__(self, items: IntArray) -> FloatArray:
+        tail = np.asarray(items, dtype=np.int64)[: self.max_len][::-1]  # the latest, oldest first
+        seq = np.zeros((1, self.max_len), dtype=np.int64)
+        seq[0, self.max_len - len(tail) :] = tail + 1
+        out: FloatArray = self._run(seq)[0]
         return out
 
-    return scores
+    def batch(self, recent: IntArray) -> FloatArray:
+        """Scores [B, n_items] of ``recent`` [B, w] (item index + 1, most recent first, 0 = padding)."""
+        R = np.asarray(recent, dtype=np.int64)[:, : self.max_len]
+        seq = np.zeros((R.shape[0], self.max_len), dtype=np.int64)
+        lens = np.count_nonzero(R, axis=1)
+        rows = np.repeat(np.arange(R.shape[0]), lens)
+        within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+        # the p-th most recent item goes to column max_len - 1 - p
+        seq[rows, self.max_len - 1 - within] = R[rows, within]
+        return self._run(seq)
+
+    def _run(self, seq: IntArray) -> FloatArray:
+        out: FloatArray = np.asarray(self.session.run(["scores"], {"seq": seq})[0], dtype=np.float32)
+        return out
 
 
 KernelKind = Literal["dense", "sparse", "generic"]
@@ -118,7 +137,7 @@ def history_scorer(retriever: Retriever, n_items: int) -> tuple[HistoryScorer, b
     sequence_model = getattr(retriever, "sequence_model", None)
     if callable(sequence_model):
         model, max_len = sequence_model()
-        return _sequence(model, int(max_len)), False
+        return SequenceScorer(model, int(max_len)), False
     kind, m, sparse = item_item_kernel(retriever, n_items)
     if kind == "dense":
         return _dense_rows_sum(m), sparse
