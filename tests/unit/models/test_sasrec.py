@@ -167,3 +167,28 @@ def test_ranker_feature_in_the_two_stage_model() -> None:
         z, s = dense[r, ok, col], own[r, items[r][ok]]
         # the feature orders the candidates as SASRec's scores do
         assert (np.argsort(z, kind="stable") == np.argsort(s, kind="stable")).all(), (z, s)
+
+
+def test_cli_evaluate_leave_last_out(data: Dataset, tmp_path: Path) -> None:
+    """`recstack evaluate --protocol leave-last-out --models sasrec,ease` (full ranking) on a saved
+    dataset: both models scored on every user's last item."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from recstack.cli import app
+
+    d = data.save(tmp_path / "chains")
+    js = tmp_path / "out.json"
+    res = CliRunner().invoke(
+        app,
+        ["-q", "evaluate", "--dataset", str(d), "--protocol", "leave-last-out", "--models", "sasrec,ease",
+         "--json", str(js)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = json.loads(js.read_text())
+    assert out["protocol"] == "leave-last-out" and set(out["results"]) == {"sasrec", "ease"}
+    for r in out["results"].values():
+        assert r["n_users"] == N_USERS  # one held-out item per user
+        assert 0.0 <= r["ndcg@10"] <= r["hr@10"] <= 1.0
+    assert out["results"]["sasrec"]["params"]["max_len"] == 50

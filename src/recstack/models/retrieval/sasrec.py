@@ -299,6 +299,7 @@ class SASRec(Retriever):
             "val_ndcg@10": res.best_metric if len(val_users) else None,
             "epochs_run": len(res.history),
             "seconds": res.seconds,
+            "history": res.history,
         }
         self.sequences = pad_sequences(seqs, c.max_len)
 
