@@ -13,10 +13,14 @@
    p50 / p99 with the default history sources alone and with the SASRec source (ONNX Runtime, the
    user's latest 50 items from the history store, most recent first) added.
 
+3. (``--feature``) SASRec as a ranker feature: ``two_stage:ncf`` with ``sasrec`` added to its recall
+   sources (its candidate scores become ranker inputs), on the same split; added to the JSON as the
+   row ``two_stage:ncf+sasrec`` (``--feature-only`` adds it to an existing JSON without the rest).
+
 Writes ``benchmarks/results/sequential.json``.
 
     python benchmarks/bench_sequential.py [--models sasrec,ease,itemknn,recent_pop,two_stage:ncf]
-        [--data /work/shared/data/ml-100k] [--requests 2000] [--skip-serving]
+        [--data /work/shared/data/ml-100k] [--requests 2000] [--skip-serving] [--feature [--feature-only]]
 """
 
 from __future__ import annotations
@@ -55,6 +59,24 @@ def quality(ds: Any, models: list[str], seed: int) -> dict[str, Any]:
             "params": r["params"],
         }
     return out
+
+
+def feature_row(ds: Any, seed: int) -> dict[str, Any]:
+    """``two_stage:ncf`` with SASRec among its recall sources (so among the ranker's inputs)."""
+    from recstack.data.splits import split
+    from recstack.evaluation.protocols import evaluate_retriever
+    from recstack.models.ranking.two_stage import TwoStageConfig
+    from recstack.models.registry import create
+
+    s = split(ds, "leave-last-out", seed=seed)
+    sources = (*TwoStageConfig().sources, "sasrec")
+    model = create("two_stage:ncf", sources=sources)
+    t0 = time.perf_counter()
+    model.fit(s.train)
+    fit = time.perf_counter() - t0
+    r = evaluate_retriever(model, s.train, s.test, [10], True, accuracy_ks=())
+    return {"hr@10": r["hr@10"], "ndcg@10": r["ndcg@10"], "n_users": r["n_users"], "fit_seconds": fit,
+            "params": {"sources": list(sources)}}  # fmt: skip
 
 
 def serving(ds: Any, n_requests: int, seed: int) -> dict[str, Any]:
@@ -110,6 +132,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--skip-serving", action="store_true")
+    ap.add_argument("--feature", action="store_true", help="also two_stage:ncf with sasrec as a source")
+    ap.add_argument("--feature-only", action="store_true", help="add only that row to an existing --out")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "sequential.json")
     a = ap.parse_args()
 
@@ -118,9 +142,18 @@ def main() -> None:
     torch.set_num_threads(2)
     con = Console(width=160)
     ds = load_dataset(a.data)
+    if a.feature_only:
+        prev = json.loads(a.out.read_text())
+        row = feature_row(ds, a.seed)
+        prev["quality"]["two_stage:ncf+sasrec"] = {**row, "load_avg": os.getloadavg()}
+        a.out.write_text(json.dumps(prev, indent=2) + "\n")
+        con.print(f"two_stage:ncf+sasrec: HR@10 {row['hr@10']:.4f} NDCG@10 {row['ndcg@10']:.4f}")
+        return
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     q = quality(ds, [m for m in a.models.split(",") if m], a.seed)
+    if a.feature:
+        q["two_stage:ncf+sasrec"] = feature_row(ds, a.seed)
     out: dict[str, Any] = {
         "benchmark": "sequential",
         "dataset": ds.name,
