@@ -1,8 +1,8 @@
 """Model names -> classes, imported lazily so that light commands stay light.
 
 CLI names: ``pop``, ``recent_pop``, ``window_pop``, ``itemknn``, ``seqknn``, ``rp3beta``, ``ease``,
-``time_ease``, ``als``, ``bpr``, ``two_tower``, ``content``,
-``content_userknn`` and ``two_stage:<ranker>`` with ranker in ``ncf``,
+``time_ease``, ``als``, ``bpr``, ``two_tower``, ``sasrec``, ``content``, ``content_userknn`` and
+``two_stage:<ranker>`` with ranker in ``ncf``,
 ``widedeep``, ``deepfm``, ``dnn``.
 """
 
@@ -30,6 +30,7 @@ _RETRIEVERS: dict[str, str] = {
     "two_tower": "recstack.models.retrieval.two_tower:TwoTower",
     "content": "recstack.models.retrieval.content:Content",
     "content_userknn": "recstack.models.retrieval.content:ContentUserKNN",
+    "sasrec": "recstack.models.retrieval.sasrec:SASRec",
     "two_stage": "recstack.models.ranking.two_stage:TwoStage",
 }
 

@@ -9,6 +9,9 @@ history row holding ``items``:
   of the user's items, gathered from the CSR arrays and summed with one ``np.bincount`` (densified
   when the catalogue has at most `DENSE_MAX_ITEMS` items);
 - a dense item-item model (``weights`` [n_items, n_items], EASE): the sum of the user's rows;
+- a sequential model (SASRec: it has ``sequence_model() -> (ONNX bytes, max_len)``): its ONNX graph
+  run by ONNX Runtime on the items in time order (the history comes most recent first), where order
+  matters (the other kinds see a set);
 - anything else: ``score_history`` on a one-row CSR (exact, slower).
 """
 
@@ -23,7 +26,7 @@ import scipy.sparse as sp
 
 from recstack.models.base import Retriever
 
-__all__ = ["DENSE_MAX_ITEMS", "HistoryScorer", "history_scorer", "item_item_kernel"]
+__all__ = ["DENSE_MAX_ITEMS", "HistoryScorer", "SequenceScorer", "history_scorer", "item_item_kernel"]
 
 #: sparse item-item models of catalogues up to this size are densified (3000^2 float32 = 36 MB)
 DENSE_MAX_ITEMS = 3000
@@ -94,6 +97,40 @@ def _generic(retriever: Retriever, n_items: int) -> ScoreFn:
     return scores
 
 
+class SequenceScorer:
+    """A sequential model's ONNX graph (input ``seq`` [B, max_len] int64: item index + 1, oldest
+    first, left-padded with 0 -> ``scores`` [B, n_items]) run by ONNX Runtime. Called with one user's
+    items (most recent first) it is a `HistoryScorer`; `batch` scores many users at once."""
+
+    def __init__(self, model: bytes, max_len: int) -> None:
+        from recstack.serving._ranker import session
+
+        self.session = session(model)
+        self.max_len = max_len
+
+    def __call__(self, items: IntArray) -> FloatArray:
+        tail = np.asarray(items, dtype=np.int64)[: self.max_len][::-1]  # the latest, oldest first
+        seq = np.zeros((1, self.max_len), dtype=np.int64)
+        seq[0, self.max_len - len(tail) :] = tail + 1
+        out: FloatArray = self._run(seq)[0]
+        return out
+
+    def batch(self, recent: IntArray) -> FloatArray:
+        """Scores [B, n_items] of ``recent`` [B, w] (item index + 1, most recent first, 0 = padding)."""
+        R = np.asarray(recent, dtype=np.int64)[:, : self.max_len]
+        seq = np.zeros((R.shape[0], self.max_len), dtype=np.int64)
+        lens = np.count_nonzero(R, axis=1)
+        rows = np.repeat(np.arange(R.shape[0]), lens)
+        within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+        # the p-th most recent item goes to column max_len - 1 - p
+        seq[rows, self.max_len - 1 - within] = R[rows, within]
+        return self._run(seq)
+
+    def _run(self, seq: IntArray) -> FloatArray:
+        out: FloatArray = np.asarray(self.session.run(["scores"], {"seq": seq})[0], dtype=np.float32)
+        return out
+
+
 KernelKind = Literal["dense", "sparse", "generic"]
 
 
@@ -118,7 +155,11 @@ def item_item_kernel(retriever: Retriever, n_items: int) -> tuple[KernelKind, An
 
 def history_scorer(retriever: Retriever, n_items: int) -> tuple[HistoryScorer, bool]:
     """The fastest exact scorer of ``retriever`` (`item_item_kernel`) and whether a zero score means
-    "not related" (sparse models: such items are not recalled)."""
+    "not related" (sparse models: such items are not recalled). ``items`` come most recent first."""
+    sequence_model = getattr(retriever, "sequence_model", None)
+    if callable(sequence_model):
+        model, max_len = sequence_model()
+        return SequenceScorer(model, int(max_len)), False
     kind, m, sparse = item_item_kernel(retriever, n_items)
     if kind == "dense":
         W = np.ascontiguousarray(m, dtype=np.float32)

@@ -79,6 +79,29 @@ def test_users_match_with_onnx_ranker(mem_release: MemoryRelease, tmp_path: Path
     _check_users(pipe, scorer, 10)
 
 
+def test_users_match_with_a_sequential_source(mem_release: MemoryRelease) -> None:
+    """SASRec's ONNX graph over the users' histories in time order, batched as online."""
+    from recstack.models.registry import create
+
+    sasrec = create(
+        "sasrec", dim=8, heads=1, blocks=1, max_len=6, epochs=1, val_fraction=0.0, num_threads=1
+    ).fit(mem_release.dataset)
+    rel = MemoryRelease(
+        id="mem-seq",
+        dataset=mem_release.dataset,
+        retrievers={**mem_release.retrievers, "sasrec": sasrec},
+        features=mem_release.features,
+    )
+    sources = (
+        SourceConfig(name="sasrec", kind="history", quota=20, recent=4),
+        SourceConfig(name="itemknn", kind="history", quota=20),
+        SourceConfig(name="popular", kind="popular", quota=10),
+    )
+    pipe = Pipeline(rel, PipelineConfig(sources=sources))
+    assert "sasrec" in [s.name for s in pipe.active_sources]
+    _check_users(pipe, BatchScorer(pipe), 10)
+
+
 def _check_pairs(pipe: Pipeline, scorer: BatchScorer, top_n: int, k: int) -> None:
     top = pipe.catalog.pop_order[:top_n]
     i, j = np.triu_indices(top_n, 1)

@@ -1,7 +1,7 @@
 """Retrieval models (`recstack.models.base.Retriever` subclasses).
 
 Names are imported lazily (PEP 562) so that ``import recstack.models.retrieval`` stays light: ALS/BPR
-load `implicit`, the two-tower model loads torch.
+load `implicit`, the two-tower and SASRec models load torch.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         WindowPopularConfig,
     )
     from recstack.models.retrieval.rp3beta import RP3beta, RP3betaConfig
+    from recstack.models.retrieval.sasrec import SASRec, SASRecConfig
 
 __all__ = [
     "ALS",
@@ -48,6 +49,8 @@ __all__ = [
     "RP3betaConfig",
     "RecentPopular",
     "RecentPopularConfig",
+    "SASRec",
+    "SASRecConfig",
     "SequenceKNN",
     "SequenceKNNConfig",
     "TimeEASE",
@@ -81,6 +84,8 @@ _LAZY: dict[str, str] = {
     "ALSConfig": "mf",
     "BPR": "mf",
     "BPRConfig": "mf",
+    "SASRec": "sasrec",
+    "SASRecConfig": "sasrec",
 }
 
 
