@@ -49,6 +49,9 @@ _DISPLAY: dict[str, str] = {
     "als": "ALS",
     "bpr": "BPR",
     "two_tower": "Two-tower",
+    "sasrec": "SASRec (sequential)",
+    "content": "Similar content",
+    "content_userknn": "Similar viewers by content",
     "two_stage": "Two-stage",
     "ncf": "NCF",
     "widedeep": "Wide & Deep",
@@ -59,6 +62,7 @@ _DISPLAY: dict[str, str] = {
     "popular": "Popular",
     "trending": "Trending",
     "fill": "Popular fill",
+    "new_items": "New arrivals",
 }
 
 

@@ -97,18 +97,22 @@ def _generic(retriever: Retriever, n_items: int) -> ScoreFn:
     return scores
 
 
-class SequenceScorer:
+class SequenceScorer(HistoryScorer):
     """A sequential model's ONNX graph (input ``seq`` [B, max_len] int64: item index + 1, oldest
     first, left-padded with 0 -> ``scores`` [B, n_items]) run by ONNX Runtime. Called with one user's
-    items (most recent first) it is a `HistoryScorer`; `batch` scores many users at once."""
+    items (most recent first) it is a `HistoryScorer` (no per-item contributions: attention mixes the
+    history); `batch` scores many users at once."""
+
+    __slots__ = ("max_len", "session")
 
     def __init__(self, model: bytes, max_len: int) -> None:
         from recstack.serving._ranker import session
 
         self.session = session(model)
         self.max_len = max_len
+        super().__init__(self._one)
 
-    def __call__(self, items: IntArray) -> FloatArray:
+    def _one(self, items: IntArray) -> FloatArray:
         tail = np.asarray(items, dtype=np.int64)[: self.max_len][::-1]  # the latest, oldest first
         seq = np.zeros((1, self.max_len), dtype=np.int64)
         seq[0, self.max_len - len(tail) :] = tail + 1
