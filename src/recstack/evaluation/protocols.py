@@ -51,6 +51,7 @@ __all__ = [
     "RunOptions",
     "compare_models",
     "evaluate_retriever",
+    "mean_over_windows",
     "protocol_names",
     "register_protocol",
     "run_protocol",
@@ -308,7 +309,7 @@ def _catalog_popularity(train: Dataset) -> list[float]:
 _ROLLING_MEAN_KEYS = (*(f"{m}@{REPORT_K}" for m in _HEADLINE), f"coverage@{REPORT_K}", f"novelty@{REPORT_K}")
 
 
-def _mean_over_windows(windows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def mean_over_windows(windows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The mean over windows (with users) of the per-window figures; ``n_users`` summed."""
     used = [w for w in windows if w.get("n_users", 0) > 0]
     out: dict[str, Any] = {
@@ -440,8 +441,8 @@ def _run_rolling(dataset: Dataset, model_names: Sequence[str], opts: RunOptions)
     results: dict[str, Any] = {}
     for name in model_names:
         p = per[name]
-        res = _mean_over_windows(p["warm"])
-        res["cold"] = _mean_over_windows(p["cold"])
+        res = mean_over_windows(p["warm"])
+        res["cold"] = mean_over_windows(p["cold"])
         res["windows"] = [{"warm": wr, "cold": cr} for wr, cr in zip(p["warm"], p["cold"], strict=True)]
         res["fit_seconds"] = float(np.mean(p["fit"]))
         res["fit_seconds_windows"] = p["fit"]
