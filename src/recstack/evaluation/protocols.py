@@ -313,7 +313,9 @@ def mean_over_windows(windows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The mean over windows (with users) of the per-window figures; ``n_users`` summed."""
     used = [w for w in windows if w.get("n_users", 0) > 0]
     out: dict[str, Any] = {
-        k: float(np.mean([w[k] for w in used])) if used else 0.0 for k in _ROLLING_MEAN_KEYS
+        k: float(np.mean([w[k] for w in used])) if used else 0.0
+        for k in _ROLLING_MEAN_KEYS
+        if all(k in w for w in windows)
     }
     out["n_users"] = int(sum(w.get("n_users", 0) for w in windows))
     out["n_windows"] = len(used)

@@ -1,8 +1,8 @@
 """Model names -> classes, imported lazily so that light commands stay light.
 
-CLI names: ``pop``, ``recent_pop``, ``window_pop``, ``itemknn``, ``seqknn``, ``rp3beta``, ``ease``,
-``time_ease``, ``als``, ``bpr``, ``two_tower`` and ``two_stage:<ranker>`` with ranker in ``ncf``,
-``widedeep``, ``deepfm``, ``dnn``.
+CLI names: ``pop``, ``recent_pop``, ``window_pop``, ``trending``, ``genre_trending``, ``itemknn``,
+``seqknn``, ``rp3beta``, ``ease``, ``time_ease``, ``als``, ``bpr``, ``two_tower`` and
+``two_stage:<ranker>`` with ranker in ``ncf``, ``widedeep``, ``deepfm``, ``dnn``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ _RETRIEVERS: dict[str, str] = {
     "pop": "recstack.models.retrieval.popular:MostPopular",
     "recent_pop": "recstack.models.retrieval.popular:RecentPopular",
     "window_pop": "recstack.models.retrieval.popular:WindowPopular",
+    "trending": "recstack.models.retrieval.popular:Trending",
+    "genre_trending": "recstack.models.retrieval.popular:GenreTrending",
     "itemknn": "recstack.models.retrieval.itemknn:ItemKNN",
     "seqknn": "recstack.models.retrieval.itemknn:SequenceKNN",
     "rp3beta": "recstack.models.retrieval.rp3beta:RP3beta",

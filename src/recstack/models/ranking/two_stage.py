@@ -723,8 +723,12 @@ class TwoStage(Retriever):
         fz = self._featurizer()
         assert self.ranker is not None and self.features is not None
         n = history.shape[0]
-        # non-candidates rank below every candidate, by popularity
-        pop = self.features.popularity
+        # non-candidates rank below every candidate, by popularity; what is trending now when the recall
+        # stage has a `trending` source (users without history get that order alone)
+        trend = self.sources.get("trending")
+        pop = getattr(trend, "popularity", None)
+        if pop is None:
+            pop = self.features.popularity
         out = np.tile((-1e4 + pop / (pop.max() + 1.0)).astype(np.float32), (n, 1))
         hist = sp.csr_matrix(history)
         # users without any history (cold start): the popularity order alone; the sources and the

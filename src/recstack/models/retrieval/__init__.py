@@ -14,10 +14,14 @@ if TYPE_CHECKING:
     from recstack.models.retrieval.itemknn import ItemKNN, ItemKNNConfig, SequenceKNN, SequenceKNNConfig
     from recstack.models.retrieval.mf import ALS, BPR, ALSConfig, BPRConfig
     from recstack.models.retrieval.popular import (
+        GenreTrending,
+        GenreTrendingConfig,
         MostPopular,
         MostPopularConfig,
         RecentPopular,
         RecentPopularConfig,
+        Trending,
+        TrendingConfig,
         WindowPopular,
         WindowPopularConfig,
     )
@@ -30,6 +34,8 @@ __all__ = [
     "ALSConfig",
     "BPRConfig",
     "EASEConfig",
+    "GenreTrending",
+    "GenreTrendingConfig",
     "ItemKNN",
     "ItemKNNConfig",
     "MostPopular",
@@ -42,6 +48,8 @@ __all__ = [
     "SequenceKNNConfig",
     "TimeEASE",
     "TimeEASEConfig",
+    "Trending",
+    "TrendingConfig",
     "WindowPopular",
     "WindowPopularConfig",
 ]
@@ -52,6 +60,10 @@ _LAZY: dict[str, str] = {
     "RecentPopular": "popular",
     "RecentPopularConfig": "popular",
     "WindowPopular": "popular",
+    "Trending": "popular",
+    "TrendingConfig": "popular",
+    "GenreTrending": "popular",
+    "GenreTrendingConfig": "popular",
     "WindowPopularConfig": "popular",
     "ItemKNN": "itemknn",
     "ItemKNNConfig": "itemknn",
