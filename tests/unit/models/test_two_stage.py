@@ -132,3 +132,20 @@ def test_refit_all_trains_the_chosen_point_again_on_every_list(data: Dataset) ->
     assert again.ranker.config.hidden == chosen.ranker.config.hidden
     users = np.arange(10)
     assert not np.array_equal(again.score_users(users), chosen.score_users(users))
+
+
+def test_temporal_holdout_folds_label_successive_windows_forward_in_time(data: Dataset) -> None:
+    from recstack.models.ranking.two_stage import _holdout
+
+    parts = [_holdout(data, "temporal", 0.2, seed=42, fold=f, folds=2) for f in range(2)]
+    n = data.n_interactions
+    for f, (a, b) in enumerate(parts):
+        # fold f labels the f-th of 2 windows of 10% each (the latest 20% of the data) and learns from
+        # everything before it
+        assert b.n_interactions == round(0.1 * n)
+        assert a.n_interactions == n - (2 - f) * round(0.1 * n)
+        assert a.interactions["timestamp"].max() <= b.interactions["timestamp"].min()  # type: ignore[operator]
+    assert parts[0][1].interactions["timestamp"].max() <= parts[1][1].interactions["timestamp"].min()  # type: ignore[operator]
+    # one fold: the latest 20% as before
+    a, b = _holdout(data, "temporal", 0.2, seed=42)
+    assert b.n_interactions == round(0.2 * n) and a.n_interactions == n - round(0.2 * n)

@@ -105,6 +105,9 @@ class TwoStageConfig(ComponentConfig):
         }
     )
     per_source: int = 100
+    #: how the lists the ranker learns from are labelled: ``random`` holdouts of each user's interactions,
+    #: or ``temporal``: forward in time (with F folds, fold f fits the sources on everything before the
+    #: f-th of F windows cut from the latest ``holdout_fraction`` of the data, and labels that window)
     holdout: Literal["random", "temporal"] = "random"
     # the share of each user's training interactions held out to label candidate lists (the test holds 25%)
     holdout_fraction: float = 0.25
@@ -520,10 +523,23 @@ def _stable_ranks(s: FloatArray, items: IntArray) -> IntArray:
     return out
 
 
-def _holdout(dataset: Dataset, mode: str, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+def _holdout(
+    dataset: Dataset, mode: str, fraction: float, seed: int, fold: int = 0, folds: int = 1
+) -> tuple[Dataset, Dataset]:
     from recstack.data.splits import split
 
-    if mode == "temporal":
+    if mode == "temporal" and folds > 1:
+        # forward in time: fold f of F learns from everything before window f and labels window f (the
+        # latest ``fraction`` of the data cut into F windows of equal interaction counts)
+        sp_ = split(
+            dataset,
+            "temporal-rolling",
+            seed=seed,
+            n_windows=folds,
+            window_fraction=fraction / folds,
+            window=fold,
+        )
+    elif mode == "temporal":
         sp_ = split(dataset, "temporal", seed=seed, test_fraction=fraction)
     else:
         sp_ = split(dataset, "stratified", seed=seed, train_fraction=1.0 - fraction)
@@ -663,7 +679,9 @@ class TwoStage(Retriever):
     def _fold(self, dataset: Dataset, seed: int, rng: np.random.Generator) -> dict[str, Any]:
         """One holdout fold: fit the sources on part A, labelled candidate lists for part B's users."""
         c = self.cfg
-        part_a, part_b = _holdout(dataset, c.holdout, c.holdout_fraction, seed)
+        part_a, part_b = _holdout(
+            dataset, c.holdout, c.holdout_fraction, seed, fold=seed - c.seed, folds=c.holdout_folds
+        )
         sources_a, secs = _fit_sources(c, part_a)
         fz = CandidateFeaturizer(
             sources_a, build_features(dataset, part_a.interactions), c.per_source, c.ablate
