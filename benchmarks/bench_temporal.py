@@ -65,6 +65,21 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "time_sources": {"sources": _TIME_SOURCES, "holdout": "random"},
     # + ranker examples drawn forward in time: the latest 25% of the training period labels the lists
     "time": {"sources": _TIME_SOURCES, "holdout": "temporal"},
+    # random holdouts with the time-aware sources, no two-tower
+    "time_sources_fast": {
+        "sources": tuple(s for s in _TIME_SOURCES if s != "two_tower"),
+        "holdout": "random",
+    },
+    # each user's latest 25% labels their list (one fold), no two-tower
+    "user_fast": {
+        "sources": tuple(s for s in _TIME_SOURCES if s != "two_tower"),
+        "holdout": "user_latest",
+        "holdout_folds": 1,
+    },
+    # one random fold and one forward in time, no two-tower
+    "mixed_fast": {"sources": tuple(s for s in _TIME_SOURCES if s != "two_tower"), "holdout": "mixed"},
+    # the same without the two-tower source (two thirds of the two-stage fit time)
+    "time_fast": {"sources": tuple(s for s in _TIME_SOURCES if s != "two_tower"), "holdout": "temporal"},
     # the served default (whatever TwoStageConfig holds now)
     "default": {},
 }
@@ -139,9 +154,10 @@ def validate(ds: Any, configs: list[str], n_windows: int, val_windows: int) -> d
     return {"dataset": ds.name, "training_period": period.n_interactions, **rolling_eval(folds, models)}
 
 
-def test(ds: Any, n_windows: int) -> dict[str, Any]:
+def test(ds: Any, n_windows: int, configs: list[str]) -> dict[str, Any]:
     folds = rolling_splits(ds, n_windows=n_windows)
     models = {b: (b, {}) for b in BASELINES} | {DEFAULT: (DEFAULT, {})}
+    models |= {c: (DEFAULT, CONFIGS[c]) for c in configs if c != "default"}
     return {"dataset": ds.name, **rolling_eval(folds, models)}
 
 
@@ -154,30 +170,48 @@ def stratified(ds: Any) -> dict[str, Any]:
     return {"dataset": ds.name, "ndcg@10": res["ndcg@10"], "fit_seconds": secs, "before": 0.5016}
 
 
+def stratified_validation(ds: Any, configs: list[str]) -> dict[str, Any]:
+    """The configurations on ``stratified`` validation (carved from its train part): the regression check
+    of the choice, without the test split."""
+    val = split(ds, "stratified", seed=42).validation()
+    out: dict[str, Any] = {"dataset": ds.name}
+    for c in configs:
+        model = create(DEFAULT, **CONFIGS[c]).fit(val.train)
+        out[c] = evaluate_retriever(model, val.train, val.test, [10], True, accuracy_ks=())["ndcg@10"]
+        log(f"stratified validation {c}: ndcg@10 {out[c]:.4f}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="validate,test,stratified")
     ap.add_argument("--datasets", default="/work/shared/data/ml-100k,/work/shared/data/ml-latest-small")
     ap.add_argument("--windows", type=int, default=5)
     ap.add_argument("--val-windows", type=int, default=2)
-    ap.add_argument("--configs", default="before,time")
+    ap.add_argument("--configs", default="before,time", help="configurations compared on validation")
+    ap.add_argument("--test-configs", default="", help="more configurations on the test windows (ablations)")
     args = ap.parse_args()
     body: dict[str, Any] = json.loads(OUT.read_text()) if OUT.is_file() else {}
     body.update({"benchmark": "temporal", "protocol": "temporal-rolling", "windows": args.windows,
                  "python": platform.python_version(), "cpus": os.cpu_count()})  # fmt: skip
     datasets = [d for d in args.datasets.split(",") if d]
     for part in args.parts.split(","):
-        for path in datasets if part != "stratified" else datasets[:1]:
+        for path in datasets if not part.startswith("stratified") else datasets[:1]:
             ds = load_dataset(path)
             log(f"{part} on {ds.name}")
             t0 = time.perf_counter()
             if part == "validate":
                 res = validate(ds, args.configs.split(","), args.windows, args.val_windows)
+            elif part == "stratified_validation":
+                res = stratified_validation(ds, args.configs.split(","))
             elif part == "test":
-                res = test(ds, args.windows)
+                res = test(ds, args.windows, args.test_configs.split(",") if args.test_configs else [])
             else:
                 res = stratified(ds)
             res["wall_seconds"] = time.perf_counter() - t0
+            # merge into the file as it is now (another part may have written it meanwhile)
+            now: dict[str, Any] = json.loads(OUT.read_text()) if OUT.is_file() else {}
+            body = {**now, **{k: v for k, v in body.items() if not isinstance(v, dict)}}
             body.setdefault(part, {})[ds.name] = res
             OUT.parent.mkdir(parents=True, exist_ok=True)
             OUT.write_text(json.dumps(to_jsonable(body), indent=2) + "\n")
