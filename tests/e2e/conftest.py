@@ -79,8 +79,8 @@ name = "ease"
 name = "two_stage:dnn"
 alias = "ranker"
 evaluate = false
-params = { sources = ["itemknn", "pop"], per_source = 30, random_negatives = 5, ranker_grid = [{}], \
-ranker_params = { epochs = 1, num_threads = 1 } }
+params = { sources = ["itemknn", "pop"], holdout = "random", per_source = 30, random_negatives = 5, \
+ranker_grid = [{}], ranker_params = { epochs = 1, num_threads = 1 } }
 [index]
 backend = "none"
 [headline]

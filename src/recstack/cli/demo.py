@@ -27,7 +27,9 @@ def demo_cmd(
     out = console()
     out.rule("recstack demo: building a release from the bundled MovieLens latest-small")
     manifest = build(BuildConfig.default(), root)
-    _cli.print_eval_table(out, manifest, _cli.fit_seconds_of(root, manifest))
+    _cli.print_eval_table(
+        out, manifest, _cli.fit_seconds_of(root, manifest), _cli.comparisons_of(root, manifest)
+    )
     # The demo always serves what it just built, even if an earlier (better) release was production.
     state = Registry(root).promote(manifest.id, "production", force=True)
     _cli.print_channel(out, state, "promoted")

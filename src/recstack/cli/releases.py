@@ -43,7 +43,9 @@ def build_cmd(
     manifest = build(cfg, root)
     out = console()
     out.print(f"\n{' · '.join(f'{k} {v:.1f}s' for k, v in manifest.timings.items())}")
-    _cli.print_eval_table(out, manifest, _cli.fit_seconds_of(root, manifest))
+    _cli.print_eval_table(
+        out, manifest, _cli.fit_seconds_of(root, manifest), _cli.comparisons_of(root, manifest)
+    )
     typer.echo(manifest.id)
     if promote:
         state = Registry(root).promote(manifest.id, channel)

@@ -26,7 +26,9 @@ __all__ = [
     "plot_curves",
     "plot_popularity",
     "popularity_figure",
+    "print_rolling",
     "render_html",
+    "rolling_rows",
     "to_jsonable",
     "write_html",
     "write_json",
@@ -216,6 +218,50 @@ def plot_popularity(result: dict[str, Any]) -> str | None:
     return None if fig is None else _figure_png(fig)
 
 
+# ------------------------------------------------------------------------------- temporal-rolling
+def rolling_rows(result: dict[str, Any], metric: str = "ndcg@10") -> dict[str, Any]:
+    """The ``temporal-rolling`` figures of a `run_protocol` result as plain rows: ``{"windows":
+    [header...], "models": [[model, per-window warm ``metric``..., mean, cold mean]], "comparisons":
+    [[group, "B - A", diff, low, high, B / A]]}``."""
+    res: dict[str, Any] = result.get("results", {})
+    wins = result.get("windows", [])
+    headers = [f"w{w['window']} ({w['warm_users']}+{w['cold_users']})" for w in wins]
+    models = []
+    for name, r in res.items():
+        per = [w["warm"].get(metric) for w in r.get("windows", [])]
+        models.append([name, *per, r.get(metric), r.get("cold", {}).get(metric)])
+    comps = []
+    for group, rows in (result.get("comparisons") or {}).items():
+        for c in rows:
+            if c.get("metric") != metric:
+                continue
+            lo, hi = c["ci95"]
+            comps.append([group, f"{c['b']} - {c['a']}", c["diff"], lo, hi, c.get("ratio")])
+    return {"windows": headers, "models": models, "comparisons": comps, "metric": metric}
+
+
+def print_rolling(console: Any, result: dict[str, Any], metric: str = "ndcg@10") -> None:
+    """Rich tables of a ``temporal-rolling`` result: ``metric`` per window (warm users; the header says
+    warm+cold users), the mean over windows, cold users' mean; then the paired bootstrap 95% CI of the
+    difference between every two models (warm and cold users)."""
+    from rich.table import Table
+
+    rows = rolling_rows(result, metric)
+    t = Table(title=f"temporal-rolling · {metric} per window (warm users)")
+    t.add_column("model", style="bold")
+    for h in [*rows["windows"], "mean", "cold mean"]:
+        t.add_column(h, justify="right")
+    for r in rows["models"]:
+        t.add_row(r[0], *[_fmt(v) for v in r[1:]])
+    console.print(t)
+    c = Table(title=f"paired bootstrap 95% CI of the {metric} difference (users resampled per window)")
+    for h in ("users", "B - A", "diff", "CI low", "CI high", "B / A"):
+        c.add_column(h, justify="right" if h not in ("users", "B - A") else "left")
+    for r in rows["comparisons"]:
+        c.add_row(r[0], r[1], *[_fmt(v) for v in r[2:]])
+    console.print(c)
+
+
 # ------------------------------------------------------------------------------------------- HTML
 def _fmt(value: Any, key: str = "") -> str:
     if value is None:
@@ -272,6 +318,7 @@ def render_html(result: dict[str, Any]) -> str:
             has_tuning=has_tuning,
             curves_png=plot_curves(result),
             popularity_png=plot_popularity(result),
+            rolling=rolling_rows(result) if result.get("comparisons") else None,
             version=__version__,
             generated=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         )

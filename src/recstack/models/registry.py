@@ -1,9 +1,9 @@
 """Model names -> classes, imported lazily so that light commands stay light.
 
-CLI names: ``pop``, ``recent_pop``, ``window_pop``, ``itemknn``, ``seqknn``, ``rp3beta``, ``ease``,
-``time_ease``, ``als``, ``bpr``, ``two_tower``, ``sasrec``, ``content``, ``content_userknn`` and
-``two_stage:<ranker>`` with ranker in ``ncf``,
-``widedeep``, ``deepfm``, ``dnn``.
+CLI names: ``pop``, ``recent_pop``, ``window_pop``, ``trending``, ``genre_trending``, ``itemknn``,
+``seqknn``, ``rp3beta``, ``ease``, ``time_ease``, ``als``, ``bpr``, ``two_tower``, ``sasrec``,
+``content``, ``content_userknn`` and ``two_stage:<ranker>`` with ranker in ``ncf``, ``widedeep``,
+``deepfm``, ``dnn``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ _RETRIEVERS: dict[str, str] = {
     "pop": "recstack.models.retrieval.popular:MostPopular",
     "recent_pop": "recstack.models.retrieval.popular:RecentPopular",
     "window_pop": "recstack.models.retrieval.popular:WindowPopular",
+    "trending": "recstack.models.retrieval.popular:Trending",
+    "genre_trending": "recstack.models.retrieval.popular:GenreTrending",
     "itemknn": "recstack.models.retrieval.itemknn:ItemKNN",
     "seqknn": "recstack.models.retrieval.itemknn:SequenceKNN",
     "rp3beta": "recstack.models.retrieval.rp3beta:RP3beta",
@@ -41,6 +43,7 @@ _DISPLAY: dict[str, str] = {
     "pop": "Popular",
     "recent_pop": "Popular lately",
     "window_pop": "Popular in your time window",
+    "genre_trending": "Trending in your genres",
     "itemknn": "Item-kNN",
     "seqknn": "Sequence kNN",
     "rp3beta": "RP3beta",

@@ -20,10 +20,14 @@ if TYPE_CHECKING:
     from recstack.models.retrieval.itemknn import ItemKNN, ItemKNNConfig, SequenceKNN, SequenceKNNConfig
     from recstack.models.retrieval.mf import ALS, BPR, ALSConfig, BPRConfig
     from recstack.models.retrieval.popular import (
+        GenreTrending,
+        GenreTrendingConfig,
         MostPopular,
         MostPopularConfig,
         RecentPopular,
         RecentPopularConfig,
+        Trending,
+        TrendingConfig,
         WindowPopular,
         WindowPopularConfig,
     )
@@ -41,6 +45,8 @@ __all__ = [
     "ContentUserKNN",
     "ContentUserKNNConfig",
     "EASEConfig",
+    "GenreTrending",
+    "GenreTrendingConfig",
     "ItemKNN",
     "ItemKNNConfig",
     "MostPopular",
@@ -55,6 +61,8 @@ __all__ = [
     "SequenceKNNConfig",
     "TimeEASE",
     "TimeEASEConfig",
+    "Trending",
+    "TrendingConfig",
     "WindowPopular",
     "WindowPopularConfig",
 ]
@@ -69,6 +77,10 @@ _LAZY: dict[str, str] = {
     "RecentPopular": "popular",
     "RecentPopularConfig": "popular",
     "WindowPopular": "popular",
+    "Trending": "popular",
+    "TrendingConfig": "popular",
+    "GenreTrending": "popular",
+    "GenreTrendingConfig": "popular",
     "WindowPopularConfig": "popular",
     "ItemKNN": "itemknn",
     "ItemKNNConfig": "itemknn",

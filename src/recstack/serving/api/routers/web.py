@@ -265,6 +265,9 @@ async def release_evaluation(request: Request) -> Response:
             "counts": data.get("counts") or {},
             "skipped": data.get("skipped") or {},
             "results": results,
+            # temporal-rolling: the windows and the paired bootstrap CIs between models (warm / cold users)
+            "windows": data.get("windows") or [],
+            "comparisons": data.get("comparisons") or {},
             "report_url": "/v1/release/report" if has_report else None,
             "plots": plots,
         }

@@ -719,7 +719,7 @@
   const METRIC_COLS = [
     ["ndcg@10", "NDCG@10", 1], ["precision@10", "P@10", 1], ["recall@10", "R@10", 1], ["map@10", "MAP@10", 1],
     ["hr@10", "HR@10", 1], ["mrr@10", "MRR@10", 1], ["coverage@10", "Coverage", 1], ["novelty@10", "Novelty", 0],
-    ["diversity@10", "Diversity", 0], ["fit_seconds", "Fit s", -1],
+    ["diversity@10", "Diversity", 0], ["stratified:ndcg@10", "NDCG@10 (stratified)", 1], ["fit_seconds", "Fit s", -1],
   ];
 
   async function pageRelease() {
@@ -798,6 +798,13 @@
           return h("td", { class: dir && v === best[k] && names.length > 1 ? "best" : null }, v === undefined ? "–" : fmt(v, k === "fit_seconds" || k === "novelty@10" ? 2 : 4));
         })))));
     if (!names.length) table.replaceWith(stateBox({ title: "No models were evaluated", heading: "h3" }));
+    // temporal-rolling: each model against the others, paired bootstrap 95% CI over users (warm users)
+    const cis = (ev.comparisons && ev.comparisons.warm) || [];
+    if (cis.length) {
+      $("#evaluation-note").textContent += ` · mean over ${ev.windows.length} windows (warm users)`;
+      table.after(h("ul", { class: "hint", id: "evaluation-cis" }, cis.map((c) => h("li", {},
+        `${c.b} − ${c.a}: ${c.metric} ${c.diff >= 0 ? "+" : ""}${fmt(c.diff, 4)} (95% CI ${fmt(c.ci95[0], 4)} … ${fmt(c.ci95[1], 4)})`))));
+    }
     const link = $("#report-link");
     if (ev.report_url) { link.href = ev.report_url; link.hidden = false; }
     $("#plots").replaceChildren(...ev.plots.map((p) => h("figure", {},
