@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := serve,batch,text,dev
+PORT ?= 8000
 
 .PHONY: install sysdeps demo test test-fast lint bench clean
 
@@ -34,7 +35,7 @@ sysdeps:
 	fi
 
 demo: install
-	$(BIN)/recstack demo
+	$(BIN)/recstack demo --port $(PORT)
 
 test: install sysdeps
 	$(BIN)/pytest

@@ -1,10 +1,13 @@
-"""Benchmark `recstack build`: the default pipeline on the bundled MovieLens 100K.
+"""Benchmark `recstack build`: the default pipeline on MovieLens 100K (``--dataset``, read from the
+data directory: `recstack.data.paths`; the recorded build.json is ML-100K; ``--dataset
+ml-latest-small`` times the bundled default data set into build_ml-latest-small.json).
 
 Reports wall time per stage and in total, peak RSS of the process and the release size on disk, and
 writes them to benchmarks/results/build.json. Target (BENCHMARKS.md, 2 cores): under 3 minutes for the
 full default pipeline, two-stage ranker included.
 
-    .venv/bin/python benchmarks/bench_build.py [--config recstack.toml] [--threads 2] [--keep DIR]
+    .venv/bin/python benchmarks/bench_build.py [--config recstack.toml] [--dataset ml-100k] [--threads 2]
+        [--keep DIR]
 """
 
 from __future__ import annotations
@@ -36,7 +39,10 @@ def main() -> int:
     ap.add_argument("--config", type=Path, default=None, help="pipeline TOML (default: the bundled one)")
     ap.add_argument("--threads", type=int, default=2, help="torch / BLAS threads")
     ap.add_argument("--keep", type=Path, default=None, help="write the release here instead of a temp dir")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--dataset", default="ml-100k", help="the [dataset] source (default: ml-100k)")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="default: build.json (ML-100K), else build_<dataset>.json"
+    )
     args = ap.parse_args()
 
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -48,6 +54,13 @@ def main() -> int:
     from recstack.release.build import BuildConfig, build
 
     cfg = BuildConfig.from_toml(args.config) if args.config else BuildConfig.default()
+    cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"source": args.dataset})})
+    if args.out is None:
+        args.out = (
+            RESULTS
+            if args.dataset == "ml-100k"
+            else RESULTS.with_name(f"build_{Path(args.dataset).name}.json")
+        )
     root = args.keep or Path(tempfile.mkdtemp(prefix="recstack-bench-build-"))
     t0 = time.perf_counter()
     try:

@@ -2,7 +2,8 @@
 day, ``retrain`` every simulated week, NDCG@10 on the following week for the retrained releases vs
 the frozen first release.
 
-Protocol (ML-100K read from ``--data``; the bundled ml-100k when that path does not exist):
+Protocol (ML-100K: ``--data``, a path or a name looked up in the data directories of
+`recstack.data.paths`):
 
 1. The interactions are cut at the ``1 - --test-share`` quantile of their timestamps (``temporal``:
    0.1, the last 22 days of ML-100K; ``--test-share 0.3`` replays 72 days, ten weeks). The part
@@ -157,7 +158,7 @@ def wait_release(port: int, rid: str, timeout: float = 300.0) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="/work/shared/data/ml-100k")
+    ap.add_argument("--data", default="ml-100k", help="a path, or a name found in the data directories")
     ap.add_argument("--test-share", type=float, default=0.1)
     ap.add_argument("--every-days", type=float, default=7.0)
     ap.add_argument("--holdout-days", type=float, default=7.0)
@@ -176,8 +177,8 @@ def main() -> None:
     a = ap.parse_args()
     suffix = "" if a.pipeline == "default" else f"_{a.pipeline}"
     out_path = a.out or HERE / "results" / f"replay_loop_{round(a.test_share * 100)}{suffix}.json"
-    src = a.data if Path(a.data).exists() else "ml-100k"
-    ds = load_dataset(src)
+    ds = load_dataset(a.data)
+    src = str(ds.meta.get("source", a.data))
     ext = external_frame(ds)
     ts = np.sort(ext["timestamp"].to_numpy())
     cut = int(ts[int(len(ts) * (1 - a.test_share))])

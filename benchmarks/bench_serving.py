@@ -24,7 +24,11 @@ reads it through ``RECSTACK_BATCH_SINK``). Phases, ``--seconds`` each:
    (``recall_memo_mb = 0``: every request scores its history sources and searches the ANN index),
    closed loop: what the memo saves, for workloads where users rarely repeat (an extra row);
 5. ``GET /v1/users/{id}/recommendations?source=batch``, closed loop, then open loop at ``--rate``;
-6. ``GET /v1/pairs?a=&b=``, closed loop, then open loop at ``--rate`` (target p99 <= 5 ms).
+6. ``GET /v1/pairs?a=&b=``, closed loop, then open loop at ``--rate`` (target p99 <= 5 ms);
+7. (``--sequential``) recommendations on a third server whose pipeline adds the SASRec source (the
+   release's ``sasrec`` retriever as a ``history`` source: its ONNX graph over the user's latest 50
+   items from the history store, in time order) to the default sources, closed loop then open loop at
+   ``--rate``. The release must hold a ``sasrec`` model (the quick fallback release gets one).
 
 Request mix of the pipeline phases: users cycle over the release's users, k=10; every 4th request
 adds a genre filter, every 10th an exclude list. Per-stage mean latencies come from the server's
@@ -33,7 +37,7 @@ every figure slower). Writes benchmarks/results/serving.json.
 
     python benchmarks/bench_serving.py --releases-dir /tmp/bench-releases [--seconds 60] [--rate 300]
         [--connections 8] [--workers 2] [--loadgen auto|wrk|python] [--release ID|CHANNEL]
-        [--batch-sink sqlite:///path.db [--reuse-batch]] [--skip-batch] [--skip-recall]
+        [--batch-sink sqlite:///path.db [--reuse-batch]] [--skip-batch] [--skip-recall] [--sequential]
 """
 
 from __future__ import annotations
@@ -55,15 +59,18 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from recstack.testing import ServerProcess, build_small_release, free_port, recstack_command
+from recstack.testing import SMALL_MODELS, ServerProcess, build_small_release, free_port, recstack_command
 
 HERE = Path(__file__).resolve().parent
 TARGETS = {"p99_ms_at_rate": 15.0, "rate": 300.0, "ratio": 0.25, "batch_p99_ms": 5.0}
 
 
-def prepare_release(releases_dir: Path | None, target: str, tmp: Path) -> tuple[Path, str]:
+def prepare_release(
+    releases_dir: Path | None, target: str, tmp: Path, extra_models: tuple[str, ...] = ()
+) -> tuple[Path, str]:
     """(releases dir, release id): ``target`` in ``releases_dir`` (default: the Settings' dir), else
-    a quick pop + itemknn + ease release built into ``tmp`` (not the full pipeline: said in the JSON)."""
+    a quick pop + itemknn + ease (+ ``extra_models``) release built into ``tmp`` (not the full pipeline:
+    said in the JSON)."""
     from recstack.config import get_settings
     from recstack.errors import RecstackError
     from recstack.release.registry import Registry
@@ -75,7 +82,20 @@ def prepare_release(releases_dir: Path | None, target: str, tmp: Path) -> tuple[
         if releases_dir is not None:
             raise
     root = tmp / "releases"
-    return root, build_small_release(root)
+    return root, build_small_release(root, (*SMALL_MODELS, *extra_models))
+
+
+def sequential_pipeline_toml(path: Path) -> Path:
+    """A pipeline TOML: the default sources plus the SASRec history source (phase 7)."""
+    from recstack.serving.pipeline import PipelineConfig
+
+    text = ""
+    for src in PipelineConfig().sources:
+        text += f'[[sources]]\nname = "{src.name}"\nkind = "{src.kind}"\nquota = {src.quota}\n'
+        text += f"recent = {src.recent}\n"
+    text += '[[sources]]\nname = "sasrec"\nkind = "history"\nquota = 200\nrecent = 50\n'
+    path.write_text(text)
+    return path
 
 
 def request_paths(root: Path, rid: str, n: int = 4000) -> dict[str, list[str]]:
@@ -253,6 +273,7 @@ def main() -> None:
     ap.add_argument("--skip-batch", action="store_true")
     ap.add_argument("--skip-recall", action="store_true")
     ap.add_argument("--skip-memo-off", action="store_true", help="skip phase 4b (recall memo off)")
+    ap.add_argument("--sequential", action="store_true", help="phase 7: with the SASRec source on")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "serving.json")
     a = ap.parse_args()
     con = Console(width=150)
@@ -263,7 +284,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp_s:
         tmp = Path(tmp_s)
-        root, rid = prepare_release(a.releases_dir, a.release, tmp)
+        root, rid = prepare_release(a.releases_dir, a.release, tmp, ("sasrec",) if a.sequential else ())
         files: dict[str, Path] = {}
         for name, paths in request_paths(root, rid).items():
             files[name] = tmp / f"{name}.txt"
@@ -377,6 +398,29 @@ def main() -> None:
                 )
                 rows.append((f"recommendations ({model}), recall memo off, {a.connections} conns", off))
                 result["recommendations_recall_memo_off_closed_loop"] = off
+
+        if a.sequential:
+            con.print("phase 7: recommendations with the SASRec source on (a third server)")
+            env_seq = {**env, "RECSTACK_SERVE_PIPELINE": str(sequential_pipeline_toml(tmp / "seq.toml"))}
+            with ServerProcess(root, release=rid, workers=a.workers, env=env_seq) as srv:
+                assert srv.proc is not None
+                url, sid = srv.url, srv.proc.pid
+                sources = httpx.get(f"{url}/v1/release").json()["sources"]
+                if "sasrec" not in str(sources):
+                    raise SystemExit(
+                        f"release {rid} has no sasrec model (sources {sources}): build one with it"
+                    )
+                wait_idle(sid)
+                run_py(url, files["recs"], min(3.0, a.seconds), a.connections, None)
+                seq_c = closed("recs")
+                seq_o = paced("recs")
+                rows.append((f"recommendations ({model}) + SASRec source, {a.connections} conns", seq_c))
+                rows.append((f"recommendations ({model}) + SASRec source @ {a.rate:.0f}/s open loop", seq_o))
+                result["sequential_source"] = {
+                    "sources": sources,
+                    "closed_loop": seq_c,
+                    "open_loop": {"target_rate": a.rate, **seq_o},
+                }
 
     load_end = os.getloadavg()
     ratio = recs["requests_per_s"] / health["requests_per_s"] if health["requests_per_s"] else float("nan")

@@ -11,6 +11,7 @@ from typing import ClassVar
 __all__ = [
     "ArtifactError",
     "ConfigError",
+    "ConflictError",
     "DataFormatError",
     "InvalidArgumentError",
     "NotFittedError",
@@ -94,6 +95,15 @@ class TooLargeError(InvalidArgumentError):
     """An input is above a configured size limit (for example EASE's item count)."""
 
     code = "too_large"
+
+
+class ConflictError(RecstackError):
+    """The request is well-formed but conflicts with what exists (a name taken, a second running
+    experiment, two arms of one name): change the request or the state, not the syntax."""
+
+    http_status = 409
+    grpc_code = "ALREADY_EXISTS"
+    code = "conflict"
 
 
 class ArtifactError(RecstackError):

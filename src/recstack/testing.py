@@ -103,7 +103,8 @@ def build_release(
 def build_small_release(
     releases_dir: str | Path, models: Sequence[str] = SMALL_MODELS, *, channel: str | None = "production"
 ) -> str:
-    """A quick ML-100K release with ``models`` into ``releases_dir``, promoted to ``channel`` -> its id."""
+    """A quick ML-100K release (read from the data dir, `recstack.data.paths`) with ``models`` into
+    ``releases_dir``, promoted to ``channel`` -> its id."""
     return build_release(releases_dir, small_release_toml(models), channel=channel)
 
 

@@ -16,7 +16,7 @@ import pytest
 from recstack.experiments import Assigner, ExperimentConfig
 from recstack.testing import ServerProcess, ServerStartError
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.ml100k]
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 KEY = "e2e-key"

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.ml100k]
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 Server = Any  # tests/e2e/conftest.py::Server (url, releases_dir, release: the /v1/release body)
@@ -222,6 +222,9 @@ def test_onboarding_with_profile_only(page: Any) -> None:
     page.wait_for_selector("#onboarding-recs .card")
     assert len(card_ids(page, "#onboarding-recs")) == 12
     assert page.locator("#onboarding-note").inner_text().startswith("Based on your profile")
+    # the e2e release recalls a profile from demographic popularity only: each reason says so
+    texts = page.eval_on_selector_all("#onboarding-recs .why-text", "els => els.map(e => e.textContent)")
+    assert texts and all(t.startswith("Popular with people like you") for t in texts), texts
 
 
 # --------------------------------------------------------------------------------------------- release
@@ -236,9 +239,9 @@ def test_release_page_lineage_and_evaluation(page: Any, server: Server) -> None:
     shown = page.eval_on_selector_all("#lineage li strong", "els => els.map(e => e.textContent)")
     assert shown == chain
     metrics = json.loads((server.releases_dir / rid / "metrics.json").read_text())["results"]
-    rows = page.eval_on_selector_all("#evaluation tbody th", "els => els.map(e => e.textContent)")
+    rows = page.eval_on_selector_all("#evaluation tbody tr", "els => els.map(e => e.dataset.model)")
     assert rows == list(metrics)  # pop, itemknn, ease (the ranker is not evaluated)
-    ease_ndcg = page.locator("#evaluation tbody tr:has(th:text-is('ease')) td").first.inner_text()
+    ease_ndcg = page.locator("#evaluation tbody tr[data-model='ease'] td").first.inner_text()
     assert ease_ndcg == f"{metrics['ease']['ndcg@10']:.4f}"
     best = page.locator("#evaluation tbody td:first-of-type.best").inner_text()  # NDCG: the best model
     assert best == f"{max(m['ndcg@10'] for m in metrics.values()):.4f}"
@@ -365,6 +368,8 @@ def test_screenshots(page: Any, browser: Any, server: Server, tmp_path: Path) ->
     shots.append(screenshot(page, "release", tmp_path, max_height=2000))
     goto(page, "/users/no-such-user")
     shots.append(screenshot(page, "error-unknown-user", tmp_path, max_height=600))
+    goto(page, "/no/such/page")
+    shots.append(screenshot(page, "not-found", tmp_path, max_height=600))
     ctx = browser.new_context(viewport={"width": 390, "height": 844}, base_url=server.url, is_mobile=True)
     try:
         pg = ctx.new_page()
@@ -383,6 +388,7 @@ def test_screenshots(page: Any, browser: Any, server: Server, tmp_path: Path) ->
             "onboarding",
             "release",
             "error-unknown-user",
+            "not-found",
             "home-phone",
             "user-phone",
         )

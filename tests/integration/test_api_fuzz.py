@@ -16,8 +16,10 @@ import pytest
 from recstack.serving.api.schemas import DAY
 from recstack.testing import ServerProcess, build_small_release
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ml100k]
 
+#: per-operation settings (see the file): what the schema cannot say about one operation
+CONFIG = Path(__file__).with_name("schemathesis.toml")
 SEED = 17
 EXAMPLES = 50  # per operation and phase: about 1,200 requests in all
 
@@ -26,6 +28,8 @@ def schemathesis_command(url: str, key: str, seed: int, examples: int, workers: 
     exe = Path(sys.executable).parent / "st"
     return [
         str(exe) if exe.is_file() else "st",
+        "--config-file",
+        str(CONFIG),
         "run",
         f"{url}/openapi.json",
         "--checks",

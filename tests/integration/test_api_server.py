@@ -1,4 +1,4 @@
-"""End to end on the bundled ML-100K: a real release built by `recstack build`, served by
+"""End to end on ML-100K (read from the data dir): a real release built by `recstack build`, served by
 `recstack serve` (a uvicorn process with 2 workers on a free port), and Redis-backed serving."""
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def server(releases_dir: Path) -> Iterator[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.ml100k
 def test_real_server_two_workers(server: str, releases_dir: Path) -> None:
     from recstack.release.registry import Registry
 
@@ -67,6 +68,7 @@ def test_real_server_two_workers(server: str, releases_dir: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.ml100k
 @pytest.mark.redis
 def test_redis_backed_serving_shares_events(releases_dir: Path, redis_url: str) -> None:
     """Two apps (as two workers would be) on one Redis: an event posted to one changes the other's
@@ -132,6 +134,7 @@ def _burst(url: str, n: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.ml100k
 def test_workers_share_connections_and_a_dead_worker_is_replaced(releases_dir: Path, tmp_path: Path) -> None:
     """`recstack serve --workers 2` on Linux: one listening socket per worker (SO_REUSEPORT), each
     listening once its startup is done; a burst of new connections spreads over both workers, and a

@@ -18,7 +18,7 @@ from recstack.data.movielens import load_movielens
 from recstack.evaluation.protocols import run_protocol
 from recstack.models.registry import get_class
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ml100k]
 
 TARGETS = {"ease": 0.47, "itemknn": 0.38, "als": 0.40, "rp3beta": 0.42}
 

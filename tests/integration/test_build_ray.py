@@ -20,9 +20,13 @@ from recstack.models.retrieval.itemknn import ItemKNN
 from recstack.release import Registry
 from recstack.testing import RayCluster
 
-pytestmark = [pytest.mark.slow, pytest.mark.ray]
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.ml100k]
 
 TOML = """
+[dataset]
+source = "ml-100k"
+[split]
+protocol = "stratified"
 [evaluation]
 block_users = 100
 report = false
@@ -48,19 +52,22 @@ def _build(root: Path, config: Path, *extra: str) -> dict[str, Any]:
     assert rid is not None
     data: dict[str, Any] = json.loads((root / rid / "metrics.json").read_text())
     assert not list(root.glob(f"{rid}/eval-scratch*"))  # the models saved for the workers are gone
-    return data["results"]
+    return data
 
 
 def test_ray_cluster_build_equals_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
     config = tmp_path / "build.toml"
-    config.write_text(TOML)
-    local = _build(tmp_path / "local", config, "--runner", "local")
+    # the headline protocol's rolling folds (warm and cold users, paired CIs) are scored on Ray too
+    config.write_text(TOML.replace('protocol = "stratified"', 'protocol = "temporal-rolling"\nwindows = 2'))
+    local_all = _build(tmp_path / "local", config, "--runner", "local")
+    local = local_all["results"]
     with RayCluster(nodes=2, cpus_per_node=1) as cluster:
         for k, v in cluster.env.items():
             monkeypatch.setenv(k, v)  # this process is the cluster's driver
-        remote = _build(tmp_path / "ray", config, "--runner", "ray", "--address", cluster.address)
+        remote_all = _build(tmp_path / "ray", config, "--runner", "ray", "--address", cluster.address)
+        remote = remote_all["results"]
         assert not ray.is_initialized()  # the build disconnected
         # the blocks are spread over both nodes
         data = load_dataset("ml-100k")
@@ -81,6 +88,8 @@ def test_ray_cluster_build_equals_local(tmp_path: Path, monkeypatch: pytest.Monk
                 continue
             assert got[key] == value, (name, key)  # same blocks, same ids: identical figures
     assert local["time_ease"]["ndcg@10"] > local["pop"]["ndcg@10"]
+    assert len(local["pop"]["windows"]) == 2
+    assert remote_all["comparisons"] == local_all["comparisons"] and local_all["comparisons"]["warm"]
 
 
 def test_sample_users_prints_and_stores_an_interval(tmp_path: Path) -> None:

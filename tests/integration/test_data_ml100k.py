@@ -1,4 +1,5 @@
-"""The bundled MovieLens 100K and the `recstack data` commands end to end."""
+"""MovieLens 100K read from the data directory (never bundled: its licence forbids redistribution)
+and the `recstack data` commands end to end."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ from typer.testing import CliRunner
 
 from recstack.cli import app
 from recstack.data import Dataset, load_dataset, load_movielens
-from recstack.data.movielens import bundled_ml100k_path
+from recstack.data.paths import find_dataset
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ml100k]
 
 
-def test_bundled_ml100k_official_figures() -> None:
-    ds = load_movielens()  # offline, from package resources
-    assert bundled_ml100k_path().name == "ml-100k.zip"
+def test_ml100k_from_the_data_dir_official_figures() -> None:
+    ds = load_movielens("ml-100k")  # the name resolves through the data directories
+    assert ds.meta["source"] == str(find_dataset("ml-100k")) and ds.name == "ml-100k"
     # the official README: 100,000 ratings (1-5) from 943 users on 1682 movies, >= 20 ratings per user
     assert (ds.n_users, ds.n_items, ds.n_interactions) == (943, 1682, 100_000)
     assert np.bincount(ds.interactions["user"].to_numpy()).min() == 20

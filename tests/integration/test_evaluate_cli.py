@@ -14,6 +14,7 @@ runner = CliRunner()
 
 
 @pytest.mark.slow
+@pytest.mark.ml100k
 def test_evaluate_stratified_pop_ease_writes_json_and_report(tmp_path: Path) -> None:
     js, html = tmp_path / "out.json", tmp_path / "report.html"
     res = runner.invoke(
@@ -48,3 +49,23 @@ def test_evaluate_rejects_bad_protocol_and_models() -> None:
     res = runner.invoke(app, ["evaluate", "--models", "pop,nope"])
     assert res.exit_code == 2
     assert "nope" in res.output and "itemknn" in res.output
+
+
+def test_evaluate_temporal_rolling_prints_windows_and_cis(tmp_path: Path) -> None:
+    js, html = tmp_path / "out.json", tmp_path / "report.html"
+    res = runner.invoke(
+        app,
+        ["-q", "evaluate", "--dataset", "ml-100k", "--protocol", "temporal-rolling", "--models",
+         "pop,recent_pop", "--json", str(js), "--report", str(html)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "per window" in res.output and "recent_pop - pop" in res.output and "CI low" in res.output
+    out = json.loads(js.read_text())
+    assert len(out["windows"]) == 5
+    # five windows of 5,000 ratings: many more warm test users than the one cut of `temporal` (90)
+    assert sum(w["warm_users"] for w in out["windows"]) > 200
+    (warm,) = out["comparisons"]["warm"]
+    low, high = warm["ci95"]
+    # popular-right-now beats all-time popularity forward in time on ML-100K, CI above zero
+    assert warm["diff"] > 0 and low > 0 and low <= warm["diff"] <= high
+    assert "Paired bootstrap 95% CI" in html.read_text()

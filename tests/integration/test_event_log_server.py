@@ -15,7 +15,7 @@ import pytest
 from recstack.events import open_log
 from recstack.testing import ServerProcess, build_small_release
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ml100k]
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from recstack.serving.grpc.launcher import read_info, stop_services
 from recstack.serving.pipeline import Pipeline, RecRequest
 from recstack.testing import build_small_release, free_ports, recstack_command
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ml100k]
 
 NAMES = ("user", "item", "recall", "rank", "aggregator")
 

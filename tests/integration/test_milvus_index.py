@@ -11,12 +11,12 @@ import scipy.sparse.linalg as spla
 from recstack.data import load_movielens
 from recstack.index import MilvusIndex, create_index, load_index
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.ml100k]
 
 
 @pytest.fixture(scope="module")
 def vectors() -> tuple[np.ndarray, np.ndarray]:
-    ds = load_movielens()
+    ds = load_movielens("ml-100k")
     m = ds.to_csr("rating").astype(np.float64)
     u, s, vt = spla.svds(m, k=32, random_state=0)
     users = (u * np.sqrt(s)).astype(np.float32)

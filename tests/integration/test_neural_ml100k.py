@@ -19,7 +19,7 @@ from recstack.models.ranking.ctr import run_ctr
 from recstack.models.ranking.two_stage import TwoStage
 from recstack.models.registry import create
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ml100k]
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,7 @@ def test_small_two_stage_end_to_end(ml100k: Dataset, tmp_path: Path) -> None:
     model = create(
         "two_stage:dnn",
         sources=["ease", "pop"],
+        holdout="random",
         holdout_folds=1,
         ranker_grid=[{"id_features": False}],
         ranker_params={"epochs": 3},

@@ -1,4 +1,4 @@
-"""Redis FeatureStore on the bundled MovieLens 100K: same answers as the embedded store."""
+"""Redis FeatureStore on MovieLens 100K (data dir): same answers as the embedded store."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from recstack.data.dataset import Dataset
 from recstack.store import EmbeddedFeatureStore, open_store
 from recstack.store import redis as rs
 
-pytestmark = [pytest.mark.slow, pytest.mark.redis]
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.ml100k]
 
 USER_COLS = ["age", "gender", "occupation"]
 ITEM_COLS = ["year", "genres"]
@@ -20,7 +20,7 @@ ITEM_COLS = ["year", "genres"]
 
 @pytest.fixture(scope="module")
 def ml100k() -> Dataset:
-    return load_movielens()
+    return load_movielens("ml-100k")
 
 
 def test_redis_matches_embedded_on_ml100k(

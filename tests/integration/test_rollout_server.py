@@ -14,7 +14,7 @@ from recstack.release import Registry
 from recstack.serving._target import RunDir
 from recstack.testing import ServerProcess, build_small_release
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ml100k]
 
 
 def _all_on(run_dir: Path, release: str, workers: int = 2, timeout: float = 120.0) -> bool:

@@ -19,7 +19,7 @@ import pytest
 from recstack.serving._target import RunDir
 from recstack.testing import ServerProcess, build_small_release, free_port, recstack_command
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ml100k]
 
 
 @pytest.fixture(scope="module")

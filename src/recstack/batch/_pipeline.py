@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 from recstack.errors import InvalidArgumentError
 from recstack.models.base import Retriever
-from recstack.serving._kernels import item_item_kernel
+from recstack.serving._kernels import SequenceScorer, item_item_kernel
 from recstack.serving._ranker import RankContext
 from recstack.serving.pipeline import RECALL_MODEL, Pipeline
 
@@ -522,6 +522,9 @@ class BatchScorer:
                 out[order] = S
                 S = out
             return S
+        scorer = self.pipeline.scorers[name][0]
+        if isinstance(scorer, SequenceScorer):  # a sequential model: its ONNX graph, items in order
+            return np.array(scorer.batch(self._recent_matrix(recent, limit)), dtype=np.float32, copy=True)
         rows = self._most_recent(recent, limit)
         if kind == "sparse":
             prod = sp.csr_matrix(rows, dtype=np.float64) @ mat

@@ -58,7 +58,11 @@ def data_fetch_cmd(
 @app.command("info")
 def data_info_cmd(
     source: Annotated[
-        str, typer.Argument(help="ml-100k, a saved dataset dir, a MovieLens dir/zip, a CSV/Parquet.")
+        str,
+        typer.Argument(
+            help="ml-latest-small (bundled), ml-100k... (data dir), a saved dataset dir, "
+            "a MovieLens dir/zip, a CSV/Parquet."
+        ),
     ],
     data_format: Annotated[str | None, typer.Option("--format", help=_FORMAT_HELP)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -97,7 +101,9 @@ def data_info_cmd(
 
 @app.command("convert")
 def data_convert_cmd(
-    source: Annotated[str, typer.Argument(help="ml-100k, a MovieLens dir/zip, a CSV/Parquet file...")],
+    source: Annotated[
+        str, typer.Argument(help="ml-latest-small, ml-100k, a MovieLens dir/zip, a CSV/Parquet file...")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the Parquet dataset into.")],
     data_format: Annotated[str | None, typer.Option("--format", help=_FORMAT_HELP)] = None,
 ) -> None:

@@ -17,7 +17,7 @@ def demo_cmd(
     workers: Annotated[int, typer.Option("--workers", min=1, help="uvicorn worker processes.")] = 1,
     releases_dir: ReleasesDirOpt = None,
 ) -> None:
-    """Build a release from the bundled MovieLens 100K, print its evaluation table, make it the
+    """Build a release from the bundled MovieLens latest-small, print its evaluation table, make it the
     production release and serve the API and web UI on http://127.0.0.1:PORT."""
     from recstack.release import _cli
     from recstack.release.build import BuildConfig, build
@@ -25,9 +25,11 @@ def demo_cmd(
 
     root = _cli.releases_root(releases_dir)
     out = console()
-    out.rule("recstack demo: building a release from the bundled MovieLens 100K")
+    out.rule("recstack demo: building a release from the bundled MovieLens latest-small")
     manifest = build(BuildConfig.default(), root)
-    _cli.print_eval_table(out, manifest, _cli.fit_seconds_of(root, manifest))
+    _cli.print_eval_table(
+        out, manifest, _cli.fit_seconds_of(root, manifest), _cli.comparisons_of(root, manifest)
+    )
     # The demo always serves what it just built, even if an earlier (better) release was production.
     state = Registry(root).promote(manifest.id, "production", force=True)
     _cli.print_channel(out, state, "promoted")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,10 +19,16 @@ def _evaluate_choices() -> tuple[list[str], list[str]]:
 
 def evaluate_cmd(
     dataset: Annotated[
-        str, typer.Option("--dataset", "-d", help="Dataset name (ml-100k, ml-1m...) or path.")
-    ] = "ml-100k",
+        str,
+        typer.Option(
+            "--dataset", "-d", help="ml-latest-small (bundled), ml-100k, ml-1m... (data dir), or a path."
+        ),
+    ] = "ml-latest-small",
     protocol: Annotated[
-        str, typer.Option("--protocol", "-p", help="stratified, temporal, tfrs, leave-last-out...")
+        str,
+        typer.Option(
+            "--protocol", "-p", help="temporal-rolling, stratified, temporal, tfrs, leave-last-out..."
+        ),
     ] = "stratified",
     models: Annotated[
         str, typer.Option("--models", "-m", help="Comma-separated model names.")
@@ -51,7 +57,7 @@ def evaluate_cmd(
 
     from recstack.data.loading import load_dataset
     from recstack.evaluation.protocols import run_protocol
-    from recstack.evaluation.report import TABLE_COLUMNS, write_html, write_json
+    from recstack.evaluation.report import TABLE_COLUMNS
 
     protocols, model_choices = _evaluate_choices()
     if protocol not in protocols:
@@ -85,13 +91,19 @@ def evaluate_cmd(
 
     out = console(stderr=False)
     out.print(table)
+    if "comparisons" in result:
+        from recstack.evaluation.report import print_rolling
+
+        print_rolling(out, result)
+    else:
+        for name, res in result["results"].items():
+            if "cold" in res:
+                c = res["cold"]
+                typer.echo(
+                    f"cold-start users ({c['n_users']}) {name}: ndcg@10 {c['ndcg@10']:.4f} "
+                    f"recall@10 {c['recall@10']:.4f} hr@10 {c['hr@10']:.4f}"
+                )
     for name, res in result["results"].items():
-        if "cold" in res:
-            c = res["cold"]
-            typer.echo(
-                f"cold-start users ({c['n_users']}) {name}: ndcg@10 {c['ndcg@10']:.4f} "
-                f"recall@10 {c['recall@10']:.4f} hr@10 {c['hr@10']:.4f}"
-            )
         if "sample" in res:
             smp = res["sample"]
             lo, hi = smp["ci95"]["ndcg@10"]
@@ -99,6 +111,12 @@ def evaluate_cmd(
                 f"{name}: {smp['n_users']:,} of {smp['of']:,} users sampled; ndcg@10 {res['ndcg@10']:.4f}, "
                 f"95% CI [{lo:.4f}, {hi:.4f}]"
             )
+    _write(result, json_path, report)
+
+
+def _write(result: dict[str, Any], json_path: str | None, report: str | None) -> None:
+    from recstack.evaluation.report import write_html, write_json
+
     if json_path:
         typer.echo(f"wrote {write_json(result, json_path)}")
     if report:

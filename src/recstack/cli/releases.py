@@ -71,7 +71,9 @@ def build_cmd(
     manifest = build(cfg, root, runner="ray" if runner == "ray" else "local", address=address)
     out = console()
     out.print(f"\n{' · '.join(f'{k} {v:.1f}s' for k, v in manifest.timings.items())}")
-    _cli.print_eval_table(out, manifest, _cli.fit_seconds_of(root, manifest))
+    _cli.print_eval_table(
+        out, manifest, _cli.fit_seconds_of(root, manifest), _cli.comparisons_of(root, manifest)
+    )
     if sample_users is not None:
         _cli.print_sample_intervals(out, root / manifest.id / "metrics.json")
     typer.echo(manifest.id)

@@ -42,6 +42,15 @@ def serve_cmd(
         Path | None,
         typer.Option("--run-dir", help="Run directory: the service's release target, worker status."),
     ] = None,
+    batch_sink: Annotated[
+        str | None,
+        typer.Option(
+            "--batch-sink",
+            help="Batch tables written by `recstack batch users|pairs --sink URL` that "
+            "?source=batch and /v1/pairs read: sqlite:///path or postgresql://... "
+            "(default: RECSTACK_BATCH_SINK, else sqlite:///recstack_batch.db).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST API (OpenAPI docs at /docs) for one release."""
     from recstack.errors import InvalidArgumentError
@@ -55,7 +64,7 @@ def serve_cmd(
     overrides: dict[str, object] = {"channel": channel, "store": store, "workers": workers}
     overrides.update(host=host, port=port)
     optional = {"release": release, "redis_url": redis_url, "index": index, "pipeline": pipeline}
-    optional.update(api_key=api_key, releases_dir=releases_dir, run_dir=run_dir)
+    optional.update(api_key=api_key, releases_dir=releases_dir, run_dir=run_dir, batch_sink=batch_sink)
     if events_auth:
         overrides["events_auth"] = True
     for key, value in optional.items():

@@ -200,13 +200,15 @@ def _unlisted(ds: Dataset) -> CheckResult:
     )
 
 
-def _split_sizes(ds: Dataset, protocol: str | None, seed: int, spec: ChecksSpec) -> CheckResult:
+def _split_sizes(
+    ds: Dataset, protocol: str | None, seed: int, spec: ChecksSpec, options: dict[str, Any] | None = None
+) -> CheckResult:
     parts: dict[str, Dataset] = {"data": ds}
     if protocol is not None:
         from recstack.data.splits import split
 
         try:
-            sp = split(ds, protocol, seed=seed)
+            sp = split(ds, protocol, seed=seed, **(options or {}))
         except InvalidArgumentError as exc:
             return CheckResult.of("split_sizes", "fail", f"the {protocol} split fails: {exc}")
         parts = {"train": sp.train, "test": sp.test}
@@ -273,16 +275,19 @@ def run_checks(
     seed: int = 42,
     parent: Dataset | None = None,
     parent_id: str | None = None,
+    split_options: dict[str, Any] | None = None,
 ) -> list[CheckResult]:
     """Every check of `CHECKS` on ``ds`` (see the module docstring). Failures the spec allows come
-    back with status ``allowed`` and the reason; raising is the caller's choice (`check_report`)."""
+    back with status ``allowed`` and the reason; raising is the caller's choice (`check_report`).
+    ``split_options`` go to `recstack.data.splits.split` (``temporal-rolling``'s windows: the check
+    sizes its last fold)."""
     spec = spec or ChecksSpec()
     results = [
         _schema(ds),
         _ranges(ds, spec),
         _duplicates(ds),
         _unlisted(ds),
-        _split_sizes(ds, protocol, seed, spec),
+        _split_sizes(ds, protocol, seed, spec, split_options),
         _shift(ds, parent, parent_id, spec),
     ]
     for r in results:

@@ -2,14 +2,16 @@
 
 Resolution order for ``name_or_path``:
 
-1. ``"ml-100k"`` (when no such path exists): the MovieLens 100K bundled in the package (offline);
+1. ``"ml-latest-small"`` (when no such path exists): the MovieLens latest-small bundled in the
+   package (offline);
 2. a directory written by `Dataset.save` (it has ``dataset.json``);
 3. a MovieLens directory or .zip (layout detected from the files, or forced by ``format``);
 4. a CSV / TSV / Parquet interactions file (`load_tabular` with default column names: user
    ``user_id`` / ``userId`` / ``user``, item ``item_id`` / ``movieId`` / ``item``, optional
    ``rating`` and ``timestamp``);
-5. a MovieLens name (``ml-1m``, ``ml-25m`` ...) fetched earlier into the data directory
-   (``Settings.data_path()``, default ``./data``) by ``recstack data fetch``.
+5. a MovieLens name (``ml-100k``, ``ml-1m``, ``ml-25m`` ...) in the first data directory holding
+   it (`recstack.data.paths`: ``$RECSTACK_DATA_DIR``, ``./data``, ``../shared/data``...), where
+   ``recstack data fetch`` puts it.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from typing import Any
 
 import polars as pl
 
-from recstack.config import get_settings
 from recstack.data._parse import DuplicatePolicy
 from recstack.data.dataset import Dataset
 from recstack.data.movielens import _NAME_TO_FORMAT, MOVIELENS_FORMATS, load_movielens
+from recstack.data.paths import BUNDLED, find_dataset
 from recstack.data.tabular import _header, _is_parquet, load_tabular
 from recstack.errors import NotFoundError
 
@@ -66,19 +68,14 @@ def load_dataset(
         raise ValueError(f"unknown dataset format {format!r}; use one of {', '.join(DATASET_FORMATS)}")
     if not p.exists():
         key = str(name_or_path).lower()
-        if key == "ml-100k":
+        if key == BUNDLED:
             return load_movielens(None, duplicates=duplicates)
         if key in _NAME_TO_FORMAT:
-            base = get_settings().data_path()
-            for cand in (base / key, base / f"{key}.zip"):
-                if cand.exists():
-                    return load_movielens(cand, format=format or _NAME_TO_FORMAT[key], duplicates=duplicates)
-            raise NotFoundError(
-                f"dataset {name_or_path!r} is not in {base}; download it with "
-                f"`recstack data fetch {key} --dir {base}` or pass a path"
-            )
+            cand = find_dataset(key)
+            return load_movielens(cand, format=format or _NAME_TO_FORMAT[key], duplicates=duplicates)
         raise NotFoundError(
-            f"{name_or_path}: no such file or directory; pass 'ml-100k', a saved dataset directory, "
+            f"{name_or_path}: no such file or directory; pass '{BUNDLED}' (bundled), a MovieLens name "
+            "(ml-100k... from the data directory), a saved dataset directory, "
             "a MovieLens directory/.zip, or a CSV/Parquet interactions file"
         )
     if format == "recstack" or (format is None and p.is_dir() and (p / "dataset.json").is_file()):

@@ -10,8 +10,8 @@ Every format gives the same `Dataset`:
 - items: item, external_id, title (str, the trailing "(1995)" removed), year (int or null), genres
   (list[str]; 100K's "unknown" flag and "(no genres listed)" give an empty list), and where the files
   have them: imdb_url (100K), imdb (str, links.csv), tmdb (int, links.csv), tags (list[str], the
-  distinct free-text tags users gave the movie), genome (list[float32] per movie, relevance of each
-  genome tag ordered by tagId; the tag names are in ``meta["genome_tags"]``).
+  distinct free-text tags users gave the movie, the most applied first), genome (list[float32] per
+  movie, relevance of each genome tag ordered by tagId; the tag names are in ``meta["genome_tags"]``).
 
 Files: 100K ``u.data`` (tab-separated), ``u.item`` / ``u.user`` (``|``, ISO-8859-1); 1M / 10M
 ``ratings.dat``, ``movies.dat``, ``users.dat`` (1M only), ``tags.dat`` (10M) (``::``-separated,
@@ -25,7 +25,6 @@ keeps the latest rating of a pair, ``"keep"`` keeps all, ``"error"`` raises.
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from recstack.data._parse import (
     read_delimited,
 )
 from recstack.data.dataset import Dataset
+from recstack.data.paths import BUNDLED, bundled_path, find_dataset
 from recstack.errors import DataFormatError
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
     "ML100K_GENRES",
     "MOVIELENS_FORMATS",
     "MOVIELENS_GENRES",
-    "bundled_ml100k_path",
     "detect_movielens_format",
     "load_movielens",
 ]
@@ -91,13 +90,6 @@ _NAME_TO_FORMAT = {
     "ml-latest-small": "movielens-latest-small",
     "ml-latest": "movielens-latest",
 }
-
-
-def bundled_ml100k_path() -> Path:
-    """Path of the MovieLens 100K archive shipped inside the package (official layout + notice)."""
-    res = importlib.resources.files("recstack.data") / "_bundled" / "ml-100k.zip"
-    with importlib.resources.as_file(res) as p:
-        return Path(p)
 
 
 def _normalise_format(fmt: str) -> str:
@@ -161,10 +153,15 @@ def _split_genres(col: str = "genres") -> pl.Expr:
 
 
 def _tags_per_item(tags: pl.DataFrame) -> pl.DataFrame:
+    """Distinct tags per movie, the most applied first (ties: alphabetical), so that the first few
+    are a movie's top tags (the item text of `recstack.text`)."""
     return (
         tags.filter(pl.col("tag").is_not_null() & (pl.col("tag") != ""))
-        .group_by("item_id")
-        .agg(pl.col("tag").unique().sort().alias("tags"))
+        .group_by("item_id", "tag")
+        .agg(pl.len().alias("_n"))
+        .sort(["item_id", "_n", "tag"], descending=[False, True, False])
+        .group_by("item_id", maintain_order=True)
+        .agg(pl.col("tag").alias("tags"))
     )
 
 
@@ -400,7 +397,7 @@ def _load_csv(src: Source, name: str, fmt: str, duplicates: DuplicatePolicy, gen
 
 
 def load_movielens(
-    path: str | Path | None = "ml-100k",
+    path: str | Path | None = None,
     *,
     format: str | None = None,
     duplicates: DuplicatePolicy = "last",
@@ -409,14 +406,18 @@ def load_movielens(
 ) -> Dataset:
     """Load a MovieLens dataset.
 
-    ``path`` is a directory or .zip holding one of the MovieLens layouts, or ``"ml-100k"`` / None for
-    the copy bundled in the package (offline). ``format`` forces a layout (``movielens-1m`` ...);
+    ``path`` is a directory or .zip holding one of the MovieLens layouts; None or
+    ``"ml-latest-small"`` for the copy bundled in the package (offline); another MovieLens name
+    (``"ml-100k"``, ``"ml-1m"``...) is looked up in the data directories (`recstack.data.paths`).
+    ``format`` forces a layout (``movielens-1m`` ...);
     without it the layout is detected from the files present. ``genome=False`` skips the (large)
     genome-scores table.
     """
-    if path is None or (isinstance(path, str) and path == "ml-100k" and not Path(path).exists()):
-        path = bundled_ml100k_path()
-        name = name or "ml-100k"
+    if path is None or (isinstance(path, str) and path == BUNDLED and not Path(path).exists()):
+        path = bundled_path()
+        name = name or BUNDLED
+    elif isinstance(path, str) and path.lower() in _NAME_TO_FORMAT and not Path(path).exists():
+        path = find_dataset(path.lower())
     src = Source(path)
     fmt = _normalise_format(format) if format else _detect(src)
     if format:

@@ -11,10 +11,16 @@ validation split out of a training set the same way: ``split(split.train, protoc
   whose first interaction falls in the test window are the cold-start users (``Split.cold_users``).
 - ``leave-last-out``: each user's latest interaction (by timestamp; ties broken at random, seeded) is the
   test set, for users with at least two interactions.
+- ``temporal-rolling``: rolling origin (`rolling_splits`): the last ``n_windows`` windows of
+  ``window_fraction`` of the interactions each (equal interaction counts, in time order); fold i trains on
+  everything before window i and tests on window i (later rows are in neither). ``split(...,
+  "temporal-rolling")`` gives one fold (``window``, default the last); users first seen in a fold's
+  window are its cold users.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +31,12 @@ import polars as pl
 from recstack.data.dataset import Dataset
 from recstack.errors import InvalidArgumentError
 
-__all__ = ["PROTOCOLS", "Split", "split"]
+__all__ = ["PROTOCOLS", "ROLLING_WINDOWS", "Split", "rolling_splits", "split"]
 
-PROTOCOLS: tuple[str, ...] = ("stratified", "tfrs", "temporal", "leave-last-out")
+PROTOCOLS: tuple[str, ...] = ("stratified", "tfrs", "temporal", "temporal-rolling", "leave-last-out")
+#: ``temporal-rolling`` defaults: 5 windows of 5% of the interactions each (the last 25% of the data)
+ROLLING_WINDOWS = 5
+ROLLING_WINDOW_FRACTION = 0.05
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,12 @@ class Split:
     def validation(self) -> Split:
         """A validation split carved out of ``train`` the same way (same protocol, options and seed)."""
         return split(self.train, self.protocol, seed=self.seed, **self.options)
+
+    def rolling_validation(self) -> list[Split]:
+        """``temporal-rolling`` folds carved out of ``train`` (the same windows options): model choice
+        forward in time without touching the test window."""
+        opts = {k: v for k, v in self.options.items() if k in ("n_windows", "window_fraction")}
+        return rolling_splits(self.train, seed=self.seed, **opts)
 
     @property
     def warm_test_users(self) -> npt.NDArray[np.int64]:
@@ -91,6 +106,40 @@ def _temporal(inter: pl.DataFrame, seed: int, test_fraction: float = 0.1) -> pl.
     return pl.Series("train", mask)
 
 
+def _time_order(inter: pl.DataFrame, seed: int) -> npt.NDArray[np.int64]:
+    """Row indices in time order; equal timestamps in a seeded random order (deterministic cuts that do
+    not depend on the input row order)."""
+    keys = _random_keys(inter.height, seed)
+    return np.lexsort((keys, inter["timestamp"].to_numpy())).astype(np.int64)
+
+
+def _rolling(
+    inter: pl.DataFrame,
+    seed: int,
+    n_windows: int = ROLLING_WINDOWS,
+    window_fraction: float = ROLLING_WINDOW_FRACTION,
+    window: int = -1,
+) -> pl.Series:
+    """Train (True) / test (False) / neither (None) of fold ``window`` (0 = the earliest window)."""
+    if n_windows < 1 or not window_fraction > 0 or n_windows * window_fraction >= 1:
+        raise TypeError(
+            f"n_windows={n_windows} x window_fraction={window_fraction} must cover a share in (0, 1)"
+        )
+    if not -n_windows <= window < n_windows:
+        raise TypeError(f"window={window} is not one of the {n_windows} windows")
+    w = window % n_windows
+    order = _time_order(inter, seed)
+    size = round(window_fraction * inter.height)
+    if size < 1:
+        raise TypeError(f"window_fraction={window_fraction} leaves empty windows of {inter.height} rows")
+    first = inter.height - n_windows * size  # rows before the first window
+    start, end = first + w * size, first + (w + 1) * size
+    mask = np.zeros(inter.height, dtype=np.int8)  # 0 neither, 1 train, 2 test
+    mask[order[:start]] = 1
+    mask[order[start:end]] = 2
+    return pl.Series("train", mask == 1).set(pl.Series(mask == 0), None)
+
+
 def _leave_last_out(inter: pl.DataFrame, seed: int) -> pl.Series:
     df = inter.select("user", "timestamp").with_columns(pl.Series("_key", _random_keys(inter.height, seed)))
     ranked = df.with_columns(
@@ -100,10 +149,11 @@ def _leave_last_out(inter: pl.DataFrame, seed: int) -> pl.Series:
     return ranked.select(~((pl.col("_rank") == 1) & (pl.col("_n") >= 2)).alias("train"))["train"]
 
 
-_SPLITTERS = {
+_SPLITTERS: dict[str, Callable[..., pl.Series]] = {
     "stratified": _stratified,
     "tfrs": _tfrs,
     "temporal": _temporal,
+    "temporal-rolling": _rolling,
     "leave-last-out": _leave_last_out,
 }
 
@@ -112,7 +162,8 @@ def split(dataset: Dataset, protocol: str, *, seed: int = 42, **options: Any) ->
     """Split ``dataset`` under ``protocol`` (one of `PROTOCOLS`).
 
     ``options`` tune the fractions: ``train_fraction`` (stratified 0.75, tfrs 0.8) and ``test_fraction``
-    (temporal 0.1). Train and test share the vocabularies of ``dataset``.
+    (temporal 0.1); temporal-rolling takes ``n_windows``, ``window_fraction`` and ``window`` (one fold;
+    `rolling_splits` gives them all). Train and test share the vocabularies of ``dataset``.
     """
     if protocol not in _SPLITTERS:
         raise InvalidArgumentError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
@@ -123,10 +174,10 @@ def split(dataset: Dataset, protocol: str, *, seed: int = 42, **options: Any) ->
         mask = _SPLITTERS[protocol](inter, seed, **options)
     except TypeError as exc:
         raise InvalidArgumentError(f"bad options {options} for protocol {protocol!r}: {exc}") from exc
-    train_inter = inter.filter(mask)
-    test_inter = inter.filter(~mask)
+    train_inter = inter.filter(mask.fill_null(False))
+    test_inter = inter.filter((~mask).fill_null(False))
     cold = np.empty(0, dtype=np.int64)
-    if protocol == "temporal":
+    if protocol in ("temporal", "temporal-rolling"):
         test_users = np.unique(test_inter["user"].to_numpy())
         train_users = np.unique(train_inter["user"].to_numpy())
         cold = np.setdiff1d(test_users, train_users).astype(np.int64)
@@ -138,3 +189,26 @@ def split(dataset: Dataset, protocol: str, *, seed: int = 42, **options: Any) ->
         cold_users=cold,
         options=dict(options),
     )
+
+
+def rolling_splits(
+    dataset: Dataset,
+    *,
+    n_windows: int = ROLLING_WINDOWS,
+    window_fraction: float = ROLLING_WINDOW_FRACTION,
+    seed: int = 42,
+) -> list[Split]:
+    """The ``temporal-rolling`` folds of ``dataset``, earliest window first: fold i trains on every
+    interaction before window i and tests on window i (``window_fraction`` of the interactions each; the
+    last ``n_windows`` windows of the data in time order)."""
+    return [
+        split(
+            dataset,
+            "temporal-rolling",
+            seed=seed,
+            n_windows=n_windows,
+            window_fraction=window_fraction,
+            window=w,
+        )
+        for w in range(n_windows)
+    ]

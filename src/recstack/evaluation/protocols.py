@@ -50,7 +50,9 @@ __all__ = [
     "REPORT_K",
     "ProtocolFn",
     "RunOptions",
+    "compare_models",
     "evaluate_retriever",
+    "mean_over_windows",
     "protocol_names",
     "register_protocol",
     "run_protocol",
@@ -66,6 +68,8 @@ ACCURACY_KS: tuple[int, ...] = (1, 5, 10, 50, 100)
 TUNING_METRIC = "ndcg@10"
 CURVE_METRICS: tuple[str, ...] = ("ndcg", "precision", "recall")
 _HEADLINE = ("precision", "recall", "ndcg", "map", "hr", "mrr")
+#: the per-user figures kept for paired comparisons (``temporal-rolling``)
+_PAIRED = ("ndcg", "recall", "hr")
 
 
 class Splitter(Protocol):
@@ -124,6 +128,7 @@ def evaluate_retriever(
     accuracy_ks: Sequence[int] = ACCURACY_KS,
     report_k: int = REPORT_K,
     batch_size: int = 1024,
+    per_user: bool = False,
     scorer: BlockScorer | None = None,
     sample_users: int | None = None,
     sample_seed: int = 0,
@@ -136,7 +141,9 @@ def evaluate_retriever(
     "novelty@10", "diversity@10", "accuracy@K" (K in accuracy_ks), "n_users": n, "curves": {"ndcg":
     [...], "precision": [...], "recall": [...]} (one value per k in ks), "popularity": [...] (share of
     the top-10 recommendations per catalog popularity bin), "n_fallback": users whose scores were all
-    equal (an empty history: cold-start users) and who got the training popularity instead}``.
+    equal (an empty history: cold-start users) and who got the training popularity instead}``; with
+    ``per_user`` also ``"per_user": {"users": [...], "ndcg@10": [...], "recall@10", "hr@10"}`` (the
+    evaluated users' own figures, for paired comparisons).
     ``diversity@10`` is None when the items have no genres. Accuracy (FactorizedTopK) ranks all items,
     nothing removed, and is averaged over the test pairs of the evaluated users.
 
@@ -213,6 +220,11 @@ def evaluate_retriever(
     out["n_fallback"] = n_fallback
     out["curves"] = {m: [rank.mean(m, k) for k in wanted] for m in CURVE_METRICS}
     out["popularity"] = popularity_bins(ids, pop_users, report_k)[0] if n else []
+    if per_user:
+        col = rank.column(report_k)
+        out["per_user"] = {"users": test_users[rank.rows]} | {
+            f"{m}@{report_k}": rank.per_user[m][:, col] for m in _PAIRED
+        }
     if sample_users is not None:
         out["sample"] = {
             "n_users": int(rank.n_users),
@@ -345,8 +357,194 @@ def _catalog_popularity(train: Dataset) -> list[float]:
     return popularity_bins(empty, pop_users, REPORT_K)[1]
 
 
+# --------------------------------------------------------------------------- temporal-rolling
+#: the per-window keys averaged into a model's headline figures
+_ROLLING_MEAN_KEYS = (*(f"{m}@{REPORT_K}" for m in _HEADLINE), f"coverage@{REPORT_K}", f"novelty@{REPORT_K}")
+
+
+def mean_over_windows(windows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The mean over windows (with users) of the per-window figures; ``n_users`` summed."""
+    used = [w for w in windows if w.get("n_users", 0) > 0]
+    out: dict[str, Any] = {
+        k: float(np.mean([w[k] for w in used])) if used else 0.0
+        for k in _ROLLING_MEAN_KEYS
+        if all(k in w for w in windows)
+    }
+    out["n_users"] = int(sum(w.get("n_users", 0) for w in windows))
+    out["n_windows"] = len(used)
+    if used and all("sample" in w for w in used):
+        out["sample"] = _sample_over_windows([w["sample"] for w in used])
+    return out
+
+
+def _sample_over_windows(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ``"sample"`` of a mean over windows sampled independently (``sample_users`` per window): the
+    95% interval of the mean of the window means, mean +- 1.96 sqrt(sum se_w^2) / W, each window's
+    standard error se_w read back from its own normal interval."""
+    w = len(samples)
+    ci95: dict[str, list[float]] = {}
+    for key in samples[0]["ci95"]:
+        centres = [(s["ci95"][key][0] + s["ci95"][key][1]) / 2 for s in samples]
+        ses = [(s["ci95"][key][1] - s["ci95"][key][0]) / (2 * 1.96) for s in samples]
+        mean = float(np.mean(centres))
+        half = 1.96 * float(np.sqrt(np.sum(np.square(ses)))) / w
+        ci95[key] = [mean - half, mean + half]
+    return {
+        "n_users": int(sum(s["n_users"] for s in samples)),
+        "of": int(sum(s["of"] for s in samples)),
+        "seed": samples[0]["seed"],
+        "ci95": ci95,
+    }
+
+
+def compare_models(
+    per_window: dict[str, list[dict[str, Any]]],
+    *,
+    metric: str = f"ndcg@{REPORT_K}",
+    seed: int = 42,
+    n_resamples: int = 2000,
+) -> list[dict[str, Any]]:
+    """Paired bootstrap 95% CIs of ``metric`` differences between every two models.
+
+    ``per_window[model][w]`` is the ``"per_user"`` dict of window w (`evaluate_retriever` with
+    ``per_user``). For models A before B (in the dict's order), the difference is B - A on the users both
+    were evaluated on (the same users: same split), the estimate is its mean over windows, and the CI
+    resamples users inside each window (`recstack.evaluation.metrics.paired_bootstrap_ci`).
+    """
+    from recstack.evaluation.metrics import paired_bootstrap_ci
+
+    names = list(per_window)
+    out: list[dict[str, Any]] = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            diffs = []
+            for wa, wb in zip(per_window[a], per_window[b], strict=True):
+                _common, ia, ib = np.intersect1d(wa["users"], wb["users"], return_indices=True)
+                diffs.append(np.asarray(wb[metric])[ib] - np.asarray(wa[metric])[ia])
+            est, low, high = paired_bootstrap_ci(diffs, seed=seed, n_resamples=n_resamples)
+            base = float(np.mean([np.mean(w[metric]) for w in per_window[a] if len(w[metric])] or [np.nan]))
+            out.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "metric": metric,
+                    "diff": est,
+                    "ci95": [low, high],
+                    "ratio": (base + est) / base if base > 0 else None,
+                    "n_units": int(sum(d.size for d in diffs)),
+                }
+            )
+    return out
+
+
+def _run_rolling(dataset: Dataset, model_names: Sequence[str], opts: RunOptions) -> dict[str, Any]:
+    """``temporal-rolling``: every model fitted on each fold's train, scored on its window (warm and cold
+    users apart); per window, the mean over windows, and paired bootstrap CIs between every two models.
+    With ``tune``, each fold's hyperparameters are chosen on the last window of its own training part."""
+    from recstack.data.splits import rolling_splits, split
+
+    folds = rolling_splits(dataset, seed=opts.seed)
+    grids = {name: (_tuning_grid(name) if opts.tune else ()) for name in model_names}
+    per: dict[str, dict[str, list[Any]]] = {
+        n: {"warm": [], "cold": [], "warm_units": [], "cold_units": [], "fit": [], "tuning": []}
+        for n in model_names
+    }
+    windows: list[dict[str, Any]] = []
+    curves: dict[str, list[dict[str, list[float]]]] = {n: [] for n in model_names}
+    last_params: dict[str, Any] = {}
+    total = len(folds) * sum(len(g) + 1 for g in grids.values())
+    with progress_bar() as prog:
+        task = prog.add_task("evaluate temporal-rolling", total=total, status="")
+        for w, fold in enumerate(folds):
+            ts = fold.test.interactions["timestamp"]
+            warm_users, cold = fold.warm_test_users, fold.cold_users
+            windows.append(
+                {
+                    "window": w,
+                    "train": fold.train.n_interactions,
+                    "test": fold.test.n_interactions,
+                    "start": int(ts.min()),  # type: ignore[arg-type]
+                    "end": int(ts.max()),  # type: ignore[arg-type]
+                    "warm_users": int(warm_users.size),
+                    "cold_users": int(cold.size),
+                }
+            )
+            val = split(fold.train, "temporal-rolling", seed=opts.seed) if opts.tune else None
+            for name in model_names:
+                params: dict[str, Any] = {}
+                if val is not None and grids[name]:
+                    best = -np.inf
+                    for point in grids[name]:
+                        prog.update(task, status=f"window {w} {name} tuning {point}")
+                        m = _create(name, dict(point))
+                        m.fit(val.train)
+                        score = evaluate_retriever(
+                            m,
+                            val.train,
+                            val.test,
+                            [REPORT_K],
+                            True,
+                            users=val.warm_test_users,
+                            accuracy_ks=(),
+                        )[TUNING_METRIC]
+                        per[name]["tuning"].append([w, dict(point), float(score)])
+                        if score > best:
+                            best, params = score, dict(point)
+                        prog.advance(task)
+                prog.update(task, status=f"window {w} {name} fit")
+                model = _create(name, params)
+                per[name]["fit"].append(_fit_timed(model, fold.train))
+                prog.update(task, status=f"window {w} {name} score")
+                for group, users in (("warm", warm_users), ("cold", cold)):
+                    res = evaluate_retriever(
+                        model,
+                        fold.train,
+                        fold.test,
+                        opts.ks,
+                        True,
+                        users=users,
+                        per_user=True,
+                        accuracy_ks=(),
+                        sample_users=opts.sample_users if group == "warm" else None,
+                        sample_seed=opts.seed,
+                    )
+                    per[name][f"{group}_units"].append(res.pop("per_user"))
+                    if group == "warm":
+                        curves[name].append(res.pop("curves"))
+                    else:
+                        res.pop("curves")
+                    res.pop("popularity")
+                    per[name][group].append(res)
+                last_params[name] = model.params()
+                prog.advance(task)
+    results: dict[str, Any] = {}
+    for name in model_names:
+        p = per[name]
+        res = mean_over_windows(p["warm"])
+        res["cold"] = mean_over_windows(p["cold"])
+        res["windows"] = [{"warm": wr, "cold": cr} for wr, cr in zip(p["warm"], p["cold"], strict=True)]
+        res["fit_seconds"] = float(np.mean(p["fit"]))
+        res["fit_seconds_windows"] = p["fit"]
+        res["params"] = last_params[name]
+        res["curves"] = {m: np.mean([c[m] for c in curves[name]], axis=0).tolist() for m in CURVE_METRICS}
+        if opts.tune:
+            res["tuning"] = p["tuning"]
+        results[name] = res
+    comparisons = {
+        group: compare_models({n: per[n][f"{group}_units"] for n in model_names}, seed=opts.seed)
+        for group in ("warm", "cold")
+    }
+    return {
+        "results": results,
+        "windows": windows,
+        "comparisons": comparisons,
+        "catalog_popularity": _catalog_popularity(folds[-1].train),
+    }
+
+
 for _name, _exclude in (("stratified", True), ("temporal", True), ("leave-last-out", True), ("tfrs", False)):
     register_protocol(_name, _ranking_protocol(_name, _exclude))
+register_protocol("temporal-rolling", _run_rolling)
 register_protocol(
     "ctr", lambda d, m, o: __import__("recstack.models.ranking.ctr", fromlist=["_"]).run_ctr(d, m, o)
 )

@@ -11,7 +11,8 @@ Record schema (`LoggedEvent`; one JSON-able dict per event, the same in every ba
 
 =============  ===========================================================================
 ``offset``     int, assigned by the log
-``type``       ``view`` | ``click`` | ``rating`` | ``impression``
+``type``       ``view`` | ``click`` | ``rating`` | ``impression`` | ``item`` (a catalogue item
+               added online: ``POST /v1/items``)
 ``user_id``    str: the external user id (integers as their decimal string)
 ``item_id``    str | None: the external item id (None for an impression)
 ``rating``     float | None: the rating of a ``rating`` event
@@ -20,7 +21,8 @@ Record schema (`LoggedEvent`; one JSON-able dict per event, the same in every ba
 ``release_id`` str | None: the release that was serving when the event was accepted
 ``request_id`` str | None: the API request that carried it
 ``payload``    dict | None: type-specific fields; an impression holds ``{"items": [ids],
-               "positions": [ints], "arm": str, "request_id": the recommendation's request}``
+               "positions": [ints], "arm": str, "request_id": the recommendation's request}``;
+               an item holds ``{"title": str, "year": int | None, "genres": [str], "text": str}``
 =============  ===========================================================================
 
 Backends: ``sqlite`` (embedded, WAL, one fsync per append batch: the default), ``redis`` (Redis
@@ -50,7 +52,7 @@ __all__ = [
     "events_frame",
 ]
 
-EventType = Literal["view", "click", "rating", "impression"]
+EventType = Literal["view", "click", "rating", "impression", "item"]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 #: the training interactions among the event types (an impression is an exposure, not a choice)
 INTERACTION_TYPES: tuple[str, ...] = ("view", "click", "rating")
@@ -91,6 +93,8 @@ class NewEvent:
             raise InvalidArgumentError("an event needs a non-empty user_id string")
         if self.type != "impression" and not self.item_id:
             raise InvalidArgumentError(f"a {self.type!r} event needs an item_id")
+        if self.type == "item" and not (self.payload and str(self.payload.get("title") or "").strip()):
+            raise InvalidArgumentError("an 'item' record needs a payload with a non-empty title")
         if self.type == "rating" and (self.rating is None or not math.isfinite(self.rating)):
             raise InvalidArgumentError("a 'rating' event needs a finite rating")
         if isinstance(self.ts, bool) or not isinstance(self.ts, int):

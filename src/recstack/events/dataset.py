@@ -20,12 +20,15 @@ Policy, in the order it is applied:
    offline) is still new by offset: it enters the next build with its own timestamp and is never
    dropped nor counted twice.
 5. **New ids**: users and items unknown to the base data set become users and items of the new
-   data set (no attributes: null profile, no title or genres). When an id is not an integer while
-   the base data set's ids are, the vocabulary becomes one of strings.
+   data set (no attributes: null profile, no title or genres). ``item`` records (items added online
+   by ``POST /v1/items``) add their item with its title, year, genres and text, interactions or not
+   (the latest record of an id wins; items of the base data set keep their attributes). When an id
+   is not an integer while the base data set's ids are, the vocabulary becomes one of strings.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -111,6 +114,34 @@ def _interactions_of(events: pl.DataFrame, spec: EventsSpec) -> tuple[pl.DataFra
     return out, n - ev.height
 
 
+def _items_of(events: pl.DataFrame) -> pl.DataFrame:
+    """The ``item`` records as an items table (item_id str, title, year, genres, text); the latest
+    record of an id wins."""
+    rows: dict[str, dict[str, Any]] = {}
+    for item_id, payload in (
+        events.filter((pl.col("type") == "item") & pl.col("item_id").is_not_null())
+        .select("item_id", "payload")
+        .iter_rows()
+    ):
+        p = json.loads(payload) if payload else {}
+        year = p.get("year")
+        rows[str(item_id)] = {
+            "item_id": str(item_id),
+            "title": str(p.get("title") or ""),
+            "year": int(year) if year is not None else None,
+            "genres": [str(g) for g in p.get("genres") or []],
+            "text": p.get("text"),
+        }
+    schema: dict[str, Any] = {
+        "item_id": pl.String,
+        "title": pl.String,
+        "year": pl.Int32,
+        "genres": pl.List(pl.String),
+        "text": pl.String,
+    }
+    return pl.DataFrame(list(rows.values()), schema=schema)
+
+
 def _all_int(s: pl.Series) -> bool:
     return s.len() == 0 or bool(s.str.contains(r"^-?\d{1,18}$").all())
 
@@ -122,13 +153,16 @@ def dataset_with_events(
     statistics for `EventsLineage` (``used``, ``duplicates_dropped``, ``new_users``, ``new_items``,
     ``ts_min``, ``ts_max``)."""
     inter, dup = _interactions_of(events, spec)
+    added = _items_of(events)
     if base is None and inter.height == 0:
         raise InvalidArgumentError(
             "no base data set and no interaction in the event log: nothing to train on"
         )
     int_ids = {
         "user": _all_int(inter["user_id"]) and (base is None or base.user_vocab.is_integer),
-        "item": _all_int(inter["item_id"]) and (base is None or base.item_vocab.is_integer),
+        "item": _all_int(inter["item_id"])
+        and _all_int(added["item_id"])
+        and (base is None or base.item_vocab.is_integer),
     }
     for what in ("user", "item"):
         col = f"{what}_id"
@@ -164,6 +198,14 @@ def dataset_with_events(
         )
         new_users = inter.select("user_id").unique().join(umap, on="user_id", how="anti").height
         new_items = inter.select("item_id").unique().join(imap, on="item_id", how="anti").height
+    if added.height:
+        added = added.with_columns(pl.col("item_id").cast(pl.Int64 if int_ids["item"] else pl.String))
+        if items is None:
+            items = added
+        else:
+            fresh = added.join(items.select("item_id"), on="item_id", how="anti")
+            items = pl.concat([items, fresh], how="diagonal_relaxed")
+            new_items += fresh.join(inter.select("item_id").unique(), on="item_id", how="anti").height
     both = pl.concat(frames, how="vertical_relaxed")
     if spec.duplicates == "last":
         before = both.height

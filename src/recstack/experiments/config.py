@@ -46,7 +46,7 @@ import tomli_w
 from pydantic import Field, field_validator, model_validator
 
 from recstack.config import ComponentConfig, load_toml
-from recstack.errors import ConfigError, InvalidArgumentError, NotFoundError
+from recstack.errors import ConfigError, ConflictError, NotFoundError
 
 __all__ = [
     "HOLDOUT_ARM",
@@ -58,7 +58,9 @@ __all__ = [
 
 #: the arm name of users kept out of the experiment (served the server's default)
 HOLDOUT_ARM = "holdout"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: experiment and arm names (the API's path parameter and body schema use the same pattern)
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_NAME = re.compile(NAME_PATTERN)
 
 
 def _check_name(v: str, what: str) -> str:
@@ -164,6 +166,18 @@ class ExperimentConfig(ComponentConfig):
                 arms.append(a)
         return self.model_copy(update={"arms": tuple(arms)})
 
+    def check_pipelines(self) -> None:
+        """Raise `ConfigError` unless every arm's inline pipeline is valid `PipelineConfig` keys (a
+        bad arm is refused when the experiment is created, not found by every worker later)."""
+        from recstack.serving.pipeline import PipelineConfig
+
+        for a in self.arms:
+            if isinstance(a.pipeline, dict):
+                try:
+                    PipelineConfig.from_config(a.pipeline)
+                except ConfigError as exc:
+                    raise ConfigError(f"arm {a.name!r}: {exc.message}") from None
+
     def to_toml(self) -> str:
         return tomli_w.dumps({"experiment": _drop_none(self.dump_config())})
 
@@ -221,11 +235,12 @@ class ExperimentStore:
     def create(self, cfg: ExperimentConfig, *, replace: bool = False) -> ExperimentConfig:
         """Store a new running experiment. Refuses a name that exists (unless ``replace``) and a
         second running experiment (stop the running one first)."""
+        cfg.check_pipelines()
         if self.path(cfg.name).is_file() and not replace:
-            raise InvalidArgumentError(f"experiment {cfg.name!r} exists; pick another name")
+            raise ConflictError(f"experiment {cfg.name!r} exists; pick another name")
         run = self.running()
         if run is not None and run.name != cfg.name:
-            raise InvalidArgumentError(
+            raise ConflictError(
                 f"experiment {run.name!r} is running; stop it first (recstack experiments stop {run.name})"
             )
         stored = cfg.model_copy(update={"status": "running", "created_at": _now(), "stopped_at": None})

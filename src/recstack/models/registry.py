@@ -1,8 +1,9 @@
 """Model names -> classes, imported lazily so that light commands stay light.
 
-CLI names: ``pop``, ``recent_pop``, ``window_pop``, ``itemknn``, ``seqknn``, ``rp3beta``, ``ease``,
-``time_ease``, ``als``, ``bpr``, ``two_tower`` and ``two_stage:<ranker>`` with ranker in ``ncf``,
-``widedeep``, ``deepfm``, ``dnn``.
+CLI names: ``pop``, ``recent_pop``, ``window_pop``, ``trending``, ``genre_trending``, ``itemknn``,
+``seqknn``, ``rp3beta``, ``ease``, ``time_ease``, ``als``, ``bpr``, ``two_tower``, ``sasrec``,
+``content``, ``content_userknn`` and ``two_stage:<ranker>`` with ranker in ``ncf``, ``widedeep``,
+``deepfm``, ``dnn``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from typing import Any
 from recstack.errors import InvalidArgumentError
 from recstack.models.base import Retriever
 
-__all__ = ["create", "get_class", "names"]
+__all__ = ["create", "display_name", "get_class", "names"]
 
 _RETRIEVERS: dict[str, str] = {
     "pop": "recstack.models.retrieval.popular:MostPopular",
     "recent_pop": "recstack.models.retrieval.popular:RecentPopular",
     "window_pop": "recstack.models.retrieval.popular:WindowPopular",
+    "trending": "recstack.models.retrieval.popular:Trending",
+    "genre_trending": "recstack.models.retrieval.popular:GenreTrending",
     "itemknn": "recstack.models.retrieval.itemknn:ItemKNN",
     "seqknn": "recstack.models.retrieval.itemknn:SequenceKNN",
     "rp3beta": "recstack.models.retrieval.rp3beta:RP3beta",
@@ -27,15 +30,62 @@ _RETRIEVERS: dict[str, str] = {
     "als": "recstack.models.retrieval.mf:ALS",
     "bpr": "recstack.models.retrieval.mf:BPR",
     "two_tower": "recstack.models.retrieval.two_tower:TwoTower",
+    "content": "recstack.models.retrieval.content:Content",
+    "content_userknn": "recstack.models.retrieval.content:ContentUserKNN",
+    "sasrec": "recstack.models.retrieval.sasrec:SASRec",
     "two_stage": "recstack.models.ranking.two_stage:TwoStage",
 }
 
 _RANKERS = ("ncf", "widedeep", "deepfm", "dnn")
 
+#: the one place for human-readable model names (web UI, reports): model, ranker and serving names
+_DISPLAY: dict[str, str] = {
+    "pop": "Popular",
+    "recent_pop": "Popular lately",
+    "window_pop": "Popular in your time window",
+    "genre_trending": "Trending in your genres",
+    "itemknn": "Item-kNN",
+    "seqknn": "Sequence kNN",
+    "rp3beta": "RP3beta",
+    "ease": "EASE",
+    "time_ease": "Time-aware EASE",
+    "als": "ALS",
+    "bpr": "BPR",
+    "two_tower": "Two-tower",
+    "sasrec": "SASRec (sequential)",
+    "content": "Similar content",
+    "content_userknn": "Similar viewers by content",
+    "two_stage": "Two-stage",
+    "ncf": "NCF",
+    "widedeep": "Wide & Deep",
+    "deepfm": "DeepFM",
+    "dnn": "DNN",
+    # serving names: the ranker-less model and the pipeline's non-model recall sources
+    "recall": "Recall only (no ranker)",
+    "popular": "Popular",
+    "trending": "Trending",
+    "fill": "Popular fill",
+    "new_items": "New arrivals",
+}
+
 
 def names() -> list[str]:
     """Every model name the CLI accepts."""
     return [n for n in _RETRIEVERS if n != "two_stage"] + [f"two_stage:{r}" for r in _RANKERS]
+
+
+def display_name(name: str, model: str | None = None) -> str:
+    """A model's human-readable name: ``two_stage:ncf`` -> "Two-stage (NCF ranker)", ``ncf`` (a
+    served ranker) -> "Two-stage (NCF ranker)", ``time_ease`` -> "Time-aware EASE", ``recall`` ->
+    "Recall only (no ranker)". ``model``: the registry name behind an alias (a release's
+    ``als64`` is ``als``: "ALS (als64)"). Unknown names are returned as they are."""
+    if model is not None and model != name:
+        base = display_name(model)
+        return base if base == name else f"{base} ({name})"
+    if name in _RANKERS or name.startswith("two_stage:"):
+        ranker = name.split(":", 1)[1] if ":" in name else name
+        return f"Two-stage ({_DISPLAY.get(ranker, ranker)} ranker)"
+    return _DISPLAY.get(name, name)
 
 
 def get_class(name: str) -> type[Retriever]:

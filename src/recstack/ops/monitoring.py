@@ -180,6 +180,8 @@ class ShownMonitor:
         for s in scores.tolist():
             if math.isfinite(s):
                 hist.observe(s)
+        # items added online (`POST /v1/items`) are not in the release's tables: left out here
+        items = items[items < len(self.percentile)]
         for v in self.percentile[items].tolist():
             pop.observe(v)
         counts: dict[int, int] = {}

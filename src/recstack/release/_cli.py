@@ -15,11 +15,14 @@ from recstack.release.registry import ChannelState, Registry, ReleaseDiff
 
 __all__ = [
     "EVAL_COLUMNS",
+    "comparisons_of",
+    "fit_seconds_of",
     "print_channel",
     "print_diff",
     "print_eval_table",
     "print_lineage",
     "print_list",
+    "print_sample_intervals",
     "print_show",
     "releases_root",
 ]
@@ -55,14 +58,22 @@ def _fmt(v: Any) -> str:
 
 
 def print_eval_table(
-    console: Console, manifest: Manifest, fit_seconds: dict[str, float] | None = None
+    console: Console,
+    manifest: Manifest,
+    fit_seconds: dict[str, float] | None = None,
+    comparisons: dict[str, list[dict[str, Any]]] | None = None,
 ) -> None:
-    """The holdout metrics of every model, the headline model marked with *."""
+    """The holdout metrics of every model, the headline model marked with *; with ``comparisons``
+    (``temporal-rolling``: metrics.json's paired bootstrap CIs), the headline model against each other
+    model."""
     proto = manifest.config.get("split", {})
     where = f"protocol {proto.get('protocol', '?')} (seed {proto.get('seed', '?')})"
     table = Table(title=f"{manifest.dataset.name} · {where}")
     table.add_column("model")
     cols = [(k, h) for k, h in EVAL_COLUMNS if any(k in m for m in manifest.metrics.values())]
+    # the figures of the other protocols of the table (``[evaluation] also``): NDCG@10 of each
+    also = proto.get("also") or manifest.config.get("evaluation", {}).get("also") or []
+    cols += [(f"{p}:ndcg@10", f"NDCG@10 {p}") for p in also]
     for _, header in cols:
         table.add_column(header, justify="right")
     if fit_seconds:
@@ -75,16 +86,32 @@ def print_eval_table(
             row.append("–" if secs is None else f"{secs:.2f}")  # seconds, as `recstack evaluate` shows them
         table.add_row(*row)
     console.print(table)
+    for group, rows in (comparisons or {}).items():
+        for c in rows:
+            if head not in (c["a"], c["b"]) or c.get("diff") is None:
+                continue
+            sign = 1.0 if c["b"] == head else -1.0
+            other = c["a"] if c["b"] == head else c["b"]
+            lo, hi = sorted(sign * v for v in c["ci95"])
+            console.print(
+                f"{group} users: {head} - {other} {c['metric']} {sign * c['diff']:+.4f} "
+                f"(paired bootstrap 95% CI {lo:+.4f} .. {hi:+.4f}, {c['n_units']} user-windows)"
+            )
     if manifest.skipped:
         console.print("skipped: " + "; ".join(f"{k} ({v})" for k, v in manifest.skipped.items()))
 
 
-def fit_seconds_of(root: Path, manifest: Manifest) -> dict[str, float]:
-    """Per-model fit seconds from the release's metrics.json (empty when absent)."""
+def _metrics_json(root: Path, manifest: Manifest) -> dict[str, Any]:
     try:
         data = json.loads((root / manifest.id / manifest.artifacts.metrics).read_text())
     except (OSError, json.JSONDecodeError):
         return {}
+    return data if isinstance(data, dict) else {}
+
+
+def fit_seconds_of(root: Path, manifest: Manifest) -> dict[str, float]:
+    """Per-model fit seconds from the release's metrics.json (empty when absent)."""
+    data = _metrics_json(root, manifest)
     return {k: float(v.get("fit_seconds", 0.0)) for k, v in data.get("results", {}).items()}
 
 
@@ -108,6 +135,12 @@ def print_sample_intervals(console: Console, metrics_json: Path) -> None:
         console.print(
             f"{name}: {sample['n_users']:,} of {sample['of']:,} users sampled; 95% CI " + ", ".join(parts)
         )
+
+
+def comparisons_of(root: Path, manifest: Manifest) -> dict[str, list[dict[str, Any]]]:
+    """The paired bootstrap CIs of a ``temporal-rolling`` build (metrics.json; empty when absent)."""
+    comps = _metrics_json(root, manifest).get("comparisons")
+    return comps if isinstance(comps, dict) else {}
 
 
 def print_list(console: Console, registry: Registry) -> None:

@@ -4,8 +4,9 @@ Stages (each timed; the timings go into the manifest):
 
 1. ``data``      load the dataset (a bundled/registered name, a file/dir path, or a saved Dataset dir)
 2. ``features``  user / item feature tables (`recstack.features`), when enabled
-3. ``evaluate``  split under the configured protocol (default ``stratified``), fit each configured model
-                 on the split's train part and score it on the holdout
+3. ``evaluate``  split under the configured protocol (the headline; ``temporal-rolling`` in the default
+                 pipeline: ``[split] windows`` folds) and the ``[evaluation] also`` protocols, fit each
+                 configured model on each fold's train part and score it on its holdout
 4. ``fit``       refit every model on all data for serving (``refit_full``, default true)
 5. ``index``     export item embeddings and build the ANN index over the configured source model
 6. ``write``     dataset, features, model dirs, metrics.json, report.html
@@ -31,7 +32,7 @@ from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +58,9 @@ from recstack.release.manifest import (
 )
 from recstack.release.registry import PID_FILE, TMP_PREFIX, Registry, clean_stale_tmp
 
+if TYPE_CHECKING:
+    from recstack.evaluation._blocks import BlockScorer
+
 __all__ = [
     "STAGES",
     "BuildConfig",
@@ -78,23 +82,41 @@ STAGES: tuple[str, ...] = ("data", "features", "evaluate", "fit", "index", "writ
 
 # ------------------------------------------------------------------------------------------ config
 class DatasetSpec(ComponentConfig):
-    """Where the data comes from: ``ml-100k`` (bundled), a MovieLens/CSV/Parquet path, or a dir
+    """Where the data comes from: ``ml-latest-small`` (bundled), a MovieLens name read from the data
+    directory (``ml-100k``...: `recstack.data.paths`), a MovieLens/CSV/Parquet path, or a dir
     written by `Dataset.save`; ``none`` with ``events`` only: the event log alone.
 
     ``events`` (a ``[dataset.events]`` table, `recstack.events.dataset.EventsSpec`): add the event
     log's interactions on top of the source; the offsets read go into the release's lineage
     (``manifest.events``)."""
 
-    source: str = "ml-100k"
+    source: str = "ml-latest-small"
     format: str | None = None
     events: EventsSpec | None = None
 
 
 class SplitSpec(ComponentConfig):
-    """The holdout protocol of BENCHMARKS.md (``stratified``, ``tfrs``, ``temporal``...)."""
+    """The holdout protocol of BENCHMARKS.md (``stratified``, ``tfrs``, ``temporal``,
+    ``temporal-rolling``...): its figures are the release's headline metrics (the promote gate).
+    ``windows`` / ``window_fraction``: ``temporal-rolling``'s folds (the last ``windows`` windows of
+    ``window_fraction`` of the interactions each; fewer windows than `recstack evaluate`'s 5 keep a
+    build short: every evaluated model is fitted once per window)."""
 
     protocol: str = "stratified"
     seed: int = 42
+    windows: int = Field(default=5, ge=1)
+    window_fraction: float = Field(default=0.05, gt=0, lt=1)
+
+    def folds(self, dataset: Dataset, protocol: str | None = None) -> list[Any]:
+        """The splits of ``protocol`` (default: this one): the rolling folds, else one split."""
+        from recstack.data.splits import rolling_splits, split
+
+        proto = protocol or self.protocol
+        if proto == "temporal-rolling":
+            return rolling_splits(
+                dataset, n_windows=self.windows, window_fraction=self.window_fraction, seed=self.seed
+            )
+        return [split(dataset, proto, seed=self.seed)]
 
 
 class EvaluationSpec(ComponentConfig):
@@ -105,6 +127,9 @@ class EvaluationSpec(ComponentConfig):
     max_k: int = Field(default=50, ge=10)
     exclude_train: bool = True
     refit_full: bool = True
+    #: more protocols in the table: each model's figures under them go into its metrics as
+    #: ``"<protocol>:<metric>"`` (``"stratified:ndcg@10"``); the headline stays ``[split] protocol``
+    also: list[str] = Field(default_factory=list)
     #: write report.html (plots with matplotlib: a few seconds)
     report: bool = True
     #: threads that score the evaluation's user blocks (0 = all cores; with ``--runner ray``: Ray
@@ -135,8 +160,11 @@ class ModelSpec(ComponentConfig):
     optional: bool = False
     evaluate: bool = True
     #: refit on all data for serving; None: ``[evaluation] refit_full``. False serves the model fitted
-    #: on the split's train part (saves a second fit of expensive models)
+    #: on the split's train part (saves a second fit of expensive models; with several folds, the last)
     refit: bool | None = None
+    #: the protocols (of ``[split] protocol`` and ``[evaluation] also``) this model is evaluated under;
+    #: None: all of them (a costly recall source can stay out of the rolling folds)
+    protocols: list[str] | None = None
 
     @property
     def key(self) -> str:
@@ -287,6 +315,11 @@ def _data_checks(cfg: BuildConfig, dataset: Dataset, root: Path, parent: str | N
         cfg.checks,
         protocol=cfg.split.protocol if cfg.evaluation.enabled else None,
         seed=cfg.split.seed,
+        split_options=(
+            {"n_windows": cfg.split.windows, "window_fraction": cfg.split.window_fraction}
+            if cfg.split.protocol == "temporal-rolling"
+            else None
+        ),
         parent=parent_ds,
         parent_id=parent,
     )
@@ -355,6 +388,103 @@ def _scalar_metrics(result: dict[str, Any]) -> dict[str, float]:
             continue
         out[k] = float(v)
     return out
+
+
+#: the figures of an ``[evaluation] also`` protocol kept in the table (``"stratified:ndcg@10"``)
+_ALSO_KEYS = ("ndcg@10", "recall@10", "precision@10", "map@10", "hr@10", "n_users", "fit_seconds")
+
+
+def _window_info(i: int, fold: Any) -> dict[str, Any]:
+    ts = fold.test.interactions["timestamp"]
+    return {
+        "window": i,
+        "train": fold.train.n_interactions,
+        "test": fold.test.n_interactions,
+        "start": int(ts.min()),
+        "end": int(ts.max()),
+        "warm_users": int(fold.warm_test_users.size),
+        "cold_users": int(fold.cold_users.size),
+    }
+
+
+def _evaluate_folds(
+    spec: ModelSpec, folds: list[Any], protocol: str, cfg: BuildConfig, scorer: BlockScorer | None = None
+) -> tuple[dict[str, Any], Retriever, dict[str, list[Any]] | None]:
+    """Fit ``spec`` on each fold's train and score it on the fold's test -> (result, the last fold's
+    model, per-window per-user figures for paired CIs or None). One fold: `evaluate_retriever`'s dict
+    (warm users for ``temporal``); several (``temporal-rolling``): the mean over windows, ``"cold"``,
+    ``"windows"`` and ``fit_seconds`` per fold. Users are scored in blocks of ``[evaluation]
+    block_users`` by ``scorer`` (threads or Ray, `_scorer`); ``[evaluation] sample_users`` samples the
+    (warm) test users of each fold."""
+    from recstack.evaluation.protocols import evaluate_retriever, mean_over_windows
+
+    ks = range(1, cfg.evaluation.max_k + 1)
+    rolling = protocol == "temporal-rolling"
+    warm_res: list[dict[str, Any]] = []
+    cold_res: list[dict[str, Any]] = []
+    units: dict[str, list[Any]] = {"warm": [], "cold": []}
+    secs: list[float] = []
+    model: Retriever | None = None
+    for fold in folds if spec.evaluate else folds[-1:]:
+        model = _create_model(spec)
+        t0 = time.perf_counter()
+        model.fit(fold.train)
+        secs.append(round(time.perf_counter() - t0, 3))
+        if not spec.evaluate:
+            continue
+        warm = fold.warm_test_users if protocol in ("temporal", "temporal-rolling") else None
+        ev = cfg.evaluation
+        res = evaluate_retriever(
+            model,
+            fold.train,
+            fold.test,
+            ks,
+            ev.exclude_train,
+            users=warm,
+            per_user=rolling,
+            sample_users=ev.sample_users,
+            sample_seed=cfg.split.seed,
+            batch_size=ev.block_users,
+            scorer=scorer,
+        )
+        if rolling:
+            units["warm"].append(res.pop("per_user"))
+            cold = evaluate_retriever(
+                model,
+                fold.train,
+                fold.test,
+                [10],
+                True,
+                users=fold.cold_users,
+                per_user=True,
+                accuracy_ks=(),
+                batch_size=ev.block_users,
+                scorer=scorer,
+            )
+            units["cold"].append(cold.pop("per_user"))
+            cold_res.append({k: v for k, v in cold.items() if k not in ("curves", "popularity")})
+        warm_res.append(res)
+    assert model is not None
+    if not spec.evaluate:
+        return {}, model, None
+    if not rolling:
+        out = warm_res[0]
+        out["fit_seconds"] = secs[0]
+        out["params"] = model.params()
+        return out, model, None
+    out = mean_over_windows(warm_res)
+    out["cold"] = mean_over_windows(cold_res)
+    out["windows"] = [
+        {"warm": {k: v for k, v in w.items() if k not in ("curves", "popularity")}, "cold": c}
+        for w, c in zip(warm_res, cold_res, strict=True)
+    ]
+    out["curves"] = {
+        m: np.mean([w["curves"][m] for w in warm_res], axis=0).tolist() for m in warm_res[0]["curves"]
+    }
+    out["popularity"] = warm_res[-1]["popularity"]
+    out["fit_seconds"] = float(np.mean(secs))
+    out["params"] = model.params()
+    return out, model, units
 
 
 def _catalog_popularity(train: Dataset) -> list[float]:
@@ -488,7 +618,7 @@ def build(
     return manifest
 
 
-def _scorer(runner: str, address: str | None, workers: int, scratch: Path) -> Any:
+def _scorer(runner: str, address: str | None, workers: int, scratch: Path) -> BlockScorer:
     """The evaluation's `recstack.evaluation._blocks.BlockScorer` for ``--runner``."""
     from recstack.evaluation._blocks import RayScorer, ThreadScorer
 
@@ -550,7 +680,8 @@ def _run(
     def refit(spec: ModelSpec) -> bool:
         return not ev.enabled or (ev.refit_full if spec.refit is None else spec.refit)
 
-    n_steps = len(STAGES) + len(specs) * int(ev.enabled) + sum(refit(s) for s in specs)
+    # one step per stage, except evaluate and fit, which count one step per model
+    n_steps = len(STAGES) - 2 + len(specs) * int(ev.enabled) + sum(refit(s) for s in specs)
 
     with progress_bar() as prog:
         task = prog.add_task("build", total=n_steps, status="")
@@ -582,47 +713,53 @@ def _run(
         fitted: dict[str, Retriever] = {}
         with timer.stage("evaluate"), ExitStack() as stack:
             if cfg.evaluation.enabled:
-                from recstack.data.splits import split as split_fn
-                from recstack.evaluation.protocols import evaluate_retriever
-
-                sp_ = split_fn(dataset, cfg.split.protocol, seed=cfg.split.seed)
-                results["counts"] = {"train": sp_.train.n_interactions, "test": sp_.test.n_interactions}
-                results["catalog_popularity"] = _catalog_popularity(sp_.train)
-                # temporal: the headline figures are over warm users (cold-start users have no history)
-                users = sp_.warm_test_users if cfg.split.protocol == "temporal" else None
+                headline = cfg.split.protocol
+                protos = [headline, *[p for p in ev.also if p != headline]]
+                folds = {p: cfg.split.folds(dataset, p) for p in protos}
+                last = folds[headline][-1]
+                results["counts"] = {"train": last.train.n_interactions, "test": last.test.n_interactions}
+                results["catalog_popularity"] = _catalog_popularity(last.train)
                 scratch = tmp / "eval-scratch"
                 scratch.mkdir()
                 scorer = _scorer(runner, address, ev.workers, scratch)
                 stack.callback(shutil.rmtree, scratch, True)
                 stack.callback(scorer.close)
+                if headline == "temporal-rolling":
+                    results["windows"] = [_window_info(i, f) for i, f in enumerate(folds[headline])]
+                units: dict[str, dict[str, list[Any]]] = {"warm": {}, "cold": {}}
                 for spec in specs:
-                    prog.update(task, status=f"evaluate {spec.key}")
-                    model = _create_model(spec)
-                    t0 = time.perf_counter()
-                    model.fit(sp_.train)
-                    fit_s = round(time.perf_counter() - t0, 3)
-                    if spec.evaluate:
-                        res = evaluate_retriever(
-                            model,
-                            sp_.train,
-                            sp_.test,
-                            range(1, cfg.evaluation.max_k + 1),
-                            cfg.evaluation.exclude_train,
-                            users=users,
-                            batch_size=ev.block_users,
-                            scorer=scorer,
-                            sample_users=ev.sample_users,
-                            sample_seed=cfg.split.seed,
-                        )
-                        res["fit_seconds"] = fit_s
-                        res["params"] = model.params()
-                        results["results"][spec.key] = res
-                        metrics[spec.key] = _scalar_metrics(res)
-                    if not refit(spec):
-                        fitted[spec.key] = model
-                    else:
+                    keep: Retriever | None = None
+                    for proto in protos:
+                        if spec.protocols is not None and proto not in spec.protocols:
+                            continue
+                        prog.update(task, status=f"evaluate {spec.key} ({proto})")
+                        res, model, unit = _evaluate_folds(spec, folds[proto], proto, cfg, scorer)
+                        if proto == headline:
+                            keep = model
+                            if unit is not None:
+                                for group in ("warm", "cold"):
+                                    units[group][spec.key] = unit[group]
                         del model
+                        if not spec.evaluate:
+                            continue
+                        if proto == headline:
+                            results["results"][spec.key] = {**results["results"].get(spec.key, {}), **res}
+                            metrics[spec.key] = {**metrics.get(spec.key, {}), **_scalar_metrics(res)}
+                        else:
+                            extra = {f"{proto}:{k}": v for k, v in _scalar_metrics(res).items()}
+                            extra = {k: v for k, v in extra.items() if k.split(":", 1)[1] in _ALSO_KEYS}
+                            results["results"].setdefault(spec.key, {}).update(extra)
+                            metrics.setdefault(spec.key, {}).update(extra)
+                    if not refit(spec) and keep is not None:
+                        fitted[spec.key] = keep
+                    del keep
                     step(f"evaluated {spec.key}")
+                if units["warm"]:
+                    from recstack.evaluation.protocols import compare_models
+
+                    results["comparisons"] = {
+                        g: compare_models(units[g], seed=cfg.split.seed) for g in ("warm", "cold")
+                    }
 
         # 4. fit on all data for serving
         with timer.stage("fit"):

@@ -332,6 +332,10 @@ class Registry:
                 f"{current_id}; rebuild with evaluation enabled or pass --force"
             )
         model, metric = cand.headline.model, cand.headline.metric
+        protos = [m.config.get("split", {}).get("protocol") for m in (cand, cur)]
+        if protos[0] != protos[1]:
+            # figures of two protocols (stratified vs temporal-rolling...) are not comparable
+            return f"headline protocol changed ({protos[1]} -> {protos[0]}); not compared"
         new = cand.metrics.get(model, {}).get(metric)
         old = cur.metrics.get(model, {}).get(metric)
         label = f"{metric} of {model}"

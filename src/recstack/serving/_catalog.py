@@ -7,7 +7,8 @@ as CSR matrices sorted by time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -15,11 +16,11 @@ import numpy.typing as npt
 import polars as pl
 import scipy.sparse as sp
 
-from recstack.data.dataset import Dataset
+from recstack.data.dataset import Dataset, Vocabulary
 from recstack.errors import InvalidArgumentError, UnknownIdError
 from recstack.features.tables import AGE_EDGES
 
-__all__ = ["Catalog", "build_catalog"]
+__all__ = ["Catalog", "build_catalog", "extend_catalog", "extend_items"]
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
@@ -248,4 +249,77 @@ def build_catalog(dataset: Dataset) -> Catalog:
         hist_ratings=r,
         hist_times=ts,
         user_rows=users,
+    )
+
+
+def extend_items(dataset: Dataset, rows: Sequence[dict[str, Any]]) -> Dataset:
+    """``dataset`` with items appended (``rows``: ``item_id``, ``title``, ``year``, ``genres``,
+    ``text``; ids not in the vocabulary): their indices follow the existing ones, interactions and
+    users are shared."""
+    vocab = dataset.item_vocab
+    ids = [int(r["item_id"]) if vocab.is_integer else str(r["item_id"]) for r in rows]
+    start = len(vocab)
+    new_vocab = Vocabulary(
+        vocab.name, pl.concat([vocab.ids, pl.Series(vocab.name, ids, dtype=vocab.ids.dtype)])
+    )
+    table = pl.DataFrame(
+        {
+            "item": pl.Series(range(start, start + len(rows)), dtype=pl.Int32),
+            "external_id": pl.Series(ids, dtype=vocab.ids.dtype),
+            "title": [str(r.get("title") or "") for r in rows],
+            "year": pl.Series([r.get("year") for r in rows], dtype=pl.Int32),
+            "genres": pl.Series([list(r.get("genres") or []) for r in rows], dtype=pl.List(pl.String)),
+            "text": pl.Series([r.get("text") for r in rows], dtype=pl.String),
+        }
+    )
+    keep = [c for c in table.columns if c in dataset.items.columns or c in ("item", "title", "text")]
+    items = pl.concat([dataset.items, table.select(keep)], how="diagonal_relaxed")
+    return replace(dataset, items=items, item_vocab=new_vocab)
+
+
+def extend_catalog(cat: Catalog, rows: Sequence[dict[str, Any]]) -> Catalog:
+    """``cat`` with items appended (`extend_items`) without recomputing the rest: the new items have
+    no interactions (popularity 0, last in the popularity order). A genre the catalogue does not
+    know yet changes the genre bit positions: then the catalogue is rebuilt (`build_catalog`)."""
+    dataset = extend_items(cat.dataset, rows)
+    new_genres = {g for r in rows for g in (r.get("genres") or []) if g and g != "unknown"}
+    if not new_genres <= set(cat.genre_names):
+        return build_catalog(dataset)
+    m = len(rows)
+    pos = {g: j for j, g in enumerate(cat.genre_names)}
+    gm = np.zeros((m, len(cat.genre_names)), dtype=np.int32)
+    for r_, row in enumerate(rows):
+        for g in row.get("genres") or []:
+            if g in pos:
+                gm[r_, pos[g]] = 1
+    weights = np.int64(1) << np.arange(len(cat.genre_names), dtype=np.int64)
+    bits = (gm.astype(np.int64) * weights).sum(axis=1).astype(np.int64)
+    titles = [str(r.get("title") or "") for r in rows]
+    years = np.array([int(r["year"]) if r.get("year") is not None else -1 for r in rows], dtype=np.int32)
+    n_old = cat.n_items
+    hist = sp.csr_matrix(
+        (cat.hist_items.data, cat.hist_items.indices, cat.hist_items.indptr), shape=(cat.n_users, n_old + m)
+    )
+    return Catalog(
+        dataset=dataset,
+        item_ids=dataset.item_vocab.ids.to_list(),
+        titles=[*cat.titles, *titles],
+        titles_lower=pl.concat([cat.titles_lower, pl.Series("t", titles).str.to_lowercase()]),
+        years=np.concatenate([cat.years, years]),
+        genre_names=cat.genre_names,
+        genre_lookup=cat.genre_lookup,
+        genre_bits=np.concatenate([cat.genre_bits, bits]),
+        genre_matrix=np.vstack([cat.genre_matrix, gm]),
+        genre_lists=[*cat.genre_lists, *[[g for g in r.get("genres") or [] if g in pos] for r in rows]],
+        genre_codes=[*cat.genre_codes, *[tuple(int(j) for j in np.flatnonzero(row)) for row in gm]],
+        popularity=np.concatenate([cat.popularity, np.zeros(m, np.float32)]),
+        pop_order=np.concatenate([cat.pop_order, np.arange(n_old, n_old + m, dtype=np.int64)]),
+        demo_keys=cat.demo_keys,
+        demo_pop=np.hstack([cat.demo_pop, np.zeros((cat.demo_pop.shape[0], m), np.float32)]),
+        occ_keys=cat.occ_keys,
+        occ_pop=np.hstack([cat.occ_pop, np.zeros((cat.occ_pop.shape[0], m), np.float32)]),
+        hist_items=hist,
+        hist_ratings=cat.hist_ratings,
+        hist_times=cat.hist_times,
+        user_rows=cat.user_rows,
     )

@@ -16,6 +16,8 @@ Appends are idempotent by offset (`recstack.store.FeatureStore.append_event`), s
 events, applied at once by the request, are skipped when the feed reads them back, and replaying
 into a shared Redis store after a restart doubles nothing. Events for items unknown to the release
 stay in the log (the next release learns them) but cannot enter a history of item indices.
+``item`` records (``POST /v1/items``) add their item to the pipeline's catalogue (`Pipeline.add_items`),
+so a restarted worker, and every other worker, serves the items added online.
 """
 
 from __future__ import annotations
@@ -145,6 +147,10 @@ class HistoryFeed:
         self.applied = 0
         self.unknown_items = 0
         self._lock = threading.Lock()
+        #: ``item`` records (items added online): given to ``on_item`` (the pipeline's `add_items`),
+        #: kept in ``pending_items`` until it is set
+        self.on_item: Callable[[LoggedEvent], None] | None = None
+        self.pending_items: list[LoggedEvent] = []
 
     @classmethod
     def for_release(cls, event_log: EventLog, history: Any, catalog: Any, release: Any) -> HistoryFeed:
@@ -160,6 +166,12 @@ class HistoryFeed:
         return cls(event_log, history, catalog, cutoff)
 
     def apply(self, e: LoggedEvent) -> None:
+        if e.type == "item" and e.item_id is not None:
+            if self.on_item is not None:
+                self.on_item(e)
+            else:
+                self.pending_items.append(e)
+            return
         if e.type not in INTERACTION_TYPES or e.item_id is None:
             return
         item = self.catalog.dataset.item_vocab.get(e.item_id)

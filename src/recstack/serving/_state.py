@@ -190,6 +190,11 @@ def build_state(
         tower = UserTower(tower_path)
         index, backend = _open_index(release, settings, emb)
     pipeline = Pipeline(release, config, catalog=catalog, history=history, index=index, user_tower=tower)
+    if feed is not None:  # items added online (the log's item records) join the catalogue
+        feed.on_item = lambda e: add_logged_item(pipeline, e)
+        for e in feed.pending_items:
+            add_logged_item(pipeline, e)
+        feed.pending_items.clear()
     stop = threading.Event()
     for ranker in pipeline.rankers.values():
         if isinstance(ranker, TwoStageRanker):
@@ -207,6 +212,16 @@ def build_state(
         stop=stop,
         feed=feed,
     )
+
+
+def add_logged_item(pipeline: Pipeline, e: Any) -> None:
+    """Add the item of an ``item`` record of the event log to the pipeline's catalogue."""
+    p = dict(e.payload or {})
+    row = {"item_id": e.item_id, **{k: p.get(k) for k in ("title", "year", "genres", "text")}}
+    try:
+        pipeline.add_items([row])
+    except Exception:  # a malformed record must not stop the feed
+        log.exception("item record at offset %s: cannot add item %r", e.offset, e.item_id)
 
 
 def _trim_memory() -> None:

@@ -34,6 +34,7 @@ over items. Sources that the release lacks (no two-tower model, no item-kNN) are
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,12 +48,13 @@ from pydantic import Field, model_validator
 from recstack.config import ComponentConfig, load_toml
 from recstack.errors import ArtifactError, InvalidArgumentError
 from recstack.models.base import Retriever
-from recstack.serving._catalog import Catalog, build_catalog
+from recstack.serving._catalog import Catalog, build_catalog, extend_catalog
 from recstack.serving._history import History, HistoryBackend, MemoryHistory
 from recstack.serving._kernels import HistoryScorer, history_scorer
 from recstack.serving._memo import ByteLRU
 from recstack.serving._ranker import OnnxRanker, RankContext, UserTower, load_ranker
 from recstack.serving._release import ServingRelease
+from recstack.serving._search import SEARCH_MODELS, TextSearch, item_text, open_text_search
 
 __all__ = [
     "STAGES",
@@ -77,6 +79,8 @@ Recalled = tuple[str, IntArray, FloatArray, FloatArray]
 #: pipeline stages, in order (names of the Prometheus stage histogram labels)
 STAGES = ("resolve", "recall", "filter", "rank", "rerank")
 RECALL_MODEL = "recall"
+#: the recall source of the items added online (`Pipeline.add_items`)
+NEW_ITEMS_SOURCE = "new_items"
 _SECONDS_PER_DAY = 86_400
 
 
@@ -296,6 +300,24 @@ class Pipeline:
         #: The index and the retrievers are immutable per pipeline, so a user whose history has not
         #: changed asks the same queries again; an event changes the items, hence the key
         self.recall_memo: ByteLRU[Recalled] = ByteLRU(int(self.config.recall_memo_mb * 2**20))
+        self._text_search: TextSearch | None = None
+        self._text_search_lock = threading.Lock()
+        #: items of the release; items added online (`add_items`) get the indices after these
+        self.base_n_items = self.catalog.n_items
+        #: per online item, the release item whose features the rankers use for it (the nearest by
+        #: text embedding; `rank`)
+        self._proxy = np.zeros(0, dtype=np.int64)
+        self._items_lock = threading.Lock()
+
+    @property
+    def text_search(self) -> TextSearch:
+        """Item search (`recstack.serving._search`): opened on first use (the ONNX text encoder
+        loads in about a second)."""
+        if self._text_search is None:
+            with self._text_search_lock:
+                if self._text_search is None:
+                    self._text_search = open_text_search(self.release, self.catalog)
+        return self._text_search
 
     # ------------------------------------------------------------ models
     @property
@@ -382,13 +404,16 @@ class Pipeline:
         rev = items[::-1]
         _, first = np.unique(rev, return_index=True)
         recent = rev[np.sort(first)]
+        seen = np.sort(recent)  # = np.unique(items): recent holds each item once
+        if len(self._proxy):  # the models know the release's items only
+            recent = recent[recent < self.base_n_items]
         return _User(
             key=key,
             idx=idx,
             kind=kind,
             cold_start=idx is None,
             recent=recent,
-            seen=np.sort(recent),  # = np.unique(items): recent holds each item once
+            seen=seen,
             ucat=ucat,
             profile=req.profile,
             degraded=hist.degraded,
@@ -408,7 +433,7 @@ class Pipeline:
                 if hit is None:
                     scorer, sparse = self.scorers[src.name]
                     s = scorer(user.recent[: src.recent])
-                    s[user.seen] = -np.inf
+                    s[user.seen[user.seen < len(s)] if len(self._proxy) else user.seen] = -np.inf
                     top = self._top_set(s, src.quota)
                     sc = s[top]
                     ok = (sc > 0) if sparse else np.isfinite(sc)
@@ -434,6 +459,10 @@ class Pipeline:
                     else self._top_set(scores, src.quota + n_seen)
                 )
                 out.append(self._recalled(src.name, top, scores[top]))
+        if len(self._proxy) and len(user.recent):
+            fresh = self._new_items_recall(user, sum(1 for r in out if len(r[1])))
+            if fresh is not None:
+                out.append(fresh)
         if not any(len(r[1]) for r in out):
             fallbacks.append("popular")
             top = self.catalog.pop_order[: self.config.rank.candidates + n_seen]
@@ -441,6 +470,58 @@ class Pipeline:
         elif len(user.recent) == 0 and any(s.kind in ("history", "ann") for s in self.active_sources):
             fallbacks.append("no_history")
         return out
+
+    def _new_items_recall(self, user: _User, n_sources: int) -> Recalled | None:
+        """Source ``new_items``: the items added online by the cosine of their text embedding with
+        the user's profile (the mean text embedding of their recent release items), both centred on
+        the release items' mean embedding."""
+        ts = self.text_search
+        emb = ts.embeddings
+        if emb is None or not len(user.recent):
+            return None
+        # mean-centred as the content models score (the release items' mean embedding)
+        mu = ts.mean if ts.mean is not None else np.zeros(emb.shape[1], np.float32)
+        prof = emb[user.recent[:50]].mean(axis=0) - mu
+        norm = float(np.linalg.norm(prof))
+        if norm == 0:
+            return None
+        ids = np.arange(self.base_n_items, min(len(emb), self.catalog.n_items), dtype=np.int64)
+        fresh = emb[ids] - mu
+        fresh /= np.maximum(np.linalg.norm(fresh, axis=1, keepdims=True), 1e-9)
+        sims = (fresh @ (prof / norm)).astype(np.float32)
+        keep = self._top_set(sims, 100)
+        keep = keep[sims[keep] > 0]
+        # the share of the merged score: the cosine (not min-max normalised: one new item would
+        # otherwise get the full weight for everyone) times the number of the other sources that
+        # recalled something, since none of those can recall a new item (a release item recalled by
+        # all of them gets up to that many shares)
+        w = np.float32(self._weights.get(NEW_ITEMS_SOURCE, 1.0) * max(1, n_sources))
+        return NEW_ITEMS_SOURCE, ids[keep], sims[keep], w * sims[keep]
+
+    def add_items(self, rows: Sequence[dict[str, Any]]) -> IntArray:
+        """Add items to the catalogue at once (``rows``: ``item_id``, ``title``, ``year``,
+        ``genres``, ``text``): searchable (title and meaning), recommendable through the
+        ``new_items`` recall source and in similar items by text embedding; the rankers score each
+        as its nearest release item. Ids already in the catalogue are left as they are (idempotent).
+        Returns the items' indices."""
+        with self._items_lock:
+            cat = self.catalog
+            fresh = [r for r in rows if cat.dataset.item_vocab.get(r["item_id"]) is None]
+            if fresh:
+                ts = self.text_search
+                new_cat = extend_catalog(cat, fresh)
+                vecs = ts.encode([item_text(r) for r in fresh])
+                if vecs is not None:
+                    ts.add(vecs, new_cat)
+                    emb = ts.embeddings
+                    assert emb is not None
+                    proxy = np.argmax(vecs @ emb[: self.base_n_items].T, axis=1).astype(np.int64)
+                else:
+                    ts.catalog = new_cat
+                    proxy = np.full(len(fresh), int(cat.pop_order[0]) if cat.n_items else 0, np.int64)
+                self._proxy = np.concatenate([self._proxy, proxy])
+                self.catalog = new_cat
+            return self.catalog.item_indices([r["item_id"] for r in rows])
 
     def _recalled(self, name: str, ids: IntArray, scores: FloatArray) -> Recalled:
         """A source's result with its share of the merged score: min-max normalised, times the
@@ -577,7 +658,13 @@ class Pipeline:
         (`RECALL_MODEL`: ``recall_scores``) and their order (positions, best first; ties: the
         earlier position)."""
         if model != RECALL_MODEL and len(items):
-            scores = self.rankers[model].score(RankContext(user.idx, user.ucat, user.recent), items)
+            proxy = self._proxy
+            known = items
+            if len(proxy) and items.max() >= self.base_n_items:  # online items: their proxies
+                known = items.copy()
+                online = known >= self.base_n_items
+                known[online] = proxy[np.minimum(known[online] - self.base_n_items, len(proxy) - 1)]
+            scores = self.rankers[model].score(RankContext(user.idx, user.ucat, user.recent), known)
         else:
             scores = recall_scores
         scores = np.asarray(scores, dtype=np.float32)
@@ -625,6 +712,7 @@ class Pipeline:
         src_lists = self._source_lists(tags[final], src_names)
         explain = None
         if req.explain:
+            because = self._because(user, src_lists, items[final])
             raw = self._raw_scores(parts, items)
             pre_pos = np.empty(len(items), dtype=np.int64)
             pre_pos[order] = np.arange(len(items))
@@ -639,6 +727,7 @@ class Pipeline:
                     "rank_position": int(pre_pos[c]) + 1,
                     "final_position": j + 1,
                     "demoted_by_genre_cap": bool(demoted[j]),
+                    "because": because[j],
                 }
                 for j, c in enumerate(final.tolist())
             ]
@@ -655,6 +744,34 @@ class Pipeline:
             degraded=[user.degraded] if user.degraded else [],
             history=len(user.recent),
         )
+
+    def _because(
+        self, user: _User, src_lists: list[list[str]], items: IntArray
+    ) -> list[dict[str, Any] | None]:
+        """Per returned item, the history item that added most to its score in its first item-item
+        source (``{"item_id", "title", "source"}``), or None (not recalled from the history, or a
+        source that cannot say: two-tower, popularity)."""
+        out: list[dict[str, Any] | None] = [None] * len(items)
+        if not len(user.recent):
+            return out
+        recent = {s.name: s.recent for s in self.config.sources}
+        by_src: dict[str, list[int]] = {}
+        for j, srcs in enumerate(src_lists):
+            name = next((n for n in srcs if n in self.scorers), None)
+            if name is not None:
+                by_src.setdefault(name, []).append(j)
+        cat = self.catalog
+        for name, rows in by_src.items():
+            hist = user.recent[: recent.get(name, len(user.recent))]
+            contrib = self.scorers[name][0].contributions(hist, items[rows])
+            if contrib is None or not contrib.size:
+                continue
+            best = contrib.argmax(axis=0)
+            for col, j in enumerate(rows):
+                if contrib[best[col], col] > 0:
+                    h = int(hist[best[col]])
+                    out[j] = {"item_id": cat.item_ids[h], "title": cat.titles[h], "source": name}
+        return out
 
     def _source_lists(self, tags: IntArray, names: list[str]) -> list[list[str]]:
         """Source names per returned item from its tag bitmask (a table of every combination)."""
@@ -674,6 +791,11 @@ class Pipeline:
         kk = self.check_k(k)
         names = list(self.release.retriever_names)
         allowed = [n for n in names if n != "pop"]
+        if item_idx >= self.base_n_items or (model in SEARCH_MODELS and self.text_search.semantic):
+            if not self.text_search.semantic:
+                raise InvalidArgumentError("items added online have similar items by text embedding only")
+            ids, sc = self.text_search.similar(item_idx, kk)
+            return ids, sc, model if model in SEARCH_MODELS else "content"
         if model is None:
             model = next((n for n in ("itemknn", "ease", "two_tower") if n in allowed), None)
             if model is None and allowed:

@@ -45,6 +45,12 @@ class ServingSettings(BaseSettings):
         description="the server's run directory: the service's desired release (target.json) and "
         "each worker's status; recstack serve makes a temporary one",
     )
+    batch_sink: str | None = Field(
+        default=None,
+        description="the batch tables (`recstack batch ... --sink`) that source=batch and /v1/pairs "
+        "read: sqlite:///path or postgresql://...; default: RECSTACK_BATCH_SINK, else "
+        "sqlite:///recstack_batch.db",
+    )
     max_body_bytes: int = Field(
         default=256 * 1024, ge=1024, description="largest request body accepted (413 above it)"
     )

@@ -432,8 +432,9 @@ class BatchReader:
                 path = _sqlite_path(self.url)
                 if not path.is_file():  # nothing published yet: a lookup finds nothing (404)
                     raise NotFoundError(
-                        f"no batch tables at {path}: run `recstack batch users|pairs --sink {self.url}` "
-                        "or set RECSTACK_BATCH_SINK"
+                        f"no batch tables at {path}: run `recstack batch users|pairs --sink {self.url}`, "
+                        "or point the server at yours with `recstack serve --batch-sink URL` "
+                        "(or RECSTACK_BATCH_SINK)"
                     )
                 conn = sqlite3.connect(
                     f"file:{path}?mode=ro", uri=True, check_same_thread=False, cached_statements=256

@@ -79,6 +79,29 @@ def test_users_match_with_onnx_ranker(mem_release: MemoryRelease, tmp_path: Path
     _check_users(pipe, scorer, 10)
 
 
+def test_users_match_with_a_sequential_source(mem_release: MemoryRelease) -> None:
+    """SASRec's ONNX graph over the users' histories in time order, batched as online."""
+    from recstack.models.registry import create
+
+    sasrec = create(
+        "sasrec", dim=8, heads=1, blocks=1, max_len=6, epochs=1, val_fraction=0.0, num_threads=1
+    ).fit(mem_release.dataset)
+    rel = MemoryRelease(
+        id="mem-seq",
+        dataset=mem_release.dataset,
+        retrievers={**mem_release.retrievers, "sasrec": sasrec},
+        features=mem_release.features,
+    )
+    sources = (
+        SourceConfig(name="sasrec", kind="history", quota=20, recent=4),
+        SourceConfig(name="itemknn", kind="history", quota=20),
+        SourceConfig(name="popular", kind="popular", quota=10),
+    )
+    pipe = Pipeline(rel, PipelineConfig(sources=sources))
+    assert "sasrec" in [s.name for s in pipe.active_sources]
+    _check_users(pipe, BatchScorer(pipe), 10)
+
+
 def _check_pairs(pipe: Pipeline, scorer: BatchScorer, top_n: int, k: int) -> None:
     top = pipe.catalog.pop_order[:top_n]
     i, j = np.triu_indices(top_n, 1)
@@ -192,7 +215,7 @@ def test_top_rows_matches_the_lexsort_form() -> None:
 
 @pytest.fixture(scope="module")
 def ml100k_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
-    """The serving pipeline of a release built from the bundled ML-100K (pop, itemknn, ease)."""
+    """The serving pipeline of a release built from ML-100K (data dir) (pop, itemknn, ease)."""
     from recstack.release import load
     from recstack.release.build import BuildConfig, build
 
@@ -211,6 +234,7 @@ def ml100k_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
 
 
 @pytest.mark.slow
+@pytest.mark.ml100k
 def test_ml100k_users_and_pairs_match(ml100k_pipeline: Pipeline) -> None:
     """On real data (equal timestamps, item-kNN rows with zeros, near-tied merged scores): a sample
     of users at k=100 and of pairs of the 1000 most popular items at k=10, bit for bit."""

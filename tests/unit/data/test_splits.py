@@ -85,3 +85,33 @@ def test_unknown_protocol_and_bad_options() -> None:
         split(_toy(), "random")
     with pytest.raises(InvalidArgumentError, match="bad options"):
         split(_toy(), "tfrs", test_fraction=0.3)
+
+
+def test_temporal_rolling_folds_by_hand() -> None:
+    from recstack.data.splits import rolling_splits
+
+    folds = rolling_splits(_toy(), n_windows=3, window_fraction=0.2)
+    # windows of round(0.2 * 13) = 3 rows, the last 9 rows by time
+    tests = [sorted(f.test.interactions["timestamp"].to_list()) for f in folds]
+    # 13 rows in time order t=1..12, 20; first window starts at row 13 - 9 = 4 (t=5)
+    assert tests == [[5, 6, 7], [8, 9, 10], [11, 12, 20]]
+    for f, first in zip(folds, (5, 8, 11), strict=True):
+        # train = every row before the window; later rows are in neither part
+        assert sorted(f.train.interactions["timestamp"].to_list()) == list(range(1, first))
+        assert f.protocol == "temporal-rolling"
+    # user 2 (index 1) starts at t=5: cold in window 0, warm after; user 3 (t=20) cold in the last
+    assert folds[0].cold_users.tolist() == [1] and folds[0].warm_test_users.tolist() == []
+    assert folds[1].cold_users.tolist() == [] and folds[1].warm_test_users.tolist() == [1]
+    assert folds[2].cold_users.tolist() == [2] and folds[2].warm_test_users.tolist() == [1]
+    # the same fold from split(), and validation folds carved from a fold's train only
+    one = split(_toy(), "temporal-rolling", n_windows=3, window_fraction=0.2, window=1)
+    assert one.test.interactions.equals(folds[1].test.interactions)
+    inner = folds[2].rolling_validation()
+    assert all(_pairs(v.train) | _pairs(v.test) <= _pairs(folds[2].train) for v in inner)
+
+
+def test_temporal_rolling_rejects_windows_that_do_not_fit() -> None:
+    with pytest.raises(InvalidArgumentError, match="bad options"):
+        split(_toy(), "temporal-rolling", n_windows=5, window_fraction=0.3)
+    with pytest.raises(InvalidArgumentError, match="bad options"):
+        split(_toy(), "temporal-rolling", n_windows=2, window_fraction=0.1, window=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -236,3 +237,74 @@ def test_register_protocol_extends_the_runner(monkeypatch: pytest.MonkeyPatch) -
     out = run_protocol(synthetic(), "ctr", ["lowfirst"])
     assert calls == [("lowfirst",)]
     assert out["protocol"] == "ctr" and out["results"] == {"lowfirst": {"auc": 0.5}}
+
+
+def test_temporal_rolling_windows_means_and_paired_ci() -> None:
+    base = synthetic(n_users=60, n_items=30, seed=3)
+    # interleave users in time (synthetic() orders rows user by user)
+    rng = np.random.default_rng(0)
+    inter = base.interactions.with_columns(pl.Series("timestamp", rng.permutation(base.n_interactions)))
+    ds = base.with_interactions(inter)
+    out = run_protocol(ds, "temporal-rolling", ["pop", "lowfirst"], ks=[1, 10])
+    wins = out["windows"]
+    assert len(wins) == 5
+    # each window trains on everything before it: train sizes grow by one window
+    sizes = [w["train"] for w in wins]
+    assert all(b - a == wins[0]["test"] for a, b in itertools.pairwise(sizes))
+    for name in ("pop", "lowfirst"):
+        res = out["results"][name]
+        per = [w["warm"]["ndcg@10"] for w in res["windows"]]
+        assert res["ndcg@10"] == pytest.approx(np.mean(per))  # the headline is the mean over windows
+        assert res["n_users"] == sum(w["warm_users"] for w in wins)
+        assert "cold" in res and len(res["fit_seconds_windows"]) == 5
+    (comp,) = out["comparisons"]["warm"]
+    assert (comp["a"], comp["b"], comp["metric"]) == ("pop", "lowfirst", "ndcg@10")
+    diff = out["results"]["lowfirst"]["ndcg@10"] - out["results"]["pop"]["ndcg@10"]
+    assert comp["diff"] == pytest.approx(diff)
+    low, high = comp["ci95"]
+    assert low <= comp["diff"] <= high and low < high
+    assert comp["n_units"] == out["results"]["pop"]["n_users"] > 0
+    # seeded: the same run gives the same interval
+    again = run_protocol(ds, "temporal-rolling", ["pop", "lowfirst"], ks=[1, 10])
+    assert again["comparisons"]["warm"][0]["ci95"] == comp["ci95"]
+
+
+def test_temporal_rolling_with_sampled_users_combines_the_window_intervals() -> None:
+    """``sample_users`` under temporal-rolling: each window's warm users are sampled; the headline's
+    interval is that of the mean of independent window means (sqrt of the summed squared errors / W)."""
+    base = synthetic(n_users=60, n_items=30, seed=3)
+    rng = np.random.default_rng(0)
+    inter = base.interactions.with_columns(pl.Series("timestamp", rng.permutation(base.n_interactions)))
+    ds = base.with_interactions(inter)
+    full = run_protocol(ds, "temporal-rolling", ["pop", "lowfirst"], ks=[1, 10])
+    out = run_protocol(ds, "temporal-rolling", ["pop", "lowfirst"], ks=[1, 10], sample_users=5)
+    for name in ("pop", "lowfirst"):
+        res = out["results"][name]
+        wins = [w["warm"] for w in res["windows"] if w["warm"]["n_users"] > 0]
+        assert all(w["n_users"] == min(5, w["sample"]["of"]) for w in wins)
+        assert res["n_users"] < full["results"][name]["n_users"]  # fewer users than the full run
+        assert res["sample"]["of"] == full["results"][name]["n_users"]
+        ses = [(w["sample"]["ci95"]["ndcg@10"][1] - w["sample"]["ci95"]["ndcg@10"][0]) / 3.92 for w in wins]
+        half = 1.96 * math.sqrt(sum(se * se for se in ses)) / len(wins)
+        lo, hi = res["sample"]["ci95"]["ndcg@10"]
+        assert (lo + hi) / 2 == pytest.approx(res["ndcg@10"])
+        assert (hi - lo) / 2 == pytest.approx(half)
+        assert "sample" not in res["cold"]  # cold users are not sampled
+    # the paired comparisons run on the sampled users (the same sample for both models)
+    (comp,) = out["comparisons"]["warm"]
+    assert comp["n_units"] == out["results"]["pop"]["n_users"]
+
+
+def test_paired_bootstrap_ci_by_hand() -> None:
+    from recstack.evaluation.metrics import paired_bootstrap_ci
+
+    # a constant difference has a degenerate interval at that value; mean over strata, not units
+    est, low, high = paired_bootstrap_ci([np.full(5, 0.1), np.full(50, 0.3)])
+    assert (est, low, high) == pytest.approx((0.2, 0.2, 0.2))
+    # 400 uniform(0, 1) differences: sd 1/sqrt(12), so the 95% interval is about
+    # 2 * 1.96 * 0.2887 / sqrt(400) = 0.0566 wide around the sample mean
+    d = np.random.default_rng(0).uniform(0, 1, 400)
+    est, low, high = paired_bootstrap_ci([d], seed=1)
+    assert est == pytest.approx(d.mean()) and low < est < high
+    assert high - low == pytest.approx(0.0566, abs=0.008)
+    assert all(np.isnan(paired_bootstrap_ci([np.empty(0)])))

@@ -74,3 +74,25 @@ def test_json_is_strict(tmp_path: Path) -> None:
     back = json.loads(write_json(r, tmp_path / "r.json").read_text())
     assert back["results"]["ease"]["novelty@10"] is None
     assert back["results"]["ease"]["tuning"][1] == [{"l2": 300.0}, pytest.approx(0.35)]
+
+
+def test_plots_are_large_with_labelled_axes() -> None:
+    """The release page shows each figure full width: every panel says what its axes are, the text is
+    at least 11 pt and the figure is wide enough not to be blown up (issue 18)."""
+    import matplotlib.pyplot as plt
+
+    from recstack.evaluation.report import curves_figure, popularity_figure
+
+    for make in (curves_figure, popularity_figure):
+        fig = make(result())
+        assert fig is not None
+        try:
+            assert fig.get_size_inches()[0] >= 14
+            for ax in fig.axes:
+                assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+                assert ax.xaxis.label.get_fontsize() >= 12
+                assert min(t.get_fontsize() for t in ax.get_xticklabels()) >= 11
+            legend = fig.axes[0].get_legend()
+            assert legend is not None and "EASE" in [t.get_text() for t in legend.get_texts()]
+        finally:
+            plt.close(fig)

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recstack.errors import ConfigError, InvalidArgumentError, NotFoundError
+from recstack.errors import ConfigError, ConflictError, NotFoundError
 from recstack.events import EVENT_SCHEMA
 from recstack.experiments import (
     HOLDOUT_ARM,
@@ -69,9 +69,9 @@ def test_toml_round_trip_and_pipeline_files(tmp_path: Path) -> None:
     stored = store.create(cfg)
     assert stored.status == "running" and stored.created_at
     assert store.get("t") == stored
-    with pytest.raises(InvalidArgumentError, match="stop it first"):
+    with pytest.raises(ConflictError, match="stop it first"):
         store.create(_cfg(name="other"))
-    with pytest.raises(InvalidArgumentError, match="exists"):
+    with pytest.raises(ConflictError, match="exists"):
         store.create(cfg)
     assert store.stop("t").status == "stopped" and store.running() is None
     store.create(_cfg(name="other"))

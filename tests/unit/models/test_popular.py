@@ -13,7 +13,7 @@ from recstack.models.retrieval.popular import MostPopular
 DAY = 86_400
 
 
-def _data() -> Dataset:
+def _data(genres: bool = False) -> Dataset:
     # item 10: users 1, 2, 3 (day 0)      -> 3 users, all old
     # item 11: user 1 twice (days 9, 10)  -> 1 user, 2 events, recent
     # item 12: users 2, 3 (day 10)        -> 2 users, recent
@@ -24,7 +24,10 @@ def _data() -> Dataset:
         (2, 12, 10 * DAY), (3, 12, 10 * DAY),
     ]  # fmt: skip
     frame = pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp"], orient="row")
-    return Dataset.from_frames("pop", frame, items=pl.DataFrame({"item_id": [10, 11, 12, 13]}))
+    items = pl.DataFrame({"item_id": [10, 11, 12, 13]})
+    if genres:
+        items = items.with_columns(pl.Series("genres", [["A"], ["B"], ["A", "B"], ["B"]]))
+    return Dataset.from_frames("pop", frame, items=items)
 
 
 def test_counts_distinct_users_by_default() -> None:
@@ -97,3 +100,32 @@ def test_window_popular_counts_inside_each_users_active_window() -> None:
     # a wider window (6 bins each side: 57..63) reaches day 9's event of item 11
     wide = WindowPopular(margin_bins=6).fit(ds)
     np.testing.assert_allclose(wide.score_users([3])[0], [0.75, 2.5, 3.75, 0.0])
+
+
+def test_trending_decays_with_age() -> None:
+    from recstack.models import create
+    from recstack.models.retrieval.popular import Trending
+
+    m = create("trending", half_life_days=10.0).fit(_data())
+    assert isinstance(m, Trending)
+    # latest timestamp = day 10; a 10-day half-life: item 10's 3 users (day 0) count 0.5 each -> 1.5;
+    # item 11: user 1's latest event (day 10) -> 1; item 12: 2 users on day 10 -> 2; item 13: 0
+    np.testing.assert_allclose(m.score_users([0])[0], [1.5, 1.0, 2.0, 0.0])
+    assert m.recommend([0], 2)[0].tolist() == [[2, 0]]  # all-time popularity would rank item 10 first
+
+
+def test_genre_trending_scales_the_trend_by_the_users_genres() -> None:
+    import scipy.sparse as sp
+
+    from recstack.models import create
+
+    ds = _data(genres=True)  # genres: 10 A, 11 B, 12 A and B, 13 B
+    m = create("genre_trending", half_life_days=10.0, smoothing=0.0).fit(ds)
+    # trend [1.5, 1, 2, 0]; a history of item 10 only: genre shares A 1, B 0; affinity = mean share over
+    # the item's genres x 2 genres: [2, 0, 1, 0] -> scores [3, 0, 2, 0]
+    hist = sp.csr_matrix(([1.0], ([0], [0])), shape=(1, 4))
+    np.testing.assert_allclose(m.score_history(hist)[0], [3.0, 0.0, 2.0, 0.0])
+    smooth = create("genre_trending", half_life_days=10.0, smoothing=0.1).fit(ds)
+    np.testing.assert_allclose(smooth.score_history(hist)[0], [3.15, 0.1, 2.2, 0.0], rtol=1e-6)
+    # an empty history: the trend itself
+    np.testing.assert_allclose(m.score_history(sp.csr_matrix((1, 4)))[0], [1.5, 1.0, 2.0, 0.0])

@@ -28,6 +28,8 @@ MODELS: list[Any] = [
     pytest.param("pop", {}, False, id="pop"),
     pytest.param("recent_pop", {"window_days": 365.0}, False, id="recent_pop"),
     pytest.param("window_pop", {"margin_bins": 1}, None, id="window_pop"),
+    pytest.param("trending", {"half_life_days": 30.0}, False, id="trending"),
+    pytest.param("genre_trending", {"half_life_days": 30.0}, None, id="genre_trending"),
     pytest.param("itemknn", {"neighbours": 10, "shrink": 1.0}, True, id="itemknn"),
     pytest.param("seqknn", {"window": 3, "neighbours": 10}, True, id="seqknn"),
     pytest.param("rp3beta", {"alpha": 1.0, "beta": 0.3, "neighbours": 10}, True, id="rp3beta"),
@@ -36,6 +38,12 @@ MODELS: list[Any] = [
     pytest.param("als", {"factors": 4, "iterations": 15, "regularization": 0.1, "alpha": 5.0, "num_threads": 1}, True, id="als"),  # noqa: E501
     pytest.param("bpr", {"factors": 8, "iterations": 60, "learning_rate": 0.05, "num_threads": 1}, True, id="bpr"),  # noqa: E501
     pytest.param("two_tower", {"dim": 16, "hidden": 32, "id_dim": 16, "feat_dim": 4, "epochs": 60, "batch_size": 32, "lr": 0.01, "val_fraction": 0.0, "temperature": 0.2}, True, id="two_tower"),  # noqa: E501
+    pytest.param("content", {"cache": False, "export_onnx": False}, True, id="content"),
+    pytest.param("content_userknn", {"cache": False, "export_onnx": False, "neighbours": 5, "min_candidates": 10}, True, id="content_userknn"),  # noqa: E501
+    # sasrec: on this data each user's latest item is the one of the other cluster; a sequential model
+    # trained to convergence follows it (20 epochs: 15% own-cluster picks), 5 epochs with dropout 0.5
+    # learn the clusters first (100%). Learning the order is tested in test_sasrec.py
+    pytest.param("sasrec", {"dim": 16, "heads": 1, "blocks": 1, "max_len": 10, "epochs": 5, "batch_size": 16, "lr": 0.02, "dropout": 0.5, "val_fraction": 0.0, "num_threads": 1}, True, id="sasrec"),  # noqa: E501
 ]
 # fmt: on
 
@@ -43,7 +51,8 @@ N_USERS, N_ITEMS, CLUSTER_ITEMS = 60, 40, 20
 
 
 def _synthetic(seed: int = 7) -> Dataset:
-    """Two taste clusters: users u0..u29 like items 0..19, users u30..u59 like items 20..39.
+    """Two taste clusters: users u0..u29 like items 0..19, users u30..u59 like items 20..39; each
+    item's ``text`` names its cluster's theme (space opera / romantic comedy).
 
     Each user has 8 items of their own cluster and 1 of the other; item i's chance within its cluster
     falls with i (a popularity slope), so popularity and taste both carry signal. External ids are
@@ -63,8 +72,15 @@ def _synthetic(seed: int = 7) -> Dataset:
             t += 60
             rows.append((f"u{u:02d}", 100 + int(i), float(rng.integers(1, 6)), t))
     frame = pl.DataFrame(rows, schema=["user_id", "item_id", "rating", "timestamp"], orient="row")
-    # every item in the vocabulary even if never sampled
-    items = pl.DataFrame({"item_id": [100 + i for i in range(N_ITEMS)]})
+    # every item in the vocabulary even if never sampled; a text per item that names its cluster's
+    # theme (the content models read it; the others ignore it)
+    themes = ("a space opera with robots and starships, part", "a romantic comedy about a wedding, part")
+    items = pl.DataFrame(
+        {
+            "item_id": [100 + i for i in range(N_ITEMS)],
+            "text": [f"{themes[i // CLUSTER_ITEMS]} {i % CLUSTER_ITEMS + 1}" for i in range(N_ITEMS)],
+        }
+    )
     return Dataset.from_frames("synthetic", frame, items=items)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import polars as pl
 import pytest
 
 from blocks_data import make_blocks_dataset
@@ -18,6 +19,8 @@ from recstack.models.ranking.two_stage import TwoStage
 SMALL = {
     "ranker": "ncf",
     "sources": ("itemknn", "pop"),
+    # the blocks data is in time user by user: random holdouts label every user's list
+    "holdout": "random",
     "per_source": 8,
     "random_negatives": 4,
     "ranker_grid": ({},),
@@ -141,3 +144,35 @@ def test_holdout_users_are_capped(data: Dataset) -> None:
     capped = TwoStage(**SMALL, max_holdout_users=30).fit(data)
     assert capped.fit_result["holdout_lists"] == 2 * 30  # two folds of 30 users
     assert capped.score_users(np.arange(3)).shape == (3, data.n_items)
+
+
+def test_temporal_holdout_folds_label_successive_windows_forward_in_time(data: Dataset) -> None:
+    from recstack.models.ranking.two_stage import _holdout
+
+    parts = [_holdout(data, "temporal", 0.2, seed=42, fold=f, folds=2) for f in range(2)]
+    n = data.n_interactions
+    for f, (a, b) in enumerate(parts):
+        # fold f labels the f-th of 2 windows of 10% each (the latest 20% of the data) and learns from
+        # everything before it
+        assert b.n_interactions == round(0.1 * n)
+        assert a.n_interactions == n - (2 - f) * round(0.1 * n)
+        assert a.interactions["timestamp"].max() <= b.interactions["timestamp"].min()  # type: ignore[operator]
+    assert parts[0][1].interactions["timestamp"].max() <= parts[1][1].interactions["timestamp"].min()  # type: ignore[operator]
+    # one fold: the latest 20% as before
+    a, b = _holdout(data, "temporal", 0.2, seed=42)
+    assert b.n_interactions == round(0.2 * n) and a.n_interactions == n - round(0.2 * n)
+
+
+def test_user_latest_holdout_labels_each_users_latest_interactions(data: Dataset) -> None:
+    from recstack.models.ranking.two_stage import _holdout
+
+    a, b = _holdout(data, "user_latest", 0.25, seed=42)
+    assert a.n_interactions + b.n_interactions == data.n_interactions
+    first_b = dict(b.interactions.group_by("user").agg(pl.col("timestamp").min()).iter_rows())
+    last_a = dict(a.interactions.group_by("user").agg(pl.col("timestamp").max()).iter_rows())
+    sizes = dict(data.interactions.group_by("user").len().iter_rows())
+    for u, t in first_b.items():
+        assert last_a[u] <= t  # each user's labels come after their own training rows
+    # round(0.75 * n) rows of each user stay (every blocks user has 12 rows at most, 9 or more)
+    kept = dict(a.interactions.group_by("user").len().iter_rows())
+    assert all(kept[u] == round(0.75 * n) for u, n in sizes.items())

@@ -3,6 +3,7 @@ verifies every file and refuses tampered ones; BuildConfig from TOML."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -254,8 +255,17 @@ def test_embeddings_and_index_of_mf_model(tiny_dataset_dir: Path, tmp_path: Path
 def test_build_config_toml(tmp_path: Path) -> None:
     default = BuildConfig.default()
     assert default_config_path().is_file()
-    assert [m.name for m in default.models][:5] == ["pop", "itemknn", "ease", "time_ease", "als"]
-    assert default.split.protocol == "stratified" and default.evaluation.refit_full
+    assert [m.name for m in default.models][:6] == [
+        "pop",
+        "recent_pop",
+        "itemknn",
+        "ease",
+        "time_ease",
+        "als",
+    ]
+    # the headline is forward in time; stratified stays in the table
+    assert default.split.protocol == "temporal-rolling" and default.evaluation.also == ["stratified"]
+    assert default.evaluation.refit_full and default.split.windows >= 1
     assert BuildConfig.from_config(default.dump_config()) == default  # round-trips
     p = tmp_path / "recstack.toml"
     p.write_text('[build.dataset]\nsource = "x"\n[[build.models]]\nname = "pop"\n')
@@ -346,3 +356,43 @@ def test_refit_false_serves_the_holdout_fit(tiny_dataset_dir: Path, tmp_path: Pa
     np.testing.assert_allclose(served, on_train.score_users(np.arange(30)))
     # the popularity counts of the train part differ from those of all the data
     assert not np.allclose(served, on_all.score_users(np.arange(30)))
+
+
+def test_temporal_rolling_headline_with_stratified_in_the_table(
+    tiny_dataset_dir: Path, tmp_path: Path
+) -> None:
+    from recstack.data.splits import rolling_splits
+
+    root = tmp_path / "releases"
+    cfg = _config(
+        tiny_dataset_dir,
+        split={"protocol": "temporal-rolling", "windows": 2, "window_fraction": 0.2},
+        evaluation={"report": False, "max_k": 10, "also": ["stratified"]},
+        models=[
+            {"name": "pop"},
+            {"name": "itemknn", "params": {"neighbours": 5}, "protocols": ["stratified"]},
+        ],
+        # each user's rows are consecutive in time here: a window holds a handful of users
+        checks={"allow": {"split_sizes": "tiny test data"}},
+    )
+    m = build(cfg, root)
+    metrics = json.loads((root / m.id / "metrics.json").read_text())
+    assert metrics["protocol"] == "temporal-rolling" and len(metrics["windows"]) == 2
+    # pop: the headline figures are the mean over the windows (with warm users), stratified's next to them
+    pop = metrics["results"]["pop"]
+    want = np.mean([w["warm"]["ndcg@10"] for w in pop["windows"] if w["warm"]["n_users"]])
+    assert m.metrics["pop"]["ndcg@10"] == pytest.approx(want)
+    assert "stratified:ndcg@10" in m.metrics["pop"] and "cold" in pop
+    # itemknn is evaluated on stratified only: no headline figure, its stratified one
+    assert "ndcg@10" not in m.metrics["itemknn"] and "stratified:ndcg@10" in m.metrics["itemknn"]
+    # the windows are the protocol's folds: test sizes of round(0.2 * n) interactions
+    ds = Dataset.load(tiny_dataset_dir)
+    folds = rolling_splits(ds, n_windows=2, window_fraction=0.2)
+    assert [w["test"] for w in metrics["windows"]] == [f.test.n_interactions for f in folds]
+    assert set(metrics["comparisons"]) == {"warm", "cold"}
+    # the gate does not compare a release of another headline protocol
+    strat = build(_config(tiny_dataset_dir), root)
+    reg = Registry(root)
+    reg.promote(strat.id)
+    state = reg.promote(m.id)
+    assert state.current == m.id and "protocol changed" in state.history[-1]["gate"]

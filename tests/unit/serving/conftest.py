@@ -72,6 +72,7 @@ def blocks_two_stage(tmp_path_factory: pytest.TempPathFactory) -> tuple[MemoryRe
     ts = TwoStage(
         ranker="ncf",
         sources=("itemknn", "pop"),
+        holdout="random",  # the blocks data is in time user by user: every user gets a labelled list
         per_source=8,
         random_negatives=4,
         ranker_grid=({},),

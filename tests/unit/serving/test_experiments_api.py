@@ -83,7 +83,7 @@ def test_admin_create_needs_the_key_and_a_valid_body(client: TestClient) -> None
     assert client.post("/admin/experiments", json=EXPERIMENT).status_code == 401
     bad = {**EXPERIMENT, "arms": [{"name": "holdout"}]}
     r = client.post("/admin/experiments", json=bad, headers=KEY)
-    assert r.status_code == 422 and "reserved" in r.json()["error"]["message"]
+    assert r.status_code == 422 and "arms" in r.json()["error"]["message"]  # the name pattern
     r = client.post("/admin/experiments", json={**EXPERIMENT, "status": "stopped"}, headers=KEY)
     assert r.status_code == 422
     bad_model = {**EXPERIMENT, "name": "bad", "arms": [{"name": "a", "model": "nope"}, {"name": "b"}]}
@@ -91,7 +91,15 @@ def test_admin_create_needs_the_key_and_a_valid_body(client: TestClient) -> None
     assert r.status_code == 201 and r.json()["live"] is False and "nope" in r.json()["error"]
     # a second running experiment is refused
     r = client.post("/admin/experiments", json=EXPERIMENT, headers=KEY)
-    assert r.status_code == 422 and "stop it first" in r.json()["error"]["message"]
+    assert r.status_code == 409 and "stop it first" in r.json()["error"]["message"]
+    # two arms of one name: a conflict; a pipeline that is no PipelineConfig: refused at once
+    two = {**EXPERIMENT, "name": "two", "arms": [{"name": "a"}, {"name": "a"}]}
+    assert client.post("/admin/experiments", json=two, headers=KEY).status_code == 409
+    bad_pipe = {**EXPERIMENT, "name": "pipe", "arms": [{"name": "a", "pipeline": {"nope": 1}}]}
+    r = client.post("/admin/experiments", json=bad_pipe, headers=KEY)
+    assert r.status_code == 422 and "nope" in r.json()["error"]["message"]
+    assert client.get("/v1/experiments/pipe").status_code == 404
+    assert client.get("/v1/experiments/no%20such").status_code == 422
 
 
 def test_arms_are_sticky_served_by_their_settings_and_logged(

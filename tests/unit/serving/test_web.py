@@ -66,6 +66,7 @@ def built(tiny_release: MemoryRelease, tmp_path: Path) -> MemoryRelease:
                 "seed": 42,
                 "counts": {"train": 50, "test": 16},
                 "results": {"pop": {"ndcg@10": 0.25, "fit_seconds": 0.01, "note": "text is dropped"}},
+                "comparisons": {"warm": [{"a": "pop", "b": "ease", "diff": 0.1, "ci95": [0.05, 0.15]}]},
             }
         )
     )
@@ -140,6 +141,7 @@ def test_evaluation_report_and_plots(built: MemoryRelease) -> None:
         ev = c.get("/v1/release/evaluation").json()
         assert ev["results"] == {"pop": {"ndcg@10": 0.25, "fit_seconds": 0.01}}  # numbers only
         assert (ev["protocol"], ev["counts"]) == ("stratified", {"train": 50, "test": 16})
+        assert ev["comparisons"]["warm"][0]["ci95"] == [0.05, 0.15] and ev["windows"] == []
         assert ev["plots"] == [
             {"alt": "curves", "url": "/v1/release/report/plots/0"},
             {"alt": "long tail", "url": "/v1/release/report/plots/1"},

@@ -1,5 +1,6 @@
 """Popularity baselines: MostPopular (every user gets the items with the most interactions, optionally
-recent ones only) and WindowPopular (what was popular while the user was active)."""
+recent ones only, optionally decayed with age: `Trending`), `GenreTrending` (what is trending in the
+user's genres) and WindowPopular (what was popular while the user was active)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,14 @@ from recstack.models.base import FloatArray, Retriever
 from recstack.models.retrieval._arrays import load_array
 
 __all__ = [
+    "GenreTrending",
+    "GenreTrendingConfig",
     "MostPopular",
     "MostPopularConfig",
     "RecentPopular",
     "RecentPopularConfig",
+    "Trending",
+    "TrendingConfig",
     "WindowPopular",
     "WindowPopularConfig",
 ]
@@ -32,10 +37,13 @@ _SECONDS_PER_DAY = 86_400
 class MostPopularConfig(ComponentConfig):
     """``window_days``: count only the interactions of the last N days of the training data (measured
     back from its latest timestamp); None counts all of them. ``distinct_users``: count each
-    (user, item) pair once instead of every event."""
+    (user, item) pair once (its latest event) instead of every event. ``half_life_days``: weigh each
+    counted interaction by 0.5 ** (age / half-life), its age measured back from the latest timestamp of
+    the training data (exponential decay: what is popular *now*); None weighs all alike."""
 
     window_days: float | None = Field(default=None, gt=0)
     distinct_users: bool = True
+    half_life_days: float | None = Field(default=None, gt=0)
 
 
 class MostPopular(Retriever):
@@ -52,15 +60,9 @@ class MostPopular(Retriever):
         self.popularity: FloatArray | None = None
 
     def _fit(self, dataset: Dataset) -> None:
-        inter = dataset.interactions
-        if self.config.window_days is not None and inter.height > 0:
-            latest = int(inter["timestamp"].max())  # type: ignore[arg-type]
-            start = latest - round(self.config.window_days * _SECONDS_PER_DAY)
-            inter = inter.filter(pl.col("timestamp") >= start)
-        if self.config.distinct_users:
-            inter = inter.unique(["user", "item"])
-        counts = np.bincount(inter["item"].to_numpy(), minlength=dataset.n_items)
-        self.popularity = counts.astype(np.float32)
+        self.popularity = decayed_popularity(
+            dataset, self.config.window_days, self.config.half_life_days, self.config.distinct_users
+        )
 
     def _scores(self) -> FloatArray:
         self._require_fitted()
@@ -84,6 +86,118 @@ class MostPopular(Retriever):
 
     def _load(self, directory: Path) -> None:
         self.popularity = load_array(directory / "popularity.npy", (self.n_items,))
+
+
+def decayed_popularity(
+    dataset: Dataset,
+    window_days: float | None = None,
+    half_life_days: float | None = None,
+    distinct_users: bool = True,
+) -> FloatArray:
+    """Item popularity [n_items] float32: interactions counted over the last ``window_days`` of the
+    data (None: all), each (user, item) pair once when ``distinct_users`` (its latest event), each
+    weighted 0.5 ** (age / ``half_life_days``) when given (age from the data's latest timestamp)."""
+    inter = dataset.interactions
+    if inter.height == 0:
+        return np.zeros(dataset.n_items, dtype=np.float32)
+    latest = int(inter["timestamp"].max())  # type: ignore[arg-type]
+    if window_days is not None:
+        inter = inter.filter(pl.col("timestamp") >= latest - round(window_days * _SECONDS_PER_DAY))
+    if distinct_users:
+        inter = inter.group_by(["user", "item"]).agg(pl.col("timestamp").max())
+    weights = None
+    if half_life_days is not None:
+        age_days = (latest - inter["timestamp"].to_numpy().astype(np.float64)) / _SECONDS_PER_DAY
+        weights = np.exp2(-age_days / half_life_days)
+    counts = np.bincount(inter["item"].to_numpy(), weights=weights, minlength=dataset.n_items)
+    return counts.astype(np.float32)
+
+
+class TrendingConfig(MostPopularConfig):
+    """MostPopular with exponential decay: half-life ``half_life_days`` (default 14 days)."""
+
+    half_life_days: float | None = Field(default=14.0, gt=0)
+
+
+class Trending(MostPopular):
+    """What is popular now: each user's latest interaction with an item counts 0.5 ** (age /
+    half-life). A recall source forward in time, and the cold-start order of the two-stage model."""
+
+    name: ClassVar[str] = "trending"
+    Config: ClassVar[type[ComponentConfig]] = TrendingConfig
+    tuning_grid: ClassVar[tuple[dict[str, Any], ...]] = tuple(
+        {"half_life_days": d} for d in (3.0, 7.0, 14.0, 30.0, 60.0)
+    )
+
+
+class GenreTrendingConfig(TrendingConfig):
+    """`Trending` scaled by the user's taste for the item's genres. ``smoothing``: added to the
+    affinity, so that items outside the user's genres keep a share of their trend (0: only the user's
+    genres)."""
+
+    smoothing: float = Field(default=0.1, ge=0)
+
+
+class GenreTrending(Retriever):
+    """Score of item i for user u = trend(i) * (smoothing + affinity(u, i)); affinity = the share of u's
+    history in i's genres (the mean over i's genres of u's genre shares). What is popular now in the
+    genres the user watches. Without genres (or for an empty history) it is `Trending`."""
+
+    name: ClassVar[str] = "genre_trending"
+    Config: ClassVar[type[ComponentConfig]] = GenreTrendingConfig
+    tuning_grid: ClassVar[tuple[dict[str, Any], ...]] = tuple(
+        {"half_life_days": d, "smoothing": s} for d in (7.0, 30.0) for s in (0.0, 0.1, 1.0)
+    )
+
+    config: GenreTrendingConfig
+
+    def __init__(self, config: ComponentConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.trend: FloatArray | None = None
+        self.item_genres: FloatArray | None = None  # [n_items, G], rows sum to 1 (0 without genres)
+
+    def _fit(self, dataset: Dataset) -> None:
+        c = self.config
+        self.trend = decayed_popularity(dataset, c.window_days, c.half_life_days, c.distinct_users)
+        genres = dataset.item_genres()
+        vocab = sorted({g for gs in genres for g in gs})
+        col = {g: j for j, g in enumerate(vocab)}
+        mat = np.zeros((dataset.n_items, max(len(vocab), 1)), dtype=np.float32)
+        for i, gs in enumerate(genres):
+            for g in gs:
+                mat[i, col[g]] = 1.0 / len(gs)
+        self.item_genres = mat
+
+    def _arrays(self) -> tuple[FloatArray, FloatArray]:
+        self._require_fitted()
+        if self.trend is None or self.item_genres is None:
+            raise ArtifactError("genre_trending: arrays missing")  # pragma: no cover - fit/load set them
+        return self.trend, self.item_genres
+
+    def score_history(self, history: sp.csr_matrix) -> FloatArray:
+        """Scores [n, n_items] float32: trend * (smoothing + genre affinity of the history)."""
+        trend, ig = self._arrays()
+        hist = sp.csr_matrix(history, dtype=np.float32)
+        hist.data[:] = 1.0
+        shares = np.asarray(hist @ ig, dtype=np.float32)  # [n, G]
+        total = shares.sum(axis=1, keepdims=True)
+        shares = np.divide(shares, total, out=np.zeros_like(shares), where=total > 0)
+        # mean of the user's shares over the item's genres, rescaled so that a uniform taste gives 1
+        aff = (shares @ ig.T) * ig.shape[1]
+        out: FloatArray = (trend[None, :] * (self.config.smoothing + aff)).astype(np.float32)
+        empty = total[:, 0] <= 0
+        if empty.any():
+            out[empty] = trend
+        return out
+
+    def _save(self, directory: Path) -> None:
+        trend, ig = self._arrays()
+        np.save(directory / "trend.npy", trend, allow_pickle=False)
+        np.save(directory / "item_genres.npy", ig, allow_pickle=False)
+
+    def _load(self, directory: Path) -> None:
+        self.trend = load_array(directory / "trend.npy", (self.n_items,))
+        self.item_genres = load_array(directory / "item_genres.npy", (self.n_items, None))
 
 
 class RecentPopularConfig(MostPopularConfig):

@@ -150,7 +150,8 @@ def create_app(
     online = OnlineRuntime.from_settings(settings, holder)
     app.state.online = online
     app.state.batch_provider = None
-    batch.install(app)  # issue 7: source=batch and GET /v1/pairs
+    # issue 7: source=batch and GET /v1/pairs (`recstack serve --batch-sink`, else RECSTACK_BATCH_SINK)
+    batch.install(app, batch.BatchSettings(sink=settings.batch_sink) if settings.batch_sink else None)
     if release is not None:
         from recstack.serving._state import build_state
 
@@ -162,6 +163,10 @@ def create_app(
     web = _web_router()
     for r in [*extra_routers, *([web] if web is not None else [])]:
         app.include_router(r)
+    if web is not None:
+        from recstack.serving.web import not_found_page
+
+        app.state.not_found_page = not_found_page
     static = _WEB_DIR / "static"
     if static.is_dir():
         from starlette.staticfiles import StaticFiles

@@ -106,6 +106,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     msg = str(exc.detail)
     headers = dict(exc.headers or {})
     if exc.status_code == 404 and msg == "Not Found":
+        page = getattr(request.app.state, "not_found_page", None)  # the web UI's HTML 404 page
+        html = page(request) if page is not None else None
+        if isinstance(html, Response):
+            return html
         msg = f"no endpoint {request.url.path}; see /docs for the API"
     elif exc.status_code == 405:
         headers["Allow"] = ", ".join(_allowed_methods(request, headers.get("Allow", "")))

@@ -45,6 +45,7 @@ __all__ = [
     "ItemOut",
     "KParam",
     "ModelParam",
+    "NewItem",
     "Profile",
     "RatingEvent",
     "RecFilters",
@@ -263,6 +264,19 @@ class ItemOut(BaseModel):
     year: int | None = None
     genres: list[str] = Field(default_factory=list)
     popularity: int = Field(description="distinct users who interacted with the item")
+
+
+class NewItem(_Strict):
+    """``POST /v1/items``: a catalogue item added online (embedded from its title, year, genres
+    and text)."""
+
+    item_id: ExternalId
+    title: str = Field(min_length=1, max_length=300)
+    year: int | None = Field(default=None, ge=1800, le=2200)
+    genres: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=MAX_GENRES
+    )
+    text: str | None = Field(default=None, max_length=5000, description="a description, tags, a synopsis")
 
 
 class _EventBase(_Strict):

@@ -4,6 +4,6 @@ served by the API process. `create_app` includes ``router`` (pages + release-pag
 
 from __future__ import annotations
 
-from recstack.serving.api.routers.web import WEB_DIR, render_page, router
+from recstack.serving.api.routers.web import WEB_DIR, not_found_page, render_page, router
 
-__all__ = ["WEB_DIR", "render_page", "router"]
+__all__ = ["WEB_DIR", "not_found_page", "render_page", "router"]

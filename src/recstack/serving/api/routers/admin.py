@@ -14,6 +14,7 @@ import time
 from typing import Annotated, Any
 
 import anyio.to_thread
+import polars as pl
 from fastapi import APIRouter, Query
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,7 +30,7 @@ from recstack.serving.api.schemas import ErrorResponse, ReloadRequest
 #: seconds ``/admin/reload?wait=true`` waits for every worker to serve the new release
 WAIT_ALL_SECONDS = 300.0
 
-__all__ = ["release_info", "router"]
+__all__ = ["demographics", "model_labels", "release_info", "router"]
 
 router = APIRouter()
 
@@ -57,6 +58,8 @@ def release_info(state: ServingState) -> dict[str, Any]:
         "default_model": p.default_model,
         "unavailable_models": p.unavailable_rankers,
         "sources": [s.name for s in p.active_sources],
+        "source_kinds": {s.name: s.kind for s in p.active_sources},
+        "trending_days": p.config.trending_days,
         "k_default": p.config.k_default,
         "k_max": p.config.k_max,
         "genres": p.catalog.genre_names,
@@ -65,7 +68,48 @@ def release_info(state: ServingState) -> dict[str, Any]:
         "store": state.store,
         "index": state.index_backend,
         "metrics": dict(getattr(rel, "metrics", {}) or {}),
+        "labels": model_labels(state),
+        "demographics": demographics(p.catalog.user_rows),
     }
+
+
+def demographics(users: pl.DataFrame) -> dict[str, Any]:
+    """The profile fields the serving data has values for (what onboarding may ask): ``age``
+    (bool), ``gender`` and ``occupation`` (the values seen); empty for data without demographics
+    (MovieLens latest-small)."""
+    out: dict[str, Any] = {}
+    if "age" in users.columns and users["age"].null_count() < users.height:
+        out["age"] = True
+    for col in ("gender", "occupation"):
+        if col in users.columns:
+            values = sorted({str(v) for v in users[col].drop_nulls().to_list() if str(v).strip()})
+            if values:
+                out[col] = values
+    return out
+
+
+def model_labels(state: ServingState) -> dict[str, str]:
+    """Human-readable names (`recstack.models.registry.display_name`) of every model, retriever,
+    recall source and evaluated model name of the release: what the web UI shows."""
+    from recstack.models.registry import display_name
+
+    rel = state.release
+    p = state.pipeline
+    manifest = getattr(rel, "manifest", None)
+    arts = getattr(manifest, "artifacts", None)
+    behind: dict[str, str] = dict(getattr(arts, "retriever_models", {}) or {})
+    for s in p.config.sources:  # a history source named after its retriever alias
+        if s.retriever is not None and s.retriever in behind:
+            behind.setdefault(s.name, behind[s.retriever])
+    names = [
+        *p.models,
+        *p.unavailable_rankers,
+        *rel.retriever_names,
+        *(s.name for s in p.config.sources),
+        *(getattr(rel, "metrics", {}) or {}),
+        "fill",
+    ]
+    return {n: display_name(n, behind.get(n)) for n in dict.fromkeys(names)}
 
 
 @router.get("/v1/release", tags=["ops"], responses=errors(503), summary="The release being served")

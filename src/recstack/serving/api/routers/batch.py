@@ -6,9 +6,9 @@
 
 Both are one primary-key lookup on a connection cached per worker process (`BatchReader`); the
 response carries the release id (and version) of the batch table, which may differ from the release
-the online pipeline serves. Configured by ``RECSTACK_BATCH_SINK`` (default
-``sqlite:///recstack_batch.db``) and ``RECSTACK_BATCH_POINTER_TTL`` (seconds between re-reads of the
-current-version pointer, default 1).
+the online pipeline serves. Configured by ``recstack serve --batch-sink URL`` (the serving settings'
+``batch_sink``), else ``RECSTACK_BATCH_SINK`` (default ``sqlite:///recstack_batch.db``), and
+``RECSTACK_BATCH_POINTER_TTL`` (seconds between re-reads of the current-version pointer, default 1).
 """
 
 from __future__ import annotations
@@ -139,8 +139,9 @@ class BatchProvider:
         hit = self.reader.lookup("users", (uid,))
         if hit is None:
             raise NotFoundError(
-                f"user {uid!r} has no precomputed recommendations in the current batch table; "
-                "use source=online (cold-start users are only served online)"
+                f"user {uid!r} has no precomputed recommendations in the current batch table of "
+                f"{self.settings.sink}; use source=online (cold-start users are only served online), "
+                "or `recstack serve --batch-sink URL` for other batch tables"
             )
         items_json, scores_json, rid, version = hit
         ids, scores = _loads(items_json), _loads(scores_json)
@@ -168,8 +169,9 @@ class BatchProvider:
         hit = self.reader.lookup("pairs", key)
         if hit is None:
             raise NotFoundError(
-                f"no precomputed recommendations for the pair ({a}, {b}): both must be among the "
-                "top-N popular items of `recstack batch pairs --top N`"
+                f"no precomputed recommendations for the pair ({a}, {b}) in the batch tables of "
+                f"{self.settings.sink}: both must be among the top-N popular items of "
+                "`recstack batch pairs --top N` (`recstack serve --batch-sink URL` reads other tables)"
             )
         items_json, scores_json, rid, version = hit
         ids, scores = _loads(items_json), _loads(scores_json)

@@ -77,7 +77,10 @@ async def post_event(request: Request, event: EventIn) -> Response:
             request_id=rid or None,
         )
         offset = await sink.append(new)  # durable before we answer; a failure answers 503
-    if item is not None:
+    # an item added online (`POST /v1/items`) is in the catalogue but not in the release's histories:
+    # its events stay in the log for the next release
+    in_release = item is not None and item < state.pipeline.base_n_items
+    if in_release:
         length = await run_blocking(
             request,
             state.pipeline.history.append,

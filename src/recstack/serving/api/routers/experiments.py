@@ -14,31 +14,82 @@ cached per experiment until the log grows.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Body
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from recstack.errors import ConfigError, InvalidArgumentError, UnavailableError
-from recstack.experiments.config import ExperimentConfig, ExperimentStore
+from recstack.errors import ConfigError, ConflictError, InvalidArgumentError, UnavailableError
+from recstack.experiments.config import HOLDOUT_ARM, NAME_PATTERN, ExperimentConfig, ExperimentStore
 from recstack.serving.api._json import JSONBody, request_id
+from recstack.serving.api._responses import errors
 from recstack.serving.api.deps import AdminKey, current_state, holder
-from recstack.serving.api.schemas import ErrorResponse
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["experiments"])
 
-_ERR: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "missing or wrong X-API-Key header"},
-    403: {"model": ErrorResponse, "description": "admin endpoints are disabled (no API key set)"},
-    404: {"model": ErrorResponse, "description": "no such experiment"},
-    422: {"model": ErrorResponse, "description": "invalid experiment (shares, names, a second running one)"},
-    503: {"model": ErrorResponse, "description": "no experiments directory or no event log"},
-}
+_ERR = errors(
+    404,
+    422,
+    503,
+    e404="no such experiment",
+    e422="a name or parameter out of its schema",
+    e503="no experiments directory or no event log",
+)
+_ADMIN_ERR = errors(
+    400,
+    401,
+    403,
+    404,
+    409,
+    413,
+    422,
+    503,
+    e404="no such experiment",
+    e409="the name is taken, another experiment is running, or two arms share a name",
+    e422="a field out of its schema, or an arm's pipeline that is not a valid PipelineConfig",
+    e503="no experiments directory",
+)
 
 _cache: dict[tuple[str, str, int, str], dict[str, Any]] = {}
+
+#: an experiment's name in a path: the pattern `ExperimentConfig` enforces, so that the schema and
+#: the server agree on what is valid
+Name = Annotated[str, PathParam(pattern=NAME_PATTERN, max_length=64, description="experiment name")]
+#: an arm's name: the same pattern, ``holdout`` excepted (reserved for the users kept out)
+_ARM_PATTERN = rf"^(?!{HOLDOUT_ARM}$){NAME_PATTERN[1:]}"
+
+
+class ArmIn(BaseModel):
+    """One arm of a new experiment (`recstack.experiments.ArmConfig`)."""
+
+    # the name pattern has a look-ahead (not ``holdout``): pydantic-core's Rust engine has none
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
+
+    name: str = Field(pattern=_ARM_PATTERN, max_length=64)
+    share: float = Field(default=1.0, gt=0, le=1e6)
+    release: str | None = Field(default=None, max_length=256, description="release id or channel")
+    model: str | None = Field(default=None, max_length=128, description="ranker variant or 'recall'")
+    pipeline: dict[str, Any] | None = Field(default=None, description="PipelineConfig keys (inline)")
+
+
+class ExperimentIn(BaseModel):
+    """The ``[experiment]`` table of a new experiment, as JSON (`recstack.experiments.ExperimentConfig`;
+    its status and timestamps are kept by the server)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=64)
+    arms: list[ArmIn] = Field(min_length=1, max_length=64)
+    salt: str | None = Field(default=None, max_length=256)
+    holdout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    window_s: float = Field(default=3600.0, gt=0, le=1e9)
+    k: int = Field(default=10, ge=1, le=100)
+    description: str = Field(default="", max_length=4096)
 
 
 def _online(request: Request) -> Any:
@@ -88,7 +139,7 @@ async def list_experiments(request: Request) -> Response:
 
 
 @router.get("/v1/experiments/{name}", responses=_ERR, summary="One experiment's declaration")
-async def get_experiment(request: Request, name: str) -> Response:
+async def get_experiment(request: Request, name: Name) -> Response:
     cfg = _store(request).get(name)
     return JSONBody({"request_id": request_id(request), **_summary(cfg)})
 
@@ -118,12 +169,18 @@ def _report(request: Request, cfg: ExperimentConfig) -> dict[str, Any]:
 
 @router.get(
     "/v1/experiments/{name}/report",
-    responses=_ERR,
+    responses={
+        **_ERR,
+        200: {
+            "description": "the report: JSON, or with ``format=html`` the HTML page",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        },
+    },
     summary="Per-arm users, impressions, CTR, hit-rate@k, mean rating, coverage with CIs and tests",
 )
-async def experiment_report(request: Request, name: str, format: str = "json") -> Response:
-    if format not in ("json", "html"):
-        raise InvalidArgumentError(f"format must be json or html, got {format!r}")
+async def experiment_report(
+    request: Request, name: Name, format: Literal["json", "html"] = "json"
+) -> Response:
     cfg = _store(request).get(name)
     import anyio.to_thread
 
@@ -141,26 +198,18 @@ async def experiment_report(request: Request, name: str, format: str = "json") -
 @router.post(
     "/admin/experiments",
     status_code=201,
-    responses=_ERR,
+    responses=_ADMIN_ERR,
     dependencies=[AdminKey],
     summary="Create and start an experiment (the body is the [experiment] table as JSON)",
 )
-async def create_experiment(request: Request) -> Response:
+async def create_experiment(request: Request, body: Annotated[ExperimentIn, Body()]) -> Response:
+    arms = [a.name for a in body.arms]
+    if len(set(arms)) != len(arms):
+        raise ConflictError(f"two arms share a name: {arms}")
     try:
-        body = await request.json()
-    except ValueError as exc:
-        raise InvalidArgumentError(f"the body must be a JSON object: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidArgumentError("the body must be a JSON object (the [experiment] table)")
-    for key in ("status", "created_at", "stopped_at"):
-        if key in body:
-            raise InvalidArgumentError(f"{key!r} is kept by the server; leave it out")
-    try:
-        cfg = ExperimentConfig.from_config(body)
+        cfg = ExperimentConfig.from_config(body.model_dump(exclude_none=True))
     except ConfigError as exc:
         raise InvalidArgumentError(exc.message) from None
-    if any(isinstance(a.pipeline, str) for a in cfg.arms):
-        raise InvalidArgumentError("over HTTP an arm's pipeline is an inline table, not a file path")
     online = _online(request)
     stored = _store(request).create(cfg)
     import anyio.to_thread
@@ -178,9 +227,12 @@ async def create_experiment(request: Request) -> Response:
 
 
 @router.post(
-    "/admin/experiments/{name}/stop", responses=_ERR, dependencies=[AdminKey], summary="Stop an experiment"
+    "/admin/experiments/{name}/stop",
+    responses=_ADMIN_ERR,
+    dependencies=[AdminKey],
+    summary="Stop an experiment",
 )
-async def stop_experiment(request: Request, name: str) -> Response:
+async def stop_experiment(request: Request, name: Name) -> Response:
     stored = _store(request).stop(name)
     import anyio.to_thread
 

@@ -1,7 +1,10 @@
-"""Items: ``GET /v1/items/{item_id}``, ``GET /v1/items/{item_id}/similar``, ``GET /v1/items``."""
+"""Items: ``GET /v1/items/{item_id}``, ``GET /v1/items/{item_id}/similar``, ``GET /v1/items``,
+``GET /v1/search`` (text-embedding similarity mixed with title match), ``POST /v1/items`` (add an
+item online: admin key)."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import numpy as np
@@ -10,12 +13,13 @@ from fastapi import APIRouter, Path, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
+from recstack.events import NewEvent
 from recstack.serving._state import ServingState
 from recstack.serving.api._json import JSONBody, request_id
 from recstack.serving.api._render import item_dict, items_list, split_csv
 from recstack.serving.api._responses import errors, run_blocking
-from recstack.serving.api.deps import current_state
-from recstack.serving.api.schemas import ID_MAX_LENGTH, MAX_GENRES, Genre, KParam
+from recstack.serving.api.deps import AdminKey, current_state, holder
+from recstack.serving.api.schemas import ID_MAX_LENGTH, MAX_GENRES, Genre, KParam, NewItem
 
 __all__ = ["router"]
 
@@ -78,12 +82,18 @@ async def get_item(request: Request, item_id: ItemId) -> Response:
 def _item_body(state: ServingState, item_id: str) -> dict[str, Any]:
     cat = state.pipeline.catalog
     i = cat.item_index(item_id)
-    ratings = cat.dataset.interactions.filter(pl.col("item") == i)["rating"]
+    rows = cat.dataset.interactions.filter(pl.col("item") == i)
+    rated = rows.filter(pl.col("rating").is_not_null()) if "rating" in rows.columns else rows.clear()
+    ratings = rated["rating"] if "rating" in rated.columns else pl.Series("rating", [], pl.Float32)
     body = item_dict(cat, i)
     body.update(
         {
             "release_id": state.release_id,
+            # ratings in the release's data, the distinct people behind them, and the distinct
+            # people with any interaction (MovieLens: one rating per person, so all three agree)
             "rating_count": int(ratings.len()),
+            "rater_count": int(rated["user"].n_unique()) if rated.height else 0,
+            "viewer_count": int(rows["user"].n_unique()) if rows.height else 0,
             "average_rating": float(ratings.mean()) if ratings.len() else None,  # type: ignore[arg-type]
         }
     )
@@ -123,3 +133,88 @@ def _similar_body(state: ServingState, item_id: str, k: int | None, model: str |
         "item_id": cat.item_ids[i],
         "items": items_list(cat, ids, scores),
     }
+
+
+@router.get(
+    "/v1/search",
+    responses=errors(422, 503),
+    summary="Search items by meaning and title (text embeddings + title match)",
+)
+async def search_items(
+    request: Request,
+    q: Annotated[str, Query(min_length=1, max_length=200, description="free text, e.g. a title or a theme")],
+    k: Annotated[KParam | None, Query()] = None,
+) -> Response:
+    state = current_state(request)
+    body = await run_blocking(request, _search_body, state, q, k)
+    body["request_id"] = request_id(request)
+    return JSONBody(body)
+
+
+def _search_body(state: ServingState, q: str, k: int | None) -> dict[str, Any]:
+    pipe = state.pipeline
+    hit = pipe.text_search.search(q, pipe.check_k(k))
+    return {
+        "release_id": state.release_id,
+        "query": q,
+        "mode": hit.mode,
+        "total": len(hit.items),
+        "items": items_list(pipe.catalog, hit.items, hit.scores),
+    }
+
+
+@router.post(
+    "/v1/items",
+    status_code=201,
+    responses=errors(401, 403, 422, 503),
+    dependencies=[AdminKey],
+    summary="Add an item online: embedded, in the catalogue and the index at once, logged",
+)
+async def add_item(request: Request, item: NewItem) -> Response:
+    """The item is written to the event log first (an ``item`` record: a restart, the other workers
+    and the next build from the log get it), then added to this worker's catalogue, text index and
+    search (`Pipeline.add_items`). An id already in the catalogue changes nothing (200)."""
+    state = current_state(request)
+    sink = holder(request).sink
+    cat = state.pipeline.catalog
+    known = cat.dataset.item_vocab.get(item.item_id) is not None
+    row = {
+        "item_id": item.item_id,
+        "title": item.title,
+        "year": item.year,
+        "genres": item.genres,
+        "text": item.text,
+    }
+    offset = None
+    t0 = time.perf_counter()
+    if sink is not None and not known:
+        payload = {k: row[k] for k in ("title", "year", "genres", "text")}
+        offset = await sink.append(
+            NewEvent(
+                type="item",
+                user_id="admin",
+                item_id=str(item.item_id),
+                ts=int(time.time()),
+                received=round(time.time(), 3),
+                release_id=state.release_id,
+                request_id=request_id(request) or None,
+                payload=payload,
+            )
+        )
+    t1 = time.perf_counter()
+    [idx] = await run_blocking(request, state.pipeline.add_items, [row])
+    t2 = time.perf_counter()
+    body = item_dict(state.pipeline.catalog, int(idx))
+    body.update(
+        {
+            "request_id": request_id(request),
+            "release_id": state.release_id,
+            "created": not known,
+            "offset": offset,
+            "persisted": offset is not None,
+            "embedded": state.pipeline.text_search.semantic,
+            #: where the time went: the durable append to the log, then embedding + catalogue + index
+            "seconds": {"log": round(t1 - t0, 4), "add": round(t2 - t1, 4)},
+        }
+    )
+    return JSONBody(body, status_code=200 if known else 201)

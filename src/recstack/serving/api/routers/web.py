@@ -40,7 +40,7 @@ from recstack.serving.api._json import JSONBody, request_id
 from recstack.serving.api.deps import current_state
 from recstack.serving.api.schemas import ErrorResponse
 
-__all__ = ["WEB_DIR", "render_page", "router"]
+__all__ = ["WEB_DIR", "not_found_page", "render_page", "router"]
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 
@@ -53,7 +53,13 @@ _PAGES: dict[str, str] = {
     "start": "Get started",
     "release": "Release",
     "experiments": "Experiments",
+    "notfound": "Page not found",
 }
+
+#: paths of the API (and of what serves it): an unknown URL there stays a JSON error
+_API_PATH = re.compile(
+    r"^/(v\d+|admin|healthz|readyz|metrics|docs|redoc|openapi\.json|static|static-docs)(/|$)"
+)
 
 _IMG_RE = re.compile(r'<img\s+alt="([^"]*)"\s+src="data:image/png;base64,([A-Za-z0-9+/=\s]+)"')
 
@@ -76,8 +82,20 @@ def render_page(page: str, **context: Any) -> str:
     return tpl.render(page=page, title=_PAGES[page], version=__version__, **context)
 
 
-def _html(page: str, **context: Any) -> HTMLResponse:
-    return HTMLResponse(render_page(page, **context), headers={"Cache-Control": "no-cache"})
+def _html(page: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(
+        render_page(page, **context), status_code=status_code, headers={"Cache-Control": "no-cache"}
+    )
+
+
+def not_found_page(request: Request) -> Response | None:
+    """The HTML 404 page for an unknown URL a browser asked for outside the API (None: answer JSON,
+    as every API path and every client that does not ask for HTML gets)."""
+    if request.method not in ("GET", "HEAD") or _API_PATH.match(request.url.path):
+        return None
+    if "text/html" not in request.headers.get("accept", ""):
+        return None
+    return _html("notfound", status_code=404, path=request.url.path)
 
 
 # --------------------------------------------------------------------------------------------- pages
@@ -247,6 +265,9 @@ async def release_evaluation(request: Request) -> Response:
             "counts": data.get("counts") or {},
             "skipped": data.get("skipped") or {},
             "results": results,
+            # temporal-rolling: the windows and the paired bootstrap CIs between models (warm / cold users)
+            "windows": data.get("windows") or [],
+            "comparisons": data.get("comparisons") or {},
             "report_url": "/v1/release/report" if has_report else None,
             "plots": plots,
         }

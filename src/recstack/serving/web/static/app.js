@@ -71,7 +71,10 @@
   }
 
   let releasePromise = null;
-  const getRelease = () => (releasePromise = releasePromise || api("/v1/release"));
+  /** Human-readable model names of the release (/v1/release "labels": one mapping, server-side). */
+  let LABELS = {};
+  const getRelease = () => (releasePromise = releasePromise || api("/v1/release").then((r) => { LABELS = r.labels || {}; return r; }));
+  const modelName = (m) => LABELS[m] || m;
 
   const fmt = (x, d = 2) => (x === null || x === undefined || Number.isNaN(x) ? "–" : Number(x).toFixed(d));
   /** "2026-11-23T08:50:14+00:00" -> "2026-11-23 08:50 UTC" (the same on every machine). */
@@ -150,7 +153,7 @@
   }
 
   // ------------------------------------------------------------------------------------------ type-ahead
-  /** A combobox over GET /v1/items?q=. onChoose(item) when an option is picked; onSubmit(text)
+  /** A combobox over GET /v1/search?q= (meaning + title). onChoose(item) when an option is picked; onSubmit(text)
    * when Enter is pressed without an active option. */
   function typeahead(root, { onChoose, onSubmit, limit = 8 }) {
     const input = $("input", root);
@@ -195,7 +198,7 @@
       ctrl = new AbortController();
       const my = ++seq;
       try {
-        const body = await api("/v1/items" + qs({ q, limit }), { signal: ctrl.signal });
+        const body = await api("/v1/search" + qs({ q, k: limit }), { signal: ctrl.signal });
         if (my !== seq) return;
         items = body.items; render(q);
       } catch (e) {
@@ -229,43 +232,65 @@
     for (const m of models) {
       fieldset.append(h("label", {},
         h("input", { type: "radio", name, value: m, checked: m === selected, onchange: () => onChange(m) }),
-        h("span", {}, MODEL_NAMES[m] || m)));
+        h("span", {}, modelName(m))));
     }
     for (const [m, reason] of Object.entries(unavailable)) {
       fieldset.append(h("label", { title: "not served: " + reason },
         h("input", { type: "radio", name, value: m, disabled: true, "aria-describedby": null }),
-        h("span", {}, MODEL_NAMES[m] || m)));
+        h("span", {}, modelName(m))));
     }
     fieldset.hidden = models.length + Object.keys(unavailable).length < 2;
   }
-  const MODEL_NAMES = {
-    recall: "Recall (no ranker)", itemknn: "Item-kNN", ease: "EASE", als: "ALS", bpr: "BPR", two_tower: "Two-tower",
-    pop: "Popular", deepfm: "DeepFM", dnn: "DNN", ncf: "NCF", widedeep: "Wide & Deep",
-  };
+
+  /** ?model= that the page does not serve: the same error box on the user and the movie page (the
+   * API answers such a request with 422), naming the valid models with links to each. */
+  function unknownModelBox(model, valid) {
+    const href = (m) => { const u = new URL(location.href); u.searchParams.set("model", m); return u.pathname + u.search; };
+    return stateBox({
+      kind: "error", heading: "h3", title: "Unknown model",
+      message: `There is no model “${model}” here. Valid models: ${valid.map((m) => `${modelName(m)} (${m})`).join(", ")}.`,
+      actions: valid.map((m, i) => ({ label: modelName(m), href: href(m), primary: i === 0 })),
+    });
+  }
 
   // ------------------------------------------------------------------------------------------ why
-  const SOURCE_TEXT = {
-    itemknn: "Similar to movies you watched",
-    ease: "Liked by viewers with your taste",
-    two_tower: "Matches your profile",
-    als: "Fits your taste profile",
-    popular: "Popular with everyone",
-    trending: "Trending lately",
-    fill: "Popular pick",
-  };
-  const SOURCE_NAMES = { itemknn: "item-kNN", ease: "EASE", two_tower: "two-tower", popular: "popular", trending: "trending", fill: "fill" };
+  /** Why an item is recommended, from the sources the API returned for it (and, with explain, the
+   * history item that added most to its score: "because"). ctx: {rel, body (the API answer),
+   * ratings (Map item id -> rating or null of the user's history), liked (the visitor said they like
+   * every history item)}. Never claims more than the sources say. */
+  function reasonText(it, ctx) {
+    const srcs = it.sources || (it.explain && it.explain.sources) || [];
+    const because = it.explain && it.explain.because;
+    if (because) {
+      const r = ctx.ratings ? ctx.ratings.get(String(because.item_id)) : undefined;
+      const liked = ctx.liked || (r !== undefined && r !== null && r >= 4);
+      return `Because you ${liked ? "liked" : "watched"} ${because.title}`;
+    }
+    const kinds = (ctx.rel && ctx.rel.source_kinds) || {};
+    const fallbacks = (ctx.body && ctx.body.fallbacks) || [];
+    const days = (ctx.rel && ctx.rel.trending_days) || 30;
+    for (const x of srcs) {
+      const kind = kinds[x] || (x === "popular" ? "popular" : x === "trending" ? "trending" : x === "fill" ? "fill" : "history");
+      if (kind === "history") return "Similar to movies you watched";
+      if (kind === "ann") return ctx.body && ctx.body.user_kind === "profile" ? "Matches your profile" : "Close to your taste";
+      if (kind === "trending") return days <= 7 ? "Popular this week" : days <= 31 ? "Popular this month" : `Popular in the last ${Math.round(days)} days`;
+      if (kind === "popular") return fallbacks.includes("demographic") ? "Popular with people like you" : "Popular overall";
+      if (kind === "fill") return "Popular overall";
+    }
+    return "";
+  }
 
-  function whyNode(it) {
+  function whyNode(it, ctx = {}) {
     const srcs = it.sources || (it.explain && it.explain.sources) || [];
     const ex = it.explain;
-    const main = srcs.map((x) => SOURCE_TEXT[x]).find(Boolean) || "";
+    const main = reasonText(it, ctx);
     const extra = ex && ex.demoted_by_genre_cap ? " · moved down for genre variety" : "";
     const detail = ex
       ? `sources: ${srcs.join(", ")}; recall scores: ${Object.entries(ex.recall_scores || {}).map(([k, v]) => `${k} ${fmt(v, 3)}`).join(", ")}; ` +
         `rank score ${fmt(ex.rank_score, 3)} (rank #${ex.rank_position}, shown #${ex.final_position})`
       : `sources: ${srcs.join(", ")}`;
     return h("div", { class: "why-wrap", title: detail },
-      h("div", { class: "why", "aria-label": "Recommended by " + srcs.join(", ") }, srcs.map((x) => h("span", { class: "chip chip-accent" }, SOURCE_NAMES[x] || x))),
+      h("div", { class: "why", "aria-label": "Recommended by " + srcs.map(modelName).join(", ") }, srcs.map((x) => h("span", { class: "chip chip-accent", "data-source": x }, modelName(x)))),
       main ? h("div", { class: "why-text" }, main + extra) : null,
       h("span", { class: "visually-hidden" }, detail));
   }
@@ -320,7 +345,8 @@
       const grid = h("div", { class: "grid" }, skeletons(12));
       results.replaceChildren(head, grid);
       try {
-        const body = await api("/v1/items" + qs({ q, genre, limit: 60 }));
+        // a query without a genre: GET /v1/search (meaning + title); a genre: the catalogue filter
+        const body = q && !genre ? await api("/v1/search" + qs({ q, k: 60 })) : await api("/v1/items" + qs({ q, genre, limit: 60 }));
         $(".count", head).textContent = `(${body.total.toLocaleString()})`;
         if (!body.items.length) {
           grid.replaceChildren(stateBox({ title: "No results", heading: "h3",
@@ -393,8 +419,7 @@
         h("dl", { class: "stats" },
           h("div", { class: "stat" }, h("dt", {}, "Mean rating"),
             h("dd", {}, fmt(avg), h("small", {}, " / 5"), " ", h("span", { class: "stars", "aria-hidden": "true" }, stars))),
-          h("div", { class: "stat" }, h("dt", {}, "Ratings"), h("dd", {}, (item.rating_count || 0).toLocaleString())),
-          h("div", { class: "stat" }, h("dt", {}, "Viewers"), h("dd", {}, (item.popularity || 0).toLocaleString()))))));
+          countStats(item)))));
 
     const section = $("#similar-section");
     section.hidden = false;
@@ -404,7 +429,12 @@
     try { rel = await getRelease(); } catch (_) { rel = null; }
     const models = rel ? rel.retrievers.filter((m) => m !== "pop") : [];
     let model = urlParam("model") || null;
-    if (model && models.length && !models.includes(model)) model = null;
+    if (model && rel && !models.includes(model)) {
+      modelSwitch($("#similar-models"), models, null, (m) => { model = m; setUrlParam("model", m); loadSimilar(); });
+      grid.dataset.model = "";
+      fill(grid, unknownModelBox(model, models));
+      return;
+    }
 
     async function loadSimilar() {
       grid.setAttribute("aria-busy", "true");
@@ -413,7 +443,7 @@
         const body = await api(`/v1/items/${encodeURIComponent(id)}/similar` + qs({ k: 12, model }));
         grid.dataset.model = body.model;
         if (!model) modelSwitch($("#similar-models"), models, body.model, (m) => { model = m; setUrlParam("model", m); loadSimilar(); });
-        if (!body.items.length) fill(grid, stateBox({ title: "No similar movies", heading: "h3", message: `The ${body.model} model found no movie similar to this one.` }));
+        if (!body.items.length) fill(grid, stateBox({ title: "No similar movies", heading: "h3", message: `The ${modelName(body.model)} model found no movie similar to this one.` }));
         else fill(grid, body.items.map((it) => movieCard(it)));
       } catch (e) { fill(grid, errorBox(e, loadSimilar, "h3")); }
     }
@@ -421,25 +451,50 @@
     await loadSimilar();
   }
 
+  /** The movie's counts, labelled by what they count: ratings, the distinct people who rated it and
+   * the distinct people with any interaction. Equal counts are one stat ("Rated by"), not two. */
+  function countStats(item) {
+    const n = (x) => (x || 0).toLocaleString();
+    const ratings = item.rating_count || 0;
+    const raters = item.rater_count ?? ratings;
+    const viewers = item.viewer_count ?? item.popularity ?? raters;
+    const stat = (key, label, value, hint) => h("div", { class: "stat", "data-stat": key, title: hint }, h("dt", {}, label), h("dd", {}, value));
+    const out = [];
+    if (ratings === raters) out.push(stat("raters", "Rated by", `${n(raters)} ${raters === 1 ? "person" : "people"}`, "one rating per person in the release's data"));
+    else {
+      out.push(stat("ratings", "Ratings", n(ratings), "every rating in the release's data, re-ratings included"));
+      out.push(stat("raters", "Distinct raters", n(raters), "people who rated it"));
+    }
+    if (viewers !== raters) out.push(stat("viewers", "Distinct viewers", n(viewers), "people with any interaction (ratings, views, clicks)"));
+    return out;
+  }
+
   // ------------------------------------------------------------------------------------------ user
+  /** Rating histogram: one bar per star (1..5), or per half star (0.5..5) when the data has half
+   * stars (MovieLens latest-small). */
   function histogram(ratings) {
-    const counts = [0, 0, 0, 0, 0];
+    const half = ratings.some((r) => !Number.isInteger(r));
+    const step = half ? 0.5 : 1;
+    const values = Array.from({ length: half ? 10 : 5 }, (_, i) => step * (i + 1));
+    const counts = values.map(() => 0);
     for (const r of ratings) {
-      const b = Math.min(5, Math.max(1, Math.round(r)));
+      const b = Math.min(values.length, Math.max(1, Math.round(r / step)));
       counts[b - 1] += 1;
     }
     const max = Math.max(1, ...counts);
-    const W = 300, H = 130, bw = 40, gap = (W - 5 * bw) / 6, top = 18, base = H - 22;
-    const label = "Rating histogram: " + counts.map((c, i) => `${i + 1} star${i ? "s" : ""}: ${c}`).join(", ");
+    const n = values.length;
+    const W = 300, H = 130, bw = half ? 22 : 40, gap = (W - n * bw) / (n + 1), top = 18, base = H - 22;
+    const name = (v) => `${v} star${v === 1 ? "" : "s"}`;
+    const label = "Rating histogram: " + counts.map((c, i) => `${name(values[i])}: ${c}`).join(", ");
     return h("svg", { class: "histogram", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label },
       h("title", {}, label),
       counts.map((c, i) => {
         const bh = Math.max(c ? 3 : 0, ((base - top) * c) / max);
         const x = gap + i * (bw + gap);
         return h("g", {},
-          h("rect", { class: "bar", x, y: base - bh, width: bw, height: bh, rx: 5, opacity: String(0.45 + 0.13 * i) }),
+          h("rect", { class: "bar", x, y: base - bh, width: bw, height: bh, rx: half ? 3 : 5, opacity: String(0.45 + (0.52 * i) / (n - 1)) }),
           h("text", { class: "val", x: x + bw / 2, y: base - bh - 5, "text-anchor": "middle" }, c),
-          h("text", { x: x + bw / 2, y: H - 6, "text-anchor": "middle" }, `${i + 1}★`));
+          h("text", { x: x + bw / 2, y: H - 6, "text-anchor": "middle" }, half && !Number.isInteger(values[i]) ? "½" : `${values[i]}★`));
       }),
       h("line", { x1: gap / 2, x2: W - gap / 2, y1: base, y2: base, stroke: "currentColor", "stroke-opacity": ".2" }));
   }
@@ -492,7 +547,7 @@
       wList.replaceChildren(...user.history.slice(0, n).map((x) => h("li", {},
         tile(x.title, "tile mini-tile"),
         h("a", { class: "w-title", href: `/movies/${encodeURIComponent(x.item_id)}` }, x.title),
-        h("span", { class: "w-meta" }, x.rating !== null && x.rating !== undefined ? h("span", { class: "stars", "aria-label": `rated ${x.rating}` }, "★ " + fmt(x.rating, 0)) : "clicked",
+        h("span", { class: "w-meta" }, x.rating !== null && x.rating !== undefined ? h("span", { class: "stars", "aria-label": `rated ${x.rating}` }, "★ " + fmt(x.rating, Number.isInteger(x.rating) ? 0 : 1)) : "viewed / clicked",
           " · ", new Date(x.timestamp * 1000).toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" })))));
       if (!user.history.length) wList.replaceChildren(stateBox({ title: "Nothing watched yet", heading: "h3" }));
       more.hidden = user.history.length <= n;
@@ -510,21 +565,37 @@
     const models = rel ? rel.models : [];
     let model = urlParam("model") || (rel ? rel.default_model : null);
     const onClick = clickRecorder(id);
+    const historyRatings = new Map(user.history.map((x) => [String(x.item_id), x.rating]));
     async function loadRecs() {
       grid.setAttribute("aria-busy", "true");
       grid.replaceChildren(...skeletons(6));
+      if (rel && model && !models.includes(model)) {
+        grid.dataset.model = "";
+        $("#recs-note").textContent = "";
+        fill(grid, unknownModelBox(model, models));
+        return;
+      }
       try {
         const body = await api(`/v1/users/${encodeURIComponent(id)}/recommendations` + qs({ k: 12, model, explain: "true" }));
         grid.dataset.model = body.model;
-        $("#recs-note").textContent = body.cold_start
-          ? "Not enough history yet: these are popular picks. Click a few movies to personalise them."
-          : `Model ${MODEL_NAMES[body.model] || body.model} · recall from ${(rel ? rel.sources : []).join(", ") || "the release"} · release ${body.release_id}`;
+        $("#recs-note").textContent = recsNote(body, rel, s.count);
         if (!body.items.length) fill(grid, stateBox({ title: "No recommendations", heading: "h3", message: "Every movie was filtered out for this user." }));
-        else fill(grid, body.items.map((it, i) => movieCard(it, { rank: i + 1, why: whyNode(it), onclick: onClick })));
+        else fill(grid, body.items.map((it, i) => movieCard(it, { rank: i + 1, why: whyNode(it, { rel, body, ratings: historyRatings }), onclick: onClick })));
       } catch (e) { fill(grid, errorBox(e, loadRecs, "h3")); }
     }
     modelSwitch($("#rec-models"), models, model, (m) => { model = m; setUrlParam("model", m); loadRecs(); }, rel ? rel.unavailable_models || {} : {});
     await loadRecs();
+  }
+
+  /** What the recommendations went on: "not enough history" only when the answer says so (no history
+   * reached the recall sources), whatever the user's id. */
+  function recsNote(body, rel, historyCount) {
+    const fb = body.fallbacks || [];
+    if (fb.includes("no_history") || (!historyCount && fb.includes("popular")))
+      return "Not enough history yet: these are popular picks. Click a few movies to personalise them.";
+    if (fb.includes("popular")) return "Nothing in this release relates to this history yet: these are popular picks.";
+    const sources = (rel ? rel.sources : []).map(modelName).join(", ") || "the release";
+    return `Based on ${plural(historyCount, "movie")} in the history · model ${modelName(body.model)} · recall from ${sources} · release ${body.release_id}`;
   }
 
   // ------------------------------------------------------------------------------------------ onboarding
@@ -565,54 +636,90 @@
       } catch (e) { picks.replaceChildren(errorBox(e, loadPicks, "h3")); }
     })();
 
+    // the profile fields only when the serving data has demographics (ML-100K has, latest-small not)
+    let rel = null;
+    const profileReady = getRelease().then((r) => {
+      rel = r;
+      const demo = r.demographics || {};
+      const GENDERS = { F: "Female", M: "Male" };
+      const options = (sel, values, label) => { for (const v of values) sel.append(h("option", { value: v }, label(v))); };
+      if (demo.gender) options($("#gender"), demo.gender, (v) => GENDERS[v] || v);
+      if (demo.occupation) options($("#occupation"), demo.occupation, (v) => v.charAt(0).toUpperCase() + v.slice(1));
+      $("#age-field").hidden = !demo.age;
+      $("#gender-field").hidden = !demo.gender;
+      $("#occupation-field").hidden = !demo.occupation;
+      const any = !!(demo.age || demo.gender || demo.occupation);
+      $("#profile-panel").hidden = !any;
+      if (any) $("#start-lead").textContent = "Pick two or more movies you enjoyed and / or tell us a little about yourself — recommendations appear at once.";
+    }, () => { /* without the release the form still takes picks */ });
+
+    /** The picks become the visitor's history: one view event each (the API then excludes them and
+     * recommends from them, here and on the visitor's own page). */
+    async function recordPicks(visitor, liked) {
+      const results = await Promise.allSettled(liked.map((item_id) =>
+        api("/v1/events", { method: "POST", body: { user_id: visitor, item_id, type: "view" } })));
+      const failed = results.filter((r) => r.status === "rejected");
+      if (failed.length) console.warn("picks not recorded:", failed.map((r) => r.reason && r.reason.message));
+      return failed.length === 0;
+    }
+
     const out = $("#onboarding-results");
     const grid = $("#onboarding-recs");
     $("#onboarding").addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const profile = {};
-      const age = $("#age").value.trim();
+      const visible = (id) => !$(id).closest(".field").hidden && !$("#profile-panel").hidden;
+      const age = visible("#age") ? $("#age").value.trim() : "";
       if (age) {
         const n = Number(age);
         if (!Number.isInteger(n) || n < 1 || n > 120) { err.textContent = "Age must be a whole number between 1 and 120."; $("#age").focus(); return; }
         profile.age = n;
       }
-      if ($("#gender").value) profile.gender = $("#gender").value;
-      if ($("#occupation").value) profile.occupation = $("#occupation").value;
+      if (visible("#gender") && $("#gender").value) profile.gender = $("#gender").value;
+      if (visible("#occupation") && $("#occupation").value) profile.occupation = $("#occupation").value;
       const liked = [...picked.values()].map((it) => it.item_id);
       const hasProfile = Object.keys(profile).length > 0;
       if (liked.length < 2 && !hasProfile) {
+        const withProfile = !$("#profile-panel").hidden;
         err.textContent = liked.length === 1
-          ? "Pick at least one more movie, or tell us a little about yourself."
-          : "Pick two or more movies you like, or fill in your profile.";
+          ? "Pick at least one more movie" + (withProfile ? ", or tell us a little about yourself." : ".")
+          : "Pick two or more movies you like" + (withProfile ? ", or fill in your profile." : ".");
         return;
       }
       err.textContent = "";
       out.hidden = false;
       grid.setAttribute("aria-busy", "true");
       grid.replaceChildren(...skeletons(6));
-      const body = { k: 12, explain: true };
+      const visitor = visitorId();
+      // the visitor's id and the picks: liked_items makes the answer right even when recording the
+      // picks as events failed (events_auth on, say)
+      const body = { k: 12, explain: true, user_id: visitor };
       if (liked.length) body.liked_items = liked;
       if (hasProfile) body.profile = profile;
       const submit = $("#onboarding-submit");
       submit.disabled = true;
       try {
+        const recorded = liked.length ? await recordPicks(visitor, liked) : false;
         const res = await api("/v1/recommendations", { method: "POST", body });
         const basis = [liked.length ? plural(liked.length, "movie") + " you like" : null, hasProfile ? "your profile" : null].filter(Boolean).join(" and ");
-        $("#onboarding-note").textContent = `Based on ${basis} · model ${MODEL_NAMES[res.model] || res.model}`;
+        $("#onboarding-note").textContent = `Based on ${basis} · model ${modelName(res.model)}`;
+        const link = $("#visitor-link");
+        link.href = `/users/${encodeURIComponent(visitor)}`;
+        link.hidden = !recorded;
         if (!res.items.length) fill(grid, stateBox({ title: "No recommendations", heading: "h3", message: "Try picking different movies." }));
-        else fill(grid, res.items.map((it, i) => movieCard(it, { rank: i + 1, why: whyNode(it), onclick: clickRecorder(visitorId()) })));
+        else fill(grid, res.items.map((it, i) => movieCard(it, { rank: i + 1, why: whyNode(it, { rel, body: res, liked: true }), onclick: clickRecorder(visitor) })));
         out.scrollIntoView({ behavior: "smooth", block: "start" });
       } catch (e) { fill(grid, errorBox(e, () => $("#onboarding").requestSubmit(), "h3")); }
       finally { submit.disabled = false; }
     });
-    await picksLoaded;
+    await Promise.all([picksLoaded, profileReady]);
   }
 
   // ------------------------------------------------------------------------------------------ release
   const METRIC_COLS = [
     ["ndcg@10", "NDCG@10", 1], ["precision@10", "P@10", 1], ["recall@10", "R@10", 1], ["map@10", "MAP@10", 1],
     ["hr@10", "HR@10", 1], ["mrr@10", "MRR@10", 1], ["coverage@10", "Coverage", 1], ["novelty@10", "Novelty", 0],
-    ["diversity@10", "Diversity", 0], ["fit_seconds", "Fit s", -1],
+    ["diversity@10", "Diversity", 0], ["stratified:ndcg@10", "NDCG@10 (stratified)", 1], ["fit_seconds", "Fit s", -1],
   ];
 
   async function pageRelease() {
@@ -632,12 +739,12 @@
         kv("Created", r.created_at ? when(r.created_at) : "–"),
         kv("Loaded", `${when(r.loaded_at)} (in ${fmt(r.load_seconds, 1)} s)`),
         kv("Catalogue", `${plural(r.n_users, "user")} · ${plural(r.n_items, "item")} · ${plural(r.genres.length, "genre")}`),
-        kv("Retrievers", r.retrievers.join(", ") || "–"),
-        kv("Recall sources", r.sources.join(", ") || "–"),
-        kv("Ranking models", r.models.join(", ") + (unavailable.length ? ` (not served: ${unavailable.map(([m]) => m).join(", ")})` : "")),
+        kv("Retrievers", r.retrievers.map(modelName).join(", ") || "–"),
+        kv("Recall sources", r.sources.map(modelName).join(", ") || "–"),
+        kv("Ranking models", r.models.map(modelName).join(", ") + (unavailable.length ? ` (not served: ${unavailable.map(([m]) => modelName(m)).join(", ")})` : "")),
         kv("Store / index", `${r.store} / ${r.index || "none"}`),
         kv("k", `default ${r.k_default}, max ${r.k_max}`)),
-      unavailable.length ? h("p", { class: "hint", style: { margin: "1rem 0 0" } }, unavailable.map(([m, why]) => `${m} is not served: ${String(why).replace(/^.*?\):\s*/, "")}`).join(" · ")) : null)));
+      unavailable.length ? h("p", { class: "hint", style: { margin: "1rem 0 0" } }, unavailable.map(([m, why]) => `${modelName(m)} is not served: ${String(why).replace(/^.*?\):\s*/, "")}`).join(" · ")) : null)));
 
     // lineage
     const lSec = $("#lineage-section");
@@ -653,8 +760,8 @@
         e.available ? h("div", { class: "t-meta" }, [
           when(e.created_at),
           e.dataset,
-          "models " + (e.models || []).join(", "),
-          e.headline && e.headline.value !== null ? `${e.headline.model} ${e.headline.metric} ${fmt(e.headline.value, 4)}` : null,
+          "models " + (e.models || []).map(modelName).join(", "),
+          e.headline && e.headline.value !== null ? `${modelName(e.headline.model)} ${e.headline.metric} ${fmt(e.headline.value, 4)}` : null,
           e.size_bytes ? (e.size_bytes / 1048576).toFixed(1) + " MB" : null,
         ].filter(Boolean).join(" · ")) : null)));
       if (linR.value.lineage.length === 1) lin.append(h("li", {}, h("div", { class: "t-meta" }, "First build: no parent release.")));
@@ -685,16 +792,23 @@
     table.replaceChildren(
       h("caption", { class: "visually-hidden" }, "Holdout metrics per model"),
       h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Model"), cols.map(([, label]) => h("th", { scope: "col" }, label)))),
-      h("tbody", {}, names.map((n) => h("tr", {}, h("th", { scope: "row" }, n),
+      h("tbody", {}, names.map((n) => h("tr", { "data-model": n }, h("th", { scope: "row", title: n }, modelName(n)),
         cols.map(([k, , dir]) => {
           const v = ev.results[n][k];
           return h("td", { class: dir && v === best[k] && names.length > 1 ? "best" : null }, v === undefined ? "–" : fmt(v, k === "fit_seconds" || k === "novelty@10" ? 2 : 4));
         })))));
     if (!names.length) table.replaceWith(stateBox({ title: "No models were evaluated", heading: "h3" }));
+    // temporal-rolling: each model against the others, paired bootstrap 95% CI over users (warm users)
+    const cis = (ev.comparisons && ev.comparisons.warm) || [];
+    if (cis.length) {
+      $("#evaluation-note").textContent += ` · mean over ${ev.windows.length} windows (warm users)`;
+      table.after(h("ul", { class: "hint", id: "evaluation-cis" }, cis.map((c) => h("li", {},
+        `${c.b} − ${c.a}: ${c.metric} ${c.diff >= 0 ? "+" : ""}${fmt(c.diff, 4)} (95% CI ${fmt(c.ci95[0], 4)} … ${fmt(c.ci95[1], 4)})`))));
+    }
     const link = $("#report-link");
     if (ev.report_url) { link.href = ev.report_url; link.hidden = false; }
     $("#plots").replaceChildren(...ev.plots.map((p) => h("figure", {},
-      h("img", { src: p.url, alt: p.alt, loading: "lazy", width: "1200", height: "420" }), h("figcaption", {}, p.alt))));
+      h("a", { href: p.url, title: "Open the full-size plot" }, h("img", { src: p.url, alt: p.alt, loading: "lazy" })), h("figcaption", {}, p.alt))));
   }
 
 
@@ -755,7 +869,7 @@
 
   async function pageExperiments() {
     const root = $("#experiment");
-    const [listR, driftR] = await Promise.allSettled([api("/v1/experiments"), api("/v1/monitoring/drift")]);
+    const [listR, driftR] = await Promise.allSettled([api("/v1/experiments"), api("/v1/monitoring/drift"), getRelease()]);
     if (driftR.status === "fulfilled") { $("#drift-section").hidden = false; driftPanel(driftR.value); }
     if (listR.status === "rejected") { fill(root, errorBox(listR.reason, pageExperiments)); return; }
     const list = listR.value;
@@ -779,7 +893,7 @@
       exp.description ? h("p", {}, exp.description) : null,
       h("dl", { class: "kv" },
         kv("Arms", Object.entries(exp.shares).map(([a, s]) => `${a} ${(s * 100).toFixed(0)}%`).join(" · ")),
-        kv("Serving", exp.arms.map((a) => `${a.name}: ${a.release || "serving release"}, model ${a.model || "default"}${a.pipeline ? ", own pipeline" : ""}`).join(" · ")),
+        kv("Serving", exp.arms.map((a) => `${a.name}: ${a.release || "serving release"}, model ${a.model ? modelName(a.model) : "default"}${a.pipeline ? ", own pipeline" : ""}`).join(" · ")),
         kv("Started", exp.created_at ? when(exp.created_at) : "–"),
         kv("Stopped", exp.stopped_at ? when(exp.stopped_at) : "–"),
         kv("Attribution", `clicks and ratings within ${Math.round(exp.window_s / 60)} min of the impression; hit-rate@${exp.k}`),
@@ -835,8 +949,19 @@
   }
 
   // ------------------------------------------------------------------------------------------ boot
-  const PAGES = { home: pageHome, movie: pageMovie, user: pageUser, start: pageStart, release: pageRelease, experiments: pageExperiments };
+  const PAGES = { notfound: async () => {}, home: pageHome, movie: pageMovie, user: pageUser, start: pageStart, release: pageRelease, experiments: pageExperiments };
+  /** The sticky header's height as --header-h (CSS keeps scrolled-to headings below it). */
+  function headerHeight() {
+    const bar = $(".topbar");
+    if (!bar) return;
+    const set = () => document.documentElement.style.setProperty("--header-h", bar.offsetHeight + "px");
+    set();
+    if ("ResizeObserver" in window) new ResizeObserver(set).observe(bar);
+    else window.addEventListener("resize", set);
+  }
+
   function boot() {
+    headerHeight();
     footer();
     userJump();
     const fn = PAGES[document.body.dataset.page];
