@@ -3,6 +3,7 @@
 - `free_port` / `free_ports`: ports on 127.0.0.1 that nothing listens on (bound then released).
 - `build_release` / `build_small_release`: a release built from a build TOML into a releases
   directory and promoted to a channel (ML-100K pop + itemknn + ease builds in a few seconds).
+- `RayCluster`: a local 2-node Ray cluster (``ray start`` processes, own process groups).
 - `ServerProcess`: ``recstack serve`` as a subprocess (own process group) on a free port, as a
   context manager that waits for ``/readyz`` and stops the whole group on exit. Its output goes to
   a temporary file (a pipe nobody reads would block a chatty server), quoted when start-up fails.
@@ -29,6 +30,7 @@ import httpx
 
 __all__ = [
     "SMALL_MODELS",
+    "RayCluster",
     "ServerProcess",
     "ServerStartError",
     "build_release",
@@ -228,5 +230,136 @@ class ServerProcess:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM to ``proc``'s process group, SIGKILL after ``timeout`` s; idempotent."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            proc.wait()
+    # the leader is gone: make sure no process of its group survives (raylet, workers, ...)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:  # until the kernel has delivered it (raises when none left)
+            os.killpg(proc.pid, 0)
+            time.sleep(0.2)
+
+
+class RayCluster:
+    """A local multi-node Ray cluster: ``ray start --head --block`` plus ``nodes - 1`` ``ray start
+    --address --block`` worker nodes of ``cpus_per_node`` CPUs, each in its own process group with its
+    own free ports, under a short temporary directory; ``with`` waits until every node is alive and
+    stops the groups on exit (never ``ray stop``, which would stop every Ray on the machine).
+    ``address`` is the GCS address (``127.0.0.1:port``) to pass to ``ray.init`` / ``--address``."""
+
+    def __init__(self, nodes: int = 2, cpus_per_node: int = 1, timeout: float = 180.0) -> None:
+        self.nodes = nodes
+        self.cpus = cpus_per_node
+        self.timeout = timeout
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._logs: list[IO[bytes]] = []
+        self._dir: str | None = None
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        #: environment of the nodes, which drivers of this cluster need too: token authentication off
+        #: (a private test cluster on 127.0.0.1; with it on, a token another Ray wrote to the shared
+        #: ~/.ray/auth_token between the head's and the node's start locks the node out)
+        self.env = {"RAY_AUTH_MODE": "disabled"}
+
+    def _start(self, head: bool) -> None:
+        ray = Path(sys.executable).parent / "ray"
+        ports = free_ports(8)
+        cmd = [str(ray), "start", "--block", f"--num-cpus={self.cpus}", "--node-ip-address=127.0.0.1"]
+        cmd += [
+            f"--node-manager-port={ports[0]}",
+            f"--object-manager-port={ports[1]}",
+            f"--metrics-export-port={ports[2]}",
+            f"--dashboard-agent-listen-port={ports[3]}",
+            f"--dashboard-agent-grpc-port={ports[4]}",
+            f"--runtime-env-agent-port={ports[5]}",
+        ]
+        if head:
+            assert self._dir is not None
+            cmd += [
+                "--head",
+                f"--port={self.port}",
+                f"--ray-client-server-port={ports[6]}",
+                "--include-dashboard=false",
+                f"--dashboard-port={ports[7]}",
+                f"--temp-dir={self._dir}",
+            ]
+        else:
+            cmd += [f"--address={self.address}"]
+        log = tempfile.TemporaryFile(prefix="recstack-ray-")  # noqa: SIM115 - closed by stop()
+        self._logs.append(log)
+        env = {**os.environ, **self.env, "RAY_gcs_server_port_wait_time_s": "120"}
+        self.procs.append(
+            subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        )
+
+    def output(self, limit: int = 3000) -> str:
+        out = []
+        for log in self._logs:
+            log.flush()
+            log.seek(0)
+            out.append(log.read().decode(errors="replace")[-limit:])
+        return "\n---\n".join(out)
+
+    def _alive_nodes(self) -> int:
+        cmd = [
+            sys.executable,
+            "-c",
+            "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+            "print(sum(1 for n in ray.nodes() if n['Alive'])); ray.shutdown()",
+            self.address,
+        ]
+        env = {**os.environ, **self.env}
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, env=env)
+        lines = r.stdout.strip().splitlines()
+        return int(lines[-1]) if r.returncode == 0 and lines and lines[-1].isdigit() else 0
+
+    def start(self) -> RayCluster:
+        self._dir = tempfile.mkdtemp(prefix="rsray-", dir="/tmp")  # short: Ray's socket paths
+        try:
+            self._start(head=True)
+            deadline = time.monotonic() + self.timeout
+            for _ in range(self.nodes - 1):
+                self._start(head=False)
+            while self._alive_nodes() < self.nodes:
+                if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
+                    raise ServerStartError(f"Ray cluster did not come up:\n{self.output()}")
+                time.sleep(1.0)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            _stop_group(proc, 10.0)
+        self.procs.clear()
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+        if self._dir is not None:
+            import shutil
+
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self) -> RayCluster:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()

@@ -18,7 +18,7 @@ from typing import Any
 from recstack.batch.tasks import Block, BlockResult, JobSpec, compute_block
 from recstack.errors import InvalidArgumentError
 
-__all__ = ["LocalRunner", "RayRunner", "Runner", "make_runner"]
+__all__ = ["LocalRunner", "RayRunner", "Runner", "make_runner", "ray_init"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,25 @@ def _start_local(num_cpus: int | None, attempts: int) -> None:
             time.sleep(2.0 * attempt)
 
 
+def ray_init(address: str | None = None, num_cpus: int | None = 2, start_attempts: int = 3) -> bool:
+    """Connect this process to Ray once (the one Ray start-up of recstack: batch jobs and evaluation
+    blocks). ``address``: a running cluster (``host:port``, ``auto``, ``ray://...``); None starts a
+    local instance with ``num_cpus`` CPUs and no dashboard (retried, see `RayRunner`). Returns whether
+    this call started or connected Ray (the caller then shuts it down); False when already connected."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    else:
+        # a local head on a busy small machine can take longer than Ray's default 30 s to
+        # bind its GCS port (seen on 2 cores under load); the user's own setting wins
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
+        _start_local(num_cpus, start_attempts)
+    return True
+
+
 class RayRunner(Runner):
     """Blocks as Ray remote tasks returning numpy arrays; the driver writes them to the sink.
 
@@ -114,16 +133,7 @@ class RayRunner(Runner):
         import ray
 
         self.address = address
-        self._started = False
-        if not ray.is_initialized():
-            if address:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False)
-            else:
-                # a local head on a busy small machine can take longer than Ray's default 30 s to
-                # bind its GCS port (seen on 2 cores under load); the user's own setting wins
-                os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
-                _start_local(num_cpus, start_attempts)
-            self._started = True
+        self._started = ray_init(address, num_cpus, start_attempts)
         self._remote = ray.remote(num_cpus=1)(_ray_compute)
         self.max_in_flight = max_in_flight
 

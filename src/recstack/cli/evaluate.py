@@ -45,6 +45,12 @@ def evaluate_cmd(
         str | None,
         typer.Option("--format", help="Force the dataset layout (movielens-latest, tabular, recstack...)."),
     ] = None,
+    sample_users: Annotated[
+        int | None,
+        typer.Option(
+            "--sample-users", min=1, help="Evaluate a uniform sample of N test users and print 95% intervals."
+        ),
+    ] = None,
 ) -> None:
     """Fit and evaluate models under a named protocol; print a table, optionally write JSON / HTML."""
     from rich.table import Table
@@ -71,7 +77,7 @@ def evaluate_cmd(
         raise
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--format/--dataset") from exc
-    result = run_protocol(ds, protocol, model_names, tune=tune, seed=seed)
+    result = run_protocol(ds, protocol, model_names, tune=tune, seed=seed, sample_users=sample_users)
     table = Table(title=f"{result['dataset']} · {protocol}{' · tuned' if tune else ''} · seed {seed}")
     table.add_column("model", style="bold")
     for _, label in TABLE_COLUMNS:
@@ -89,13 +95,21 @@ def evaluate_cmd(
         from recstack.evaluation.report import print_rolling
 
         print_rolling(out, result)
-        return _write(result, json_path, report)
+    else:
+        for name, res in result["results"].items():
+            if "cold" in res:
+                c = res["cold"]
+                typer.echo(
+                    f"cold-start users ({c['n_users']}) {name}: ndcg@10 {c['ndcg@10']:.4f} "
+                    f"recall@10 {c['recall@10']:.4f} hr@10 {c['hr@10']:.4f}"
+                )
     for name, res in result["results"].items():
-        if "cold" in res:
-            c = res["cold"]
+        if "sample" in res:
+            smp = res["sample"]
+            lo, hi = smp["ci95"]["ndcg@10"]
             typer.echo(
-                f"cold-start users ({c['n_users']}) {name}: ndcg@10 {c['ndcg@10']:.4f} "
-                f"recall@10 {c['recall@10']:.4f} hr@10 {c['hr@10']:.4f}"
+                f"{name}: {smp['n_users']:,} of {smp['of']:,} users sampled; ndcg@10 {res['ndcg@10']:.4f}, "
+                f"95% CI [{lo:.4f}, {hi:.4f}]"
             )
     _write(result, json_path, report)
 

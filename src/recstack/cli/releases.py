@@ -28,6 +28,27 @@ def build_cmd(
             "manifest). Checks: schema, ranges, duplicates, unlisted_items, split_sizes, shift.",
         ),
     ] = None,
+    runner: Annotated[
+        str,
+        typer.Option(
+            "--runner",
+            help="Where the evaluation's user blocks are scored: local (threads) or ray (Ray tasks).",
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address", help="Ray cluster address for --runner ray (default: a local Ray instance)."
+        ),
+    ] = None,
+    sample_users: Annotated[
+        int | None,
+        typer.Option(
+            "--sample-users",
+            min=1,
+            help="Evaluate a uniform sample of N test users; metrics.json gets each metric's 95% CI.",
+        ),
+    ] = None,
 ) -> None:
     """Run the offline pipeline (data checks, features, models, evaluation, index) into a new release."""
     from recstack.data.checks import parse_allow
@@ -39,13 +60,22 @@ def build_cmd(
     if allow:
         checks = cfg.checks.model_copy(update={"allow": {**cfg.checks.allow, **parse_allow(allow)}})
         cfg = cfg.model_copy(update={"checks": checks})
+    if runner not in ("local", "ray"):
+        raise typer.BadParameter(f"--runner must be local or ray, got {runner!r}")
+    if address and runner != "ray":
+        raise typer.BadParameter("--address needs --runner ray")
+    if sample_users is not None:
+        ev = cfg.evaluation.model_copy(update={"sample_users": sample_users})
+        cfg = cfg.model_copy(update={"evaluation": ev})
     root = _cli.releases_root(releases_dir)
-    manifest = build(cfg, root)
+    manifest = build(cfg, root, runner="ray" if runner == "ray" else "local", address=address)
     out = console()
     out.print(f"\n{' · '.join(f'{k} {v:.1f}s' for k, v in manifest.timings.items())}")
     _cli.print_eval_table(
         out, manifest, _cli.fit_seconds_of(root, manifest), _cli.comparisons_of(root, manifest)
     )
+    if sample_users is not None:
+        _cli.print_sample_intervals(out, root / manifest.id / "metrics.json")
     typer.echo(manifest.id)
     if promote:
         state = Registry(root).promote(manifest.id, channel)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,16 +32,17 @@ import scipy.sparse as sp
 from recstack._progress import progress_bar
 from recstack.data.dataset import Dataset
 from recstack.errors import InvalidArgumentError
+from recstack.evaluation._blocks import BlockScorer, EvalBlock, ThreadScorer
 from recstack.evaluation.metrics import (
+    RankingResult,
     catalog_coverage,
-    factorized_topk_accuracy,
     genre_matrix,
     intra_list_diversity,
     novelty,
     popularity_bins,
     ranking_metrics,
 )
-from recstack.models.base import Retriever, top_k
+from recstack.models.base import Retriever
 
 __all__ = [
     "ACCURACY_KS",
@@ -85,6 +86,8 @@ class RunOptions:
     seed: int = 42
     ks: tuple[int, ...] = tuple(range(1, 51))
     splitter: Splitter | None = None
+    #: evaluate a uniform sample of this many test users (95% intervals under ``"sample"``)
+    sample_users: int | None = None
 
     def split(self, dataset: Dataset, protocol: str) -> Any:
         if self.splitter is not None:
@@ -126,6 +129,9 @@ def evaluate_retriever(
     report_k: int = REPORT_K,
     batch_size: int = 1024,
     per_user: bool = False,
+    scorer: BlockScorer | None = None,
+    sample_users: int | None = None,
+    sample_seed: int = 0,
 ) -> dict[str, Any]:
     """Score a fitted retriever on ``test``.
 
@@ -140,6 +146,13 @@ def evaluate_retriever(
     evaluated users' own figures, for paired comparisons).
     ``diversity@10`` is None when the items have no genres. Accuracy (FactorizedTopK) ranks all items,
     nothing removed, and is averaged over the test pairs of the evaluated users.
+
+    Users are scored in blocks of ``batch_size`` by ``scorer`` (`recstack.evaluation._blocks`: threads
+    or Ray; default: inline), so memory is bounded by the blocks in flight plus the [n, max(ks)] ids.
+    ``sample_users``: evaluate a uniform sample (seed ``sample_seed``) of that many of the eligible
+    users instead of all; the result then has ``"sample": {"n_users", "of", "ci95": {"ndcg@10": [lo,
+    hi], ...}}``, the normal 95% interval of each headline mean (standard error over the sampled
+    users' values with the finite-population correction).
     """
     wanted = tuple(sorted({int(k) for k in ks}))
     ks_t = tuple(sorted(set(wanted) | {report_k}))
@@ -149,36 +162,43 @@ def evaluate_retriever(
     test_users = np.flatnonzero(np.diff(truth_all.indptr) > 0).astype(np.int64)
     if users is not None:
         test_users = np.intersect1d(test_users, np.asarray(users, dtype=np.int64))
+    n_eligible = test_users.shape[0]
+    if sample_users is not None:
+        if sample_users < 1:
+            raise InvalidArgumentError(f"sample_users must be a positive count, got {sample_users}")
+        if sample_users < n_eligible:
+            rng = np.random.default_rng(sample_seed)
+            test_users = np.sort(rng.choice(test_users, sample_users, replace=False))
     n = test_users.shape[0]
     pop_users = np.asarray((train_csr > 0).sum(axis=0)).ravel()
     pop_scores = pop_users.astype(np.float32)
-    n_fallback = 0
     ids = np.full((n, kmax), -1, dtype=np.int64)
     acc_ks = tuple(sorted({int(k) for k in accuracy_ks}))
-    acc_hits: dict[int, list[npt.NDArray[np.float64]]] = {k: [] for k in acc_ks}
     test_inter = test.interactions
     pair_users = test_inter["user"].to_numpy().astype(np.int64)
     pair_items = test_inter["item"].to_numpy().astype(np.int64)
-    for start in range(0, n, batch_size):
-        batch = test_users[start : start + batch_size]
-        scores = np.array(model.score_users(batch), dtype=np.float32, copy=True)
-        flat = scores.max(axis=1) == scores.min(axis=1)  # no information (an empty history)
-        if flat.any():
-            scores[flat] = pop_scores
-            n_fallback += int(flat.sum())
-        if acc_ks:
-            # pairs of this batch's users (every test event counts once, as in the TFRS tutorials)
-            pos = np.searchsorted(batch, pair_users)
-            pos_c = np.minimum(pos, batch.shape[0] - 1)
-            in_batch = batch[pos_c] == pair_users
-            if in_batch.any():
-                hits = factorized_topk_accuracy(scores, pos_c[in_batch], pair_items[in_batch], acc_ks)
-                for k in acc_ks:
-                    acc_hits[k].append(hits[k])
-        if exclude_train:
-            ex = train_csr[batch].tocoo()
-            scores[ex.row, ex.col] = -np.inf
-        ids[start : start + batch.shape[0]] = top_k(scores, kmax)[0]
+    order = np.argsort(pair_users, kind="stable")
+    pair_users, pair_items = pair_users[order], pair_items[order]
+
+    def blocks() -> Iterator[EvalBlock]:
+        for start in range(0, n, batch_size):
+            batch = test_users[start : start + batch_size]
+            # pairs of this block's users (every test event counts once, as in the TFRS tutorials)
+            lo, hi = np.searchsorted(pair_users, [batch[0], batch[-1] + 1])
+            pu, pi = pair_users[lo:hi], pair_items[lo:hi]
+            pos = np.minimum(np.searchsorted(batch, pu), batch.shape[0] - 1)
+            inb = batch[pos] == pu
+            exclude = train_csr[batch] if exclude_train else None
+            yield EvalBlock(start, batch, exclude, pos[inb].astype(np.int64), pi[inb])
+
+    n_fallback = 0
+    acc_hits: dict[int, list[tuple[int, npt.NDArray[np.float64]]]] = {k: [] for k in acc_ks}
+    runner = scorer if scorer is not None else ThreadScorer(1)
+    for res in runner.map(model, blocks(), pop_scores, kmax, acc_ks):
+        ids[res.start : res.start + res.ids.shape[0]] = res.ids
+        n_fallback += res.n_fallback
+        for k, h in res.hits.items():
+            acc_hits[k].append((res.start, h))
     truth = truth_all[test_users]
     rank = ranking_metrics(ids, truth, ks_t)
     out: dict[str, Any] = {f"{m}@{report_k}": rank.mean(m, report_k) for m in _HEADLINE}
@@ -192,7 +212,9 @@ def evaluate_retriever(
     else:
         out[f"diversity@{report_k}"] = None
     for k in acc_ks:
-        allh = np.concatenate(acc_hits[k]) if acc_hits[k] else np.zeros(0)
+        # in block order, as the blocks were cut (completion order differs between runs)
+        parts = [h for _, h in sorted(acc_hits[k], key=lambda sh: sh[0])]
+        allh = np.concatenate(parts) if parts else np.zeros(0)
         out[f"accuracy@{k}"] = float(allh.mean()) if allh.size else 0.0
     out["n_users"] = int(rank.n_users)
     out["n_fallback"] = n_fallback
@@ -203,7 +225,29 @@ def evaluate_retriever(
         out["per_user"] = {"users": test_users[rank.rows]} | {
             f"{m}@{report_k}": rank.per_user[m][:, col] for m in _PAIRED
         }
+    if sample_users is not None:
+        out["sample"] = {
+            "n_users": int(rank.n_users),
+            "of": int(n_eligible),
+            "seed": sample_seed,
+            "ci95": {f"{m}@{report_k}": _ci95(rank, m, report_k, n_eligible) for m in _HEADLINE},
+        }
     return out
+
+
+def _ci95(rank: RankingResult, metric: str, k: int, population: int) -> list[float]:
+    """Normal 95% interval of the mean of ``metric@k`` over a uniform sample of ``population``
+    users without replacement: mean +- 1.96 sd / sqrt(n) sqrt((N - n) / (N - 1))."""
+    n = rank.n_users
+    if n == 0:
+        return [0.0, 0.0]
+    v = rank.per_user[metric][:, rank.column(k)]
+    mean = float(v.mean())
+    if n < 2:
+        return [mean, mean]
+    fpc = np.sqrt(max(population - n, 0) / max(population - 1, 1))
+    half = 1.96 * float(v.std(ddof=1)) / np.sqrt(n) * fpc
+    return [mean - half, mean + half]
 
 
 # ---------------------------------------------------------------------------------------- models
@@ -285,7 +329,16 @@ def _run_ranking(
             fit_seconds = _fit_timed(model, train)
             prog.update(task, status=f"{name} score")
             warm = np.setdiff1d(np.unique(test.interactions["user"].to_numpy()), cold) if cold.size else None
-            res = evaluate_retriever(model, train, test, opts.ks, exclude_train, users=warm)
+            res = evaluate_retriever(
+                model,
+                train,
+                test,
+                opts.ks,
+                exclude_train,
+                users=warm,
+                sample_users=opts.sample_users,
+                sample_seed=opts.seed,
+            )
             if protocol == "temporal":
                 cold_res = evaluate_retriever(model, train, test, opts.ks, exclude_train, users=cold)
                 res["cold"] = {k: v for k, v in cold_res.items() if k not in ("curves", "popularity")}
@@ -319,7 +372,29 @@ def mean_over_windows(windows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
     out["n_users"] = int(sum(w.get("n_users", 0) for w in windows))
     out["n_windows"] = len(used)
+    if used and all("sample" in w for w in used):
+        out["sample"] = _sample_over_windows([w["sample"] for w in used])
     return out
+
+
+def _sample_over_windows(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ``"sample"`` of a mean over windows sampled independently (``sample_users`` per window): the
+    95% interval of the mean of the window means, mean +- 1.96 sqrt(sum se_w^2) / W, each window's
+    standard error se_w read back from its own normal interval."""
+    w = len(samples)
+    ci95: dict[str, list[float]] = {}
+    for key in samples[0]["ci95"]:
+        centres = [(s["ci95"][key][0] + s["ci95"][key][1]) / 2 for s in samples]
+        ses = [(s["ci95"][key][1] - s["ci95"][key][0]) / (2 * 1.96) for s in samples]
+        mean = float(np.mean(centres))
+        half = 1.96 * float(np.sqrt(np.sum(np.square(ses)))) / w
+        ci95[key] = [mean - half, mean + half]
+    return {
+        "n_users": int(sum(s["n_users"] for s in samples)),
+        "of": int(sum(s["of"] for s in samples)),
+        "seed": samples[0]["seed"],
+        "ci95": ci95,
+    }
 
 
 def compare_models(
@@ -430,6 +505,8 @@ def _run_rolling(dataset: Dataset, model_names: Sequence[str], opts: RunOptions)
                         users=users,
                         per_user=True,
                         accuracy_ks=(),
+                        sample_users=opts.sample_users if group == "warm" else None,
+                        sample_seed=opts.seed,
                     )
                     per[name][f"{group}_units"].append(res.pop("per_user"))
                     if group == "warm":
@@ -482,6 +559,7 @@ def run_protocol(
     ks: Iterable[int] = range(1, 51),
     *,
     splitter: Splitter | None = None,
+    sample_users: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model_names`` on ``dataset`` under ``protocol``.
 
@@ -489,7 +567,8 @@ def run_protocol(
     {"precision@10": x, ..., "fit_seconds": s, "params": {...}, "curves": {...}}},
     "catalog_popularity": [...]}`` (see `evaluate_retriever` for the per-model keys; ``"cold"`` for
     temporal, ``"tuning"`` — [[params, validation ndcg@10], ...] — when tuned). ``splitter`` replaces
-    `recstack.data.splits.split` (tests).
+    `recstack.data.splits.split` (tests). ``sample_users``: the test figures over a uniform sample of
+    that many users, with 95% intervals (`evaluate_retriever`).
     """
     if protocol not in PROTOCOLS:
         raise InvalidArgumentError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
@@ -498,6 +577,6 @@ def run_protocol(
     ks_t = tuple(sorted({int(k) for k in ks}))
     if not ks_t or ks_t[0] < 1:
         raise InvalidArgumentError("ks must be positive cut-offs, for example range(1, 51)")
-    opts = RunOptions(tune=tune, seed=seed, ks=ks_t, splitter=splitter)
+    opts = RunOptions(tune=tune, seed=seed, ks=ks_t, splitter=splitter, sample_users=sample_users)
     body = PROTOCOLS[protocol](dataset, names, opts)
     return {"dataset": dataset.name, "protocol": protocol, "seed": seed, "tuned": tune, **body}

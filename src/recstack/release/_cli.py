@@ -22,6 +22,7 @@ __all__ = [
     "print_eval_table",
     "print_lineage",
     "print_list",
+    "print_sample_intervals",
     "print_show",
     "releases_root",
 ]
@@ -112,6 +113,28 @@ def fit_seconds_of(root: Path, manifest: Manifest) -> dict[str, float]:
     """Per-model fit seconds from the release's metrics.json (empty when absent)."""
     data = _metrics_json(root, manifest)
     return {k: float(v.get("fit_seconds", 0.0)) for k, v in data.get("results", {}).items()}
+
+
+def print_sample_intervals(console: Console, metrics_json: Path) -> None:
+    """For a ``--sample-users`` build: each model's sample size and the 95% interval of NDCG@10 and
+    Recall@10 (from metrics.json's ``"sample"``)."""
+    try:
+        data = json.loads(metrics_json.read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    for name, res in data.get("results", {}).items():
+        sample = res.get("sample")
+        if not sample:
+            continue
+        ci = sample.get("ci95", {})
+        parts = [
+            f"{m} {res.get(m, 0.0):.4f} [{ci[m][0]:.4f}, {ci[m][1]:.4f}]"
+            for m in ("ndcg@10", "recall@10")
+            if m in ci
+        ]
+        console.print(
+            f"{name}: {sample['n_users']:,} of {sample['of']:,} users sampled; 95% CI " + ", ".join(parts)
+        )
 
 
 def comparisons_of(root: Path, manifest: Manifest) -> dict[str, list[dict[str, Any]]]:

@@ -28,11 +28,11 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +57,9 @@ from recstack.release.manifest import (
     new_release_id,
 )
 from recstack.release.registry import PID_FILE, TMP_PREFIX, Registry, clean_stale_tmp
+
+if TYPE_CHECKING:
+    from recstack.evaluation._blocks import BlockScorer
 
 __all__ = [
     "STAGES",
@@ -129,6 +132,14 @@ class EvaluationSpec(ComponentConfig):
     also: list[str] = Field(default_factory=list)
     #: write report.html (plots with matplotlib: a few seconds)
     report: bool = True
+    #: threads that score the evaluation's user blocks (0 = all cores; with ``--runner ray``: Ray
+    #: tasks instead, see `build`)
+    workers: int = Field(default=0, ge=0)
+    #: users per scoring block: memory is about ``workers x 2 x block_users x n_items x 4`` bytes
+    block_users: int = Field(default=1024, ge=1)
+    #: evaluate a uniform sample of this many test users (metrics.json then holds each headline
+    #: metric's 95% confidence interval under ``"sample"``); None = every test user
+    sample_users: int | None = Field(default=None, ge=1)
 
 
 class FeaturesSpec(ComponentConfig):
@@ -397,12 +408,14 @@ def _window_info(i: int, fold: Any) -> dict[str, Any]:
 
 
 def _evaluate_folds(
-    spec: ModelSpec, folds: list[Any], protocol: str, cfg: BuildConfig
+    spec: ModelSpec, folds: list[Any], protocol: str, cfg: BuildConfig, scorer: BlockScorer | None = None
 ) -> tuple[dict[str, Any], Retriever, dict[str, list[Any]] | None]:
     """Fit ``spec`` on each fold's train and score it on the fold's test -> (result, the last fold's
     model, per-window per-user figures for paired CIs or None). One fold: `evaluate_retriever`'s dict
     (warm users for ``temporal``); several (``temporal-rolling``): the mean over windows, ``"cold"``,
-    ``"windows"`` and ``fit_seconds`` per fold."""
+    ``"windows"`` and ``fit_seconds`` per fold. Users are scored in blocks of ``[evaluation]
+    block_users`` by ``scorer`` (threads or Ray, `_scorer`); ``[evaluation] sample_users`` samples the
+    (warm) test users of each fold."""
     from recstack.evaluation.protocols import evaluate_retriever, mean_over_windows
 
     ks = range(1, cfg.evaluation.max_k + 1)
@@ -420,13 +433,33 @@ def _evaluate_folds(
         if not spec.evaluate:
             continue
         warm = fold.warm_test_users if protocol in ("temporal", "temporal-rolling") else None
+        ev = cfg.evaluation
         res = evaluate_retriever(
-            model, fold.train, fold.test, ks, cfg.evaluation.exclude_train, users=warm, per_user=rolling
+            model,
+            fold.train,
+            fold.test,
+            ks,
+            ev.exclude_train,
+            users=warm,
+            per_user=rolling,
+            sample_users=ev.sample_users,
+            sample_seed=cfg.split.seed,
+            batch_size=ev.block_users,
+            scorer=scorer,
         )
         if rolling:
             units["warm"].append(res.pop("per_user"))
             cold = evaluate_retriever(
-                model, fold.train, fold.test, [10], True, users=fold.cold_users, per_user=True, accuracy_ks=()
+                model,
+                fold.train,
+                fold.test,
+                [10],
+                True,
+                users=fold.cold_users,
+                per_user=True,
+                accuracy_ks=(),
+                batch_size=ev.block_users,
+                scorer=scorer,
             )
             units["cold"].append(cold.pop("per_user"))
             cold_res.append({k: v for k, v in cold.items() if k not in ("curves", "popularity")})
@@ -548,11 +581,17 @@ def build(
     releases_dir: str | Path | None = None,
     *,
     on_stage: StageHook | None = None,
+    runner: Literal["local", "ray"] = "local",
+    address: str | None = None,
 ) -> Manifest:
     """Run the offline pipeline and write a new release under ``releases_dir``; returns its manifest.
 
     ``releases_dir`` defaults to the Settings' releases dir. ``on_stage(name)`` is called when each
-    stage of `STAGES` starts (progress reporting, tests that interrupt a build).
+    stage of `STAGES` starts (progress reporting, tests that interrupt a build). ``runner``: where the
+    evaluation's user blocks are scored: ``local`` threads (``[evaluation] workers``) or ``ray``
+    tasks (a local Ray instance, or the cluster at ``address``; each evaluated model is saved under
+    the build's temporary directory inside ``releases_dir``, which every node must reach, and loaded
+    once per Ray worker). Fits run in this process either way.
     """
     cfg = config if config is not None else BuildConfig.default()
     if releases_dir is None:
@@ -572,14 +611,33 @@ def build(
     tmp.mkdir()
     (tmp / PID_FILE).write_text(str(os.getpid()))
     try:
-        manifest = _run(cfg, root, tmp, parent, _Timer(on_stage))
+        manifest = _run(cfg, root, tmp, parent, _Timer(on_stage), runner, address)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
 
 
-def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Timer) -> Manifest:
+def _scorer(runner: str, address: str | None, workers: int, scratch: Path) -> BlockScorer:
+    """The evaluation's `recstack.evaluation._blocks.BlockScorer` for ``--runner``."""
+    from recstack.evaluation._blocks import RayScorer, ThreadScorer
+
+    if runner == "local":
+        return ThreadScorer(workers)
+    if runner == "ray":
+        return RayScorer(address, num_cpus=workers or None, scratch=scratch)
+    raise InvalidArgumentError(f"runner must be local or ray, got {runner!r}")
+
+
+def _run(
+    cfg: BuildConfig,
+    root: Path,
+    tmp: Path,
+    parent: str | None,
+    timer: _Timer,
+    runner: str = "local",
+    address: str | None = None,
+) -> Manifest:
     skipped: dict[str, str] = {}
     specs: list[ModelSpec] = []
     for spec in cfg.models:
@@ -653,7 +711,7 @@ def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Ti
 
         # 3. evaluate on the holdout
         fitted: dict[str, Retriever] = {}
-        with timer.stage("evaluate"):
+        with timer.stage("evaluate"), ExitStack() as stack:
             if cfg.evaluation.enabled:
                 headline = cfg.split.protocol
                 protos = [headline, *[p for p in ev.also if p != headline]]
@@ -661,6 +719,11 @@ def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Ti
                 last = folds[headline][-1]
                 results["counts"] = {"train": last.train.n_interactions, "test": last.test.n_interactions}
                 results["catalog_popularity"] = _catalog_popularity(last.train)
+                scratch = tmp / "eval-scratch"
+                scratch.mkdir()
+                scorer = _scorer(runner, address, ev.workers, scratch)
+                stack.callback(shutil.rmtree, scratch, True)
+                stack.callback(scorer.close)
                 if headline == "temporal-rolling":
                     results["windows"] = [_window_info(i, f) for i, f in enumerate(folds[headline])]
                 units: dict[str, dict[str, list[Any]]] = {"warm": {}, "cold": {}}
@@ -670,7 +733,7 @@ def _run(cfg: BuildConfig, root: Path, tmp: Path, parent: str | None, timer: _Ti
                         if spec.protocols is not None and proto not in spec.protocols:
                             continue
                         prog.update(task, status=f"evaluate {spec.key} ({proto})")
-                        res, model, unit = _evaluate_folds(spec, folds[proto], proto, cfg)
+                        res, model, unit = _evaluate_folds(spec, folds[proto], proto, cfg, scorer)
                         if proto == headline:
                             keep = model
                             if unit is not None:

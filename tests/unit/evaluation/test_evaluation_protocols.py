@@ -269,6 +269,32 @@ def test_temporal_rolling_windows_means_and_paired_ci() -> None:
     assert again["comparisons"]["warm"][0]["ci95"] == comp["ci95"]
 
 
+def test_temporal_rolling_with_sampled_users_combines_the_window_intervals() -> None:
+    """``sample_users`` under temporal-rolling: each window's warm users are sampled; the headline's
+    interval is that of the mean of independent window means (sqrt of the summed squared errors / W)."""
+    base = synthetic(n_users=60, n_items=30, seed=3)
+    rng = np.random.default_rng(0)
+    inter = base.interactions.with_columns(pl.Series("timestamp", rng.permutation(base.n_interactions)))
+    ds = base.with_interactions(inter)
+    full = run_protocol(ds, "temporal-rolling", ["pop", "lowfirst"], ks=[1, 10])
+    out = run_protocol(ds, "temporal-rolling", ["pop", "lowfirst"], ks=[1, 10], sample_users=5)
+    for name in ("pop", "lowfirst"):
+        res = out["results"][name]
+        wins = [w["warm"] for w in res["windows"] if w["warm"]["n_users"] > 0]
+        assert all(w["n_users"] == min(5, w["sample"]["of"]) for w in wins)
+        assert res["n_users"] < full["results"][name]["n_users"]  # fewer users than the full run
+        assert res["sample"]["of"] == full["results"][name]["n_users"]
+        ses = [(w["sample"]["ci95"]["ndcg@10"][1] - w["sample"]["ci95"]["ndcg@10"][0]) / 3.92 for w in wins]
+        half = 1.96 * math.sqrt(sum(se * se for se in ses)) / len(wins)
+        lo, hi = res["sample"]["ci95"]["ndcg@10"]
+        assert (lo + hi) / 2 == pytest.approx(res["ndcg@10"])
+        assert (hi - lo) / 2 == pytest.approx(half)
+        assert "sample" not in res["cold"]  # cold users are not sampled
+    # the paired comparisons run on the sampled users (the same sample for both models)
+    (comp,) = out["comparisons"]["warm"]
+    assert comp["n_units"] == out["results"]["pop"]["n_users"]
+
+
 def test_paired_bootstrap_ci_by_hand() -> None:
     from recstack.evaluation.metrics import paired_bootstrap_ci
 

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from recstack.data.dataset import Dataset
 from recstack.models.retrieval._proximity import TimeProximity
-from recstack.models.retrieval.ease import EASE, TimeEASE
+from recstack.models.retrieval.ease import EASE, TimeEASE, ease_weights
 from recstack.models.retrieval.itemknn import SequenceKNN, sequence_topn
 
 # user 0 rates items 0, 1, 2, 3 at times 10, 20, 30, 40; user 1 rates 3 (t 5), then 0 and 2 in the
@@ -110,3 +110,33 @@ def test_time_ease_inverts_at_any_penalty() -> None:
     assert np.linalg.eigvalsh(shifted).min() >= -1e-9
     m = TimeEASE(l2=1e-3, window=1, weight=100.0).fit(ds)
     assert np.isfinite(m.weights).all()
+
+
+def test_rows_in_any_order_equal_the_blocks() -> None:
+    rng = np.random.default_rng(0)
+    n = 300
+    frame = pl.DataFrame(
+        {
+            "user_id": rng.integers(0, 20, n),
+            "item_id": rng.integers(0, 30, n),
+            "timestamp": rng.integers(0, 50, n),
+        }
+    ).unique(["user_id", "item_id"])
+    untimed = frame.with_columns(timestamp=pl.lit(0))
+    for ds in (Dataset.from_frames("p", frame), Dataset.from_frames("p", untimed)):
+        prox = TimeProximity(ds, 3)
+        full = prox.block(0, ds.n_items)
+        items = np.array([7, 2, 19, 0], dtype=np.int64)
+        np.testing.assert_array_equal(prox.rows(items), full[items])
+        # time_ease's head-tail mode regresses on the same Gram matrix as the exact mode: the head
+        # block is the exact inverse of the Gram's head block, a tail column the ridge solution
+        m = TimeEASE(l2=5.0, window=3, exact_max_items=12, tail_neighbours=12).fit(ds)
+        X = ds.to_csr("binary")
+        G = m._gram(ds, X, np.float64)
+        assert m.head is not None and m.head_weights is not None and m.tail_weights is not None
+        h = m.head
+        Ghh = G[np.ix_(h, h)].copy()
+        np.testing.assert_allclose(m.head_weights, ease_weights(X, 5.0, gram=Ghh.copy()), atol=1e-5)
+        tail = np.setdiff1d(np.arange(ds.n_items), h)
+        want = np.linalg.solve(Ghh + 5.0 * np.eye(len(h)), G[np.ix_(h, tail)])
+        np.testing.assert_allclose(m.tail_weights.toarray()[:, tail], want, atol=1e-5)

@@ -137,6 +137,15 @@ def test_refit_all_trains_the_chosen_point_again_on_every_list(data: Dataset) ->
     assert not np.array_equal(again.score_users(users), chosen.score_users(users))
 
 
+def test_holdout_users_are_capped(data: Dataset) -> None:
+    """Above ``max_holdout_users`` eligible users a fold labels a uniform sample of that many."""
+    full = TwoStage(**SMALL).fit(data)
+    assert full.fit_result["holdout_lists"] > 2 * 30
+    capped = TwoStage(**SMALL, max_holdout_users=30).fit(data)
+    assert capped.fit_result["holdout_lists"] == 2 * 30  # two folds of 30 users
+    assert capped.score_users(np.arange(3)).shape == (3, data.n_items)
+
+
 def test_temporal_holdout_folds_label_successive_windows_forward_in_time(data: Dataset) -> None:
     from recstack.models.ranking.two_stage import _holdout
 

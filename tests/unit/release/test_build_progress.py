@@ -41,7 +41,14 @@ def test_build_writes_progress_lines_to_a_pipe(tiny_dataset_dir: Path, tmp_path:
     assert done == sorted(done) and done[-1] == int(build[-1]["total"])  # counts up to its total
     assert "| done | release " in build[-1].string
     statuses = [m.string.split(" | ")[-1] for m in build]
-    for status in ("data: tiny", "evaluate als", "evaluated als", "fit als", "fitted als", "writing"):
+    for status in (
+        "data: tiny",
+        "evaluate als (stratified)",
+        "evaluated als",
+        "fit als",
+        "fitted als",
+        "writing",
+    ):
         assert status in statuses, statuses
     als = [m for m in lines if m["step"] == "fit als"]
     assert {int(m["total"]) for m in als} == {3} and len([m for m in als if "| done" in m.string]) == 2

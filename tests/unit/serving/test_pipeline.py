@@ -205,6 +205,7 @@ def test_history_source_by_alias(tiny_release: MemoryRelease) -> None:
         ("rp3beta", "dense", True),
         ("ease", "dense", False),
         ("pop", "generic", False),
+        ("ease:head-tail", "generic", False),  # EASE's head-tail mode: score_history on one row
     ],
 )
 def test_history_kernels_equal_score_history(tiny_dataset: Any, model: str, kind: str, sparse: bool) -> None:
@@ -213,7 +214,8 @@ def test_history_kernels_equal_score_history(tiny_dataset: Any, model: str, kind
     from recstack.models.registry import create
     from recstack.serving._kernels import history_scorer, item_item_kernel
 
-    r = create(model).fit(tiny_dataset)
+    params = {"exact_max_items": 5, "tail_neighbours": 3} if model == "ease:head-tail" else {}
+    r = create(model.split(":")[0], **params).fit(tiny_dataset)
     # sparse item-item models (item-kNN's similarity, RP3beta's weights) are densified on a small
     # catalogue and recall only related items; EASE's dense weights are summed as they are
     assert item_item_kernel(r, 12)[0::2] == (kind, sparse)

@@ -128,6 +128,10 @@ class TwoStageConfig(ComponentConfig):
     # the share of each user's training interactions held out to label candidate lists (the test holds 25%)
     holdout_fraction: float = 0.25
     holdout_folds: int = Field(default=2, ge=1)
+    #: labelled lists per holdout fold: above this many eligible users a uniform sample of them (the
+    #: ranker's training data is held in memory, about users x candidates x features floats: 32,500
+    #: users x 2 folds would need several GB); ML-100K / ml-latest-small are below it
+    max_holdout_users: int = Field(default=10_000, ge=1)
     # random items added to each list as negatives (tuning_ranker, seeds 42 / 142 / 242): 20 0.2661 +-
     # 0.0020, none 0.2627 +- 0.0019, 50 0.2643 +- 0.0037
     random_negatives: int = 20
@@ -723,6 +727,8 @@ class TwoStage(Retriever):
         a_csr = part_a.to_csr("binary")
         users = np.flatnonzero(np.diff(b_csr.indptr) > 0).astype(np.int64)
         users = users[np.diff(a_csr.indptr)[users] > 0]
+        if len(users) > c.max_holdout_users:
+            users = np.sort(rng.choice(users, size=c.max_holdout_users, replace=False))
         k = min(c.random_negatives, dataset.n_items)
         extra = [rng.choice(dataset.n_items, size=k, replace=False).astype(np.int64) for _ in users]
         chunks: list[_Candidates] = []

@@ -45,8 +45,18 @@ class TimeProximity:
 
     def block(self, start: int, stop: int) -> npt.NDArray[np.float64]:
         """Rows ``start .. stop - 1`` of C: [stop - start, n_items] float64."""
-        b, m = stop - start, self.n_items
-        pos = self.by_item[self.ptr[start] : self.ptr[stop]]
+        return self.rows(np.arange(start, stop, dtype=np.int64))
+
+    def rows(self, items: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        """Rows ``items`` (distinct item indices, any order) of C: [len(items), n_items] float64."""
+        items = np.asarray(items, dtype=np.int64)
+        b, m = len(items), self.n_items
+        row_of = np.full(m, -1, dtype=np.int64)
+        row_of[items] = np.arange(b)
+        starts = self.ptr[items]
+        lens = self.ptr[items + 1] - starts
+        total = int(lens.sum())
+        pos = self.by_item[np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(total)]
         n = len(self.item)
         keys: list[npt.NDArray[np.int64]] = []
         weights: list[npt.NDArray[np.float64]] = []
@@ -56,13 +66,13 @@ class TimeProximity:
                 p, q = pos[ok], nb[ok]
                 same = self.user[p] == self.user[q]
                 p, q = p[same], q[same]
-                keys.append((self.item[p] - start) * m + self.item[q])
+                keys.append(row_of[self.item[p]] * m + self.item[q])
                 weights.append(np.full(len(p), 1.0 / d))
         if not self.timed:
             # every pair of a user's items: the users of each row item, then their items
-            rows, cols = _pairs_by_user(self.user, self.item, pos)
-            keys.append((rows - start) * m + cols)
-            weights.append(np.ones(len(rows)))
+            rws, cols = _pairs_by_user(self.user, self.item, pos)
+            keys.append(row_of[rws] * m + cols)
+            weights.append(np.ones(len(rws)))
         if not keys:
             return np.zeros((b, m))
         flat = np.bincount(np.concatenate(keys), np.concatenate(weights), minlength=b * m)
