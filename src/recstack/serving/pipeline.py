@@ -785,15 +785,38 @@ class Pipeline:
         return [table[t] for t in tags.tolist()]
 
     # ------------------------------------------------------------ similar
+    def _same_genres(self, item_idx: int, k: int) -> tuple[IntArray, FloatArray, str]:
+        """The most popular items sharing a genre with ``item_idx`` (then the most popular ones):
+        similar items of an item added online to a release without a text model."""
+        cat = self.catalog
+        mine = set(cat.genre_lists[item_idx])
+        order = cat.pop_order[cat.pop_order != item_idx]
+        shared = np.array([bool(mine & set(cat.genre_lists[int(i)])) for i in order], dtype=bool)
+        pool = np.concatenate([order[shared], order[~shared]])[:k]
+        return pool, cat.popularity[pool].astype(np.float32), "genre"
+
+    def similar_models(self) -> list[str]:
+        """The ``model=`` values of similar items: the release's retrievers but ``pop``, and the text
+        search's (``content``...) when it has embeddings."""
+        allowed = [n for n in self.release.retriever_names if n != "pop"]
+        if self.text_search.semantic:
+            allowed += [n for n in SEARCH_MODELS if n not in allowed]
+        return allowed
+
     def similar(self, item_idx: int, k: int, model: str | None = None) -> tuple[IntArray, FloatArray, str]:
         """Top k items similar to one item by a release retriever (default: itemknn, else the first
         history source, else embeddings) -> (items[k], scores[k], model name)."""
         kk = self.check_k(k)
-        names = list(self.release.retriever_names)
-        allowed = [n for n in names if n != "pop"]
+        allowed = self.similar_models()
+        if model == "pop" and not allowed:  # a release without an item-item model: popular items
+            model = None
+        if model is not None and model not in allowed:
+            raise InvalidArgumentError(
+                f"unknown model {model!r} for similar items; allowed: {', '.join(allowed) or 'none'}"
+            )
         if item_idx >= self.base_n_items or (model in SEARCH_MODELS and self.text_search.semantic):
-            if not self.text_search.semantic:
-                raise InvalidArgumentError("items added online have similar items by text embedding only")
+            if not self.text_search.semantic:  # no text model: the most popular items of its genres
+                return self._same_genres(item_idx, kk)
             ids, sc = self.text_search.similar(item_idx, kk)
             return ids, sc, model if model in SEARCH_MODELS else "content"
         if model is None:
@@ -804,10 +827,6 @@ class Pipeline:
             # no item-to-item model: popular items (never the item itself)
             pool = self.catalog.pop_order[self.catalog.pop_order != item_idx][:kk]
             return pool, self.catalog.popularity[pool], "pop"
-        if model not in allowed:
-            raise InvalidArgumentError(
-                f"unknown model {model!r} for similar items; allowed: {', '.join(allowed)}"
-            )
         retr = self.retrievers.get(model) or self.release.retriever(model)
         ids, sc = retr.similar_items(np.array([item_idx]), kk)
         ok = ids[0] >= 0

@@ -78,8 +78,12 @@ def test_without_encoder_items_are_title_searchable_only(release: MemoryRelease)
     assert not pipe.text_search.semantic
     [idx] = pipe.add_items([ROBOT])
     assert pipe.text_search.search("robot", 3).items.tolist() == [idx]
-    with pytest.raises(InvalidArgumentError, match="text embedding"):
-        pipe.similar(idx, 3)
+    # similar items: the most popular ones sharing a genre, then the most popular others
+    ids, scores, used = pipe.similar(idx, pipe.catalog.n_items)
+    cat = pipe.catalog
+    share = [bool(set(cat.genre_lists[int(i)]) & set(ROBOT["genres"])) for i in ids]
+    assert used == "genre" and idx not in ids.tolist() and share == sorted(share, reverse=True)
+    assert any(share) and list(scores[: sum(share)]) == sorted(scores[: sum(share)], reverse=True)
     res = pipe.recommend(RecRequest(user_id=1, k=7))
     assert NEW_ITEMS_SOURCE not in {s for ss in res.sources for s in ss}
 
@@ -129,6 +133,15 @@ def test_post_items_api(release: MemoryRelease, tmp_path: Path) -> None:
         assert client.post("/v1/items", json=ROBOT, headers={"X-API-Key": "nope"}).status_code == 401
         bad = client.post("/v1/items", json={"item_id": 9}, headers={"X-API-Key": "secret"})
         assert bad.status_code == 422
+        # a catalogue of integer ids takes integer ids only, refused before anything is logged (a
+        # logged id the catalogue cannot hold was replayed, and failed, in every worker)
+        word = client.post("/v1/items", json={**ROBOT, "item_id": "robot"}, headers={"X-API-Key": "secret"})
+        assert word.status_code == 422 and "integers" in word.json()["error"]["message"]
+        log = open_log(url)
+        assert log is not None and log.last_offset() == 0
+        spec = client.get("/openapi.json").json()["components"]["schemas"]["NewItem"]["properties"]
+        assert {s["type"] for s in spec["item_id"]["anyOf"]} == {"integer", "string"}
+        assert spec["item_id"]["anyOf"][1]["pattern"] == "^-?[0-9]{1,15}$"
         r = client.post("/v1/items", json=ROBOT, headers={"X-API-Key": "secret"})
         assert r.status_code == 201, r.text
         body = r.json()

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from starlette.responses import HTMLResponse
 
-from recstack.serving.api.schemas import latest_timestamp
+from recstack.serving.api.schemas import INT_ID_STRING, MAX_INT_ID, latest_timestamp
 
 __all__ = ["DOCS_STATIC", "fill_limits", "install_docs", "install_openapi"]
 
@@ -35,16 +35,29 @@ def _assets_dir() -> Path:
     return Path(str(files("fastapi_offline") / "static"))
 
 
+def _new_item_id_schema(integer_ids: bool) -> dict[str, Any]:
+    """``POST /v1/items``' ``item_id``: integers (or digit strings) for a catalogue with integer ids."""
+    if not integer_ids:
+        return {}
+    return {
+        "anyOf": [
+            {"type": "integer", "minimum": -MAX_INT_ID, "maximum": MAX_INT_ID},
+            {"type": "string", "pattern": f"^{INT_ID_STRING.pattern}$"},
+        ]
+    }
+
+
 def fill_limits(schema: Any, state: Any) -> None:
     """Replace every ``x-recstack`` marker of ``schema`` (in place) with the limits of ``state``."""
     pipeline = state.pipeline
-    similar = [n for n in state.release.retriever_names if n != "pop"]
+    similar = pipeline.similar_models()
     values: dict[str, dict[str, Any]] = {
         "genre": {"enum": list(pipeline.catalog.genre_names)},
         "model": {"enum": list(pipeline.models)},
         "similar_model": {"enum": similar} if similar else {"enum": ["pop"]},
         "k": {"maximum": int(pipeline.config.k_max)},
         "timestamp": {"maximum": latest_timestamp()},
+        "new_item_id": _new_item_id_schema(pipeline.catalog.dataset.item_vocab.is_integer),
     }
 
     def walk(node: Any) -> None:

@@ -15,6 +15,7 @@ says exactly what the server accepts.
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import Annotated, Any, Literal
 
@@ -28,6 +29,8 @@ from pydantic import (
     StringConstraints,
     field_validator,
 )
+
+from recstack.errors import InvalidArgumentError
 
 __all__ = [
     "DAY",
@@ -90,6 +93,8 @@ JInt = Annotated[int, _JSON_INT]
 JBool = Annotated[bool, Strict()]
 JFloat = Annotated[float, Strict()]
 
+#: a string holding an integer id
+INT_ID_STRING = re.compile(r"-?[0-9]{1,15}")
 StrId = Annotated[
     str, Strict(), StringConstraints(min_length=1, max_length=ID_MAX_LENGTH, pattern=_PRINTABLE)
 ]
@@ -270,13 +275,29 @@ class NewItem(_Strict):
     """``POST /v1/items``: a catalogue item added online (embedded from its title, year, genres
     and text)."""
 
-    item_id: ExternalId
+    #: a catalogue with integer item ids takes integer ids only (``/openapi.json`` says which:
+    #: `recstack.serving.api.openapi.fill_limits`)
+    item_id: ExternalId = Field(json_schema_extra={"x-recstack": "new_item_id"})
     title: str = Field(min_length=1, max_length=300)
     year: int | None = Field(default=None, ge=1800, le=2200)
     genres: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=MAX_GENRES
     )
     text: str | None = Field(default=None, max_length=5000, description="a description, tags, a synopsis")
+
+
+def check_new_item_id(item_id: int | str, integer_ids: bool) -> int | str:
+    """``item_id`` as the catalogue's vocabulary keeps it: with integer ids (MovieLens) a JSON
+    integer or a string of digits, refused otherwise (before anything is logged)."""
+    if not integer_ids:
+        return str(item_id)
+    if isinstance(item_id, int):
+        return item_id
+    if INT_ID_STRING.fullmatch(item_id) is None or abs(int(item_id)) > MAX_INT_ID:
+        raise InvalidArgumentError(
+            f"item_id {item_id[:64]!r}: this catalogue's item ids are integers (|id| <= {MAX_INT_ID})"
+        )
+    return int(item_id)
 
 
 class _EventBase(_Strict):

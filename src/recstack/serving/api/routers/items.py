@@ -19,7 +19,7 @@ from recstack.serving.api._json import JSONBody, request_id
 from recstack.serving.api._render import item_dict, items_list, split_csv
 from recstack.serving.api._responses import errors, run_blocking
 from recstack.serving.api.deps import AdminKey, current_state, holder
-from recstack.serving.api.schemas import ID_MAX_LENGTH, MAX_GENRES, Genre, KParam, NewItem
+from recstack.serving.api.schemas import ID_MAX_LENGTH, MAX_GENRES, Genre, KParam, NewItem, check_new_item_id
 
 __all__ = ["router"]
 
@@ -166,7 +166,12 @@ def _search_body(state: ServingState, q: str, k: int | None) -> dict[str, Any]:
 @router.post(
     "/v1/items",
     status_code=201,
-    responses=errors(401, 403, 422, 503),
+    responses={
+        **errors(
+            400, 401, 403, 413, 422, 503, e422="invalid item (integer ids in a catalogue of integer ids)"
+        ),
+        200: {"description": "the id is already in the catalogue: nothing changed"},
+    },
     dependencies=[AdminKey],
     summary="Add an item online: embedded, in the catalogue and the index at once, logged",
 )
@@ -177,9 +182,10 @@ async def add_item(request: Request, item: NewItem) -> Response:
     state = current_state(request)
     sink = holder(request).sink
     cat = state.pipeline.catalog
-    known = cat.dataset.item_vocab.get(item.item_id) is not None
+    item_id = check_new_item_id(item.item_id, cat.dataset.item_vocab.is_integer)
+    known = cat.dataset.item_vocab.get(item_id) is not None
     row = {
-        "item_id": item.item_id,
+        "item_id": item_id,
         "title": item.title,
         "year": item.year,
         "genres": item.genres,
@@ -193,7 +199,7 @@ async def add_item(request: Request, item: NewItem) -> Response:
             NewEvent(
                 type="item",
                 user_id="admin",
-                item_id=str(item.item_id),
+                item_id=str(item_id),
                 ts=int(time.time()),
                 received=round(time.time(), 3),
                 release_id=state.release_id,
