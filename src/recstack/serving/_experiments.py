@@ -187,8 +187,10 @@ class OnlineRuntime:
         try:
             arms = {a.name: self._build_arm(cfg, a, base) for a in cfg.arms}
         except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.error("experiment %s is not live: %s", cfg.name, self.error)
+            error = f"{type(exc).__name__}: {exc}"
+            if error != self.error:  # once per change, not once per poll
+                log.error("experiment %s is not live: %s", cfg.name, error)
+            self.error = error
             self.active = None
             return
         if cfg.holdout > 0:

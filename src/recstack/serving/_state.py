@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recstack.errors import ConfigError, UnavailableError
+from recstack.errors import ConfigError, RecstackError, UnavailableError
 from recstack.events import EventLog, open_log
 from recstack.serving._catalog import build_catalog
 from recstack.serving._events import EventSink, HistoryFeed
@@ -359,7 +359,10 @@ class StateHolder:
             except Exception as exc:  # reported through /admin/reload status, never crashes serving
                 err = exc
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("reload of %s failed", target)
+                if isinstance(exc, RecstackError):  # an expected refusal (no such release, tampered)
+                    log.warning("reload of %r failed: %s", target, self.last_error)
+                else:  # a bug: the traceback is needed
+                    log.exception("reload of %r failed", target)
             finally:
                 with self._lock:
                     self.loading = None
