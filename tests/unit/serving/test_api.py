@@ -277,7 +277,7 @@ def test_reload_needs_the_key(client: TestClient, releases: dict[str, ServingRel
         _error(c.post("/admin/reload", json={}, headers=KEY), 403, "forbidden")
 
 
-def test_reload_swaps_release(client: TestClient) -> None:
+def test_reload_swaps_release(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     r = client.post("/admin/reload", params={"wait": "true"}, json={"release": "tiny-full"}, headers=KEY)
     assert r.status_code == 200, r.text
     assert r.json()["previous"] == "tiny-a" and r.json()["release_id"] == "tiny-full"
@@ -287,6 +287,9 @@ def test_reload_swaps_release(client: TestClient) -> None:
     _error(r, 404, "not_found")
     assert client.get("/v1/release").json()["release_id"] == "tiny-full"  # a failed reload keeps serving
     assert client.get("/admin/reload", headers=KEY).json()["last_error"].startswith("NotFoundError")
+    # an unknown release is an expected refusal: one warning naming it, no traceback in the log
+    refusals = [rec for rec in caplog.records if "reload of 'missing' failed" in rec.getMessage()]
+    assert [(rec.levelname, rec.exc_info) for rec in refusals] == [("WARNING", None)]
 
 
 def test_reload_under_concurrent_requests_has_no_failures(client: TestClient) -> None:
