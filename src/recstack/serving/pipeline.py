@@ -524,7 +524,7 @@ class Pipeline:
                     assert emb is not None
                     proxy = np.argmax(vecs @ emb[: self.base_n_items].T, axis=1).astype(np.int64)
                 else:
-                    ts.catalog = new_cat
+                    ts.add(None, new_cat)
                     proxy = np.full(len(fresh), int(cat.pop_order[0]) if cat.n_items else 0, np.int64)
                 self._proxy = np.concatenate([self._proxy, proxy])
                 self.catalog = new_cat
