@@ -78,6 +78,13 @@ def evaluate_cmd(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--format/--dataset") from exc
     result = run_protocol(ds, protocol, model_names, tune=tune, seed=seed, sample_users=sample_users)
+    if protocol == "cold-users":
+        from recstack.evaluation.cold_users import format_cold_users
+
+        for line in format_cold_users(result):
+            typer.echo(line)
+        _write(result, json_path, report)
+        return
     table = Table(title=f"{result['dataset']} · {protocol}{' · tuned' if tune else ''} · seed {seed}")
     table.add_column("model", style="bold")
     for _, label in TABLE_COLUMNS:

@@ -548,6 +548,10 @@ register_protocol("temporal-rolling", _run_rolling)
 register_protocol(
     "ctr", lambda d, m, o: __import__("recstack.models.ranking.ctr", fromlist=["_"]).run_ctr(d, m, o)
 )
+register_protocol(
+    "cold-users",
+    lambda d, m, o: __import__("recstack.evaluation.cold_users", fromlist=["_"]).cold_users_protocol(d, m, o),
+)
 
 
 def run_protocol(
