@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--two-tower", action="store_true", help="also the two-tower profile-only user tower")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--key-suffix", default="", help="store under '<data><suffix>' (another model list)")
     args = ap.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     out: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
@@ -108,10 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         res = run_cold_users(load_dataset(name), models, seed=SEED)
         res["seconds"] = round(time.perf_counter() - t0, 1)
+        key = f"{name}{args.key_suffix}"
         if args.two_tower and res["demographics"]:
             res["two_tower_profile"] = two_tower_profile(name)
+        elif "two_tower_profile" in out["datasets"].get(key, {}):  # measured by an earlier run: kept
+            res["two_tower_profile"] = out["datasets"][key]["two_tower_profile"]
         res["load_average_1min"] = [round(load0, 1), round(os.getloadavg()[0], 1)]
-        out["datasets"][name] = res
+        out["datasets"][key] = res
         for line in format_cold_users(res):
             print(line, flush=True)
         if "two_tower_profile" in res:

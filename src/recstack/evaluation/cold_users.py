@@ -23,9 +23,14 @@ the ``liked_n`` conditions). The test split is scored once, after the choices.
 The liked conditions run **the serving pipeline itself** (`recstack.serving.pipeline.Pipeline` over an
 in-memory release of retrievers fitted on the training users, ``liked_items`` requests, the recall order:
 no ranker), so what is measured is what a visitor with a few picks gets: each variant is a set of recall
-sources (one per named retriever, a history source, plus the ``popular`` source); ``all`` uses every
-named retriever. The profile condition runs `SegmentPopularity` (what serving's ``popular`` source uses
-for a profile when the verdict says personal) and, through the pipeline, the served answer.
+sources (one per named retriever, a history source, plus the ``popular`` source); ``collaborative``
+uses the non-content ones together, ``all`` every named retriever. The profile condition runs
+`SegmentPopularity` (what serving's ``popular`` source uses for a profile when the verdict says
+personal) and, through the pipeline, the served answer.
+
+What is not measured here: the ranker stage (a release's two-stage ranker needs a full build on the
+training users) and the two-tower ANN source (`benchmarks/bench_cold_users.py --two-tower` scores its
+user tower from a profile alone).
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ IntArray = npt.NDArray[np.int64]
 GIVENS: tuple[int, ...] = (1, 3, 5)
 SHARE = 0.10
 KMAX = 20
+#: retrievers over item text (no ONNX query encoder needed here)
+_CONTENT = ("content", "content_userknn")
 #: the segment model's validation grid: features x shrinkage alpha x combination
 SEGMENT_GRID: tuple[dict[str, Any], ...] = tuple(
     {"features": list(f), "alpha": a, "combine": c}
@@ -264,6 +271,9 @@ def choose_profile_model(
 # ----------------------------------------------------------------------------- pipeline variants
 def _variants(names: Sequence[str]) -> dict[str, tuple[str, ...]]:
     out: dict[str, tuple[str, ...]] = {n: (n,) for n in names}
+    collab = tuple(n for n in names if n not in _CONTENT)
+    if 1 < len(collab) < len(names):
+        out["collaborative"] = collab  # the collaborative sources together (the served default's kind)
     if len(names) > 1:
         out["all"] = tuple(names)
     return out
@@ -277,7 +287,7 @@ def _fit_retrievers(train: Dataset, names: Sequence[str], progress: Callable[[st
         progress(f"fit {n}")
         t0 = time.perf_counter()
         # content models: no ONNX query encoder (the pipeline scores histories, it does not search)
-        params = {"export_onnx": False} if n in ("content", "content_userknn") else {}
+        params = {"export_onnx": False} if n in _CONTENT else {}
         fitted[n] = create(n, **params).fit(train)
         log.info("cold-users: fitted %s in %.1f s", n, time.perf_counter() - t0)
     return fitted

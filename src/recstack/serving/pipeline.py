@@ -498,14 +498,12 @@ class Pipeline:
                 scores: FloatArray | None = None
                 # a profile only when the release's cold-users validation found that it beats global
                 # popularity (`cold_start_policy`) and the data knows its segment; otherwise unused
-                if (
-                    src.kind == "popular"
-                    and user.kind == "profile"
-                    and self.segments is not None
-                    and self.segments.matched(user.profile)
-                ):
-                    scores = self.segments.scores(user.profile).astype(np.float32)
-                    fallbacks.append("demographic")
+                if src.kind == "popular" and user.kind == "profile":
+                    if self.segments is not None and self.segments.matched(user.profile):
+                        scores = self.segments.scores(user.profile).astype(np.float32)
+                        fallbacks.append("demographic")
+                    else:  # said in the answer: the profile did not change it
+                        fallbacks.append("profile_unused")
                 if scores is None:
                     scores = self.catalog.popularity if src.kind == "popular" else self._trending
                 top = (

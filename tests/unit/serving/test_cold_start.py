@@ -151,6 +151,7 @@ def test_api_says_popular_when_the_profile_is_not_personal(noise: Dataset) -> No
         assert rel["demographics"]["gender"] == ["F", "M"]  # the data has them, the form must not ask
         body = client.post("/v1/recommendations", json={"profile": WOMAN, "k": 6, "explain": True}).json()
         assert body["user_kind"] == "profile" and "demographic" not in body["fallbacks"]
+        assert "profile_unused" in body["fallbacks"]
         assert all(it["sources"] == ["popular"] for it in body["items"])
         # the web form asks for a profile only when the release says personal
         js = client.get("/static/app.js").text
@@ -162,6 +163,6 @@ def test_api_uses_a_personal_profile(taste: Dataset) -> None:
         assert client.get("/v1/release").json()["cold_start"]["personal"] is True
         woman = client.post("/v1/recommendations", json={"profile": WOMAN, "k": 6, "model": "recall"}).json()
         man = client.post("/v1/recommendations", json={"profile": MAN, "k": 6, "model": "recall"}).json()
-        assert "demographic" in woman["fallbacks"]
+        assert "demographic" in woman["fallbacks"] and "profile_unused" not in woman["fallbacks"]
         assert all(it["item_id"] < 1020 for it in woman["items"])
         assert all(it["item_id"] >= 1020 for it in man["items"])
