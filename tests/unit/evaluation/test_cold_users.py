@@ -3,6 +3,9 @@ not, predict taste (`tests/cold_users_data.py`)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -91,3 +94,18 @@ def test_registered_as_a_protocol() -> None:
     assert res["protocol"] == "cold-users"
     assert np.isfinite(res["results"]["itemknn"]["liked_3:ndcg@10"])
     assert "profile:ndcg@10" in res["results"]["segment"]
+
+
+def test_cli_evaluate_cold_users(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from recstack.cli import app
+
+    make_taste_dataset().save(tmp_path / "taste")
+    out = tmp_path / "cu.json"
+    args = ["evaluate", "-p", "cold-users", "-m", "itemknn", "--dataset", str(tmp_path / "taste")]
+    res = CliRunner().invoke(app, [*args, "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "profile: personal" in res.output and "liked_5:" in res.output
+    body = json.loads(out.read_text())
+    assert body["protocol"] == "cold-users" and body["verdict"]["liked_pipeline"] == "itemknn"
