@@ -15,7 +15,8 @@ Declared in TOML (`PipelineConfig.from_toml`)::
     quota = 200
     recent = 50
     [[sources]]
-    name = "popular"        # popular overall, or within the demographic group of a profile
+    name = "popular"        # popular overall, or in a profile's segments when the release's cold-users
+                            # validation found that beats popular (cold_start.json)
     kind = "popular"
     quota = 100
     [filters]
@@ -90,8 +91,9 @@ _SECONDS_PER_DAY = 86_400
 
 class SourceConfig(ComponentConfig):
     """One recall source. ``kind``: ``ann`` (two-tower ANN), ``history`` (a release retriever scored
-    from the ``recent`` most recent history items), ``popular`` (demographic popularity for profiles)
-    or ``trending`` (popularity over the last ``trending_days`` of the data)."""
+    from the ``recent`` most recent history items), ``popular`` (popularity; segment popularity for a
+    profile when the release's cold-start verdict says personal) or ``trending`` (popularity over the
+    last ``trending_days`` of the data)."""
 
     name: str = Field(min_length=1)
     kind: Literal["ann", "history", "popular", "trending"]
@@ -339,7 +341,12 @@ class Pipeline:
         self.cold_start = cold_start_policy(release)
         self.segments: SegmentPopularity | None = None
         if self.cold_start.get("personal") and self.cold_start.get("model") == "segment":
-            self.segments = _fit_segments(self.catalog.dataset, self.cold_start.get("params") or {})
+            try:
+                self.segments = _fit_segments(self.catalog.dataset, dict(self.cold_start.get("params") or {}))
+            except (TypeError, ValueError) as exc:  # a verdict this version cannot apply: not personal
+                log.warning(
+                    "release %s: cold-start params not usable (%s): profiles are not used", release.id, exc
+                )
         self.ann_profile = bool(self.cold_start.get("ann_profile", False))
         # every catalog item, to fill up short result lists without a Python loop
         self._all_items = np.arange(self.catalog.n_items, dtype=np.int64)
