@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--two-tower", action="store_true", help="also the two-tower profile-only user tower")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--key-suffix", default="", help="store under '<data><suffix>' (another model list)")
+    ap.add_argument(
+        "--popular-weights", default="1", help="comma-separated weights of the popular source per variant"
+    )
     args = ap.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     out: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
@@ -107,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.data:
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
-        res = run_cold_users(load_dataset(name), models, seed=SEED)
+        weights = [float(w) for w in args.popular_weights.split(",") if w.strip()]
+        res = run_cold_users(load_dataset(name), models, seed=SEED, popular_weights=weights)
         res["seconds"] = round(time.perf_counter() - t0, 1)
         key = f"{name}{args.key_suffix}"
         if args.two_tower and res["demographics"]:

@@ -269,14 +269,22 @@ def choose_profile_model(
 
 
 # ----------------------------------------------------------------------------- pipeline variants
-def _variants(names: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    out: dict[str, tuple[str, ...]] = {n: (n,) for n in names}
+#: a pipeline variant: (history sources, weight of the popular source)
+Variant = tuple[tuple[str, ...], float]
+
+
+def _variants(names: Sequence[str], popular_weights: Sequence[float] = (1.0,)) -> dict[str, Variant]:
+    base: dict[str, tuple[str, ...]] = {n: (n,) for n in names}
     collab = tuple(n for n in names if n not in _CONTENT)
     if 1 < len(collab) < len(names):
-        out["collaborative"] = collab  # the collaborative sources together (the served default's kind)
+        base["collaborative"] = collab  # the collaborative sources together (the served default's kind)
     if len(names) > 1:
-        out["all"] = tuple(names)
-    return out
+        base["all"] = tuple(names)
+    return {
+        (v if w == 1.0 else f"{v}+popular x{w:g}"): (srcs, float(w))
+        for w in popular_weights
+        for v, srcs in base.items()
+    }
 
 
 def _fit_retrievers(train: Dataset, names: Sequence[str], progress: Callable[[str], None]) -> dict[str, Any]:
@@ -294,15 +302,19 @@ def _fit_retrievers(train: Dataset, names: Sequence[str], progress: Callable[[st
 
 
 def _pipeline(
-    train: Dataset, retrievers: dict[str, Any], sources: Sequence[str], policy: dict[str, Any]
+    train: Dataset,
+    retrievers: dict[str, Any],
+    sources: Sequence[str],
+    policy: dict[str, Any],
+    popular_weight: float = 1.0,
 ) -> Any:
     """The serving pipeline over an in-memory release of ``retrievers`` with history sources
-    ``sources`` plus ``popular`` (no ranker: the recall order)."""
+    ``sources`` plus ``popular`` (weight ``popular_weight``; no ranker: the recall order)."""
     from recstack.serving._release import MemoryRelease
     from recstack.serving.pipeline import Pipeline, PipelineConfig, SourceConfig
 
     srcs = [SourceConfig(name=s, kind="history", quota=200, recent=50) for s in sources]
-    srcs.append(SourceConfig(name="popular", kind="popular", quota=100))
+    srcs.append(SourceConfig(name="popular", kind="popular", quota=100, weight=popular_weight))
     rel = MemoryRelease(
         id="cold-users", dataset=train, retrievers={s: retrievers[s] for s in sources}, cold_start=policy
     )
@@ -333,7 +345,7 @@ def _liked_conditions(
     train: Dataset,
     users: IntArray,
     retrievers: dict[str, Any],
-    variants: dict[str, tuple[str, ...]],
+    variants: dict[str, Variant],
     givens: Sequence[int],
     policy: dict[str, Any],
 ) -> dict[str, dict[str, dict[str, Any]]]:
@@ -341,7 +353,7 @@ def _liked_conditions(
     hist = _per_user(dataset, users)
     pop = _popular_scores(train)
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    pipes = {v: _pipeline(train, retrievers, srcs, policy) for v, srcs in variants.items()}
+    pipes = {v: _pipeline(train, retrievers, srcs, policy, w) for v, (srcs, w) in variants.items()}
     for n in givens:
         given, truth = _given_and_truth(hist, users, n, dataset.n_items)
         res = {"popular": _score(_top(np.tile(pop, (len(users), 1)), given, KMAX), truth)}
@@ -359,9 +371,12 @@ def run_cold_users(
     seed: int = 42,
     share: float = SHARE,
     givens: Sequence[int] = GIVENS,
+    popular_weights: Sequence[float] = (1.0,),
 ) -> dict[str, Any]:
     """The ``cold-users`` protocol (module docstring). ``model_names``: the retrievers of the liked
-    conditions' pipeline variants (``itemknn``, ``ease``, ``content``...). Returns ``{"dataset",
+    conditions' pipeline variants (``itemknn``, ``ease``, ``content``...); ``popular_weights``: each
+    variant also with the popular source at these weights (the merged score's share of popularity).
+    Returns ``{"dataset",
     "protocol", "seed", "share", "n_test_users", "demographics", "validation": {"profile": the
     `choose_profile_model` result on the training users, "pipelines": {variant: {liked_n: ndcg@10}},
     "chosen_pipeline"}, "conditions": {"profile" | "liked_n": {"models": {name: {"ndcg@10",
@@ -369,7 +384,7 @@ def run_cold_users(
     "verdict": {...}}``."""
     names = [n for n in model_names if n != "pop"]
     train, test_users = cold_user_split(dataset, share=share, seed=seed, givens=givens)
-    variants = _variants(names)
+    variants = _variants(names, popular_weights)
     demo = has_demographics(dataset.users)
     out: dict[str, Any] = {
         "dataset": dataset.name,

@@ -109,3 +109,13 @@ def test_cli_evaluate_cold_users(tmp_path: Path) -> None:
     assert "profile: personal" in res.output and "liked_5:" in res.output
     body = json.loads(out.read_text())
     assert body["protocol"] == "cold-users" and body["verdict"]["liked_pipeline"] == "itemknn"
+
+
+def test_pipeline_variants() -> None:
+    from recstack.evaluation.cold_users import _variants
+
+    v = _variants(["itemknn", "ease", "content"], (1.0, 2.0))
+    assert v["itemknn"] == (("itemknn",), 1.0) and v["all"] == (("itemknn", "ease", "content"), 1.0)
+    # the collaborative sources together (the kind the served default merges)
+    assert v["collaborative"] == (("itemknn", "ease"), 1.0)
+    assert v["collaborative+popular x2"] == (("itemknn", "ease"), 2.0) and len(v) == 10
