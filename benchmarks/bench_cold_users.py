@@ -97,7 +97,6 @@ def main(argv: list[str] | None = None) -> int:
         {
             "protocol": "cold-users",
             "seed": SEED,
-            "models": models,
             "versions": {
                 "recstack": __version__,
                 "python": platform.python_version(),
@@ -113,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         weights = [float(w) for w in args.popular_weights.split(",") if w.strip()]
         res = run_cold_users(load_dataset(name), models, seed=SEED, popular_weights=weights)
         res["seconds"] = round(time.perf_counter() - t0, 1)
+        res["models"], res["popular_weights"] = models, weights
+        res["command"] = " ".join(
+            ["benchmarks/bench_cold_users.py", *(argv if argv is not None else sys.argv[1:])]
+        )
         key = f"{name}{args.key_suffix}"
         if args.two_tower and res["demographics"]:
             res["two_tower_profile"] = two_tower_profile(name)
