@@ -58,6 +58,7 @@ _TIME_SOURCES = (
     "window_pop",
     "rp3beta",
 )
+_FAST_SOURCES = tuple(s for s in _TIME_SOURCES if s != "two_tower")
 CONFIGS: dict[str, dict[str, Any]] = {
     # the default before issue 19: random holdouts, all-time popularity as a source and cold order
     "before": {"sources": _OLD_SOURCES, "holdout": "random"},
@@ -82,6 +83,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "time_fast": {"sources": tuple(s for s in _TIME_SOURCES if s != "two_tower"), "holdout": "temporal"},
     # the served default (whatever TwoStageConfig holds now)
     "default": {},
+    # training lists mixing both worlds: one random-holdout fold + one forward in time (with the
+    # user_gap feature the ranker can tell a user answering now from one last seen long ago)
+    "mixed_gap": {"holdout": "mixed"},
+    # one random-holdout fold + two forward-in-time folds
+    "mixed_forward": {"holdout": "mixed_forward", "holdout_folds": 3},
+    # the default without the two trending sources (diagnosis of the stratified collapse)
+    "no_trend": {"sources": tuple(s for s in _FAST_SOURCES if s not in ("trending", "genre_trending"))},
 }
 BASELINES = ("recent_pop", "trending")
 
