@@ -149,11 +149,10 @@ class FeatureTables:
         self, users: IntArray | None, items: IntArray, windows: TimeWindows | None = None
     ) -> list[FloatArray]:
         """The time context of (user, item) pairs: ``items`` [n, L] (valid indices) of n ``users``
-        (as `user_windows`; ``windows``: theirs, precomputed) -> [local popularity, item age, user gap]:
-        log1p of the item's interactions per bin inside the user's active window, (user's last bin -
-        item's first bin) / TIME_BINS (negative: the item appeared after the user's last activity), and
-        (TIME_BINS - user's last bin) / TIME_BINS (the time since the user's last activity, 0 for users
-        known only by their history), each [n, L]. Empty when `has_time` is False."""
+        (as `user_windows`; ``windows``: theirs, precomputed) -> [local popularity, item age]: log1p of
+        the item's interactions per bin inside the user's active window, and (user's last bin - item's
+        first bin) / TIME_BINS (negative: the item appeared after the user's last activity). Empty
+        when `has_time` is False."""
         if self.item_time_counts is None or self.item_first_time is None:
             return []
         w = windows if windows is not None else self.user_windows(users, items.shape[0])
@@ -166,11 +165,7 @@ class FeatureTables:
         age = np.where(first >= 0, (w.last - first) / nb, -1.0)
         local = np.where(w.known, local, 0.0)
         age = np.where(w.known, age, 0.0)
-        # how long ago the user was last active, as a share of the data's span (0: active at its end):
-        # tells the ranker whether the user is answering now (lists labelled forward in time) or was
-        # last seen long ago (a random holdout asks about the user's own time)
-        gap = np.broadcast_to(np.where(w.known, (nb - w.last) / nb, 0.0), items.shape)
-        return [local.astype(np.float32), age.astype(np.float32), gap.astype(np.float32)]
+        return [local.astype(np.float32), age.astype(np.float32)]
 
     # ------------------------------------------------------------ sizes
     @property

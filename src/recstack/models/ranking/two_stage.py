@@ -123,11 +123,9 @@ class TwoStageConfig(ComponentConfig):
     #: how the lists the ranker learns from are labelled: ``random`` holdouts of each user's interactions,
     #: or ``temporal``: forward in time (with F folds, fold f fits the sources on everything before the
     #: f-th of F windows cut from the latest ``holdout_fraction`` of the data, and labels that window);
-    #: ``mixed``: even folds random, odd folds the latest ``holdout_fraction`` of the data;
-    #: ``mixed_forward``: fold 0 random, the other F - 1 folds as ``temporal`` with F - 1 folds;
-    #: ``user_latest``: each user's latest ``holdout_fraction`` of their own interactions (the same cut
-    #: in every fold)
-    holdout: Literal["random", "temporal", "mixed", "mixed_forward", "user_latest"] = "temporal"
+    #: ``mixed``: even folds random, odd folds the latest ``holdout_fraction`` of the data; ``user_latest``:
+    #: each user's latest ``holdout_fraction`` of their own interactions (the same cut in every fold)
+    holdout: Literal["random", "temporal", "mixed", "user_latest"] = "temporal"
     # the share of each user's training interactions held out to label candidate lists (the test holds 25%)
     holdout_fraction: float = 0.25
     holdout_folds: int = Field(default=2, ge=1)
@@ -239,7 +237,7 @@ class CandidateFeaturizer:
             names += [f"{s}_z", f"{s}_rank", f"{s}_flag"]
         names += ["n_sources", "popularity", "item_mean_rating", "activity", "user_mean_rating", "affinity"]
         if self.features.has_time:
-            names += ["local_popularity", "item_age", "user_gap"]
+            names += ["local_popularity", "item_age"]
         genres = self.features.vocabularies["genre"][1:]
         names += [f"genre_{g}" for g in genres]
         # the user's genre shares (user columns: computed once per request when served); validation
@@ -264,7 +262,7 @@ class CandidateFeaturizer:
         f = self.features
         dense = ["pair"] * (3 * len(self.sources))
         dense += ["pair", "item", "item", "user", "user", "pair"]  # n_sources .. affinity
-        dense += ["pair", "pair", "user"] if f.has_time else []  # local popularity, item age, user gap
+        dense += ["pair", "pair"] if f.has_time else []  # local popularity, item age
         dense += ["item"] * (len(f.vocabularies["genre"]) - 1)
         dense += ["user"] * (len(f.vocabularies["genre"]) - 1)
         dense += ["user"] * (2 * len(self.sources))
@@ -573,10 +571,6 @@ def _holdout(
         # even folds random, odd folds forward in time (the latest ``fraction`` of the data)
         mode = "random" if fold % 2 == 0 else "temporal"
         folds = 1
-    elif mode == "mixed_forward":
-        # fold 0 random; folds 1 .. F-1 forward in time, as ``temporal`` with F - 1 folds
-        mode = "random" if fold == 0 else "temporal"
-        fold, folds = max(fold - 1, 0), max(folds - 1, 1)
     if mode == "temporal" and folds > 1:
         # forward in time: fold f of F learns from everything before window f and labels window f (the
         # latest ``fraction`` of the data cut into F windows of equal interaction counts)
