@@ -116,7 +116,8 @@ def _candidate_recall(model: TwoStage, train: Any, test: Any, users: Any) -> flo
 def rolling_eval(folds: list[Any], models: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """Each model (label -> (registry name, params)) fitted on each fold's train, scored on its window."""
     per: dict[str, dict[str, list[Any]]] = {
-        m: {"warm": [], "cold": [], "wu": [], "cu": [], "fit": [], "recall": []} for m in models
+        m: {"warm": [], "cold": [], "wu": [], "cu": [], "fit": [], "recall": [], "ranker_val": []}
+        for m in models
     }
     for w, fold in enumerate(folds):
         for label, (name, params) in models.items():
@@ -131,6 +132,9 @@ def rolling_eval(folds: list[Any], models: dict[str, tuple[str, dict[str, Any]]]
                 per[label]["wu" if group == "warm" else "cu"].append(res.pop("per_user"))
                 per[label][group].append({k: res[k] for k in ("ndcg@10", "recall@10", "hr@10", "n_users")})
             if isinstance(model, TwoStage):
+                # the ranker's own validation NDCG@10: its validation users' labelled lists (forward in
+                # time), hundreds of users against the window's few dozen warm users
+                per[label]["ranker_val"].append(model.fit_result.get("ranker_val_ndcg@10"))
                 per[label]["recall"].append(
                     _candidate_recall(model, fold.train, fold.test, fold.warm_test_users)
                 )
@@ -149,6 +153,7 @@ def rolling_eval(folds: list[Any], models: dict[str, tuple[str, dict[str, Any]]]
         r["fit_seconds"] = float(np.mean(p["fit"]))
         if p["recall"]:
             r["candidate_recall_warm"] = float(np.mean(p["recall"]))
+            r["ranker_val_ndcg@10_windows"] = p["ranker_val"]
         out["models"][label] = r
     out["comparisons"] = {
         g: [

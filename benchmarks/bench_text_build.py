@@ -115,7 +115,7 @@ def _child(*args: str) -> dict[str, Any]:
     """This script run with ``args`` in a fresh process: its last stdout line is the JSON result."""
     env = {**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     out = subprocess.run(
-        [sys.executable, __file__, *args], check=True, stdout=subprocess.PIPE, text=True, env=env
+        [sys.executable, __file__, "--child", *args], check=True, stdout=subprocess.PIPE, text=True, env=env
     )
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
