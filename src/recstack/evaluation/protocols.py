@@ -593,7 +593,9 @@ def run_protocol(
     if model_seeds is not None and not list(model_seeds):
         raise InvalidArgumentError("model_seeds: give at least one training seed, for example [42, 142, 242]")
     if model_seeds is not None and protocol == "cold-users":
-        raise InvalidArgumentError("model_seeds: the cold-users protocol reports one training seed; drop --seeds")
+        raise InvalidArgumentError(
+            "model_seeds: the cold-users protocol reports one training seed; drop --seeds"
+        )
     runs = []
     for ms in list(model_seeds) if model_seeds is not None else [None]:
         opts = RunOptions(
