@@ -38,6 +38,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 from pydantic import Field, model_validator
 
 from recstack.config import ComponentConfig, load_toml
@@ -360,6 +362,11 @@ class Pipeline:
         self._text_search_lock = threading.Lock()
         #: items of the release; items added online (`add_items`) get the indices after these
         self.base_n_items = self.catalog.n_items
+        #: the catalogue before any item was added online (what another pipeline over the same
+        #: release is built from: `follow_items`)
+        self.base_catalog = self.catalog
+        #: pipelines that get this one's items added online (experiment arms: `follow_items`)
+        self._followers: weakref.WeakSet[Pipeline] = weakref.WeakSet()
         #: per online item, the release item whose features the rankers use for it (the nearest by
         #: text embedding; `rank`)
         self._proxy = np.zeros(0, dtype=np.int64)
@@ -581,7 +588,63 @@ class Pipeline:
                     proxy = np.full(len(fresh), int(cat.pop_order[0]) if cat.n_items else 0, np.int64)
                 self._proxy = np.concatenate([self._proxy, proxy])
                 self.catalog = new_cat
-            return self.catalog.item_indices([r["item_id"] for r in rows])
+            out = self.catalog.item_indices([r["item_id"] for r in rows])
+        if fresh:
+            for f in list(self._followers):
+                f._followed(self, fresh)
+        return out
+
+    def online_items(self) -> list[dict[str, Any]]:
+        """The items added online (`add_items`), as rows ``add_items`` takes, in order."""
+        cat = self.catalog
+        if cat.n_items == self.base_n_items:
+            return []
+        items = cat.dataset.items.filter(pl.col("item") >= self.base_n_items).sort("item")
+        texts = items["text"].to_list() if "text" in items.columns else [None] * items.height
+        return [
+            {
+                "item_id": cat.item_ids[i],
+                "title": cat.titles[i],
+                "year": int(cat.years[i]) if cat.years[i] >= 0 else None,
+                "genres": list(cat.genre_lists[i]),
+                "text": t,
+            }
+            for i, t in zip(items["item"].to_list(), texts, strict=True)
+        ]
+
+    def follow_items(self, source: Pipeline) -> None:
+        """Get ``source``'s items added online, those so far and every later one (an experiment
+        arm follows the serving pipeline, whose `add_items` the API and the event log call). Over
+        the same release (an arm with its own settings, built from ``source.base_catalog``) the
+        two share the catalogue and the text search; over another release the items are added to
+        this one's own (`add_items`, idempotent)."""
+        if source is self:
+            return
+        with source._items_lock:
+            source._followers.add(self)
+            if self.release is source.release:
+                self._share_items(source)
+                return
+        rows = source.online_items()
+        if rows:
+            self.add_items(rows)
+
+    def _share_items(self, source: Pipeline) -> None:
+        """Take ``source``'s catalogue, text search and online items (same release)."""
+        with self._items_lock:
+            self._text_search = source.text_search
+            self.base_n_items = source.base_n_items
+            self._proxy = source._proxy
+            self.catalog = source.catalog
+
+    def _followed(self, source: Pipeline, rows: list[dict[str, Any]]) -> None:
+        try:
+            if self.release is source.release:
+                self._share_items(source)
+            else:
+                self.add_items(rows)
+        except Exception:  # an arm that cannot take the item must not fail the request
+            log.exception("experiment arm pipeline: cannot add %d item(s) added online", len(rows))
 
     def _recalled(self, name: str, ids: IntArray, scores: FloatArray) -> Recalled:
         """A source's result with its share of the merged score: min-max normalised, times the
