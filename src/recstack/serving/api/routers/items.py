@@ -1,5 +1,6 @@
 """Items: ``GET /v1/items/{item_id}``, ``GET /v1/items/{item_id}/similar``, ``GET /v1/items``,
-``GET /v1/search`` (text-embedding similarity mixed with title match), ``POST /v1/items`` (add an
+``GET /v1/search`` (text embeddings, BM25 over titles / genres / tags, title match and a popularity
+prior: `recstack.serving._search`), ``POST /v1/items`` (add an
 item online: admin key)."""
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def _similar_body(state: ServingState, item_id: str, k: int | None, model: str |
 @router.get(
     "/v1/search",
     responses=errors(422, 503),
-    summary="Search items by meaning and title (text embeddings + title match)",
+    summary="Search items by meaning, words and title (text embeddings + BM25 + title match)",
 )
 async def search_items(
     request: Request,
