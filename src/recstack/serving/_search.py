@@ -10,7 +10,8 @@ Signals, each an array over the catalogue [n_items]:
   with all tags: the embedding text keeps the top 10);
 - ``title``: 1 when the whole query is a substring of the title (so "shawsh" finds The Shawshank
   Redemption as it is typed), else half the share of the query's words among the title's;
-- ``pop``: the item's popularity, log-scaled to [0, 1];
+- ``pop``: the item's popularity, log-scaled to [0, 1] (an item without any interaction yet, e.g.
+  one added online, gets the median: unknown, not least popular);
 - exact title: the items whose whole title is the query (`title_keys`) come first, then the items
   whose title holds the whole query (type-ahead: "shawsh"), then the rest (`rank`).
 
@@ -159,6 +160,7 @@ class TextSearch:
         self._lock = threading.Lock()
         self._title_cache: tuple[Catalog, list[str], dict[str, list[int]]] | None = None
         self._exact_cache: tuple[Catalog, dict[str, list[int]]] | None = None
+        self._prior_cache: tuple[Catalog, FloatArray] | None = None
         self._lexical: _Lexical | None = None
         self._lexical_lock = threading.Lock()
         #: False once bm25s turned out not to be installed
@@ -305,10 +307,23 @@ class TextSearch:
         if lex is not None:
             out["lexical"] = _fit(lex, n)
         out["title"] = _fit(self.title_scores(q), n)
+        out["pop"] = self._prior(n)
+        return out
+
+    def _prior(self, n: int) -> FloatArray:
+        """Log popularity in [0, 1] [n_items]; an item nobody has interacted with yet (an item added
+        online) gets the median of the others: its popularity is unknown, not the lowest."""
+        cached = self._prior_cache
+        if cached is not None and cached[0] is self.catalog and len(cached[1]) == n:
+            return cached[1]
         pop = _fit(self.catalog.popularity.astype(np.float32), n)
         top = float(pop.max()) if n else 0.0
-        out["pop"] = (np.log1p(pop) / np.log1p(top)).astype(np.float32) if top > 0 else pop
-        return out
+        prior = (np.log1p(pop) / np.log1p(top)).astype(np.float32) if top > 0 else pop
+        unseen = pop <= 0
+        if unseen.any() and not unseen.all():
+            prior[unseen] = np.float32(np.median(prior[~unseen]))
+        self._prior_cache = (self.catalog, prior)
+        return prior
 
     def search(self, q: str, k: int) -> SearchHit:
         """The best ``k`` items for query ``q`` -> item indices [<=k] and scores, best first."""

@@ -174,3 +174,18 @@ def test_search_uses_the_content_model_that_has_an_encoder(content_release: Memo
     assert open_text_search(rel, build_catalog(ds)).semantic
     only = MemoryRelease(id="movies-3", dataset=ds, retrievers={"content": no_encoder})
     assert not open_text_search(only, build_catalog(ds)).semantic
+
+
+def test_an_item_nobody_has_seen_gets_the_median_prior() -> None:
+    from recstack.serving._catalog import extend_catalog
+
+    cat = build_catalog(movie_dataset())
+    search = TextSearch(cat, None, None)
+    before = search.signals("x")["pop"]
+    # popularity (distinct users): Toy Story 2, the others 1: log-scaled 1.0 and log(2) / log(3)
+    assert before[2] == pytest.approx(1.0) and before[0] == pytest.approx(np.log(2) / np.log(3))
+    row = {"item_id": 7, "title": "Robot Wars", "year": 2024, "genres": ["Sci-Fi"], "text": "Droids."}
+    search.add(None, extend_catalog(cat, [row]))
+    after = search.signals("x")["pop"]
+    assert len(after) == 7 and after[6] == pytest.approx(float(np.median(before)))
+    assert np.array_equal(after[:6], before)
