@@ -61,6 +61,7 @@ _TIME_SOURCES = (
     "rp3beta",
 )
 _FAST_SOURCES = tuple(s for s in _TIME_SOURCES if s != "two_tower")
+_DEFAULT_SOURCES = TwoStage.Config().sources
 CONFIGS: dict[str, dict[str, Any]] = {
     # the default before issue 19: random holdouts, all-time popularity as a source and cold order
     "before": {"sources": _OLD_SOURCES, "holdout": "random"},
@@ -87,8 +88,23 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "default": {},
     # the default without the two trending sources (diagnosis of the stratified collapse)
     "no_trend": {"sources": tuple(s for s in _FAST_SOURCES if s not in ("trending", "genre_trending"))},
+    # issue 21: the ranker's text features (`TwoStageConfig.text_features`), the content retrievers as
+    # recall sources (and ranker features), both
+    "text": {"text_features": True},
+    "content_src": {"sources": (*_DEFAULT_SOURCES, "content")},
+    "content_userknn_src": {"sources": (*_DEFAULT_SOURCES, "content_userknn")},
+    "content_both_src": {"sources": (*_DEFAULT_SOURCES, "content", "content_userknn")},
+    "text_content_src": {"text_features": True, "sources": (*_DEFAULT_SOURCES, "content", "content_userknn")},
 }
 BASELINES = ("recent_pop", "trending")
+#: single retrievers compared on validation next to the configurations (``--retrievers``): label ->
+#: (registry name, params); issue 21: the two-tower with and without the item text in its item tower
+RETRIEVERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "two_tower": ("two_tower", {}),
+    "two_tower_text": ("two_tower", {"text": True}),
+    "content": ("content", {"export_onnx": False}),
+    "content_userknn": ("content_userknn", {}),
+}
 
 
 def log(msg: str) -> None:
@@ -105,7 +121,8 @@ def _candidate_recall(model: TwoStage, train: Any, test: Any, users: Any) -> flo
 def rolling_eval(folds: list[Any], models: dict[str, tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """Each model (label -> (registry name, params)) fitted on each fold's train, scored on its window."""
     per: dict[str, dict[str, list[Any]]] = {
-        m: {"warm": [], "cold": [], "wu": [], "cu": [], "fit": [], "recall": []} for m in models
+        m: {"warm": [], "cold": [], "wu": [], "cu": [], "fit": [], "recall": [], "ranker_val": []}
+        for m in models
     }
     for w, fold in enumerate(folds):
         for label, (name, params) in models.items():
@@ -120,6 +137,9 @@ def rolling_eval(folds: list[Any], models: dict[str, tuple[str, dict[str, Any]]]
                 per[label]["wu" if group == "warm" else "cu"].append(res.pop("per_user"))
                 per[label][group].append({k: res[k] for k in ("ndcg@10", "recall@10", "hr@10", "n_users")})
             if isinstance(model, TwoStage):
+                # the ranker's own validation NDCG@10: its validation users' labelled lists (forward in
+                # time), hundreds of users against the window's few dozen warm users
+                per[label]["ranker_val"].append(model.fit_result.get("ranker_val_ndcg@10"))
                 per[label]["recall"].append(
                     _candidate_recall(model, fold.train, fold.test, fold.warm_test_users)
                 )
@@ -138,9 +158,14 @@ def rolling_eval(folds: list[Any], models: dict[str, tuple[str, dict[str, Any]]]
         r["fit_seconds"] = float(np.mean(p["fit"]))
         if p["recall"]:
             r["candidate_recall_warm"] = float(np.mean(p["recall"]))
+            r["ranker_val_ndcg@10_windows"] = p["ranker_val"]
         out["models"][label] = r
     out["comparisons"] = {
-        g: [c for c in compare_models({m: per[m][u] for m in per}) if c["a"] == "recent_pop"]
+        g: [
+            c
+            for c in compare_models({m: per[m][u] for m in per})
+            if c["a"] in ("recent_pop", "default", DEFAULT)  # each against the baseline and the default
+        ]
         for g, u in (("warm", "wu"), ("cold", "cu"))
     }
     out["windows"] = [
@@ -151,11 +176,18 @@ def rolling_eval(folds: list[Any], models: dict[str, tuple[str, dict[str, Any]]]
     return out
 
 
-def validate(ds: Any, configs: list[str], n_windows: int, val_windows: int) -> dict[str, Any]:
+def validate(
+    ds: Any,
+    configs: list[str],
+    n_windows: int,
+    val_windows: int,
+    retrievers: list[str] = (),  # type: ignore[assignment]
+) -> dict[str, Any]:
     period = rolling_splits(ds, n_windows=n_windows)[0].train  # before the first test window
     folds = rolling_splits(period, n_windows=val_windows)
     models = {b: (b, {}) for b in BASELINES}
-    models |= {c: (DEFAULT, CONFIGS[c]) for c in configs}
+    models |= {c: (DEFAULT, CONFIGS[c]) for c in configs if c}
+    models |= {r: RETRIEVERS[r] for r in retrievers}
     return {"dataset": ds.name, "training_period": period.n_interactions, **rolling_eval(folds, models)}
 
 
@@ -175,13 +207,14 @@ def stratified(ds: Any) -> dict[str, Any]:
     return {"dataset": ds.name, "ndcg@10": res["ndcg@10"], "fit_seconds": secs, "before": 0.5016}
 
 
-def stratified_validation(ds: Any, configs: list[str]) -> dict[str, Any]:
+def stratified_validation(ds: Any, configs: list[str], retrievers: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
     """The configurations on ``stratified`` validation (carved from its train part): the regression check
     of the choice, without the test split."""
     val = split(ds, "stratified", seed=42).validation()
     out: dict[str, Any] = {"dataset": ds.name}
-    for c in configs:
-        model = create(DEFAULT, **CONFIGS[c]).fit(val.train)
+    models = {c: (DEFAULT, CONFIGS[c]) for c in configs if c} | {r: RETRIEVERS[r] for r in retrievers}
+    for c, (name, params) in models.items():
+        model = create(name, **params).fit(val.train)
         out[c] = evaluate_retriever(model, val.train, val.test, [10], True, accuracy_ks=())["ndcg@10"]
         log(f"stratified validation {c}: ndcg@10 {out[c]:.4f}")
     return out
@@ -243,20 +276,26 @@ def main() -> None:
     ap.add_argument("--val-windows", type=int, default=2)
     ap.add_argument("--configs", default="before,time", help="configurations compared on validation")
     ap.add_argument("--test-configs", default="", help="more configurations on the test windows (ablations)")
+    ap.add_argument("--out", type=Path, default=OUT, help="the JSON file the parts are merged into")
+    ap.add_argument(
+        "--retrievers", default="", help=f"single retrievers validated too: {', '.join(RETRIEVERS)}"
+    )
     args = ap.parse_args()
-    body: dict[str, Any] = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    out_path: Path = args.out
+    body: dict[str, Any] = json.loads(out_path.read_text()) if out_path.is_file() else {}
     body.update({"benchmark": "temporal", "protocol": "temporal-rolling", "windows": args.windows,
                  "python": platform.python_version(), "cpus": os.cpu_count()})  # fmt: skip
     datasets = [d for d in args.datasets.split(",") if d]
+    retrievers = [r for r in args.retrievers.split(",") if r]
     for part in args.parts.split(","):
         for path in datasets if not part.startswith("stratified") else datasets[:1]:
             ds = load_dataset(path)
             log(f"{part} on {ds.name}")
             t0 = time.perf_counter()
             if part == "validate":
-                res = validate(ds, args.configs.split(","), args.windows, args.val_windows)
+                res = validate(ds, args.configs.split(","), args.windows, args.val_windows, retrievers)
             elif part == "stratified_validation":
-                res = stratified_validation(ds, args.configs.split(","))
+                res = stratified_validation(ds, args.configs.split(","), retrievers)
             elif part == "cold":
                 res = cold(ds, args.windows)
             elif part == "test":
@@ -265,11 +304,11 @@ def main() -> None:
                 res = stratified(ds)
             res["wall_seconds"] = time.perf_counter() - t0
             # merge into the file as it is now (another part may have written it meanwhile)
-            now: dict[str, Any] = json.loads(OUT.read_text()) if OUT.is_file() else {}
+            now: dict[str, Any] = json.loads(out_path.read_text()) if out_path.is_file() else {}
             body = {**now, **{k: v for k, v in body.items() if not isinstance(v, dict)}}
             body.setdefault(part, {})[ds.name] = res
-            OUT.parent.mkdir(parents=True, exist_ok=True)
-            OUT.write_text(json.dumps(to_jsonable(body), indent=2) + "\n")
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_text(json.dumps(to_jsonable(body), indent=2) + "\n")
             log(f"{part} on {ds.name}: {json.dumps(to_jsonable(res))[:1500]}")
 
 

@@ -98,6 +98,13 @@ def evaluate_cmd(
     result = run_protocol(
         ds, protocol, model_names, tune=tune, seed=seed, sample_users=sample_users, model_seeds=model_seeds
     )
+    if protocol == "cold-users":
+        from recstack.evaluation.cold_users import format_cold_users
+
+        for line in format_cold_users(result):
+            typer.echo(line)
+        _write(result, json_path, report)
+        return
     title = f"{result['dataset']} · {protocol}{' · tuned' if tune else ''} · seed {seed}"
     if model_seeds:
         title += f" · mean ± sd over training seeds {','.join(map(str, model_seeds))}"

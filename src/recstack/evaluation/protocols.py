@@ -555,6 +555,10 @@ register_protocol("temporal-rolling", _run_rolling)
 register_protocol(
     "ctr", lambda d, m, o: __import__("recstack.models.ranking.ctr", fromlist=["_"]).run_ctr(d, m, o)
 )
+register_protocol(
+    "cold-users",
+    lambda d, m, o: __import__("recstack.evaluation.cold_users", fromlist=["_"]).cold_users_protocol(d, m, o),
+)
 
 
 def run_protocol(
@@ -588,6 +592,10 @@ def run_protocol(
         raise InvalidArgumentError("ks must be positive cut-offs, for example range(1, 51)")
     if model_seeds is not None and not list(model_seeds):
         raise InvalidArgumentError("model_seeds: give at least one training seed, for example [42, 142, 242]")
+    if model_seeds is not None and protocol == "cold-users":
+        raise InvalidArgumentError(
+            "model_seeds: the cold-users protocol reports one training seed; drop --seeds"
+        )
     runs = []
     for ms in list(model_seeds) if model_seeds is not None else [None]:
         opts = RunOptions(

@@ -285,6 +285,8 @@ def _arrays(state: UserState) -> list[Any]:
     if state.windows is not None:
         w = state.windows
         arrays += [getattr(w, f.name) for f in fields(w)]
+    if state.text_profile is not None:  # the ranker's text features (issue 21)
+        arrays.append(state.text_profile)
     return [np.asarray(a) for a in arrays] + ([] if state.ranks is None else [state.ranks])
 
 

@@ -43,8 +43,10 @@ from recstack.errors import ArtifactError, InvalidArgumentError, NotFittedError
 from recstack.features.tables import FeatureTables, TimeWindows, build_features, user_genre_affinity
 from recstack.models.base import Retriever
 from recstack.models.ranking._base import NeuralRanker, RankerConfig, RankingData, ndcg_at_k
+from recstack.models.ranking._text import ItemText
 from recstack.models.ranking.ensemble import RankerEnsemble
 from recstack.models.retrieval._arrays import load_array
+from recstack.text.encoder import TextEncoderConfig
 
 __all__ = ["RANKERS", "CandidateFeaturizer", "TwoStage", "TwoStageConfig", "UserState", "ranker_class"]
 
@@ -117,6 +119,9 @@ class TwoStageConfig(ComponentConfig):
             # time_ease's l2 inside the recall stage (tuning_ranker, five seeds): 400 0.2709 +- 0.0029,
             # 200 (time_ease's own validation point) 0.2707 +- 0.0035, 100 0.2696 +- 0.0022
             "time_ease": {"l2": 400.0},
+            # the content retrievers as recall sources (issue 21): the release's own ``content`` model
+            # carries the query encoder that search needs
+            "content": dict[str, Any](export_onnx=False),
         }
     )
     per_source: int = 100
@@ -172,6 +177,15 @@ class TwoStageConfig(ComponentConfig):
     #: (users first seen in a fold's labelled part; ``holdout="temporal"`` has them), else ``trending``
     cold_order: Literal["auto", "pop", "recent_pop", "trending"] = "auto"
     seed: int = 42
+    # ---- issue 21: text features (`recstack.models.ranking._text.ItemText`) -------------------------
+    #: add the item text embeddings' features to the ranker's rows: ``text_cos`` (the candidate's cosine
+    #: with the user's text profile) and ``text_components`` principal components of the candidate's
+    #: embedding (`ItemText`); the embeddings come from `recstack.text.embed_items` (``text_encoder``,
+    #: cached on disk in ``text_cache_dir``; None: ``RECSTACK_TEXT_CACHE`` or ``<home>/cache/text``)
+    text_features: bool = False
+    text_components: int = Field(default=8, ge=0, le=64)
+    text_encoder: TextEncoderConfig = Field(default_factory=TextEncoderConfig)
+    text_cache_dir: str | None = None
 
 
 @dataclass
@@ -201,6 +215,8 @@ class UserState:
     uid: IntArray
     ranks: npt.NDArray[np.integer[Any]] | None = None
     windows: TimeWindows | None = None
+    #: [n, d] the users' text profiles (`ItemText.profiles`) when the ranker has text features
+    text_profile: FloatArray | None = None
 
 
 class CandidateFeaturizer:
@@ -212,11 +228,14 @@ class CandidateFeaturizer:
         features: FeatureTables,
         per_source: int,
         ablate: tuple[str, ...] = (),
+        text: ItemText | None = None,
     ) -> None:
         self.sources = sources
         self.features = features
         self.per_source = per_source
         self.ablate = tuple(ablate)
+        #: the item text features (issue 21), None when the ranker has none
+        self.text = text
         names = self.dense_names()
         unknown = [a for a in self.ablate if not any(n == a or n.startswith(a) for n in names)]
         if unknown:
@@ -252,6 +271,8 @@ class CandidateFeaturizer:
         # 0.2647 +- 0.0021
         for src in self.sources:
             names += [f"uscore_{src}_logsd", f"uscore_{src}_topz"]
+        if self.text is not None:  # issue 21: text features, last
+            names += self.text.names()
         return names
 
     def column_scopes(self) -> tuple[list[str], list[str]]:
@@ -266,6 +287,7 @@ class CandidateFeaturizer:
         dense += ["item"] * (len(f.vocabularies["genre"]) - 1)
         dense += ["user"] * (len(f.vocabularies["genre"]) - 1)
         dense += ["user"] * (2 * len(self.sources))
+        dense += self.text.scopes() if self.text is not None else []
         cat = ["user", "item", *["user"] * f.users_cat.shape[1], "item"]
         return dense, cat
 
@@ -403,6 +425,7 @@ class CandidateFeaturizer:
             if full_ranks and mats
             else None,
             windows=f.user_windows(users, n),
+            text_profile=self.text.profiles(hist) if self.text is not None else None,
         )
 
     def _features(
@@ -445,7 +468,8 @@ class CandidateFeaturizer:
         # rating, activity, user mean rating, affinity, [time features], genres, the user's genre shares
         time_parts = f.time_features(state.users, safe, state.windows)
         G = f.genres.shape[1]
-        dense = np.empty((n, L, 3 * S + 6 + len(time_parts) + 2 * G + 2 * S), dtype=np.float32)
+        n_text = len(self.text.names()) if self.text is not None else 0
+        dense = np.empty((n, L, 3 * S + 6 + len(time_parts) + 2 * G + 2 * S + n_text), dtype=np.float32)
         dense[:, :, 0 : 3 * S : 3] = ((np.where(finite, sc, 0.0) - state.mu) / state.sd).transpose(1, 2, 0)
         dense[:, :, 1 : 3 * S : 3] = (1.0 / np.log2(rank.astype(np.float32) + 2.0)).transpose(1, 2, 0)
         dense[:, :, 2 : 3 * S : 3] = flag.transpose(1, 2, 0)
@@ -469,6 +493,10 @@ class CandidateFeaturizer:
             topz = np.where(np.isfinite(top), (top - state.mu) / state.sd, 0.0)  # [S, n, 1]
             dense[:, :, c : c + 2 * S : 2] = np.log(state.sd[:, :, 0]).T[:, None, :]
             dense[:, :, c + 1 : c + 2 * S : 2] = topz[:, :, 0].T[:, None, :]
+        c += 2 * S
+        if self.text is not None:  # issue 21: the text columns (`ItemText.columns`)
+            assert state.text_profile is not None
+            dense[:, :, c : c + n_text] = self.text.columns(state.text_profile, safe)
         ucat = state.ucat
         cat = np.empty((n, L, 3 + ucat.shape[1]), dtype=np.int64)
         cat[:, :, 0] = state.uid[:, None]
@@ -648,6 +676,8 @@ class TwoStage(Retriever):
         self.fit_result: dict[str, Any] = {}
         #: [n_items] the order of users without history (`TwoStageConfig.cold_order`)
         self.cold_scores: FloatArray | None = None
+        #: the ranker's item text features (``text_features``; issue 21)
+        self.text: ItemText | None = None
 
     @property
     def cfg(self) -> TwoStageConfig:
@@ -658,6 +688,7 @@ class TwoStage(Retriever):
     def _fit(self, dataset: Dataset) -> None:
         c = self.cfg
         t0 = time.perf_counter()
+        self.text = self._item_text(dataset)
         rng = np.random.default_rng(c.seed)
         folds = [self._fold(dataset, c.seed + f, rng) for f in range(c.holdout_folds)]
         cat_cards = folds[0]["cat_cards"]
@@ -752,6 +783,16 @@ class TwoStage(Retriever):
         }
         log.info("two_stage fit: %s", self.fit_result)
 
+    def _item_text(self, dataset: Dataset) -> ItemText | None:
+        """The ranker's text features of every item (``text_features``), else None."""
+        c = self.cfg
+        if not c.text_features:
+            return None
+        from recstack.text.encoder import embed_items
+
+        emb = embed_items(dataset, c.text_encoder, cache_dir=c.text_cache_dir)
+        return ItemText.from_embeddings(emb, c.text_components)
+
     def _new_ranker(self, params: dict[str, Any]) -> NeuralRanker | RankerEnsemble:
         """The unfitted ranker at hyperparameters ``params``: one ``ranker`` net, or the ensemble of
         ``ranker_seeds`` nets per architecture of (``ranker``, *``ranker_mix``)."""
@@ -774,7 +815,7 @@ class TwoStage(Retriever):
         )
         sources_a, secs = _fit_sources(c, part_a)
         fz = CandidateFeaturizer(
-            sources_a, build_features(dataset, part_a.interactions), c.per_source, c.ablate
+            sources_a, build_features(dataset, part_a.interactions), c.per_source, c.ablate, self.text
         )
         b_csr = part_b.to_csr("binary")
         a_csr = part_a.to_csr("binary")
@@ -827,7 +868,9 @@ class TwoStage(Retriever):
     def _featurizer(self) -> CandidateFeaturizer:
         if self.ranker is None or self.features is None or not self.sources:
             raise NotFittedError("two_stage: call fit() or load() first")
-        return CandidateFeaturizer(self.sources, self.features, self.cfg.per_source, self.cfg.ablate)
+        return CandidateFeaturizer(
+            self.sources, self.features, self.cfg.per_source, self.cfg.ablate, self.text
+        )
 
     def featurizer(self) -> CandidateFeaturizer:
         """The fitted recall sources + feature tables that build the ranker's inputs (serving uses
@@ -907,6 +950,8 @@ class TwoStage(Retriever):
         self.features.save(directory / "features")
         if self.cold_scores is not None:
             np.save(directory / "cold_scores.npy", self.cold_scores, allow_pickle=False)
+        if self.text is not None:
+            self.text.save(directory / "text")
         (directory / "fit_result.json").write_text(json.dumps(self.fit_result, default=str))
         # the ranker's dense inputs, by name: a recstack that computes other features refuses the model
         (directory / "dense_features.json").write_text(json.dumps(self._featurizer().dense_names()))
@@ -927,6 +972,8 @@ class TwoStage(Retriever):
         self.features = FeatureTables.load(directory / "features")
         cold = directory / "cold_scores.npy"
         self.cold_scores = load_array(cold, (self.n_items,)) if cold.is_file() else None
+        tdir = directory / "text"
+        self.text = ItemText.load(tdir, self.features.n_items) if tdir.is_dir() else None
         fr = directory / "fit_result.json"
         self.fit_result = json.loads(fr.read_text()) if fr.is_file() else {}
         self._check_features(directory)
