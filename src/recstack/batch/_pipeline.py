@@ -26,7 +26,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from recstack.errors import InvalidArgumentError
-from recstack.models.base import Retriever
+from recstack.models.base import Retriever, order_selected, top_k
 from recstack.serving._kernels import SequenceScorer, item_item_kernel
 from recstack.serving._ranker import RankContext
 from recstack.serving.pipeline import RECALL_MODEL, Pipeline
@@ -84,7 +84,7 @@ def _top_rows(scores: FloatArray, k: int) -> tuple[IntArray, FloatArray]:
     The k-th largest value of every row comes from one in-place ``np.partition`` (values only, -inf
     replaced by distinct stand-ins), the members are ``scores >= kth`` (ties at the cut: the lowest
     indices), and only the k members are sorted. Anything unusual (NaN, scores down at -FLT_MAX)
-    goes through `_top_rows_lexsort`."""
+    goes through `recstack.models.base.top_k`."""
     B, m = scores.shape
     kk = min(k, m)
     if kk < m and B:
@@ -104,48 +104,12 @@ def _top_rows(scores: FloatArray, k: int) -> tuple[IntArray, FloatArray]:
             mask[tied] = (sub > t) | (eq & (np.cumsum(eq, axis=1) <= need[:, None]))
             cnt[tied] = np.count_nonzero(mask[tied], axis=1)
         if not (cnt == kk).all():
-            return _top_rows_lexsort(scores, k)
+            return top_k(scores, k)
         flat = np.flatnonzero(mask).reshape(B, kk)  # ascending within each row
         part = flat - (np.arange(B, dtype=np.int64) * m)[:, None]
     else:
         part = np.broadcast_to(np.arange(m, dtype=np.int64), (B, m)).copy()
-    return _ordered(scores, part, k)
-
-
-def _ordered(scores: FloatArray, part: IntArray, k: int) -> tuple[IntArray, FloatArray]:
-    """The selected columns ``part`` [B, kk] (ascending per row) of ``scores`` [B, m] best first
-    (stable: ties keep the lower index), -inf as id -1, padded to k columns with (-1, -inf)."""
-    kk = part.shape[1]
-    ps = np.take_along_axis(scores, part, axis=1)
-    o = np.argsort(-ps, axis=1, kind="stable")
-    ids = np.take_along_axis(part, o, axis=1).astype(np.int64, copy=False)
-    sc = np.take_along_axis(ps, o, axis=1).astype(np.float32)
-    ids[np.isneginf(sc)] = -1
-    if kk < k:
-        ids = np.pad(ids, ((0, 0), (0, k - kk)), constant_values=-1)
-        sc = np.pad(sc, ((0, 0), (0, k - kk)), constant_values=-np.inf)
-    return ids, sc
-
-
-def _top_rows_lexsort(scores: FloatArray, k: int) -> tuple[IntArray, FloatArray]:
-    """`_top_rows` by argpartition + lexsort of the tied rows (any input, NaN included)."""
-    B, m = scores.shape
-    kk = min(k, m)
-    if kk < m:
-        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-        ps = np.take_along_axis(scores, part, axis=1)
-        # ties at the cut: argpartition picks any of them; keep the lowest indices instead
-        cut = ps.min(axis=1, keepdims=True)
-        tied = (scores == cut).sum(axis=1) > (ps == cut).sum(axis=1)
-        if tied.any():
-            rows = np.flatnonzero(tied)
-            sub = scores[rows]
-            order = np.lexsort((np.broadcast_to(np.arange(m), sub.shape), -sub), axis=1)[:, :kk]
-            part[rows] = order
-        part.sort(axis=1)
-    else:
-        part = np.broadcast_to(np.arange(m), (B, m)).copy()
-    return _ordered(scores, part, k)
+    return order_selected(scores, part, k)
 
 
 def _kernel(retr: Retriever, n: int) -> tuple[str, Any]:

@@ -21,27 +21,52 @@ from recstack.config import ComponentConfig
 from recstack.data.dataset import Dataset
 from recstack.errors import ArtifactError, InvalidArgumentError, NotFittedError
 
-__all__ = ["Ranker", "Retriever", "top_k"]
+__all__ = ["Ranker", "Retriever", "order_selected", "top_k"]
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
 
 
 def top_k(scores: npt.NDArray[np.floating[Any]], k: int) -> tuple[IntArray, FloatArray]:
-    """Row-wise top k of a dense score matrix [n, m] -> (ids[n, k], scores[n, k]), best first.
+    """Row-wise top k of a dense score matrix [n, m] -> (ids[n, k], scores[n, k] float32), best first.
 
-    Ties are broken by the lower item index (stable). Entries equal to -inf are returned as id -1.
+    Ties are broken by the lower item index, also at the cut: whichever k is asked, the same items
+    come first (``np.argpartition`` alone keeps an arbitrary subset of the values tied at the k-th
+    place, so a list of tied scores such as recent popularity's depended on k). Entries equal to
+    -inf are returned as id -1; rows with fewer than k columns are padded with (-1, -inf). NaN is
+    allowed. `recstack.batch._pipeline._top_rows` is a faster form of this for float32 blocks.
     """
     n, m = scores.shape
     kk = min(k, m)
     if kk <= 0:
         return np.full((n, k), -1, dtype=np.int64), np.full((n, k), -np.inf, dtype=np.float32)
-    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < m else np.tile(np.arange(m), (n, 1))
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -part_scores), axis=1)
-    ids = np.take_along_axis(part, order, axis=1).astype(np.int64)
-    sc = np.take_along_axis(part_scores, order, axis=1).astype(np.float32)
-    ids[~np.isfinite(sc) & (sc < 0)] = -1
+    if kk < m:
+        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        ps = np.take_along_axis(scores, part, axis=1)
+        # ties at the cut: argpartition picks any of them; keep the lowest indices instead
+        cut = ps.min(axis=1, keepdims=True)
+        tied = (scores == cut).sum(axis=1) > (ps == cut).sum(axis=1)
+        if tied.any():
+            rows = np.flatnonzero(tied)
+            sub = scores[rows]
+            part[rows] = np.lexsort((np.broadcast_to(np.arange(m), sub.shape), -sub), axis=1)[:, :kk]
+        part.sort(axis=1)
+    else:
+        part = np.broadcast_to(np.arange(m, dtype=np.int64), (n, m)).copy()
+    return order_selected(scores, part, k)
+
+
+def order_selected(
+    scores: npt.NDArray[np.floating[Any]], part: IntArray, k: int
+) -> tuple[IntArray, FloatArray]:
+    """The selected columns ``part`` [n, kk] (ascending per row) of ``scores`` [n, m] best first
+    (stable: ties keep the lower index), -inf as id -1, padded to k columns with (-1, -inf)."""
+    kk = part.shape[1]
+    ps = np.take_along_axis(scores, part, axis=1)
+    o = np.argsort(-ps, axis=1, kind="stable")
+    ids = np.take_along_axis(part, o, axis=1).astype(np.int64, copy=False)
+    sc = np.take_along_axis(ps, o, axis=1).astype(np.float32)
+    ids[np.isneginf(sc)] = -1
     if kk < k:
         ids = np.pad(ids, ((0, 0), (0, k - kk)), constant_values=-1)
         sc = np.pad(sc, ((0, 0), (0, k - kk)), constant_values=-np.inf)

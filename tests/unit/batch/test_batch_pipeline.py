@@ -12,9 +12,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from recstack.batch._pipeline import BatchScorer, _top_rows, _top_rows_lexsort
+from recstack.batch._pipeline import BatchScorer, _top_rows
 from recstack.data.dataset import Dataset
 from recstack.data.synthetic import synthesize
+from recstack.models.base import top_k
 from recstack.serving._release import MemoryRelease, fit_memory_release
 from recstack.serving._state import build_state
 from recstack.serving.pipeline import (
@@ -199,18 +200,18 @@ def test_top_rows_breaks_ties_by_lower_index() -> None:
     np.testing.assert_array_equal(ids[1], [2, 3, 4, 0, -1])  # -inf comes back as -1
 
 
-def test_top_rows_matches_the_lexsort_form() -> None:
+def test_top_rows_matches_top_k() -> None:
     rng = np.random.default_rng(3)
     s = rng.integers(0, 6, size=(300, 50)).astype(np.float32)  # many ties
     s[rng.random(s.shape) < 0.3] = -np.inf
     s[:5] = -np.inf  # rows without any finite score
     for k in (1, 7, 49, 50, 60):
         ids, sc = _top_rows(s, k)
-        ref_ids, ref_sc = _top_rows_lexsort(s, k)
+        ref_ids, ref_sc = top_k(s, k)
         np.testing.assert_array_equal(ids, ref_ids)
         np.testing.assert_array_equal(sc, ref_sc)
     s[7, 3] = np.nan  # NaN: the exact form
-    np.testing.assert_array_equal(_top_rows(s, 5)[0], _top_rows_lexsort(s, 5)[0])
+    np.testing.assert_array_equal(_top_rows(s, 5)[0], top_k(s, 5)[0])
 
 
 @pytest.fixture(scope="module")
