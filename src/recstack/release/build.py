@@ -857,6 +857,17 @@ def _run(
                     model.export_onnx(d / "user_tower.onnx")  # type: ignore[attr-defined]
                     arts["user_towers"][key] = f"models/{key}/user_tower.onnx"
             results["skipped"] = skipped
+            # the cold-start verdict serving reads (recstack.serving.pipeline.cold_start_policy): is a
+            # profile alone better than popular on validation users? (cold-users protocol; cheap)
+            from recstack.evaluation.cold_users import choose_profile_model
+
+            prog.update(task, status="cold-start profile model (cold-users validation)")
+            try:
+                cold_start = choose_profile_model(dataset, seed=cfg.split.seed)
+            except InvalidArgumentError as exc:  # too few users to hold any out
+                cold_start = {"model": "popular", "personal": False, "params": {}, "reason": exc.message}
+            results["cold_start"] = cold_start
+            (tmp / "cold_start.json").write_text(json.dumps(_jsonable(cold_start), indent=2) + "\n")
             from recstack.models.ranking._ray_train import current as ray_training
 
             if (training := ray_training()) is not None and training.runs:

@@ -43,7 +43,10 @@ from recstack.errors import ArtifactError, InvalidArgumentError, NotFittedError
 from recstack.features.tables import FeatureTables, TimeWindows, build_features, user_genre_affinity
 from recstack.models.base import Retriever
 from recstack.models.ranking._base import NeuralRanker, RankerConfig, RankingData, ndcg_at_k
+from recstack.models.ranking._text import ItemText
 from recstack.models.ranking.ensemble import RankerEnsemble
+from recstack.models.retrieval._arrays import load_array
+from recstack.text.encoder import TextEncoderConfig
 
 __all__ = ["RANKERS", "CandidateFeaturizer", "TwoStage", "TwoStageConfig", "UserState", "ranker_class"]
 
@@ -116,6 +119,9 @@ class TwoStageConfig(ComponentConfig):
             # time_ease's l2 inside the recall stage (tuning_ranker, five seeds): 400 0.2709 +- 0.0029,
             # 200 (time_ease's own validation point) 0.2707 +- 0.0035, 100 0.2696 +- 0.0022
             "time_ease": {"l2": 400.0},
+            # the content retrievers as recall sources (issue 21): the release's own ``content`` model
+            # carries the query encoder that search needs
+            "content": dict[str, Any](export_onnx=False),
         }
     )
     per_source: int = 100
@@ -165,7 +171,21 @@ class TwoStageConfig(ComponentConfig):
     #: dense features held at 0, by name or name prefix of `CandidateFeaturizer.dense_names` (feature
     #: ablations: ``["local_popularity", "item_age"]``, ``["genre_", "affinity"]``, ``["two_tower_"]``)
     ablate: tuple[str, ...] = ()
+    #: the order of users without history (cold start; also the order below the candidates): all-time
+    #: popularity (``pop``), the last 30 days' (``recent_pop``), decayed with a 14-day half-life
+    #: (``trending``), or ``auto``: the one of them with the best NDCG@10 on the holdout folds' cold users
+    #: (users first seen in a fold's labelled part; ``holdout="temporal"`` has them), else ``trending``
+    cold_order: Literal["auto", "pop", "recent_pop", "trending"] = "auto"
     seed: int = 42
+    # ---- issue 21: text features (`recstack.models.ranking._text.ItemText`) -------------------------
+    #: add the item text embeddings' features to the ranker's rows: ``text_cos`` (the candidate's cosine
+    #: with the user's text profile) and ``text_components`` principal components of the candidate's
+    #: embedding (`ItemText`); the embeddings come from `recstack.text.embed_items` (``text_encoder``,
+    #: cached on disk in ``text_cache_dir``; None: ``RECSTACK_TEXT_CACHE`` or ``<home>/cache/text``)
+    text_features: bool = False
+    text_components: int = Field(default=8, ge=0, le=64)
+    text_encoder: TextEncoderConfig = Field(default_factory=TextEncoderConfig)
+    text_cache_dir: str | None = None
 
 
 @dataclass
@@ -195,6 +215,8 @@ class UserState:
     uid: IntArray
     ranks: npt.NDArray[np.integer[Any]] | None = None
     windows: TimeWindows | None = None
+    #: [n, d] the users' text profiles (`ItemText.profiles`) when the ranker has text features
+    text_profile: FloatArray | None = None
 
 
 class CandidateFeaturizer:
@@ -206,11 +228,14 @@ class CandidateFeaturizer:
         features: FeatureTables,
         per_source: int,
         ablate: tuple[str, ...] = (),
+        text: ItemText | None = None,
     ) -> None:
         self.sources = sources
         self.features = features
         self.per_source = per_source
         self.ablate = tuple(ablate)
+        #: the item text features (issue 21), None when the ranker has none
+        self.text = text
         names = self.dense_names()
         unknown = [a for a in self.ablate if not any(n == a or n.startswith(a) for n in names)]
         if unknown:
@@ -246,6 +271,8 @@ class CandidateFeaturizer:
         # 0.2647 +- 0.0021
         for src in self.sources:
             names += [f"uscore_{src}_logsd", f"uscore_{src}_topz"]
+        if self.text is not None:  # issue 21: text features, last
+            names += self.text.names()
         return names
 
     def column_scopes(self) -> tuple[list[str], list[str]]:
@@ -260,6 +287,7 @@ class CandidateFeaturizer:
         dense += ["item"] * (len(f.vocabularies["genre"]) - 1)
         dense += ["user"] * (len(f.vocabularies["genre"]) - 1)
         dense += ["user"] * (2 * len(self.sources))
+        dense += self.text.scopes() if self.text is not None else []
         cat = ["user", "item", *["user"] * f.users_cat.shape[1], "item"]
         return dense, cat
 
@@ -397,6 +425,7 @@ class CandidateFeaturizer:
             if full_ranks and mats
             else None,
             windows=f.user_windows(users, n),
+            text_profile=self.text.profiles(hist) if self.text is not None else None,
         )
 
     def _features(
@@ -439,7 +468,8 @@ class CandidateFeaturizer:
         # rating, activity, user mean rating, affinity, [time features], genres, the user's genre shares
         time_parts = f.time_features(state.users, safe, state.windows)
         G = f.genres.shape[1]
-        dense = np.empty((n, L, 3 * S + 6 + len(time_parts) + 2 * G + 2 * S), dtype=np.float32)
+        n_text = len(self.text.names()) if self.text is not None else 0
+        dense = np.empty((n, L, 3 * S + 6 + len(time_parts) + 2 * G + 2 * S + n_text), dtype=np.float32)
         dense[:, :, 0 : 3 * S : 3] = ((np.where(finite, sc, 0.0) - state.mu) / state.sd).transpose(1, 2, 0)
         dense[:, :, 1 : 3 * S : 3] = (1.0 / np.log2(rank.astype(np.float32) + 2.0)).transpose(1, 2, 0)
         dense[:, :, 2 : 3 * S : 3] = flag.transpose(1, 2, 0)
@@ -463,6 +493,10 @@ class CandidateFeaturizer:
             topz = np.where(np.isfinite(top), (top - state.mu) / state.sd, 0.0)  # [S, n, 1]
             dense[:, :, c : c + 2 * S : 2] = np.log(state.sd[:, :, 0]).T[:, None, :]
             dense[:, :, c + 1 : c + 2 * S : 2] = topz[:, :, 0].T[:, None, :]
+        c += 2 * S
+        if self.text is not None:  # issue 21: the text columns (`ItemText.columns`)
+            assert state.text_profile is not None
+            dense[:, :, c : c + n_text] = self.text.columns(state.text_profile, safe)
         ucat = state.ucat
         cat = np.empty((n, L, 3 + ucat.shape[1]), dtype=np.int64)
         cat[:, :, 0] = state.uid[:, None]
@@ -583,6 +617,39 @@ def _holdout(
     return sp_.train, sp_.test
 
 
+#: the cold-start orders `TwoStageConfig.cold_order` chooses from: registry name -> its parameters
+_COLD: dict[str, dict[str, Any]] = {"pop": {}, "recent_pop": {}, "trending": {}}
+
+
+def _cold_scores(dataset: Dataset, name: str) -> FloatArray:
+    """[n_items] float32 scores of the cold-start order ``name`` (a key of `_COLD`) fitted on ``dataset``."""
+    from recstack.models.retrieval.popular import MostPopular
+
+    model = _create_source(name, _COLD[name]).fit(dataset)
+    assert isinstance(model, MostPopular) and model.popularity is not None
+    return np.asarray(model.popularity, dtype=np.float32)
+
+
+def _order_ndcg(scores: FloatArray, truth: sp.csr_matrix, k: int = 10) -> float:
+    """Mean NDCG@k of one item order ``scores`` [n_items] for every row of ``truth`` [n, n_items]
+    (binary relevance; rows without items skipped)."""
+    top = np.lexsort((np.arange(len(scores)), -scores))[:k]
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    rel = np.asarray(truth[:, top].todense()) > 0  # [n, k]
+    n_rel = np.minimum(np.diff(truth.indptr), k)
+    ok = n_rel > 0
+    if not ok.any():
+        return float("nan")
+    idcg = np.cumsum(disc)[np.maximum(n_rel, 1) - 1]
+    return float(np.mean(((rel * disc).sum(axis=1) / idcg)[ok]))
+
+
+def _create_source(name: str, params: dict[str, Any]) -> Retriever:
+    from recstack.models.registry import create
+
+    return create(name, **params)
+
+
 def _fit_sources(cfg: TwoStageConfig, dataset: Dataset) -> tuple[dict[str, Retriever], dict[str, float]]:
     from recstack.models.registry import create
 
@@ -607,6 +674,10 @@ class TwoStage(Retriever):
         self.features: FeatureTables | None = None
         self.ranker: NeuralRanker | RankerEnsemble | None = None
         self.fit_result: dict[str, Any] = {}
+        #: [n_items] the order of users without history (`TwoStageConfig.cold_order`)
+        self.cold_scores: FloatArray | None = None
+        #: the ranker's item text features (``text_features``; issue 21)
+        self.text: ItemText | None = None
 
     @property
     def cfg(self) -> TwoStageConfig:
@@ -617,6 +688,7 @@ class TwoStage(Retriever):
     def _fit(self, dataset: Dataset) -> None:
         c = self.cfg
         t0 = time.perf_counter()
+        self.text = self._item_text(dataset)
         rng = np.random.default_rng(c.seed)
         folds = [self._fold(dataset, c.seed + f, rng) for f in range(c.holdout_folds)]
         cat_cards = folds[0]["cat_cards"]
@@ -683,6 +755,14 @@ class TwoStage(Retriever):
         # refit the recall stage on the whole training data for serving
         self.sources, secs_full = _fit_sources(c, dataset)
         self.features = build_features(dataset)
+        cold_val = {
+            o: float(np.mean([f["cold"][o] for f in folds if o in f["cold"]] or [np.nan])) for o in _COLD
+        }
+        cold_name: str = c.cold_order
+        if cold_name == "auto":
+            known = {o: v for o, v in cold_val.items() if np.isfinite(v)}
+            cold_name = max(known, key=lambda o: known[o]) if known else "trending"
+        self.cold_scores = _cold_scores(dataset, cold_name)
         self.fit_result = {
             "holdout_users": len(users),
             "holdout_lists": len(fold_users),
@@ -695,9 +775,23 @@ class TwoStage(Retriever):
             # best epoch(s) and training seconds of the kept ranker (per member for an ensemble)
             "ranker_fit": self.ranker.fit_result,
             "source_fit_seconds": {k: secs_a[k] + secs_full[k] for k in secs_a},
+            # the cold-start order and each candidate's NDCG@10 on the folds' cold users
+            "cold_order": cold_name,
+            "cold_val_ndcg@10": cold_val,
+            "cold_val_users": int(sum(f["cold_users"] for f in folds)),
             "seconds": time.perf_counter() - t0,
         }
         log.info("two_stage fit: %s", self.fit_result)
+
+    def _item_text(self, dataset: Dataset) -> ItemText | None:
+        """The ranker's text features of every item (``text_features``), else None."""
+        c = self.cfg
+        if not c.text_features:
+            return None
+        from recstack.text.encoder import embed_items
+
+        emb = embed_items(dataset, c.text_encoder, cache_dir=c.text_cache_dir)
+        return ItemText.from_embeddings(emb, c.text_components)
 
     def _new_ranker(self, params: dict[str, Any]) -> NeuralRanker | RankerEnsemble:
         """The unfitted ranker at hyperparameters ``params``: one ``ranker`` net, or the ensemble of
@@ -721,7 +815,7 @@ class TwoStage(Retriever):
         )
         sources_a, secs = _fit_sources(c, part_a)
         fz = CandidateFeaturizer(
-            sources_a, build_features(dataset, part_a.interactions), c.per_source, c.ablate
+            sources_a, build_features(dataset, part_a.interactions), c.per_source, c.ablate, self.text
         )
         b_csr = part_b.to_csr("binary")
         a_csr = part_a.to_csr("binary")
@@ -748,7 +842,16 @@ class TwoStage(Retriever):
         items = np.concatenate([pad(ch.items, -1) for ch in chunks])
         mask = np.concatenate([pad(ch.mask, False) for ch in chunks])
         label = (np.asarray(b_csr[users[:, None], np.where(mask, items, 0)].todense()) > 0) & mask
+        # users first seen in part B: how well each cold-start order ranks what they then did
+        cold_users = np.flatnonzero((np.diff(b_csr.indptr) > 0) & (np.diff(a_csr.indptr) == 0))
+        cold = (
+            {o: _order_ndcg(_cold_scores(part_a, o), b_csr[cold_users]) for o in _COLD}
+            if len(cold_users)
+            else {}
+        )
         return {
+            "cold": cold,
+            "cold_users": len(cold_users),
             "users": users,
             "items": items,
             "cat": np.concatenate([pad(ch.cat, 0) for ch in chunks]),
@@ -765,7 +868,9 @@ class TwoStage(Retriever):
     def _featurizer(self) -> CandidateFeaturizer:
         if self.ranker is None or self.features is None or not self.sources:
             raise NotFittedError("two_stage: call fit() or load() first")
-        return CandidateFeaturizer(self.sources, self.features, self.cfg.per_source, self.cfg.ablate)
+        return CandidateFeaturizer(
+            self.sources, self.features, self.cfg.per_source, self.cfg.ablate, self.text
+        )
 
     def featurizer(self) -> CandidateFeaturizer:
         """The fitted recall sources + feature tables that build the ranker's inputs (serving uses
@@ -782,10 +887,7 @@ class TwoStage(Retriever):
         n = history.shape[0]
         # non-candidates rank below every candidate, by popularity; what is trending now when the recall
         # stage has a `trending` source (users without history get that order alone)
-        trend = self.sources.get("trending")
-        pop = getattr(trend, "popularity", None)
-        if pop is None:
-            pop = self.features.popularity
+        pop = self.cold_order_scores()
         out = np.tile((-1e4 + pop / (pop.max() + 1.0)).astype(np.float32), (n, 1))
         hist = sp.csr_matrix(history)
         # users without any history (cold start): the popularity order alone; the sources and the
@@ -800,6 +902,16 @@ class TwoStage(Retriever):
             rr, cc = np.nonzero(ch.mask)
             out[rows_s[rr], ch.items[rr, cc]] = sc[rr, cc]
         return out
+
+    def cold_order_scores(self) -> FloatArray:
+        """[n_items] the order of users without history (`TwoStageConfig.cold_order`; higher first);
+        for a model saved before that option: the ``trending`` source's, else all-time popularity."""
+        self._featurizer()
+        assert self.features is not None
+        pop = self.cold_scores
+        if pop is None:
+            pop = getattr(self.sources.get("trending"), "popularity", None)
+        return np.asarray(pop if pop is not None else self.features.popularity, dtype=np.float32)
 
     def score_users(self, user_idx: npt.ArrayLike) -> FloatArray:
         train = self._require_fitted()
@@ -836,6 +948,10 @@ class TwoStage(Retriever):
         self.ranker.save(directory / "ranker")
         self.ranker.export_onnx(directory / "ranker" / "ranker.onnx")
         self.features.save(directory / "features")
+        if self.cold_scores is not None:
+            np.save(directory / "cold_scores.npy", self.cold_scores, allow_pickle=False)
+        if self.text is not None:
+            self.text.save(directory / "text")
         (directory / "fit_result.json").write_text(json.dumps(self.fit_result, default=str))
         # the ranker's dense inputs, by name: a recstack that computes other features refuses the model
         (directory / "dense_features.json").write_text(json.dumps(self._featurizer().dense_names()))
@@ -854,6 +970,10 @@ class TwoStage(Retriever):
         else:
             self.ranker = ranker_class(c.ranker).load(rdir)
         self.features = FeatureTables.load(directory / "features")
+        cold = directory / "cold_scores.npy"
+        self.cold_scores = load_array(cold, (self.n_items,)) if cold.is_file() else None
+        tdir = directory / "text"
+        self.text = ItemText.load(tdir, self.features.n_items) if tdir.is_dir() else None
         fr = directory / "fit_result.json"
         self.fit_result = json.loads(fr.read_text()) if fr.is_file() else {}
         self._check_features(directory)

@@ -26,6 +26,7 @@ import polars as pl
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F  # noqa: N812
+from pydantic import Field
 from torch import nn
 
 from recstack.config import ComponentConfig
@@ -34,6 +35,7 @@ from recstack.errors import ArtifactError, InvalidArgumentError, NotFittedError
 from recstack.features.tables import USER_CATEGORICAL, FeatureTables, build_features
 from recstack.models.base import Retriever
 from recstack.models.ranking.trainer import load_module, save_module, train_model
+from recstack.text.encoder import TextEncoderConfig
 
 __all__ = ["TwoTower", "TwoTowerConfig", "TwoTowerNet"]
 
@@ -67,13 +69,20 @@ class TwoTowerConfig(ComponentConfig):
     val_fraction: float = 0.05
     seed: int = 42
     num_threads: int = 1
+    #: issue 21: the item's text embedding (`recstack.text.embed_items`: title, year, genres, tags),
+    #: projected to ``feat_dim`` by a linear layer, as an input of the item tower beside the id
+    #: embedding; ``text_encoder`` / ``text_cache_dir`` as the ``content`` retriever's
+    text: bool = False
+    text_encoder: TextEncoderConfig = Field(default_factory=TextEncoderConfig)
+    text_cache_dir: str | None = None
 
 
 class TwoTowerNet(nn.Module):
     """Both towers. Inputs use +1-shifted ids with 0 = OOV / padding.
 
-    user(uid[B], ucat[B, 4], hist[B, L]) -> [B, dim]; item(iid[N], genres[N, G], year[N], title[N, T])
-    -> [N, dim]; both L2-normalised.
+    user(uid[B], ucat[B, 4], hist[B, L]) -> [B, dim]; item(iid[N], genres[N, G], year[N], title[N, T],
+    text[N, spec["text_dim"]]) -> [N, dim]; both L2-normalised. ``spec["text_dim"]`` 0 (the default):
+    no text input.
     """
 
     def __init__(self, spec: dict[str, Any]) -> None:
@@ -87,8 +96,11 @@ class TwoTowerNet(nn.Module):
         self.genre = nn.Linear(spec["n_genres"], fd, bias=False)
         self.year = nn.Embedding(spec["n_years"], fd)
         self.title = nn.Embedding(spec["n_tokens"], fd, padding_idx=0)
+        text_dim = int(spec.get("text_dim", 0))
+        # issue 21: the item text embedding, projected (None: no text input)
+        self.text = nn.Linear(text_dim, fd, bias=False) if text_dim > 0 else None
         u_in = idd + fd * len(spec["user_cards"]) + idd
-        i_in = idd + 3 * fd
+        i_in = idd + 3 * fd + (fd if text_dim > 0 else 0)
         self.user_mlp = nn.Sequential(nn.Linear(u_in, h), nn.ReLU(), nn.Linear(h, d))
         self.item_mlp = nn.Sequential(nn.Linear(i_in, h), nn.ReLU(), nn.Linear(h, d))
         for emb in (self.user_id, self.hist, self.item_id):
@@ -101,11 +113,20 @@ class TwoTowerNet(nn.Module):
         return F.normalize(self.user_mlp(torch.cat(parts, dim=1)), dim=1)
 
     def item(
-        self, iid: torch.Tensor, genres: torch.Tensor, year: torch.Tensor, title: torch.Tensor
+        self,
+        iid: torch.Tensor,
+        genres: torch.Tensor,
+        year: torch.Tensor,
+        title: torch.Tensor,
+        text: torch.Tensor | None = None,
     ) -> torch.Tensor:
         tmask = (title > 0).to(torch.float32).unsqueeze(-1)
         tpooled = (self.title(title) * tmask).sum(dim=1) / tmask.sum(dim=1).clamp(min=1.0)
         parts = [self.item_id(iid), self.genre(genres), self.year(year), tpooled]
+        if self.text is not None:
+            if text is None:
+                raise InvalidArgumentError("two_tower: this item tower takes the items' text embeddings")
+            parts.append(self.text(text))
         return F.normalize(self.item_mlp(torch.cat(parts, dim=1)), dim=1)
 
     def forward(self, uid: torch.Tensor, ucat: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
@@ -165,6 +186,8 @@ class TwoTower(Retriever):
         self.histories: IntArray | None = None
         self._item_emb: FloatArray | None = None
         self.fit_result: dict[str, Any] = {}
+        #: [n_items, d] the items' text embeddings (``text``), else None
+        self.text_emb: FloatArray | None = None
 
     @property
     def cfg(self) -> TwoTowerConfig:
@@ -176,6 +199,12 @@ class TwoTower(Retriever):
         c = self.cfg
         feats = build_features(dataset)
         self.features = feats
+        if c.text:
+            from recstack.text.encoder import embed_items
+
+            self.text_emb = embed_items(dataset, c.text_encoder, cache_dir=c.text_cache_dir)
+        else:
+            self.text_emb = None
         spec = {
             "n_users": dataset.n_users,
             "n_items": dataset.n_items,
@@ -187,6 +216,7 @@ class TwoTower(Retriever):
             "hidden": c.hidden,
             "id_dim": c.id_dim,
             "feat_dim": c.feat_dim,
+            "text_dim": 0 if self.text_emb is None else int(self.text_emb.shape[1]),
         }
         torch.manual_seed(c.seed)
         net = TwoTowerNet(spec)
@@ -205,7 +235,7 @@ class TwoTower(Retriever):
         counts = np.bincount(i_all.numpy(), minlength=dataset.n_items).astype(np.float64) + 1.0
         logq = torch.from_numpy(np.log(counts / counts.sum()).astype(np.float32))
         ucat = torch.from_numpy(feats.users_cat)
-        ifeat = self._item_inputs(feats)
+        ifeat = self._item_inputs(feats, self.text_emb)
 
         def batches(epoch: int, r: np.random.Generator) -> Any:
             perm = torch.from_numpy(r.permutation(len(u_all)))
@@ -224,7 +254,7 @@ class TwoTower(Retriever):
             uid = (u + 1) * (torch.rand(b) >= c.id_dropout)
             iid = (i + 1) * (torch.rand(b) >= c.id_dropout)
             ue = net.user(uid, ucat[u], h)
-            ie = net.item(iid, ifeat[1][i], ifeat[2][i], ifeat[3][i])
+            ie = net.item(iid, ifeat[1][i], ifeat[2][i], ifeat[3][i], ifeat[4][i])
             logits = ue @ ie.T / c.temperature
             if c.logq:
                 logits = logits - logq[i].unsqueeze(0)
@@ -273,13 +303,16 @@ class TwoTower(Retriever):
         self._item_emb = self._compute_item_emb()
 
     @staticmethod
-    def _item_inputs(feats: FeatureTables) -> tuple[torch.Tensor, ...]:
+    def _item_inputs(feats: FeatureTables, text: FloatArray | None = None) -> tuple[torch.Tensor, ...]:
+        """The item tower's inputs of every item: ids, genres, year bucket, title tokens and the text
+        embeddings ([n, 0] without text)."""
         n = feats.n_items
         return (
             torch.arange(1, n + 1, dtype=torch.int64),
             torch.from_numpy(np.array(feats.genres, dtype=np.float32)),
             torch.from_numpy(np.array(feats.year_bucket, dtype=np.int64)),
             torch.from_numpy(np.array(feats.title_tokens, dtype=np.int64)),
+            torch.from_numpy(np.zeros((n, 0), np.float32) if text is None else np.array(text, np.float32)),
         )
 
     # ------------------------------------------------------------ embeddings
@@ -290,7 +323,7 @@ class TwoTower(Retriever):
 
     def _compute_item_emb(self) -> FloatArray:
         net, feats = self._require_net()
-        x = self._item_inputs(feats)
+        x = self._item_inputs(feats, self.text_emb)
         with torch.no_grad():
             return net.item(*x).numpy().astype(np.float32)
 
@@ -386,6 +419,8 @@ class TwoTower(Retriever):
         feats.save(directory / "features")
         assert self.histories is not None
         np.save(directory / "histories.npy", self.histories, allow_pickle=False)
+        if self.text_emb is not None:
+            np.save(directory / "text_embeddings.npy", self.text_emb, allow_pickle=False)
         (directory / "fit_result.json").write_text(json.dumps(self.fit_result))
 
     def _load(self, directory: Path) -> None:
@@ -395,6 +430,18 @@ class TwoTower(Retriever):
         self.net = module
         self.features = FeatureTables.load(directory / "features")
         self.histories = np.load(directory / "histories.npy", allow_pickle=False)
+        text_dim = int(module.spec.get("text_dim", 0))
+        self.text_emb = None
+        if text_dim > 0:
+            try:
+                self.text_emb = np.load(directory / "text_embeddings.npy", allow_pickle=False)
+            except OSError as exc:
+                raise ArtifactError(f"{directory}: the item tower takes text embeddings: {exc}") from exc
+            if self.text_emb.shape != (self.features.n_items, text_dim):
+                raise ArtifactError(
+                    f"{directory / 'text_embeddings.npy'}: expected [{self.features.n_items}, {text_dim}], "
+                    f"got {self.text_emb.shape}"
+                )
         self._item_emb = self._compute_item_emb()
         if self.histories.shape[1] != self.cfg.max_history:
             raise InvalidArgumentError(f"{directory}: history width does not match max_history")

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
-from recstack.events import NewEvent
+from recstack.serving._items import item_record
 from recstack.serving._state import ServingState
 from recstack.serving.api._json import JSONBody, request_id
 from recstack.serving.api._render import item_dict, items_list, split_csv
@@ -194,19 +194,7 @@ async def add_item(request: Request, item: NewItem) -> Response:
     offset = None
     t0 = time.perf_counter()
     if sink is not None and not known:
-        payload = {k: row[k] for k in ("title", "year", "genres", "text")}
-        offset = await sink.append(
-            NewEvent(
-                type="item",
-                user_id="admin",
-                item_id=str(item_id),
-                ts=int(time.time()),
-                received=round(time.time(), 3),
-                release_id=state.release_id,
-                request_id=request_id(request) or None,
-                payload=payload,
-            )
-        )
+        offset = await sink.append(item_record(row, state.release_id, request_id(request)))
     t1 = time.perf_counter()
     [idx] = await run_blocking(request, state.pipeline.add_items, [row])
     t2 = time.perf_counter()
