@@ -369,6 +369,28 @@ class RayCluster:
         self.stop()
 
 
+#: ``python -m milvus_lite`` with the keep-alive policy of a Milvus server: pymilvus pings every 10 s,
+#: also between calls, and gRPC's default server policy answers that with GOAWAY "too_many_pings"
+#: after a few idle minutes, after which the client's reconnection fails (seen in a serve test whose
+#: build left its client idle). Milvus standalone permits such pings; the gRPC options here do too.
+_MILVUS_LAUNCHER = """
+import sys
+import grpc
+_server = grpc.server
+_KEEPALIVE = [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+def _permissive(*args, options=(), **kwargs):
+    return _server(*args, options=[*(options or ()), *_KEEPALIVE], **kwargs)
+grpc.server = _permissive
+from milvus_lite.cmdline import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 class MilvusServer:
     """``python -m milvus_lite server`` (milvus-lite's gRPC server: the Milvus API on TCP, data under
     ``data_dir``) on ``port`` of 127.0.0.1 (default: a free one), in its own process group; ``with``
@@ -406,7 +428,7 @@ class MilvusServer:
         return r.returncode == 0
 
     def start(self) -> MilvusServer:
-        cmd = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(self.data_dir)]
+        cmd = [sys.executable, "-c", _MILVUS_LAUNCHER, "server", "--data-dir", str(self.data_dir)]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
         self._log = tempfile.TemporaryFile(prefix="recstack-milvus-")  # noqa: SIM115 - closed by stop()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -141,7 +141,8 @@ def test_ray_train_two_tower_on_two_nodes_is_close_to_local(tmp_path: Path, clus
     config.write_text(TWO_TOWER_TOML)
     local_all = _build(tmp_path / "local", config, "--runner", "local")
     assert "training" not in local_all
-    remote_all = _build(tmp_path / "ray", config, "--runner", "ray", "--address", cluster.address)
+    args = ["--runner", "ray", "--address", cluster.address, "--train-min-rows", "0"]
+    remote_all = _build(tmp_path / "ray", config, *args)
     runs = remote_all["training"]["runs"]
     assert [r["description"] for r in runs] == ["two_tower"] and runs[0]["workers"] == 2
     assert len(set(runs[0]["worker_nodes"])) == 2  # one rank on each node

@@ -47,6 +47,15 @@ def build_cmd(
         int,
         typer.Option("--train-workers", min=1, help="Ray Train workers (1 CPU each) for --runner ray."),
     ] = 2,
+    train_min_rows: Annotated[
+        int,
+        typer.Option(
+            "--train-min-rows",
+            min=0,
+            help="With --runner ray: fits of fewer training examples (two-tower interactions, ranker "
+            "lists) stay in this process (a Ray Train run costs tens of seconds to start).",
+        ),
+    ] = 100_000,
     sample_users: Annotated[
         int | None,
         typer.Option(
@@ -75,7 +84,12 @@ def build_cmd(
         cfg = cfg.model_copy(update={"evaluation": ev})
     root = _cli.releases_root(releases_dir)
     manifest = build(
-        cfg, root, runner="ray" if runner == "ray" else "local", address=address, train_workers=train_workers
+        cfg,
+        root,
+        runner="ray" if runner == "ray" else "local",
+        address=address,
+        train_workers=train_workers,
+        train_min_rows=train_min_rows,
     )
     out = console()
     out.print(f"\n{' · '.join(f'{k} {v:.1f}s' for k, v in manifest.timings.items())}")

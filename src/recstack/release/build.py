@@ -584,6 +584,7 @@ def build(
     runner: Literal["local", "ray"] = "local",
     address: str | None = None,
     train_workers: int = 2,
+    train_min_rows: int = 100_000,
 ) -> Manifest:
     """Run the offline pipeline and write a new release under ``releases_dir``; returns its manifest.
 
@@ -593,8 +594,9 @@ def build(
     tasks (a local Ray instance, or the cluster at ``address``; each evaluated model is saved under
     the build's temporary directory inside ``releases_dir``, which every node must reach, and loaded
     once per Ray worker). With ``ray``, the torch training loops (two-tower, SASRec, the two-stage
-    model's neural rankers) run on Ray Train with ``train_workers`` CPU workers (Torch DDP, gloo;
-    checkpoints under the same temporary directory); the other fits run in this process.
+    model's neural rankers) of at least ``train_min_rows`` training examples run on Ray Train with
+    ``train_workers`` CPU workers (Torch DDP, gloo; checkpoints beside the temporary directory); the
+    other fits run in this process.
     """
     cfg = config if config is not None else BuildConfig.default()
     if releases_dir is None:
@@ -622,7 +624,11 @@ def build(
                 storage = root / f"{tmp.name}-ray-train"
                 storage.mkdir()
                 (storage / PID_FILE).write_text(str(os.getpid()))
-                stack.enter_context(distributed_training(storage, num_workers=train_workers, address=address))
+                stack.enter_context(
+                    distributed_training(
+                        storage, num_workers=train_workers, address=address, min_rows=train_min_rows
+                    )
+                )
                 stack.callback(shutil.rmtree, storage, True)
             manifest = _run(cfg, root, tmp, parent, _Timer(on_stage), runner, address)
     except BaseException:

@@ -368,3 +368,18 @@ def test_ensemble_member_data_bags() -> None:
     assert np.abs(a - b).max() > 1e-3
     own = [m.fit_result["best_val"] for m in ens.members]
     assert ens.fit_result["bagged"] and ens.fit_result["best_val"] == pytest.approx(np.mean(own))
+
+
+def test_ray_train_shard_takes_every_world_th_row() -> None:
+    from recstack.models.ranking._ray_train import _shard, distributed_training
+
+    u, i = torch.arange(10), torch.arange(10, 20)
+    a, b = _shard((u, i), 0, 2), _shard((u, i), 1, 2)
+    assert a[0].tolist() == [0, 2, 4, 6, 8] and b[1].tolist() == [11, 13, 15, 17, 19]
+    # the two shards together are the batch, nothing twice
+    assert sorted(a[0].tolist() + b[0].tolist()) == u.tolist()
+    # fewer rows than ranks: every rank takes the whole batch (DDP needs a loss on each)
+    assert _shard(torch.arange(1), 1, 2).tolist() == [0]
+    assert _shard([np.arange(4)], 1, 2)[0].tolist() == [1, 3]
+    with pytest.raises(ValueError, match="num_workers"), distributed_training("/tmp", num_workers=0):
+        pass
