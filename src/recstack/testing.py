@@ -4,6 +4,9 @@
 - `build_release` / `build_small_release`: a release built from a build TOML into a releases
   directory and promoted to a channel (ML-100K pop + itemknn + ease builds in a few seconds).
 - `RayCluster`: a local 2-node Ray cluster (``ray start`` processes, own process groups).
+- `MilvusServer`: a Milvus server on a TCP port without Docker (``python -m milvus_lite server``,
+  the gRPC server of the ``milvus-lite`` wheel), own process group, for `recstack.index.milvus`
+  with an ``http://`` URI shared by several processes.
 - `ServerProcess`: ``recstack serve`` as a subprocess (own process group) on a free port, as a
   context manager that waits for ``/readyz`` and stops the whole group on exit. Its output goes to
   a temporary file (a pipe nobody reads would block a chatty server), quoted when start-up fails.
@@ -30,6 +33,7 @@ import httpx
 
 __all__ = [
     "SMALL_MODELS",
+    "MilvusServer",
     "RayCluster",
     "ServerProcess",
     "ServerStartError",
@@ -363,3 +367,89 @@ class RayCluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class MilvusServer:
+    """``python -m milvus_lite server`` (milvus-lite's gRPC server: the Milvus API on TCP, data under
+    ``data_dir``) on ``port`` of 127.0.0.1 (default: a free one), in its own process group; ``with``
+    waits until a ``pymilvus.MilvusClient`` lists its collections (raises `ServerStartError` with the
+    server's output otherwise) and stops the group on exit. ``uri`` is what `MilvusIndexConfig.uri`
+    takes."""
+
+    def __init__(
+        self, data_dir: str | Path | None = None, port: int | None = None, timeout: float = 120.0
+    ) -> None:
+        self.port = port or free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.timeout = timeout
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="rsmilvus-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def output(self, limit: int = 3000) -> str:
+        if self._log is None:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-limit:]
+
+    def _answers(self) -> bool:
+        cmd = [
+            sys.executable,
+            "-c",
+            "import sys; from pymilvus import MilvusClient; "
+            "c = MilvusClient(uri=sys.argv[1], timeout=5); c.list_collections(); c.close()",
+            self.uri,
+        ]
+        r = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+        return r.returncode == 0
+
+    def start(self) -> MilvusServer:
+        cmd = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(self.data_dir)]
+        cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
+        self._log = tempfile.TemporaryFile(prefix="recstack-milvus-")  # noqa: SIM115 - closed by stop()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + self.timeout
+        try:
+            while True:
+                if self.proc.poll() is not None:
+                    raise ServerStartError(
+                        f"milvus-lite server exited ({self.proc.returncode}):\n{self.output()}"
+                    )
+                if _port_open(self.port) and self._answers():
+                    return self
+                if time.monotonic() > deadline:
+                    raise ServerStartError(
+                        f"milvus-lite server not answering on {self.uri}:\n{self.output()}"
+                    )
+                time.sleep(0.5)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            _stop_group(proc, 10.0)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._own_dir:
+            import shutil
+
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> MilvusServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0

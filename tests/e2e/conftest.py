@@ -102,8 +102,12 @@ def releases_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
     # the report's plots are drawn at build time: a change to them rebuilds the cached release
     report_src = (REPO / "src" / "recstack" / "evaluation" / "report.py").read_bytes()
+    # ... and the cold-start verdict (cold_start.json) is computed at build time too
+    cold_src = (REPO / "src" / "recstack" / "evaluation" / "cold_users.py").read_bytes()
     key = hashlib.sha256(
-        f"{__version__}\n{PARENT_TOML}\n{CHILD_TOML}\n".encode() + hashlib.sha256(report_src).digest()
+        f"{__version__}\n{PARENT_TOML}\n{CHILD_TOML}\n".encode()
+        + hashlib.sha256(report_src).digest()
+        + hashlib.sha256(cold_src).digest()
     ).hexdigest()[:12]
     cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
     base = Path(cache.mkdir("recstack-e2e-releases")) if cache is not None else tmp_path_factory.mktemp("e2e")

@@ -227,6 +227,19 @@ def test_profile_fields_only_with_demographics(page: Any, server: Server) -> Non
         body["demographics"] = {}
         route.fulfill(json=body)
 
+    # the release's cold-users validation: ML-100K's segment model beats popular, so the form asks
+    assert server.release["cold_start"]["personal"] is True
+
+    def not_personal(route: Any) -> None:  # a profile that does not beat popular: the form must not ask
+        body = route.fetch().json()
+        body["cold_start"] = {**body["cold_start"], "personal": False}
+        route.fulfill(json=body)
+
+    page.route("**/v1/release", not_personal)
+    goto(page, "/start")
+    assert not page.locator("#profile-panel").is_visible()
+    page.unroute("**/v1/release")
+
     page.route("**/v1/release", without)
     goto(page, "/start")
     assert not page.locator("#profile-panel").is_visible()

@@ -69,3 +69,20 @@ def test_evaluate_temporal_rolling_prints_windows_and_cis(tmp_path: Path) -> Non
     # popular-right-now beats all-time popularity forward in time on ML-100K, CI above zero
     assert warm["diff"] > 0 and low > 0 and low <= warm["diff"] <= high
     assert "Paired bootstrap 95% CI" in html.read_text()
+
+
+def test_evaluate_seeds_prints_mean_and_sd(tmp_path: Path) -> None:
+    js = tmp_path / "out.json"
+    res = runner.invoke(
+        app,
+        ["-q", "evaluate", "--dataset", "ml-latest-small", "--protocol", "stratified", "--models",
+         "pop", "--seeds", "1,2", "--json", str(js)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "mean ± sd over training seeds 1,2" in res.output and "± 0.0000" in res.output
+    pop = json.loads(js.read_text())["results"]["pop"]
+    # popularity has no training seed: the same figure twice, sd 0
+    assert pop["seeds"]["seeds"] == [1, 2] and pop["seeds"]["sd"]["ndcg@10"] == 0.0
+    assert pop["seeds"]["values"]["ndcg@10"] == [pop["ndcg@10"]] * 2
+    bad = runner.invoke(app, ["evaluate", "--models", "pop", "--seeds", "a,b"])
+    assert bad.exit_code == 2 and "comma-separated integer seeds" in bad.output

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from recstack.testing import build_small_release, free_ports, recstack_command
 pytestmark = [pytest.mark.slow, pytest.mark.ml100k]
 
 NAMES = ("user", "item", "recall", "rank", "aggregator")
+API_KEY = "grpc-test-key"
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -38,12 +40,18 @@ def releases_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def services(releases_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     run_dir = tmp_path_factory.mktemp("grpc-run")
     ports = dict(zip(NAMES, free_ports(len(NAMES)), strict=True))
-    env = {**os.environ, "RECSTACK_HOME": str(run_dir.parent / "home-unused"), "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "RECSTACK_HOME": str(run_dir.parent / "home-unused"),
+        "COLUMNS": "200",
+        "RECSTACK_SERVE_API_KEY": API_KEY,
+    }
     spec = ",".join(f"{n}={p}" for n, p in ports.items())
+    log_url = f"sqlite:///{run_dir / 'events.db'}"
     try:
         res = _cli(
             "services", "start", "--all", "--releases-dir", str(releases_dir), "--run-dir", str(run_dir),
-            "--ports", spec, "--hop-timeout-ms", "1000", env=env,
+            "--ports", spec, "--hop-timeout-ms", "1000", "--event-log", log_url, env=env,
         )  # fmt: skip
         assert res.returncode == 0, res.stdout + res.stderr
         yield {"run_dir": run_dir, "ports": ports, "env": env}
@@ -116,6 +124,34 @@ def test_unknown_ids_are_not_found(services: dict[str, object]) -> None:
         with pytest.raises(ServiceCallError) as ei:
             c.get_items(["50", "99999"])
         assert ei.value.status == grpc.StatusCode.NOT_FOUND and "99999" in ei.value.envelope.text
+
+
+def test_item_added_through_the_item_service_reaches_the_other_services(services: dict[str, object]) -> None:
+    ports: dict[str, int] = services["ports"]  # type: ignore[assignment]
+    env: dict[str, str] = services["env"]  # type: ignore[assignment]
+    item = f"127.0.0.1:{ports['item']}"
+    res = _cli(
+        "client", "add-item", "99001", "--title", "Clockwork Galaxy", "--year", "2026",
+        "--genres", "Sci-Fi,Adventure", "--text", "Rebel robots in space.", "--addr", item, env=env,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "item 99001 added" in res.stdout and "event log offset" in res.stdout
+    res = _cli("client", "search", "clockwork galaxy", "--k", "3", "--addr", item, env=env)
+    assert res.returncode == 0 and "Clockwork Galaxy" in res.stdout
+    # the recall service (another process) reads the item from the log: a visitor who liked it
+    # is served (an unknown liked item is NOT_FOUND until then)
+    deadline = time.monotonic() + 30
+    with _client(services) as c:
+        while True:
+            try:
+                r = c.recall(make_user(liked=["99001", "50"]))
+                break
+            except ServiceCallError as exc:
+                assert exc.status == grpc.StatusCode.NOT_FOUND, exc
+                assert time.monotonic() < deadline, "the recall service never read the item from the log"
+                time.sleep(0.2)
+        assert r.candidates and all(cand.item_id not in ("99001", "50") for cand in r.candidates)
+        assert [it.title for it in c.get_items(["99001"]).items] == ["Clockwork Galaxy"]
 
 
 def test_zz_rank_stopped_midway_degrades(services: dict[str, object], pipeline: Pipeline) -> None:

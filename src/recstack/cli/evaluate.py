@@ -51,6 +51,14 @@ def evaluate_cmd(
             "--sample-users", min=1, help="Evaluate a uniform sample of N test users and print 95% intervals."
         ),
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            "--seeds",
+            help="Comma-separated training seeds (e.g. 42,142,242): the protocol once per seed, figures as "
+            "mean +- sd. The split keeps --seed.",
+        ),
+    ] = None,
 ) -> None:
     """Fit and evaluate models under a named protocol; print a table, optionally write JSON / HTML."""
     from rich.table import Table
@@ -71,22 +79,48 @@ def evaluate_cmd(
             f"unknown model(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(model_choices)}",
             param_hint="--models",
         )
+    model_seeds: list[int] | None = None
+    if seeds is not None:
+        try:
+            model_seeds = [int(x) for x in seeds.split(",") if x.strip()]
+        except ValueError:
+            model_seeds = []
+        if not model_seeds:
+            raise typer.BadParameter(
+                f"{seeds!r}: give comma-separated integer seeds, for example 42,142,242", param_hint="--seeds"
+            )
     try:
         ds = load_dataset(dataset, format=data_format)
     except RecstackError:
         raise
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--format/--dataset") from exc
-    result = run_protocol(ds, protocol, model_names, tune=tune, seed=seed, sample_users=sample_users)
-    table = Table(title=f"{result['dataset']} · {protocol}{' · tuned' if tune else ''} · seed {seed}")
+    result = run_protocol(
+        ds, protocol, model_names, tune=tune, seed=seed, sample_users=sample_users, model_seeds=model_seeds
+    )
+    if protocol == "cold-users":
+        from recstack.evaluation.cold_users import format_cold_users
+
+        for line in format_cold_users(result):
+            typer.echo(line)
+        _write(result, json_path, report)
+        return
+    title = f"{result['dataset']} · {protocol}{' · tuned' if tune else ''} · seed {seed}"
+    if model_seeds:
+        title += f" · mean ± sd over training seeds {','.join(map(str, model_seeds))}"
+    table = Table(title=title)
     table.add_column("model", style="bold")
     for _, label in TABLE_COLUMNS:
         table.add_column(label, justify="right")
     for name, res in result["results"].items():
         cells = []
+        sd = res.get("seeds", {}).get("sd", {})
         for key, _ in TABLE_COLUMNS:
             v = res.get(key)
-            cells.append("–" if v is None else f"{v:.2f}" if key == "fit_seconds" else f"{v:.4f}")
+            cell = "–" if v is None else f"{v:.2f}" if key == "fit_seconds" else f"{v:.4f}"
+            if v is not None and key in sd:
+                cell += f" ± {sd[key]:.2f}" if key == "fit_seconds" else f" ± {sd[key]:.4f}"
+            cells.append(cell)
         table.add_row(name, *cells)
 
     out = console(stderr=False)

@@ -32,7 +32,9 @@ def build_cmd(
         str,
         typer.Option(
             "--runner",
-            help="Where the evaluation's user blocks are scored: local (threads) or ray (Ray tasks).",
+            help="Where the evaluation's user blocks are scored and the torch models (two-tower, the "
+            "two-stage rankers) train: local (threads, this process) or ray (Ray tasks; Ray Train, "
+            "Torch DDP on CPU workers).",
         ),
     ] = "local",
     address: Annotated[
@@ -41,6 +43,10 @@ def build_cmd(
             "--address", help="Ray cluster address for --runner ray (default: a local Ray instance)."
         ),
     ] = None,
+    train_workers: Annotated[
+        int,
+        typer.Option("--train-workers", min=1, help="Ray Train workers (1 CPU each) for --runner ray."),
+    ] = 2,
     sample_users: Annotated[
         int | None,
         typer.Option(
@@ -68,7 +74,9 @@ def build_cmd(
         ev = cfg.evaluation.model_copy(update={"sample_users": sample_users})
         cfg = cfg.model_copy(update={"evaluation": ev})
     root = _cli.releases_root(releases_dir)
-    manifest = build(cfg, root, runner="ray" if runner == "ray" else "local", address=address)
+    manifest = build(
+        cfg, root, runner="ray" if runner == "ray" else "local", address=address, train_workers=train_workers
+    )
     out = console()
     out.print(f"\n{' · '.join(f'{k} {v:.1f}s' for k, v in manifest.timings.items())}")
     _cli.print_eval_table(

@@ -40,9 +40,18 @@ def services_start_cmd(
     store: Annotated[str, typer.Option("--store", help="Feature store: embedded or redis.")] = "embedded",
     redis_url: Annotated[str | None, typer.Option("--redis-url", help="Redis URL for --store redis.")] = None,
     grace: Annotated[float, typer.Option("--grace", min=0, help="Graceful-stop seconds per service.")] = 5.0,
+    event_log: Annotated[
+        str | None,
+        typer.Option(
+            "--event-log",
+            help="Event log URL (sqlite:///path, redis://..., postgresql://...): the item service's "
+            "AddItem records new items there and every service reads them from it.",
+        ),
+    ] = None,
     run_dir: _SvcRunDir = None,
 ) -> None:
-    """Start gRPC services, one process each, on one release; returns when all are SERVING."""
+    """Start gRPC services, one process each, on one release; returns when all are SERVING.
+    AddItem (`recstack client add-item`) needs RECSTACK_SERVE_API_KEY set when the services start."""
     from recstack.serving.grpc import launcher
 
     started = launcher.start_services(
@@ -57,6 +66,7 @@ def services_start_cmd(
         store=store,
         redis_url=redis_url,
         grace=grace,
+        event_log=event_log,
     )
     for info in started:
         typer.echo(
@@ -158,6 +168,42 @@ def client_cm_cmd(
 
     with client_for("item", addr, timeout) as c:
         print_response(c.popular(popular) if popular else c.get_items(item_ids or []))
+
+
+@client_app.command("add-item")
+def client_add_item_cmd(
+    item_id: Annotated[str, typer.Argument(help="The new item's id (an integer in a MovieLens catalogue).")],
+    title: Annotated[str, typer.Option("--title", help="Title (1-300 characters).")],
+    year: Annotated[int, typer.Option("--year", min=0, help="Year (0 = unknown).")] = 0,
+    genres: Annotated[str | None, typer.Option("--genres", help="Genres, comma-separated.")] = None,
+    text: Annotated[str | None, typer.Option("--text", help="A description, tags, a synopsis.")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", envvar="RECSTACK_SERVE_API_KEY", help="The services' API key."),
+    ] = None,
+    addr: _CliAddr = None,
+    timeout: _CliTimeout = 30.0,
+) -> None:
+    """Item service: add an item online (as POST /v1/items): logged, embedded, searchable and
+    recommendable at once."""
+    from recstack.serving.grpc.client import client_for, print_response, split_ids
+
+    with client_for("item", addr, timeout) as c:
+        print_response(c.add_item(item_id, title, year, split_ids(genres), text or "", api_key=api_key))
+
+
+@client_app.command("search")
+def client_search_cmd(
+    query: Annotated[str, typer.Argument(help="A title or a theme, e.g. 'space opera with robots'.")],
+    k: _CliK = 0,
+    addr: _CliAddr = None,
+    timeout: _CliTimeout = 5.0,
+) -> None:
+    """Item service: search items by meaning and title."""
+    from recstack.serving.grpc.client import client_for, print_response
+
+    with client_for("item", addr, timeout) as c:
+        print_response(c.search(query, k))
 
 
 @client_app.command("recall")

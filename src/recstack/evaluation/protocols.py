@@ -88,6 +88,8 @@ class RunOptions:
     splitter: Splitter | None = None
     #: evaluate a uniform sample of this many test users (95% intervals under ``"sample"``)
     sample_users: int | None = None
+    #: the training seed of every model whose config has a ``seed`` (None: each model's own default)
+    model_seed: int | None = None
 
     def split(self, dataset: Dataset, protocol: str) -> Any:
         if self.splitter is not None:
@@ -251,9 +253,14 @@ def _ci95(rank: RankingResult, metric: str, k: int, population: int) -> list[flo
 
 
 # ---------------------------------------------------------------------------------------- models
-def _create(name: str, params: dict[str, Any]) -> Retriever:
-    from recstack.models.registry import create
+def _create(name: str, params: dict[str, Any], seed: int | None = None) -> Retriever:
+    """Model ``name`` at ``params``; ``seed``: its training seed when its config has one."""
+    from recstack.models.registry import create, get_class
 
+    if seed is not None and "seed" not in params:
+        fields = getattr(get_class(name).Config, "model_fields", {})
+        if "seed" in fields:
+            params = {**params, "seed": seed}
     return create(name, **params)
 
 
@@ -314,7 +321,7 @@ def _run_ranking(
                 best = -np.inf
                 for point in grids[name]:
                     prog.update(task, status=f"{name} tuning {point}")
-                    m = _create(name, dict(point))
+                    m = _create(name, dict(point), opts.model_seed)
                     m.fit(val.train)
                     score = evaluate_retriever(
                         m, val.train, val.test, [REPORT_K], exclude_train, accuracy_ks=()
@@ -325,7 +332,7 @@ def _run_ranking(
                         best, params = score, dict(point)
                     prog.advance(task)
             prog.update(task, status=f"{name} fit")
-            model = _create(name, params)
+            model = _create(name, params, opts.model_seed)
             fit_seconds = _fit_timed(model, train)
             prog.update(task, status=f"{name} score")
             warm = np.setdiff1d(np.unique(test.interactions["user"].to_numpy()), cold) if cold.size else None
@@ -476,7 +483,7 @@ def _run_rolling(dataset: Dataset, model_names: Sequence[str], opts: RunOptions)
                     best = -np.inf
                     for point in grids[name]:
                         prog.update(task, status=f"window {w} {name} tuning {point}")
-                        m = _create(name, dict(point))
+                        m = _create(name, dict(point), opts.model_seed)
                         m.fit(val.train)
                         score = evaluate_retriever(
                             m,
@@ -492,7 +499,7 @@ def _run_rolling(dataset: Dataset, model_names: Sequence[str], opts: RunOptions)
                             best, params = score, dict(point)
                         prog.advance(task)
                 prog.update(task, status=f"window {w} {name} fit")
-                model = _create(name, params)
+                model = _create(name, params, opts.model_seed)
                 per[name]["fit"].append(_fit_timed(model, fold.train))
                 prog.update(task, status=f"window {w} {name} score")
                 for group, users in (("warm", warm_users), ("cold", cold)):
@@ -548,6 +555,10 @@ register_protocol("temporal-rolling", _run_rolling)
 register_protocol(
     "ctr", lambda d, m, o: __import__("recstack.models.ranking.ctr", fromlist=["_"]).run_ctr(d, m, o)
 )
+register_protocol(
+    "cold-users",
+    lambda d, m, o: __import__("recstack.evaluation.cold_users", fromlist=["_"]).cold_users_protocol(d, m, o),
+)
 
 
 def run_protocol(
@@ -560,6 +571,7 @@ def run_protocol(
     *,
     splitter: Splitter | None = None,
     sample_users: int | None = None,
+    model_seeds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model_names`` on ``dataset`` under ``protocol``.
 
@@ -568,7 +580,8 @@ def run_protocol(
     "catalog_popularity": [...]}`` (see `evaluate_retriever` for the per-model keys; ``"cold"`` for
     temporal, ``"tuning"`` — [[params, validation ndcg@10], ...] — when tuned). ``splitter`` replaces
     `recstack.data.splits.split` (tests). ``sample_users``: the test figures over a uniform sample of
-    that many users, with 95% intervals (`evaluate_retriever`).
+    that many users, with 95% intervals (`evaluate_retriever`). ``model_seeds``: the protocol once per
+    training seed (the split stays at ``seed``), figures as mean +- sd (`seed_summary`).
     """
     if protocol not in PROTOCOLS:
         raise InvalidArgumentError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
@@ -577,6 +590,53 @@ def run_protocol(
     ks_t = tuple(sorted({int(k) for k in ks}))
     if not ks_t or ks_t[0] < 1:
         raise InvalidArgumentError("ks must be positive cut-offs, for example range(1, 51)")
-    opts = RunOptions(tune=tune, seed=seed, ks=ks_t, splitter=splitter, sample_users=sample_users)
-    body = PROTOCOLS[protocol](dataset, names, opts)
+    if model_seeds is not None and not list(model_seeds):
+        raise InvalidArgumentError("model_seeds: give at least one training seed, for example [42, 142, 242]")
+    if model_seeds is not None and protocol == "cold-users":
+        raise InvalidArgumentError(
+            "model_seeds: the cold-users protocol reports one training seed; drop --seeds"
+        )
+    runs = []
+    for ms in list(model_seeds) if model_seeds is not None else [None]:
+        opts = RunOptions(
+            tune=tune, seed=seed, ks=ks_t, splitter=splitter, sample_users=sample_users, model_seed=ms
+        )
+        runs.append(PROTOCOLS[protocol](dataset, names, opts))
+    body = runs[0] if model_seeds is None else seed_summary(runs, list(model_seeds))
     return {"dataset": dataset.name, "protocol": protocol, "seed": seed, "tuned": tune, **body}
+
+
+#: the figures of a model that `seed_summary` reports as mean +- sd over training seeds
+_SEED_KEYS = (*_ROLLING_MEAN_KEYS, "fit_seconds")
+
+
+def seed_summary(runs: Sequence[dict[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
+    """One protocol result from runs that differ only in the models' training seed (``seeds``): the
+    first run's body, each model's headline figures (and its cold users' under ``"cold"``) replaced by
+    their mean over the runs, with ``"seeds": {"seeds": [...], "sd": {...}, "values": {...}}`` beside
+    them (sd: the sample standard deviation, 0 for one run). Paired comparisons (``"comparisons"``)
+    are those of the first seed's run; every run's under ``"comparisons_by_seed"``."""
+    body = dict(runs[0])
+    results: dict[str, Any] = {}
+    for name, first in runs[0]["results"].items():
+        res = dict(first)
+        summary: dict[str, Any] = {"seeds": list(seeds), "sd": {}, "values": {}}
+        for scope in ("", "cold"):
+            got = [r["results"][name].get(scope, {}) if scope else r["results"][name] for r in runs]
+            target = dict(res[scope]) if scope and isinstance(res.get(scope), dict) else res
+            for key in _SEED_KEYS:
+                vals = [g[key] for g in got if isinstance(g.get(key), int | float)]
+                if len(vals) != len(runs):
+                    continue
+                label = f"{scope}.{key}" if scope else key
+                target[key] = float(np.mean(vals))
+                summary["sd"][label] = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+                summary["values"][label] = [float(v) for v in vals]
+            if scope and isinstance(res.get(scope), dict):
+                res[scope] = target
+        res["seeds"] = summary
+        results[name] = res
+    body["results"] = results
+    if "comparisons" in runs[0]:
+        body["comparisons_by_seed"] = {str(s): r["comparisons"] for s, r in zip(seeds, runs, strict=True)}
+    return body

@@ -253,8 +253,9 @@ class MilvusIndex(VectorIndex):
     def _load(cls, directory: Path, config: IndexConfig, meta: dict[str, Any]) -> Self:
         assert isinstance(config, MilvusIndexConfig)
         try:
-            ids = np.load(directory / "ids.npy", allow_pickle=False)
-            vecs = np.load(directory / "vectors.npy", allow_pickle=False)
+            # memory-mapped: a process that re-attaches to the server's rows never reads the vectors
+            ids = np.load(directory / "ids.npy", allow_pickle=False, mmap_mode="r")
+            vecs = np.load(directory / "vectors.npy", allow_pickle=False, mmap_mode="r")
         except (OSError, ValueError) as exc:
             raise ArtifactError(f"{directory}: cannot read milvus index arrays: {exc}") from exc
         idx = cls(config, _attach=True)

@@ -583,6 +583,7 @@ def build(
     on_stage: StageHook | None = None,
     runner: Literal["local", "ray"] = "local",
     address: str | None = None,
+    train_workers: int = 2,
 ) -> Manifest:
     """Run the offline pipeline and write a new release under ``releases_dir``; returns its manifest.
 
@@ -591,7 +592,9 @@ def build(
     evaluation's user blocks are scored: ``local`` threads (``[evaluation] workers``) or ``ray``
     tasks (a local Ray instance, or the cluster at ``address``; each evaluated model is saved under
     the build's temporary directory inside ``releases_dir``, which every node must reach, and loaded
-    once per Ray worker). Fits run in this process either way.
+    once per Ray worker). With ``ray``, the torch training loops (two-tower, SASRec, the two-stage
+    model's neural rankers) run on Ray Train with ``train_workers`` CPU workers (Torch DDP, gloo;
+    checkpoints under the same temporary directory); the other fits run in this process.
     """
     cfg = config if config is not None else BuildConfig.default()
     if releases_dir is None:
@@ -611,7 +614,17 @@ def build(
     tmp.mkdir()
     (tmp / PID_FILE).write_text(str(os.getpid()))
     try:
-        manifest = _run(cfg, root, tmp, parent, _Timer(on_stage), runner, address)
+        with ExitStack() as stack:
+            if runner == "ray":
+                from recstack.models.ranking._ray_train import distributed_training
+
+                # beside the build's directory (which becomes the release): checkpoints of the runs
+                storage = root / f"{tmp.name}-ray-train"
+                storage.mkdir()
+                (storage / PID_FILE).write_text(str(os.getpid()))
+                stack.enter_context(distributed_training(storage, num_workers=train_workers, address=address))
+                stack.callback(shutil.rmtree, storage, True)
+            manifest = _run(cfg, root, tmp, parent, _Timer(on_stage), runner, address)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -838,6 +851,22 @@ def _run(
                     model.export_onnx(d / "user_tower.onnx")  # type: ignore[attr-defined]
                     arts["user_towers"][key] = f"models/{key}/user_tower.onnx"
             results["skipped"] = skipped
+            # the cold-start verdict serving reads (recstack.serving.pipeline.cold_start_policy): is a
+            # profile alone better than popular on validation users? (cold-users protocol; cheap)
+            from recstack.evaluation.cold_users import choose_profile_model
+
+            prog.update(task, status="cold-start profile model (cold-users validation)")
+            try:
+                cold_start = choose_profile_model(dataset, seed=cfg.split.seed)
+            except InvalidArgumentError as exc:  # too few users to hold any out
+                cold_start = {"model": "popular", "personal": False, "params": {}, "reason": exc.message}
+            results["cold_start"] = cold_start
+            (tmp / "cold_start.json").write_text(json.dumps(_jsonable(cold_start), indent=2) + "\n")
+            from recstack.models.ranking._ray_train import current as ray_training
+
+            if (training := ray_training()) is not None and training.runs:
+                # where the torch models trained (Ray Train runs: seconds, workers, their nodes)
+                results["training"] = {"runner": "ray", "runs": training.runs}
             (tmp / "metrics.json").write_text(
                 json.dumps(_jsonable(results), indent=2, default=_json_default) + "\n"
             )

@@ -104,30 +104,6 @@ class Catalog:
             self.hist_times[a:b],
         )
 
-    def demographic_scores(self, profile: dict[str, Any]) -> FloatArray | None:
-        """Popularity [n_items] within the profile's (age bucket, gender) group plus its occupation
-        group (each normalised to max 1); None when the profile matches no group."""
-        parts: list[FloatArray] = []
-        age, gender = profile.get("age"), profile.get("gender")
-        if age is not None or gender is not None:
-            bucket = -1 if age is None else int(np.searchsorted(AGE_EDGES, int(age), side="right"))
-            for key in ((bucket, str(gender or "").upper()), (bucket, ""), (-1, str(gender or "").upper())):
-                row = self.demo_keys.get(key)
-                if row is not None:
-                    parts.append(self.demo_pop[row])
-                    break
-        occ = profile.get("occupation")
-        if occ is not None and str(occ).lower() in self.occ_keys:
-            parts.append(self.occ_pop[self.occ_keys[str(occ).lower()]])
-        if not parts:
-            return None
-        out = np.zeros(self.n_items, dtype=np.float32)
-        for p in parts:
-            m = float(p.max())
-            if m > 0:
-                out += p / m
-        return out
-
 
 def _group_pop(
     user_of: npt.NDArray[np.int64],

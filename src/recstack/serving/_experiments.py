@@ -204,18 +204,21 @@ class OnlineRuntime:
         state = base
         if arm.release is not None:
             state = self._release_state(arm.release, base)
+            # items added online to the serving release reach this one too (so far and later)
+            state.pipeline.follow_items(base.pipeline)
         overrides = arm.pipeline if isinstance(arm.pipeline, dict) else None
         if overrides:
             p0 = state.pipeline
             pipeline = Pipeline(
                 state.release,
                 arm_pipeline_config(p0.config, overrides),
-                catalog=p0.catalog,
+                catalog=p0.base_catalog,
                 history=p0.history,
                 index=p0.index,
                 user_tower=p0.user_tower,
                 rankers=p0.rankers,
             )
+            pipeline.follow_items(p0)  # shares p0's catalogue and text search, items added included
         else:
             pipeline = state.pipeline
         pipeline.check_model(arm.model)  # an unknown model fails here, not on every request

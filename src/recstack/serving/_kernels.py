@@ -12,7 +12,9 @@ history row holding ``items``:
 - a sequential model (SASRec: it has ``sequence_model() -> (ONNX bytes, max_len)``): its ONNX graph
   run by ONNX Runtime on the items in time order (the history comes most recent first), where order
   matters (the other kinds see a set);
-- anything else: ``score_history`` on a one-row CSR (exact, slower).
+- anything else: ``score_history`` on a one-row CSR (exact, slower); its per-history-item
+  contributions (the explanation) come from the retriever's ``item_contributions(history, candidates)``
+  when it has one (the content models: the text-embedding cosines).
 """
 
 from __future__ import annotations
@@ -180,4 +182,5 @@ def history_scorer(retriever: Retriever, n_items: int) -> tuple[HistoryScorer, b
             return np.asarray(S[hist][:, cands].toarray(), dtype=np.float32)
 
         return HistoryScorer(_sparse_rows_sum(S), sparse_contrib), sparse
-    return HistoryScorer(_generic(retriever, n_items)), sparse
+    contrib = getattr(retriever, "item_contributions", None)
+    return HistoryScorer(_generic(retriever, n_items), contrib if callable(contrib) else None), sparse

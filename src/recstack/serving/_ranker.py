@@ -355,7 +355,8 @@ class TwoStageRanker(OnnxRanker):
         #: known users' ranking state: user index -> `_Entry` (LRU by bytes)
         self.memo: ByteLRU[_Entry] = ByteLRU(0)
         self.set_memo(memo_mb)
-        pop = self.features.popularity
+        # users without history: the model's cold-start order (chosen on its holdouts' cold users)
+        pop = model.cold_order_scores() if hasattr(model, "cold_order_scores") else self.features.popularity
         self._cold: FloatArray = (-1e4 + pop / (pop.max() + 1.0)).astype(np.float32)
 
     def _factorised_session(self, model: Any) -> Any:

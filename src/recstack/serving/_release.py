@@ -58,6 +58,8 @@ class MemoryRelease:
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     path: Path | None = None
     index_path: Path | None = None
+    #: the cold-start verdict (`recstack.serving.pipeline.cold_start_policy`; None: not personal)
+    cold_start: dict[str, Any] | None = None
 
     @property
     def retriever_names(self) -> list[str]:

@@ -15,7 +15,8 @@ Declared in TOML (`PipelineConfig.from_toml`)::
     quota = 200
     recent = 50
     [[sources]]
-    name = "popular"        # popular overall, or within the demographic group of a profile
+    name = "popular"        # popular overall, or in a profile's segments when the release's cold-users
+                            # validation found that beats popular (cold_start.json)
     kind = "popular"
     quota = 100
     [filters]
@@ -33,9 +34,11 @@ over items. Sources that the release lacks (no two-tower model, no item-kNN) are
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,10 +46,12 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 from pydantic import Field, model_validator
 
 from recstack.config import ComponentConfig, load_toml
 from recstack.errors import ArtifactError, InvalidArgumentError
+from recstack.features.segments import SegmentPopularity, user_profiles
 from recstack.models.base import Retriever
 from recstack.serving._catalog import Catalog, build_catalog, extend_catalog
 from recstack.serving._history import History, HistoryBackend, MemoryHistory
@@ -57,6 +62,7 @@ from recstack.serving._release import ServingRelease
 from recstack.serving._search import SEARCH_MODELS, TextSearch, item_text, open_text_search
 
 __all__ = [
+    "COLD_START_FILE",
     "STAGES",
     "FilterConfig",
     "Pipeline",
@@ -66,6 +72,7 @@ __all__ = [
     "RecResult",
     "RerankConfig",
     "SourceConfig",
+    "cold_start_policy",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,8 +93,9 @@ _SECONDS_PER_DAY = 86_400
 
 class SourceConfig(ComponentConfig):
     """One recall source. ``kind``: ``ann`` (two-tower ANN), ``history`` (a release retriever scored
-    from the ``recent`` most recent history items), ``popular`` (demographic popularity for profiles)
-    or ``trending`` (popularity over the last ``trending_days`` of the data)."""
+    from the ``recent`` most recent history items), ``popular`` (popularity; segment popularity for a
+    profile when the release's cold-start verdict says personal) or ``trending`` (popularity over the
+    last ``trending_days`` of the data)."""
 
     name: str = Field(min_length=1)
     kind: Literal["ann", "history", "popular", "trending"]
@@ -234,6 +242,45 @@ def genre_cap(
     return np.asarray(top, dtype=np.int64), np.arange(len(top)) >= len(kept)
 
 
+#: the file of a release holding its cold-start verdict (`recstack.evaluation.cold_users`)
+COLD_START_FILE = "cold_start.json"
+
+
+def cold_start_policy(release: ServingRelease) -> dict[str, Any]:
+    """The release's cold-start verdict: ``{"model": "segment" | "popular", "personal": bool,
+    "params": {...}, "reason": str, ...}`` (`recstack.evaluation.cold_users.choose_profile_model`),
+    from the release's ``cold_start`` attribute or its ``cold_start.json``; a release without one
+    (built before) is not personal: a profile alone gets popular items, said so."""
+    policy = getattr(release, "cold_start", None)
+    if policy is None:
+        path = getattr(release, "path", None)
+        f = Path(path) / COLD_START_FILE if path is not None else None
+        if f is not None and f.is_file():
+            try:
+                policy = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                log.warning("release %s: unreadable %s (%s): profiles are not used", release.id, f, exc)
+    if not isinstance(policy, dict):
+        return {
+            "model": "popular",
+            "personal": False,
+            "params": {},
+            "reason": "no cold-users validation in the release",
+        }
+    return policy
+
+
+def _fit_segments(dataset: Any, params: dict[str, Any]) -> SegmentPopularity:
+    inter = dataset.interactions
+    return SegmentPopularity.fit(
+        inter["user"].to_numpy(),
+        inter["item"].to_numpy(),
+        user_profiles(dataset.users, dataset.n_users),
+        dataset.n_items,
+        **params,
+    )
+
+
 class Pipeline:
     """Recommendations for one release. Thread-safe for concurrent `recommend` calls."""
 
@@ -292,6 +339,17 @@ class Pipeline:
         if wanted is not None and wanted != RECALL_MODEL and wanted not in self.rankers:
             log.warning("ranker %r is not in release %s; using %s", wanted, release.id, self.default_model)
         self._trending = self._trending_scores()
+        #: the release's cold-start verdict (`cold_start_policy`): whether a profile alone is personal
+        self.cold_start = cold_start_policy(release)
+        self.segments: SegmentPopularity | None = None
+        if self.cold_start.get("personal") and self.cold_start.get("model") == "segment":
+            try:
+                self.segments = _fit_segments(self.catalog.dataset, dict(self.cold_start.get("params") or {}))
+            except (TypeError, ValueError) as exc:  # a verdict this version cannot apply: not personal
+                log.warning(
+                    "release %s: cold-start params not usable (%s): profiles are not used", release.id, exc
+                )
+        self.ann_profile = bool(self.cold_start.get("ann_profile", False))
         # every catalog item, to fill up short result lists without a Python loop
         self._all_items = np.arange(self.catalog.n_items, dtype=np.int64)
         #: the ANN and history sources' results (`Recalled`, read-only arrays) by exact query: (source,
@@ -304,6 +362,11 @@ class Pipeline:
         self._text_search_lock = threading.Lock()
         #: items of the release; items added online (`add_items`) get the indices after these
         self.base_n_items = self.catalog.n_items
+        #: the catalogue before any item was added online (what another pipeline over the same
+        #: release is built from: `follow_items`)
+        self.base_catalog = self.catalog
+        #: pipelines that get this one's items added online (experiment arms: `follow_items`)
+        self._followers: weakref.WeakSet[Pipeline] = weakref.WeakSet()
         #: per online item, the release item whose features the rankers use for it (the nearest by
         #: text embedding; `rank`)
         self._proxy = np.zeros(0, dtype=np.int64)
@@ -441,16 +504,20 @@ class Pipeline:
                 out.append(hit)
             elif src.kind == "ann":
                 assert self.user_tower is not None and self.index is not None
-                if user.idx is None and len(user.recent) == 0 and not user.profile:
-                    continue
+                if user.idx is None and len(user.recent) == 0 and not (user.profile and self.ann_profile):
+                    continue  # a profile alone: only when validation found the user tower beats popular
                 vec = self.user_tower.encode(user.idx, user.ucat, user.recent)
                 out.append(self._ann(src.name, vec, src.quota + n_seen))
             else:
                 scores: FloatArray | None = None
-                if src.kind == "popular" and user.kind == "profile" and user.profile:
-                    scores = self.catalog.demographic_scores(user.profile)
-                    if scores is not None:
+                # a profile only when the release's cold-users validation found that it beats global
+                # popularity (`cold_start_policy`) and the data knows its segment; otherwise unused
+                if src.kind == "popular" and user.kind == "profile":
+                    if self.segments is not None and self.segments.matched(user.profile):
+                        scores = self.segments.scores(user.profile).astype(np.float32)
                         fallbacks.append("demographic")
+                    else:  # said in the answer: the profile did not change it
+                        fallbacks.append("profile_unused")
                 if scores is None:
                     scores = self.catalog.popularity if src.kind == "popular" else self._trending
                 top = (
@@ -517,11 +584,67 @@ class Pipeline:
                     assert emb is not None
                     proxy = np.argmax(vecs @ emb[: self.base_n_items].T, axis=1).astype(np.int64)
                 else:
-                    ts.catalog = new_cat
+                    ts.add(None, new_cat)
                     proxy = np.full(len(fresh), int(cat.pop_order[0]) if cat.n_items else 0, np.int64)
                 self._proxy = np.concatenate([self._proxy, proxy])
                 self.catalog = new_cat
-            return self.catalog.item_indices([r["item_id"] for r in rows])
+            out = self.catalog.item_indices([r["item_id"] for r in rows])
+        if fresh:
+            for f in list(self._followers):
+                f._followed(self, fresh)
+        return out
+
+    def online_items(self) -> list[dict[str, Any]]:
+        """The items added online (`add_items`), as rows ``add_items`` takes, in order."""
+        cat = self.catalog
+        if cat.n_items == self.base_n_items:
+            return []
+        items = cat.dataset.items.filter(pl.col("item") >= self.base_n_items).sort("item")
+        texts = items["text"].to_list() if "text" in items.columns else [None] * items.height
+        return [
+            {
+                "item_id": cat.item_ids[i],
+                "title": cat.titles[i],
+                "year": int(cat.years[i]) if cat.years[i] >= 0 else None,
+                "genres": list(cat.genre_lists[i]),
+                "text": t,
+            }
+            for i, t in zip(items["item"].to_list(), texts, strict=True)
+        ]
+
+    def follow_items(self, source: Pipeline) -> None:
+        """Get ``source``'s items added online, those so far and every later one (an experiment
+        arm follows the serving pipeline, whose `add_items` the API and the event log call). Over
+        the same release (an arm with its own settings, built from ``source.base_catalog``) the
+        two share the catalogue and the text search; over another release the items are added to
+        this one's own (`add_items`, idempotent)."""
+        if source is self:
+            return
+        with source._items_lock:
+            source._followers.add(self)
+            if self.release is source.release:
+                self._share_items(source)
+                return
+        rows = source.online_items()
+        if rows:
+            self.add_items(rows)
+
+    def _share_items(self, source: Pipeline) -> None:
+        """Take ``source``'s catalogue, text search and online items (same release)."""
+        with self._items_lock:
+            self._text_search = source.text_search
+            self.base_n_items = source.base_n_items
+            self._proxy = source._proxy
+            self.catalog = source.catalog
+
+    def _followed(self, source: Pipeline, rows: list[dict[str, Any]]) -> None:
+        try:
+            if self.release is source.release:
+                self._share_items(source)
+            else:
+                self.add_items(rows)
+        except Exception:  # an arm that cannot take the item must not fail the request
+            log.exception("experiment arm pipeline: cannot add %d item(s) added online", len(rows))
 
     def _recalled(self, name: str, ids: IntArray, scores: FloatArray) -> Recalled:
         """A source's result with its share of the merged score: min-max normalised, times the
@@ -755,22 +878,31 @@ class Pipeline:
         if not len(user.recent):
             return out
         recent = {s.name: s.recent for s in self.config.sources}
-        by_src: dict[str, list[int]] = {}
-        for j, srcs in enumerate(src_lists):
-            name = next((n for n in srcs if n in self.scorers), None)
-            if name is not None:
-                by_src.setdefault(name, []).append(j)
         cat = self.catalog
-        for name, rows in by_src.items():
-            hist = user.recent[: recent.get(name, len(user.recent))]
-            contrib = self.scorers[name][0].contributions(hist, items[rows])
-            if contrib is None or not contrib.size:
-                continue
-            best = contrib.argmax(axis=0)
-            for col, j in enumerate(rows):
-                if contrib[best[col], col] > 0:
-                    h = int(hist[best[col]])
-                    out[j] = {"item_id": cat.item_ids[h], "title": cat.titles[h], "source": name}
+        # each item's history sources in order: the first that can name a history item with a
+        # positive contribution explains it (a source without contributions passes to the next)
+        todo = [(j, [n for n in srcs if n in self.scorers]) for j, srcs in enumerate(src_lists)]
+        while todo:
+            by_src: dict[str, list[int]] = {}
+            rest: list[tuple[int, list[str]]] = []
+            for j, names in todo:
+                if names:
+                    by_src.setdefault(names[0], []).append(j)
+                    rest.append((j, names[1:]))
+            todo = []
+            left = {j: names for j, names in rest if names}
+            for name, rows in by_src.items():
+                hist = user.recent[: recent.get(name, len(user.recent))]
+                contrib = self.scorers[name][0].contributions(hist, items[rows])
+                found: set[int] = set()
+                if contrib is not None and contrib.size:
+                    best = contrib.argmax(axis=0)
+                    for col, j in enumerate(rows):
+                        if contrib[best[col], col] > 0:
+                            h = int(hist[best[col]])
+                            out[j] = {"item_id": cat.item_ids[h], "title": cat.titles[h], "source": name}
+                            found.add(j)
+                todo += [(j, left[j]) for j in rows if j not in found and j in left]
         return out
 
     def _source_lists(self, tags: IntArray, names: list[str]) -> list[list[str]]:

@@ -51,13 +51,36 @@ class LowIndexFirst(Retriever):
         return scores
 
 
+class SeededConfig(ComponentConfig):
+    seed: int = 0
+
+
+class SeededRandom(Retriever):
+    """Random scores drawn from the config's seed (the same for every user): a model whose figures
+    depend on its training seed."""
+
+    name: ClassVar[str] = "seeded"
+    Config: ClassVar[type[ComponentConfig]] = SeededConfig
+    seeds_fitted: ClassVar[list[int]] = []
+
+    def _fit(self, dataset: Dataset) -> None:
+        seed = int(getattr(self.config, "seed", 0))
+        SeededRandom.seeds_fitted.append(seed)
+        self.order = np.random.default_rng(seed).random(self.n_items).astype(np.float32)
+
+    def score_history(self, history: sp.csr_matrix) -> FloatArray:
+        return np.tile(self.order, (history.shape[0], 1))
+
+
 @pytest.fixture(autouse=True)
 def _test_models(monkeypatch: pytest.MonkeyPatch) -> None:
     real_get = registry.get_class
     LowIndexFirst.fitted_on.clear()
+    SeededRandom.seeds_fitted.clear()
+    test_models: dict[str, type[Retriever]] = {"lowfirst": LowIndexFirst, "seeded": SeededRandom}
 
     def get_class(name: str) -> type[Retriever]:
-        return LowIndexFirst if name == "lowfirst" else real_get(name)
+        return test_models.get(name) or real_get(name)
 
     def create(name: str, **params: Any) -> Retriever:
         return get_class(name)(**params)
@@ -308,3 +331,26 @@ def test_paired_bootstrap_ci_by_hand() -> None:
     assert est == pytest.approx(d.mean()) and low < est < high
     assert high - low == pytest.approx(0.0566, abs=0.008)
     assert all(np.isnan(paired_bootstrap_ci([np.empty(0)])))
+
+
+def test_model_seeds_give_mean_and_sd_over_training_seeds() -> None:
+    ds = make_dataset(TRAIN + TEST, 4, 30)
+    run = lambda seeds: run_protocol(  # noqa: E731
+        ds, "temporal", ["seeded", "lowfirst"], splitter=fixed_splitter([3]), ks=[10], model_seeds=seeds
+    )
+    single = [run([s])["results"]["seeded"]["ndcg@10"] for s in (1, 2, 3)]
+    assert len(set(single)) > 1  # the seed changes the figure
+    SeededRandom.seeds_fitted.clear()
+    out = run([1, 2, 3])
+    assert SeededRandom.seeds_fitted == [1, 2, 3]  # one fit per training seed, the split kept
+    res = out["results"]["seeded"]
+    assert res["ndcg@10"] == pytest.approx(np.mean(single))
+    assert res["seeds"]["seeds"] == [1, 2, 3]
+    assert res["seeds"]["values"]["ndcg@10"] == pytest.approx(single)
+    assert res["seeds"]["sd"]["ndcg@10"] == pytest.approx(np.std(single, ddof=1))
+    assert "cold.ndcg@10" in res["seeds"]["sd"] and res["cold"]["n_users"] == 1
+    # a model without a seed is the same in every run: sd 0
+    low = out["results"]["lowfirst"]
+    assert low["seeds"]["sd"]["ndcg@10"] == 0.0
+    with pytest.raises(InvalidArgumentError, match="at least one training seed"):
+        run([])

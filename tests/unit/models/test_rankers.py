@@ -192,6 +192,28 @@ def test_trainer_is_deterministic_and_restores_best() -> None:
     assert a[2] == 2 and len(a[0]) == 4
 
 
+def test_trainer_config_from_model_takes_the_shared_fields() -> None:
+    from recstack.models.retrieval.sasrec import SASRecConfig
+    from recstack.models.retrieval.two_tower import TwoTowerConfig
+
+    r = RankerConfig(epochs=3, batch_size=7, lr=0.5, lr_schedule="cosine", average_top=2, seed=9)
+    tc = TrainerConfig.from_model(r)
+    assert (tc.epochs, tc.batch_size, tc.lr, tc.lr_schedule, tc.average_top, tc.seed) == (
+        3,
+        7,
+        0.5,
+        "cosine",
+        2,
+        9,
+    )
+    assert (tc.weight_decay, tc.patience, tc.num_threads) == (r.weight_decay, r.patience, r.num_threads)
+    # a two-tower / SASRec config has no schedule or soup: the loop's defaults (constant, 1)
+    for cfg in (TwoTowerConfig(epochs=4, lr=0.25, num_threads=1), SASRecConfig(epochs=4, lr=0.25)):
+        t = TrainerConfig.from_model(cfg)
+        assert (t.epochs, t.lr, t.lr_schedule, t.average_top, t.min_delta) == (4, 0.25, "constant", 1, 1e-4)
+        assert (t.batch_size, t.weight_decay, t.patience) == (cfg.batch_size, cfg.weight_decay, cfg.patience)
+
+
 def test_ranker_config_from_toml(tmp_path: Path) -> None:
     p = tmp_path / "ranker.toml"
     p.write_text('emb_dim = 8\nhidden = [32, 16]\nloss = "bpr"\n')

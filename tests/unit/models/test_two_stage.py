@@ -9,12 +9,14 @@ import numpy as np
 import onnxruntime as ort
 import polars as pl
 import pytest
+import scipy.sparse as sp
 
 from blocks_data import make_blocks_dataset
 from recstack.data.dataset import Dataset
 from recstack.models.ranking.ensemble import RankerEnsemble
 from recstack.models.ranking.ncf import NCF
 from recstack.models.ranking.two_stage import TwoStage
+from recstack.models.registry import create
 
 SMALL = {
     "ranker": "ncf",
@@ -176,3 +178,54 @@ def test_user_latest_holdout_labels_each_users_latest_interactions(data: Dataset
     # round(0.75 * n) rows of each user stay (every blocks user has 12 rows at most, 9 or more)
     kept = dict(a.interactions.group_by("user").len().iter_rows())
     assert all(kept[u] == round(0.75 * n) for u, n in sizes.items())
+
+
+def _classics_data() -> Dataset:
+    """40 users rate their block (item % 4) and the classics 0-3 on days 0-39; later 20 of them rate
+    the new items 36-39, then 15 new users rate the classics: all-time popularity orders the new
+    users best, what is trending does not."""
+    rng = np.random.default_rng(1)
+    day = 86_400
+    rows = []
+    for u in range(40):
+        block = np.flatnonzero(np.arange(4, 36) % 4 == u % 4) + 4
+        for t, it in enumerate([0, 1, 2, 3, *rng.choice(block, 6, replace=False)]):
+            rows.append((u + 1, int(it) + 100, 4.0, u * day + t))
+    for u in range(20):
+        for t, it in enumerate([36, 37, 38, 39, 4 + u % 4]):
+            rows.append((u + 1, it + 100, 4.0, 100 * day + u * 3600 + t))
+    for u in range(40, 55):
+        for t, it in enumerate([0, 1, 2, 3, 4 + u % 4]):
+            rows.append((u + 1, it + 100, 4.0, 110 * day + u * 3600 + t))
+    inter = pl.DataFrame(rows, schema=["user_id", "item_id", "rating", "timestamp"], orient="row")
+    items = pl.DataFrame(
+        {
+            "item_id": [100 + i for i in range(40)],
+            "title": [f"Movie {i}" for i in range(40)],
+            "genres": [["Drama"] for _ in range(40)],
+        }
+    )
+    return Dataset.from_frames("classics", inter, None, items)
+
+
+def test_cold_order_is_chosen_on_the_holdouts_cold_users(tmp_path: Path) -> None:
+    data = _classics_data()
+    params = {**SMALL, "holdout": "temporal", "holdout_folds": 1, "holdout_fraction": 0.3}
+    auto = TwoStage(**params).fit(data)
+    got = auto.fit_result["cold_val_ndcg@10"]
+    # the holdout's cold users (the 15 new ones) rated the classics: all-time popularity wins there
+    assert auto.fit_result["cold_order"] == "pop" and auto.fit_result["cold_val_users"] == 15
+    assert got["pop"] > got["trending"] and got["pop"] > got["recent_pop"]
+    empty = sp.csr_matrix((1, data.n_items), dtype=np.float32)
+    classics = {data.item_vocab.get(100 + i) for i in range(4)}
+    assert set(np.argsort(-auto.score_history(empty)[0])[:4]) == classics
+    # forced to the trend: a user without history gets the `trending` order of the whole data
+    trend = TwoStage(**params, cold_order="trending").fit(data)
+    assert trend.fit_result["cold_order"] == "trending"
+    assert trend.cold_scores is not None and auto.cold_scores is not None
+    np.testing.assert_allclose(trend.cold_scores, create("trending").fit(data).score_history(empty)[0])
+    np.testing.assert_allclose(auto.cold_scores, create("pop").fit(data).score_history(empty)[0])
+    # the chosen order is part of the saved model
+    auto.save(tmp_path / "m")
+    back = TwoStage.load(tmp_path / "m")
+    np.testing.assert_array_equal(back.score_history(empty), auto.score_history(empty))

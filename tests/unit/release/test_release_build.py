@@ -49,8 +49,20 @@ def test_build_writes_a_complete_verified_release(tiny_dataset_dir: Path, tmp_pa
     listed = {f.path for f in m.files}
     on_disk = {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()} - {"manifest.json"}
     assert listed == on_disk
-    for must in ("dataset/interactions.parquet", "dataset/item_vocab.parquet", "metrics.json"):
+    for must in (
+        "dataset/interactions.parquet",
+        "dataset/item_vocab.parquet",
+        "metrics.json",
+        "cold_start.json",
+    ):
         assert must in listed
+    # the cold-start verdict serving reads: whether a profile alone beats popular on validation users
+    from recstack.release import load
+    from recstack.serving.pipeline import cold_start_policy
+
+    verdict = json.loads((d / "cold_start.json").read_text())
+    assert isinstance(verdict["personal"], bool) and verdict["reason"]
+    assert cold_start_policy(load(m.id, root)) == verdict
     assert {"models/pop/config.json", "models/itemknn/config.json"} <= listed
     assert set(m.timings) == set(STAGES)
     assert m.parent is None

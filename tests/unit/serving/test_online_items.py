@@ -73,11 +73,16 @@ def test_added_item_is_searchable_recommendable_and_similar(release: MemoryRelea
     assert 6 not in res.items.tolist() and res.history == 1
 
 
-def test_without_encoder_items_are_title_searchable_only(release: MemoryRelease) -> None:
+def test_without_encoder_items_are_searchable_by_words(release: MemoryRelease) -> None:
     pipe = Pipeline(release)
     assert not pipe.text_search.semantic
+    assert pipe.text_search.search("droids", 3).items.tolist() == []
     [idx] = pipe.add_items([ROBOT])
-    assert pipe.text_search.search("robot", 3).items.tolist() == [idx]
+    # its title first; Star Wars (its tag "ROBOTS AND ANDROIDS") matches the word too
+    assert pipe.text_search.search("robot", 3).items.tolist() == [idx, 0]
+    # words of its text: the BM25 index covers the grown catalogue once rebuilt (in the background)
+    pipe.text_search.wait_lexical()
+    assert pipe.text_search.search("droids", 3).items.tolist() == [idx]
     # similar items: the most popular ones sharing a genre, then the most popular others
     ids, scores, used = pipe.similar(idx, pipe.catalog.n_items)
     cat = pipe.catalog

@@ -4,6 +4,7 @@ is 0, 1, 3, 4, 5, 6, 7, 2, 8, 9, 10, 11; genres by index % 3: Action, Comedy, Dr
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -106,10 +107,20 @@ def test_genre_cap_is_greedy() -> None:
     assert top.tolist() == [5, 4, 2] and demoted.tolist() == [False, False, True]
 
 
-def test_profile_without_two_tower_uses_demographic_popularity(pipe: Pipeline) -> None:
-    res = pipe.recommend(RecRequest(profile={"age": 20, "gender": "F", "occupation": "student"}, k=3))
+def test_profile_uses_demographic_popularity_only_with_a_personal_verdict(
+    pipe: Pipeline, tiny_release: MemoryRelease
+) -> None:
+    profile = {"age": 20, "gender": "F", "occupation": "student"}
+    # a release without a cold-users verdict: the profile is not used (popular, not "demographic")
+    res = pipe.recommend(RecRequest(profile=profile, k=3))
     assert res.user_kind == "profile" and res.cold_start
+    assert "demographic" not in res.fallbacks and ids(res.items) == ids(POP_ORDER[:3])
+    verdict = {"model": "segment", "personal": True, "params": {"features": ["occupation"], "alpha": 0.0}}
+    seg = Pipeline(dataclasses.replace(tiny_release, cold_start=verdict))
+    res = seg.recommend(RecRequest(profile=profile, k=3))
     assert "demographic" in res.fallbacks
+    # students are users 1..10: none of them has item 0 or 1 beyond their cycle, so the top differs
+    assert ids(res.items) != ids(POP_ORDER[:3])
 
 
 def test_liked_items_become_the_history(pipe: Pipeline) -> None:
@@ -137,7 +148,15 @@ def test_two_tower_ann_source_with_explain(full: Pipeline) -> None:
         assert "two_tower" in e["sources"]
         assert e["recall_scores"]["two_tower"] == pytest.approx(item / 12, abs=1e-6)
         assert set(e) >= {"merged_score", "rank_score", "rank_position", "final_position"}
+    # a profile alone queries the user tower only when the release's verdict says it beats popular
     res = full.recommend(RecRequest(profile={"age": 30}, k=3))
+    assert res.user_kind == "profile" and not any("two_tower" in s for s in res.sources)
+
+
+def test_profile_alone_queries_the_user_tower_with_a_verdict(full_release: MemoryRelease) -> None:
+    verdict = {"model": "popular", "personal": True, "ann_profile": True, "params": {}}
+    tower = build_state(dataclasses.replace(full_release, cold_start=verdict), ServingSettings()).pipeline
+    res = tower.recommend(RecRequest(profile={"age": 30}, k=3))
     assert res.user_kind == "profile" and any("two_tower" in s for s in res.sources)
 
 

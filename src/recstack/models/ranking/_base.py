@@ -27,7 +27,7 @@ from recstack.config import ComponentConfig
 from recstack.data.dataset import Dataset
 from recstack.errors import ArtifactError, InvalidArgumentError, NotFittedError
 from recstack.models.base import Ranker
-from recstack.models.ranking.trainer import TrainerConfig, load_module, save_module, train
+from recstack.models.ranking.trainer import load_module, save_module, train_model
 
 __all__ = [
     "FieldSum",
@@ -359,26 +359,7 @@ class NeuralRanker(Ranker):
                     return ndcg_at_k(s.reshape(val.label.shape), val.label, m, 10)
                 return auc(val.label, self._predict(val.cat, val.dense))
 
-        tc = TrainerConfig(
-            epochs=c.epochs,
-            batch_size=c.batch_size,
-            lr=c.lr,
-            weight_decay=c.weight_decay,
-            patience=c.patience,
-            seed=c.seed,
-            num_threads=c.num_threads,
-            lr_schedule=c.lr_schedule,
-            average_top=c.average_top,
-        )
-        res = train(
-            net,
-            batches,
-            loss_fn,
-            tc,
-            validate=validate,
-            description=self.name,
-            n_batches=(n_rows + c.batch_size - 1) // c.batch_size,
-        )
+        res = train_model(net, batches, loss_fn, c, n_rows=n_rows, validate=validate, description=self.name)
         self.fit_result = {"best_epoch": res.best_epoch, "best_val": res.best_metric, "seconds": res.seconds}
         return self
 

@@ -19,14 +19,22 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import BaseModel, Field
 from safetensors.torch import load_file, save_file
 
 from recstack._progress import progress_bar
 from recstack.config import ComponentConfig
 from recstack.errors import ArtifactError
 
-__all__ = ["TrainResult", "TrainerConfig", "load_module", "save_module", "seed_everything", "train"]
+__all__ = [
+    "TrainResult",
+    "TrainerConfig",
+    "load_module",
+    "save_module",
+    "seed_everything",
+    "train",
+    "train_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,13 @@ class TrainerConfig(ComponentConfig):
     deterministic: bool = True
     lr_schedule: Literal["constant", "cosine"] = "constant"
     average_top: int = Field(default=1, ge=1)
+
+    @classmethod
+    def from_model(cls, config: BaseModel) -> TrainerConfig:
+        """The loop's settings out of a model's hyperparameters: every field of this class that
+        ``config`` also has (``epochs``, ``lr``, ``seed``, ...); the others keep their defaults."""
+        values = {k: getattr(config, k) for k in cls.model_fields if hasattr(config, k)}
+        return cls(**values)
 
 
 @dataclass
@@ -86,10 +101,26 @@ def train(
     ``batches(epoch, rng)`` yields the batches of one epoch (shuffled with ``rng``); ``loss_fn(batch)``
     returns a scalar loss; ``validate()`` returns a metric (higher is better) computed with the module in
     eval mode. The best state (by validation) is restored at the end.
+
+    Inside a `distributed_training` context (``recstack build --runner ray``) the loop runs on Ray
+    Train instead (`recstack.models.ranking._ray_train`): Torch DDP over CPU workers, each taking its
+    share of every batch; the trained weights come back into ``module``. When this process is itself
+    a member of a torch process group (a Ray Train worker), each rank computes the loss of its share
+    of the batch through DDP (gradients averaged over ranks); rank 0 validates and tells the others.
     """
+    from recstack.models.ranking import _ray_train
+
+    dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
+    spec = _ray_train.current()
+    if not dist_on and spec is not None and (n_batches or 0) * config.batch_size >= spec.min_rows:
+        return _ray_train.run(spec, module, batches, loss_fn, config, validate, description, n_batches)
     t0 = time.perf_counter()
     rng = seed_everything(config.seed, config.num_threads, config.deterministic)
     opt = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    step_loss: Callable[[Any], torch.Tensor] = loss_fn
+    measure: Callable[[], float] | None = validate
+    if dist_on:
+        step_loss, measure = _ray_train.ddp_step(module, loss_fn, validate, config.seed)
     sched: torch.optim.lr_scheduler.LRScheduler | None = None
     if config.lr_schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs * max(n_batches or 1, 1))
@@ -105,7 +136,7 @@ def train(
             total, count = 0.0, 0
             for batch in batches(epoch, rng):
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(batch)
+                loss = step_loss(batch)
                 loss.backward()  # type: ignore[no-untyped-call]
                 opt.step()
                 if sched is not None:
@@ -117,10 +148,10 @@ def train(
             if not n_batches:
                 prog.update(task, advance=1)
             row = {"epoch": float(epoch), "loss": total / max(count, 1)}
-            if validate is not None:
+            if measure is not None:
                 module.eval()
                 with torch.no_grad():
-                    metric = float(validate())
+                    metric = float(measure())
                 row["val"] = metric
                 if config.average_top > 1:
                     top.append((metric, epoch, copy.deepcopy(module.state_dict())))
@@ -136,12 +167,12 @@ def train(
             )
             prog.update(task, status=status)
             log.debug("%s: %s", description, status)
-            if validate is not None and bad >= config.patience:
+            if measure is not None and bad >= config.patience:
                 break
     if best_state is not None:
         module.load_state_dict(best_state)
     module.eval()
-    if validate is not None and len(top) > 1:
+    if measure is not None and len(top) > 1:
         # the mean of the best epochs' weights (buffers too: they are the same in every epoch here)
         soup = {
             k: torch.stack([t[2][k].to(torch.float64) for t in top]).mean(dim=0).to(v.dtype)
@@ -152,7 +183,7 @@ def train(
         module.load_state_dict(soup)
         module.eval()
         with torch.no_grad():
-            soup_metric = float(validate())
+            soup_metric = float(measure())
         history.append({"epoch": 0.0, "loss": math.nan, "val": soup_metric, "averaged": float(len(top))})
         log.debug(
             "%s: average of the best %d epochs: val %.4f (best %.4f)",
@@ -166,9 +197,33 @@ def train(
         elif best_state is not None:
             module.load_state_dict(best_state)
         module.eval()
-    if validate is None:
+    if measure is None:
         best = history[-1]["loss"] if history else math.nan
     return TrainResult(best_epoch, best, time.perf_counter() - t0, history)
+
+
+def train_model(
+    module: torch.nn.Module,
+    batches: Callable[[int, np.random.Generator], Iterable[Any]],
+    loss_fn: Callable[[Any], torch.Tensor],
+    config: BaseModel,
+    *,
+    n_rows: int,
+    validate: Callable[[], float] | None = None,
+    description: str = "training",
+) -> TrainResult:
+    """`train` with the loop's settings taken from a model's hyperparameters ``config``
+    (`TrainerConfig.from_model`) and ``n_rows`` training rows (progress: one step per batch)."""
+    tc = TrainerConfig.from_model(config)
+    return train(
+        module,
+        batches,
+        loss_fn,
+        tc,
+        validate=validate,
+        description=description,
+        n_batches=(n_rows + tc.batch_size - 1) // tc.batch_size,
+    )
 
 
 def save_module(module: torch.nn.Module, path: str | Path, config: dict[str, Any]) -> Path:

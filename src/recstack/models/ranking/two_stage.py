@@ -45,6 +45,7 @@ from recstack.models.base import Retriever
 from recstack.models.ranking._base import NeuralRanker, RankerConfig, RankingData, ndcg_at_k
 from recstack.models.ranking._text import ItemText
 from recstack.models.ranking.ensemble import RankerEnsemble
+from recstack.models.retrieval._arrays import load_array
 from recstack.text.encoder import TextEncoderConfig
 
 __all__ = ["RANKERS", "CandidateFeaturizer", "TwoStage", "TwoStageConfig", "UserState", "ranker_class"]
@@ -170,6 +171,11 @@ class TwoStageConfig(ComponentConfig):
     #: dense features held at 0, by name or name prefix of `CandidateFeaturizer.dense_names` (feature
     #: ablations: ``["local_popularity", "item_age"]``, ``["genre_", "affinity"]``, ``["two_tower_"]``)
     ablate: tuple[str, ...] = ()
+    #: the order of users without history (cold start; also the order below the candidates): all-time
+    #: popularity (``pop``), the last 30 days' (``recent_pop``), decayed with a 14-day half-life
+    #: (``trending``), or ``auto``: the one of them with the best NDCG@10 on the holdout folds' cold users
+    #: (users first seen in a fold's labelled part; ``holdout="temporal"`` has them), else ``trending``
+    cold_order: Literal["auto", "pop", "recent_pop", "trending"] = "auto"
     seed: int = 42
     # ---- issue 21: text features (`recstack.models.ranking._text.ItemText`) -------------------------
     #: add the item text embeddings' features to the ranker's rows: ``text_cos`` (the candidate's cosine
@@ -611,6 +617,39 @@ def _holdout(
     return sp_.train, sp_.test
 
 
+#: the cold-start orders `TwoStageConfig.cold_order` chooses from: registry name -> its parameters
+_COLD: dict[str, dict[str, Any]] = {"pop": {}, "recent_pop": {}, "trending": {}}
+
+
+def _cold_scores(dataset: Dataset, name: str) -> FloatArray:
+    """[n_items] float32 scores of the cold-start order ``name`` (a key of `_COLD`) fitted on ``dataset``."""
+    from recstack.models.retrieval.popular import MostPopular
+
+    model = _create_source(name, _COLD[name]).fit(dataset)
+    assert isinstance(model, MostPopular) and model.popularity is not None
+    return np.asarray(model.popularity, dtype=np.float32)
+
+
+def _order_ndcg(scores: FloatArray, truth: sp.csr_matrix, k: int = 10) -> float:
+    """Mean NDCG@k of one item order ``scores`` [n_items] for every row of ``truth`` [n, n_items]
+    (binary relevance; rows without items skipped)."""
+    top = np.lexsort((np.arange(len(scores)), -scores))[:k]
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    rel = np.asarray(truth[:, top].todense()) > 0  # [n, k]
+    n_rel = np.minimum(np.diff(truth.indptr), k)
+    ok = n_rel > 0
+    if not ok.any():
+        return float("nan")
+    idcg = np.cumsum(disc)[np.maximum(n_rel, 1) - 1]
+    return float(np.mean(((rel * disc).sum(axis=1) / idcg)[ok]))
+
+
+def _create_source(name: str, params: dict[str, Any]) -> Retriever:
+    from recstack.models.registry import create
+
+    return create(name, **params)
+
+
 def _fit_sources(cfg: TwoStageConfig, dataset: Dataset) -> tuple[dict[str, Retriever], dict[str, float]]:
     from recstack.models.registry import create
 
@@ -635,6 +674,8 @@ class TwoStage(Retriever):
         self.features: FeatureTables | None = None
         self.ranker: NeuralRanker | RankerEnsemble | None = None
         self.fit_result: dict[str, Any] = {}
+        #: [n_items] the order of users without history (`TwoStageConfig.cold_order`)
+        self.cold_scores: FloatArray | None = None
         #: the ranker's item text features (``text_features``; issue 21)
         self.text: ItemText | None = None
 
@@ -714,6 +755,14 @@ class TwoStage(Retriever):
         # refit the recall stage on the whole training data for serving
         self.sources, secs_full = _fit_sources(c, dataset)
         self.features = build_features(dataset)
+        cold_val = {
+            o: float(np.mean([f["cold"][o] for f in folds if o in f["cold"]] or [np.nan])) for o in _COLD
+        }
+        cold_name: str = c.cold_order
+        if cold_name == "auto":
+            known = {o: v for o, v in cold_val.items() if np.isfinite(v)}
+            cold_name = max(known, key=lambda o: known[o]) if known else "trending"
+        self.cold_scores = _cold_scores(dataset, cold_name)
         self.fit_result = {
             "holdout_users": len(users),
             "holdout_lists": len(fold_users),
@@ -726,6 +775,10 @@ class TwoStage(Retriever):
             # best epoch(s) and training seconds of the kept ranker (per member for an ensemble)
             "ranker_fit": self.ranker.fit_result,
             "source_fit_seconds": {k: secs_a[k] + secs_full[k] for k in secs_a},
+            # the cold-start order and each candidate's NDCG@10 on the folds' cold users
+            "cold_order": cold_name,
+            "cold_val_ndcg@10": cold_val,
+            "cold_val_users": int(sum(f["cold_users"] for f in folds)),
             "seconds": time.perf_counter() - t0,
         }
         log.info("two_stage fit: %s", self.fit_result)
@@ -789,7 +842,16 @@ class TwoStage(Retriever):
         items = np.concatenate([pad(ch.items, -1) for ch in chunks])
         mask = np.concatenate([pad(ch.mask, False) for ch in chunks])
         label = (np.asarray(b_csr[users[:, None], np.where(mask, items, 0)].todense()) > 0) & mask
+        # users first seen in part B: how well each cold-start order ranks what they then did
+        cold_users = np.flatnonzero((np.diff(b_csr.indptr) > 0) & (np.diff(a_csr.indptr) == 0))
+        cold = (
+            {o: _order_ndcg(_cold_scores(part_a, o), b_csr[cold_users]) for o in _COLD}
+            if len(cold_users)
+            else {}
+        )
         return {
+            "cold": cold,
+            "cold_users": len(cold_users),
             "users": users,
             "items": items,
             "cat": np.concatenate([pad(ch.cat, 0) for ch in chunks]),
@@ -825,10 +887,7 @@ class TwoStage(Retriever):
         n = history.shape[0]
         # non-candidates rank below every candidate, by popularity; what is trending now when the recall
         # stage has a `trending` source (users without history get that order alone)
-        trend = self.sources.get("trending")
-        pop = getattr(trend, "popularity", None)
-        if pop is None:
-            pop = self.features.popularity
+        pop = self.cold_order_scores()
         out = np.tile((-1e4 + pop / (pop.max() + 1.0)).astype(np.float32), (n, 1))
         hist = sp.csr_matrix(history)
         # users without any history (cold start): the popularity order alone; the sources and the
@@ -843,6 +902,16 @@ class TwoStage(Retriever):
             rr, cc = np.nonzero(ch.mask)
             out[rows_s[rr], ch.items[rr, cc]] = sc[rr, cc]
         return out
+
+    def cold_order_scores(self) -> FloatArray:
+        """[n_items] the order of users without history (`TwoStageConfig.cold_order`; higher first);
+        for a model saved before that option: the ``trending`` source's, else all-time popularity."""
+        self._featurizer()
+        assert self.features is not None
+        pop = self.cold_scores
+        if pop is None:
+            pop = getattr(self.sources.get("trending"), "popularity", None)
+        return np.asarray(pop if pop is not None else self.features.popularity, dtype=np.float32)
 
     def score_users(self, user_idx: npt.ArrayLike) -> FloatArray:
         train = self._require_fitted()
@@ -879,6 +948,8 @@ class TwoStage(Retriever):
         self.ranker.save(directory / "ranker")
         self.ranker.export_onnx(directory / "ranker" / "ranker.onnx")
         self.features.save(directory / "features")
+        if self.cold_scores is not None:
+            np.save(directory / "cold_scores.npy", self.cold_scores, allow_pickle=False)
         if self.text is not None:
             self.text.save(directory / "text")
         (directory / "fit_result.json").write_text(json.dumps(self.fit_result, default=str))
@@ -899,6 +970,8 @@ class TwoStage(Retriever):
         else:
             self.ranker = ranker_class(c.ranker).load(rdir)
         self.features = FeatureTables.load(directory / "features")
+        cold = directory / "cold_scores.npy"
+        self.cold_scores = load_array(cold, (self.n_items,)) if cold.is_file() else None
         tdir = directory / "text"
         self.text = ItemText.load(tdir, self.features.n_items) if tdir.is_dir() else None
         fr = directory / "fit_result.json"

@@ -144,6 +144,15 @@ class Content(_TextItems):
         self._require_fitted()
         return np.ascontiguousarray(self.profiles(history) @ self.scoring_embeddings().T, dtype=np.float32)
 
+    def item_contributions(self, history: Any, candidates: Any) -> FloatArray:
+        """[m, c]: what each history item (indices [m]) adds to each candidate's score (indices [c]):
+        the cosine of their scoring embeddings (a binary history's score is their sum over the
+        profile's norm). Serving's explanation names the history item with the largest one."""
+        emb = self.scoring_embeddings()
+        h = emb[np.asarray(history, dtype=np.int64)]
+        c = emb[np.asarray(candidates, dtype=np.int64)]
+        return np.ascontiguousarray(h @ c.T, dtype=np.float32)
+
 
 class ContentUserKNN(_TextItems):
     """Neighbours by text profile (through a `VectorIndex`), scored by what they liked."""

@@ -44,7 +44,7 @@ from recstack.config import ComponentConfig
 from recstack.data.dataset import Dataset
 from recstack.errors import ArtifactError, NotFittedError
 from recstack.models.base import Retriever
-from recstack.models.ranking.trainer import TrainerConfig, load_module, save_module, train
+from recstack.models.ranking.trainer import load_module, save_module, train_model
 from recstack.models.retrieval._arrays import load_array
 
 __all__ = ["SASRec", "SASRecConfig", "SASRecNet", "pad_sequences", "user_sequences"]
@@ -281,23 +281,14 @@ class SASRec(Retriever):
             rank = (scores > target[:, None]).sum(axis=1)  # 0-based rank of the held-out item
             return float(np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0).mean())
 
-        tc = TrainerConfig(
-            epochs=c.epochs,
-            batch_size=c.batch_size,
-            lr=c.lr,
-            weight_decay=c.weight_decay,
-            patience=c.patience,
-            seed=c.seed,
-            num_threads=c.num_threads,
-        )
-        res = train(
+        res = train_model(
             net,
             batches,
             loss_fn,
-            tc,
+            c,
+            n_rows=len(inp),
             validate=validate if len(val_users) else None,
             description="sasrec",
-            n_batches=(len(inp) + c.batch_size - 1) // c.batch_size,
         )
         self.fit_result = {
             "best_epoch": res.best_epoch,

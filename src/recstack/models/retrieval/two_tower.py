@@ -34,7 +34,7 @@ from recstack.data.dataset import Dataset
 from recstack.errors import ArtifactError, InvalidArgumentError, NotFittedError
 from recstack.features.tables import USER_CATEGORICAL, FeatureTables, build_features
 from recstack.models.base import Retriever
-from recstack.models.ranking.trainer import TrainerConfig, load_module, save_module, train
+from recstack.models.ranking.trainer import load_module, save_module, train_model
 from recstack.text.encoder import TextEncoderConfig
 
 __all__ = ["TwoTower", "TwoTowerConfig", "TwoTowerNet"]
@@ -288,23 +288,14 @@ class TwoTower(Retriever):
                 hits += int((top[pos[sel] - start] == val_i[sel, None]).any(axis=1).sum())
             return hits / len(val_u)
 
-        tc = TrainerConfig(
-            epochs=c.epochs,
-            batch_size=c.batch_size,
-            lr=c.lr,
-            weight_decay=c.weight_decay,
-            patience=c.patience,
-            seed=c.seed,
-            num_threads=c.num_threads,
-        )
-        res = train(
+        res = train_model(
             net,
             batches,
             loss_fn,
-            tc,
+            c,
+            n_rows=len(u_all),
             validate=validate if len(val_u) else None,
             description="two_tower",
-            n_batches=(len(u_all) + c.batch_size - 1) // c.batch_size,
         )
         self.fit_result = {"best_epoch": res.best_epoch, "val_accuracy@100": res.best_metric}
         # serving history: every training interaction (validation part included)

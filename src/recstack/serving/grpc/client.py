@@ -136,6 +136,40 @@ class GrpcClient:
         out: item_pb2.ItemResponse = self._call("item", stub.GetPopular, req)
         return out
 
+    def add_item(
+        self,
+        item_id: str,
+        title: str,
+        year: int = 0,
+        genres: Sequence[str] = (),
+        text: str = "",
+        *,
+        api_key: str | None = None,
+        log_id: str = "",
+    ) -> item_pb2.AddItemResponse:
+        """``AddItem`` (the service's key in ``api_key``; year 0 = unknown)."""
+        stub = _stub(item_pb2_grpc.ItemServiceStub, self._ch("item"))
+        req = item_pb2.AddItemRequest(
+            log_id=new_log_id(log_id),
+            item_id=str(item_id),
+            title=title,
+            year=year,
+            genres=list(genres),
+            text=text,
+        )
+        meta = (("x-api-key", api_key),) if api_key else ()
+        try:
+            out: item_pb2.AddItemResponse = stub.AddItem(req, timeout=self.timeout, metadata=meta)
+        except grpc.RpcError as exc:
+            raise ServiceCallError("item", exc.code(), envelope_of(exc)) from None
+        return out
+
+    def search(self, q: str, k: int = 0, log_id: str = "") -> item_pb2.SearchResponse:
+        stub = _stub(item_pb2_grpc.ItemServiceStub, self._ch("item"))
+        req = item_pb2.SearchRequest(log_id=new_log_id(log_id), q=q, k=k)
+        out: item_pb2.SearchResponse = self._call("item", stub.Search, req)
+        return out
+
     def recall(
         self, user: common_pb2.User, k: int = 0, exclude: Sequence[str] = (), log_id: str = ""
     ) -> recall_pb2.RecallResponse:
@@ -223,6 +257,22 @@ def print_response(resp: Any, console: Console | None = None) -> None:
         out.print(_envelope_line(resp))
     elif isinstance(resp, item_pb2.ItemResponse):
         out.print(_item_table(f"{len(resp.items)} item(s)", resp.items))
+        out.print(_envelope_line(resp))
+    elif isinstance(resp, item_pb2.AddItemResponse):
+        what = "added" if resp.created else "already in the catalogue (nothing changed)"
+        out.print(_item_table(f"item {resp.item.item_id} {what}", [resp.item]))
+        persisted = f"event log offset {resp.offset}" if resp.persisted else "not persisted (no event log)"
+        out.print(f"{_envelope_line(resp)}\n{persisted} · embedded: {resp.embedded}")
+    elif isinstance(resp, item_pb2.SearchResponse):
+        t = Table(title=f"search · {resp.mode} · {len(resp.items)} item(s)")
+        for col in ("#", "item", "title", "year", "genres", "score"):
+            t.add_column(col, justify="right" if col in ("#", "year", "score") else "left")
+        for j, h in enumerate(resp.items, 1):
+            it = h.item
+            t.add_row(
+                str(j), it.item_id, it.title, str(it.year or ""), ", ".join(it.genres), f"{h.score:.4f}"
+            )
+        out.print(t)
         out.print(_envelope_line(resp))
     elif isinstance(resp, recall_pb2.RecallResponse):
         t = Table(title=f"recall candidates · user {resp.user_kind} · {len(resp.candidates)} candidates")

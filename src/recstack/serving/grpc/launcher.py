@@ -158,9 +158,13 @@ def start_services(
     redis_url: str | None = None,
     grace: float = 5.0,
     wait: float = 120.0,
+    event_log: str | None = None,
 ) -> list[ServiceInfo]:
     """Start ``names`` (default: all five), each in its own process, on the same release; return
-    once each answers SERVING. A service that is already running is an error (stop it first)."""
+    once each answers SERVING. A service that is already running is an error (stop it first).
+    ``event_log`` (a `recstack.events.open_log` URL): every release-backed service reads it, and
+    the item service's ``AddItem`` records items there (its key: ``RECSTACK_SERVE_API_KEY`` in the
+    environment, which the services inherit)."""
     from recstack.serving.settings import ServingSettings
 
     todo = _names(names)
@@ -202,6 +206,8 @@ def start_services(
                 cmd += ["--release", rid, "--releases-dir", str(rel_root), "--store", store]
                 if redis_url:
                     cmd += ["--redis-url", redis_url]
+                if event_log:
+                    cmd += ["--event-log", event_log]
             log_path = run / f"{n}.log"
             with log_path.open("ab") as logf:
                 proc = subprocess.Popen(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -59,12 +60,34 @@ class RunningServer:
             close()
 
 
-def load_state(settings: ServingSettings) -> ServiceState:
-    """The release of ``settings`` with its pipeline (the REST API's `build_state`)."""
+def load_state(settings: ServingSettings, stop: threading.Event | None = None) -> ServiceState:
+    """The release of ``settings`` with its pipeline (the REST API's `build_state`). With an event
+    log (``settings.event_log``) the histories and the items added online (``AddItem`` of the item
+    service, ``POST /v1/items``) are read from it, at start and then every
+    ``settings.event_poll_s`` seconds until ``stop`` is set: every service of a release sees an
+    item one service added. ``settings.api_key`` turns ``AddItem`` on."""
+    from recstack.events import open_log
     from recstack.serving._state import build_state, default_loader
 
     release = default_loader(settings)(settings.target())
-    return ServiceState.of(build_state(release, settings, prewarm=True).pipeline)
+    event_log = open_log(settings.event_log)
+    built = build_state(release, settings, prewarm=True, event_log=event_log)
+    if built.feed is not None:
+        _follow_log(built.feed, settings.event_poll_s, stop or threading.Event())
+    return ServiceState.of(built.pipeline, event_log=event_log, api_key=settings.api_key)
+
+
+def _follow_log(feed: Any, every: float, stop: threading.Event) -> None:
+    """Read the event log's new events into the state (a daemon thread)."""
+
+    def run() -> None:
+        while not stop.wait(every):
+            try:
+                feed.catch_up()
+            except Exception:  # a busy / unreachable log: try again at the next tick
+                log.exception("reading the event log failed")
+
+    threading.Thread(target=run, name="event-log-follower", daemon=True).start()
 
 
 def make_servicer(
@@ -137,6 +160,12 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--store", default="embedded", choices=["embedded", "redis"])
     ap.add_argument("--redis-url", default=None)
     ap.add_argument("--pipeline", type=Path, default=None)
+    ap.add_argument(
+        "--event-log",
+        default=None,
+        help="event log URL (sqlite:///path, redis://..., postgresql://...): AddItem records items "
+        "there and every service reads them (and the events) from it",
+    )
     ap.add_argument("--upstreams", default="", help="aggregator: user=8910,item=8920,recall=8950,rank=8960")
     ap.add_argument("--hop-timeout-ms", type=float, default=200.0)
     ap.add_argument("--grace", type=float, default=5.0)
@@ -156,10 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         state = None
         if a.service != "aggregator":
             opts: dict[str, Any] = {"channel": a.channel, "store": a.store}
-            for key in ("release", "releases_dir", "redis_url", "pipeline"):
+            for key in ("release", "releases_dir", "redis_url", "pipeline", "event_log"):
                 if getattr(a, key) is not None:
                     opts[key] = getattr(a, key)
-            state = load_state(ServingSettings.model_validate(opts))
+            # the key of AddItem comes from the environment (never on a command line)
+            opts["api_key"] = os.environ.get("RECSTACK_SERVE_API_KEY") or None
+            state = load_state(ServingSettings.model_validate(opts), stop)
         servicer = make_servicer(
             a.service, state, parse_upstreams(a.upstreams, a.host), a.hop_timeout_ms / 1000.0
         )

@@ -12,6 +12,7 @@ never answers after its own deadline.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -22,8 +23,11 @@ import grpc
 import numpy as np
 
 from recstack.errors import InvalidArgumentError, UnavailableError, UnknownIdError
+from recstack.events import EventLog
 from recstack.serving._catalog import Catalog
 from recstack.serving._history import HistoryBackend
+from recstack.serving._items import item_record, new_item_row
+from recstack.serving.api.deps import ForbiddenError, UnauthorizedError
 from recstack.serving.grpc import _stages
 from recstack.serving.grpc._common import (
     SERVICE_NAMES,
@@ -84,16 +88,27 @@ POPULAR_CANDIDATES = 100
 @dataclass
 class ServiceState:
     """What a release-backed service reads: the release id, the catalog (items, popularity), the
-    history store and, for recall / rank, the pipeline."""
+    history store and, for recall / rank, the pipeline. ``event_log``: where items added online
+    (``AddItem``) are recorded (None: not persisted); ``api_key``: the key ``AddItem`` needs in the
+    ``x-api-key`` metadata (None: ``AddItem`` is off, as ``POST /v1/items`` without admin keys)."""
 
     release_id: str
-    catalog: Catalog
+    base_catalog: Catalog
     history: HistoryBackend
     pipeline: Pipeline | None = None
+    event_log: EventLog | None = None
+    api_key: str | None = None
 
     @classmethod
-    def of(cls, pipeline: Pipeline) -> ServiceState:
-        return cls(pipeline.release.id, pipeline.catalog, pipeline.history, pipeline)
+    def of(
+        cls, pipeline: Pipeline, *, event_log: EventLog | None = None, api_key: str | None = None
+    ) -> ServiceState:
+        return cls(pipeline.release.id, pipeline.catalog, pipeline.history, pipeline, event_log, api_key)
+
+    @property
+    def catalog(self) -> Catalog:
+        """The pipeline's catalogue as it is now (items added online included)."""
+        return self.pipeline.catalog if self.pipeline is not None else self.base_catalog
 
     def need_pipeline(self) -> Pipeline:
         if self.pipeline is None:
@@ -165,7 +180,8 @@ class UserServicer:
 # ---------------------------------------------------------------------------------------- item
 class ItemServicer:
     """``GetItems``: metadata of item ids (NOT_FOUND names unknown ones); ``GetPopular``: the most
-    popular items (distinct users), minus ``exclude``."""
+    popular items (distinct users), minus ``exclude``; ``AddItem``: an item added online;
+    ``Search``: items by meaning and title."""
 
     def __init__(self, state: ServiceState) -> None:
         self.state = state
@@ -200,6 +216,80 @@ class ItemServicer:
             release_id=self.state.release_id,
             items=[item_info(cat, int(i)) for i in order[: request.k].tolist()],
         )
+
+    @handle_errors(item_pb2.AddItemResponse)
+    def AddItem(  # noqa: N802
+        self, request: item_pb2.AddItemRequest, context: grpc.ServicerContext
+    ) -> item_pb2.AddItemResponse:
+        """``POST /v1/items`` over gRPC: the ``x-api-key`` metadata, the same checks, the item
+        recorded in the event log first, then added to the catalogue, text index and search."""
+        st = self.state
+        _check_key(st.api_key, context)
+        pipe = st.need_pipeline()
+        cat = pipe.catalog
+        data: dict[str, Any] = {
+            "item_id": request.item_id,
+            "title": request.title,
+            "year": request.year or None,
+            "genres": list(request.genres),
+            "text": request.text or None,
+        }
+        log_id = new_log_id(request.log_id)
+        row = new_item_row(data, cat.dataset.item_vocab.is_integer)
+        known = cat.dataset.item_vocab.get(row["item_id"]) is not None
+        offset = 0
+        if st.event_log is not None and not known:
+            [offset] = st.event_log.append([item_record(row, st.release_id, log_id)])
+        [idx] = pipe.add_items([row])
+        return item_pb2.AddItemResponse(
+            error=ok(),
+            log_id=log_id,
+            release_id=st.release_id,
+            item=item_info(pipe.catalog, int(idx)),
+            created=not known,
+            persisted=offset > 0,
+            offset=offset,
+            embedded=pipe.text_search.semantic,
+        )
+
+    @handle_errors(item_pb2.SearchResponse)
+    def Search(  # noqa: N802
+        self, request: item_pb2.SearchRequest, context: grpc.ServicerContext
+    ) -> item_pb2.SearchResponse:
+        """``GET /v1/search`` over gRPC: items by meaning and title."""
+        pipe = self.state.need_pipeline()
+        q = request.q
+        if not q.strip() or len(q) > MAX_QUERY:
+            raise InvalidArgumentError(f"q must hold 1 to {MAX_QUERY} characters (a title or a theme)")
+        if request.k < 0:
+            raise InvalidArgumentError(f"k must be >= 0 (0 = default), got {request.k}")
+        hit = pipe.text_search.search(q, pipe.check_k(request.k or None))
+        cat = pipe.catalog
+        return item_pb2.SearchResponse(
+            error=ok(),
+            log_id=new_log_id(request.log_id),
+            release_id=self.state.release_id,
+            mode=hit.mode,
+            items=[
+                item_pb2.SearchHit(item=item_info(cat, i), score=s)
+                for i, s in zip(hit.items.tolist(), hit.scores.tolist(), strict=True)
+            ],
+        )
+
+
+#: longest search query (as ``GET /v1/search``)
+MAX_QUERY = 200
+
+
+def _check_key(key: str | None, context: grpc.ServicerContext) -> None:
+    """``AddItem`` needs the service's API key in the ``x-api-key`` metadata; off without one."""
+    if key is None:
+        raise ForbiddenError(
+            "AddItem is disabled: start the item service with an API key (RECSTACK_SERVE_API_KEY)"
+        )
+    given = dict(context.invocation_metadata() or ()).get("x-api-key")
+    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), key.encode()):
+        raise UnauthorizedError("missing or wrong x-api-key metadata")
 
 
 # -------------------------------------------------------------------------------------- recall

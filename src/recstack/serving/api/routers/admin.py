@@ -70,6 +70,11 @@ def release_info(state: ServingState) -> dict[str, Any]:
         "metrics": dict(getattr(rel, "metrics", {}) or {}),
         "labels": model_labels(state),
         "demographics": demographics(p.catalog.user_rows),
+        # whether a profile alone beats popular on the release's cold-users validation: the web form
+        # asks for a profile only then, and a profile-only answer says "popular" otherwise
+        "cold_start": {
+            k: p.cold_start.get(k) for k in ("model", "personal", "reason", "params") if k in p.cold_start
+        },
     }
 
 

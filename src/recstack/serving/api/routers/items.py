@@ -1,5 +1,6 @@
 """Items: ``GET /v1/items/{item_id}``, ``GET /v1/items/{item_id}/similar``, ``GET /v1/items``,
-``GET /v1/search`` (text-embedding similarity mixed with title match), ``POST /v1/items`` (add an
+``GET /v1/search`` (text embeddings, BM25 over titles / genres / tags, title match and a popularity
+prior: `recstack.serving._search`), ``POST /v1/items`` (add an
 item online: admin key)."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from fastapi import APIRouter, Path, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
-from recstack.events import NewEvent
+from recstack.serving._items import item_record
 from recstack.serving._state import ServingState
 from recstack.serving.api._json import JSONBody, request_id
 from recstack.serving.api._render import item_dict, items_list, split_csv
@@ -138,7 +139,7 @@ def _similar_body(state: ServingState, item_id: str, k: int | None, model: str |
 @router.get(
     "/v1/search",
     responses=errors(422, 503),
-    summary="Search items by meaning and title (text embeddings + title match)",
+    summary="Search items by meaning, words and title (text embeddings + BM25 + title match)",
 )
 async def search_items(
     request: Request,
@@ -194,19 +195,7 @@ async def add_item(request: Request, item: NewItem) -> Response:
     offset = None
     t0 = time.perf_counter()
     if sink is not None and not known:
-        payload = {k: row[k] for k in ("title", "year", "genres", "text")}
-        offset = await sink.append(
-            NewEvent(
-                type="item",
-                user_id="admin",
-                item_id=str(item_id),
-                ts=int(time.time()),
-                received=round(time.time(), 3),
-                release_id=state.release_id,
-                request_id=request_id(request) or None,
-                payload=payload,
-            )
-        )
+        offset = await sink.append(item_record(row, state.release_id, request_id(request)))
     t1 = time.perf_counter()
     [idx] = await run_blocking(request, state.pipeline.add_items, [row])
     t2 = time.perf_counter()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from recstack.serving.grpc.protos import common_pb2 as recstack_dot_serving_dot_grpc_dot_protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'recstack/serving/grpc/protos/item.proto\x12\x0brecstack.v1\x1a)recstack/serving/grpc/protos/common.proto\"/\n\x0bItemRequest\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\t\"<\n\x0ePopularRequest\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0f\n\x07\x65xclude\x18\x03 \x03(\t\"{\n\x0cItemResponse\x12!\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x12.recstack.v1.Error\x12\x0e\n\x06log_id\x18\x02 \x01(\t\x12\x12\n\nrelease_id\x18\x03 \x01(\t\x12$\n\x05items\x18\x04 \x03(\x0b\x32\x15.recstack.v1.ItemInfo2\x94\x01\n\x0bItemService\x12?\n\x08GetItems\x12\x18.recstack.v1.ItemRequest\x1a\x19.recstack.v1.ItemResponse\x12\x44\n\nGetPopular\x12\x1b.recstack.v1.PopularRequest\x1a\x19.recstack.v1.ItemResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'recstack/serving/grpc/protos/item.proto\x12\x0brecstack.v1\x1a)recstack/serving/grpc/protos/common.proto\"/\n\x0bItemRequest\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\t\"<\n\x0ePopularRequest\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0f\n\x07\x65xclude\x18\x03 \x03(\t\"{\n\x0cItemResponse\x12!\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x12.recstack.v1.Error\x12\x0e\n\x06log_id\x18\x02 \x01(\t\x12\x12\n\nrelease_id\x18\x03 \x01(\t\x12$\n\x05items\x18\x04 \x03(\x0b\x32\x15.recstack.v1.ItemInfo\"l\n\x0e\x41\x64\x64ItemRequest\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0c\n\x04year\x18\x04 \x01(\x05\x12\x0e\n\x06genres\x18\x05 \x03(\t\x12\x0c\n\x04text\x18\x06 \x01(\t\"\xc3\x01\n\x0f\x41\x64\x64ItemResponse\x12!\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x12.recstack.v1.Error\x12\x0e\n\x06log_id\x18\x02 \x01(\t\x12\x12\n\nrelease_id\x18\x03 \x01(\t\x12#\n\x04item\x18\x04 \x01(\x0b\x32\x15.recstack.v1.ItemInfo\x12\x0f\n\x07\x63reated\x18\x05 \x01(\x08\x12\x11\n\tpersisted\x18\x06 \x01(\x08\x12\x0e\n\x06offset\x18\x07 \x01(\x03\x12\x10\n\x08\x65mbedded\x18\x08 \x01(\x08\"5\n\rSearchRequest\x12\x0e\n\x06log_id\x18\x01 \x01(\t\x12\t\n\x01q\x18\x02 \x01(\t\x12\t\n\x01k\x18\x03 \x01(\x05\"?\n\tSearchHit\x12#\n\x04item\x18\x01 \x01(\x0b\x32\x15.recstack.v1.ItemInfo\x12\r\n\x05score\x18\x02 \x01(\x02\"\x8c\x01\n\x0eSearchResponse\x12!\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x12.recstack.v1.Error\x12\x0e\n\x06log_id\x18\x02 \x01(\t\x12\x12\n\nrelease_id\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12%\n\x05items\x18\x05 \x03(\x0b\x32\x16.recstack.v1.SearchHit2\x9d\x02\n\x0bItemService\x12?\n\x08GetItems\x12\x18.recstack.v1.ItemRequest\x1a\x19.recstack.v1.ItemResponse\x12\x44\n\nGetPopular\x12\x1b.recstack.v1.PopularRequest\x1a\x19.recstack.v1.ItemResponse\x12\x44\n\x07\x41\x64\x64Item\x12\x1b.recstack.v1.AddItemRequest\x1a\x1c.recstack.v1.AddItemResponse\x12\x41\n\x06Search\x12\x1a.recstack.v1.SearchRequest\x1a\x1b.recstack.v1.SearchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POPULARREQUEST']._serialized_end=208
   _globals['_ITEMRESPONSE']._serialized_start=210
   _globals['_ITEMRESPONSE']._serialized_end=333
-  _globals['_ITEMSERVICE']._serialized_start=336
-  _globals['_ITEMSERVICE']._serialized_end=484
+  _globals['_ADDITEMREQUEST']._serialized_start=335
+  _globals['_ADDITEMREQUEST']._serialized_end=443
+  _globals['_ADDITEMRESPONSE']._serialized_start=446
+  _globals['_ADDITEMRESPONSE']._serialized_end=641
+  _globals['_SEARCHREQUEST']._serialized_start=643
+  _globals['_SEARCHREQUEST']._serialized_end=696
+  _globals['_SEARCHHIT']._serialized_start=698
+  _globals['_SEARCHHIT']._serialized_end=761
+  _globals['_SEARCHRESPONSE']._serialized_start=764
+  _globals['_SEARCHRESPONSE']._serialized_end=904
+  _globals['_ITEMSERVICE']._serialized_start=907
+  _globals['_ITEMSERVICE']._serialized_end=1192
 # @@protoc_insertion_point(module_scope)

@@ -44,6 +44,16 @@ class ItemServiceStub:
                 request_serializer=recstack_dot_serving_dot_grpc_dot_protos_dot_item__pb2.PopularRequest.SerializeToString,
                 response_deserializer=recstack_dot_serving_dot_grpc_dot_protos_dot_item__pb2.ItemResponse.FromString,
                 _registered_method=True)
+        self.AddItem = channel.unary_unary(
+                '/recstack.v1.ItemService/AddItem',
+                request_serializer=recstack_dot_serving_dot_grpc_dot_protos_dot_item__pb2.AddItemRequest.SerializeToString,
+                response_deserializer=recstack_dot_serving_dot_grpc_dot_protos_dot_item__pb2.AddItemResponse.FromString,
+                _registered_method=True)
+        self.Search = channel.unary_unary(
+                '/recstack.v1.ItemService/Search',
+                request_serializer=recstack_dot_serving_dot_grpc_dot_protos_dot_item__pb2.SearchRequest.SerializeToString,
+                response_deserializer=recstack_dot_serving_dot_grpc_dot_protos_dot_item__pb2.SearchResponse.FromString,
+                _registered_method=True)
 
 
 class ItemServiceServicer:
@@ -61,6 +71,18 @@ class ItemServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddItem(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Search(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ItemServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +95,16 @@ def add_ItemServiceServicer_to_server(servicer, server):
                     servicer.GetPopular,
                     request_deserializer=recstack_dot_serving_dot_grpc_dot_protos_dot_item__pb2.PopularRequest.FromString,
                     response_serializer=recstack_dot_serving_dot_grpc_dot_protos_dot_item__pb2.ItemResponse.SerializeToString,
+            ),
+            'AddItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddItem,
+                    request_deserializer=recstack_dot_serving_dot_grpc_dot_protos_dot_item__pb2.AddItemRequest.FromString,
+                    response_serializer=recstack_dot_serving_dot_grpc_dot_protos_dot_item__pb2.AddItemResponse.SerializeToString,
+            ),
+            'Search': grpc.unary_unary_rpc_method_handler(
+                    servicer.Search,
+                    request_deserializer=recstack_dot_serving_dot_grpc_dot_protos_dot_item__pb2.SearchRequest.FromString,
+                    response_serializer=recstack_dot_serving_dot_grpc_dot_protos_dot_item__pb2.SearchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +161,60 @@ class ItemService:
             '/recstack.v1.ItemService/GetPopular',
             recstack_dot_serving_dot_grpc_dot_protos_dot_item__pb2.PopularRequest.SerializeToString,
             recstack_dot_serving_dot_grpc_dot_protos_dot_item__pb2.ItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recstack.v1.ItemService/AddItem',
+            recstack_dot_serving_dot_grpc_dot_protos_dot_item__pb2.AddItemRequest.SerializeToString,
+            recstack_dot_serving_dot_grpc_dot_protos_dot_item__pb2.AddItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Search(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/recstack.v1.ItemService/Search',
+            recstack_dot_serving_dot_grpc_dot_protos_dot_item__pb2.SearchRequest.SerializeToString,
+            recstack_dot_serving_dot_grpc_dot_protos_dot_item__pb2.SearchResponse.FromString,
             options,
             channel_credentials,
             insecure,

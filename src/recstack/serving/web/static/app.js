@@ -648,7 +648,10 @@
       $("#age-field").hidden = !demo.age;
       $("#gender-field").hidden = !demo.gender;
       $("#occupation-field").hidden = !demo.occupation;
-      const any = !!(demo.age || demo.gender || demo.occupation);
+      // ... and only when the release's cold-users validation found that a profile beats popular
+      // (otherwise asking would promise a personalisation the answer does not have)
+      const personal = !!(r.cold_start && r.cold_start.personal);
+      const any = personal && !!(demo.age || demo.gender || demo.occupation);
       $("#profile-panel").hidden = !any;
       if (any) $("#start-lead").textContent = "Pick two or more movies you enjoyed and / or tell us a little about yourself — recommendations appear at once.";
     }, () => { /* without the release the form still takes picks */ });
