@@ -99,9 +99,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
 BASELINES = ("recent_pop", "trending")
 #: single retrievers compared on validation next to the configurations (``--retrievers``): label ->
 #: (registry name, params); issue 21: the two-tower with and without the item text in its item tower
+_TT = TwoStage.Config().source_params["two_tower"]
 RETRIEVERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "two_tower": ("two_tower", {}),
-    "two_tower_text": ("two_tower", {"text": True}),
+    # the two-tower as the two-stage model fits it inside its recall stage (cheaper: 6 epochs, no
+    # early-stopping split), with and without the text input of its item tower
+    "two_tower": ("two_tower", _TT),
+    "two_tower_text": ("two_tower", {**_TT, "text": True}),
     "content": ("content", {"export_onnx": False}),
     "content_userknn": ("content_userknn", {}),
 }
