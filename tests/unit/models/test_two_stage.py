@@ -229,3 +229,14 @@ def test_cold_order_is_chosen_on_the_holdouts_cold_users(tmp_path: Path) -> None
     auto.save(tmp_path / "m")
     back = TwoStage.load(tmp_path / "m")
     np.testing.assert_array_equal(back.score_history(empty), auto.score_history(empty))
+
+
+def test_cold_order_without_cold_users_follows_the_holdout() -> None:
+    # random holdouts have no users first seen in the labelled part: no evidence, so a world without
+    # time keeps all-time popularity (the order before issue 19) and a forward holdout the trend
+    data = _classics_data()
+    rnd = TwoStage(**{**SMALL, "holdout": "random", "holdout_folds": 1}).fit(data)
+    assert rnd.fit_result["cold_val_users"] == 0 and rnd.fit_result["cold_order"] == "pop"
+    empty = sp.csr_matrix((1, data.n_items), dtype=np.float32)
+    assert rnd.cold_scores is not None
+    np.testing.assert_allclose(rnd.cold_scores, create("pop").fit(data).score_history(empty)[0])

@@ -174,7 +174,8 @@ class TwoStageConfig(ComponentConfig):
     #: the order of users without history (cold start; also the order below the candidates): all-time
     #: popularity (``pop``), the last 30 days' (``recent_pop``), decayed with a 14-day half-life
     #: (``trending``), or ``auto``: the one of them with the best NDCG@10 on the holdout folds' cold users
-    #: (users first seen in a fold's labelled part; ``holdout="temporal"`` has them), else ``trending``
+    #: (users first seen in a fold's labelled part; ``holdout="temporal"`` has them). Without such users:
+    #: ``pop`` for ``holdout="random"`` (a world without time, as before issue 19), else ``trending``
     cold_order: Literal["auto", "pop", "recent_pop", "trending"] = "auto"
     seed: int = 42
     # ---- issue 21: text features (`recstack.models.ranking._text.ItemText`) -------------------------
@@ -761,7 +762,8 @@ class TwoStage(Retriever):
         cold_name: str = c.cold_order
         if cold_name == "auto":
             known = {o: v for o, v in cold_val.items() if np.isfinite(v)}
-            cold_name = max(known, key=lambda o: known[o]) if known else "trending"
+            fallback = "pop" if c.holdout == "random" else "trending"
+            cold_name = max(known, key=lambda o: known[o]) if known else fallback
         self.cold_scores = _cold_scores(dataset, cold_name)
         self.fit_result = {
             "holdout_users": len(users),
