@@ -23,7 +23,7 @@ def fitted() -> tuple[ItemKNN, Dataset, Dataset]:
     items = (taste[rng.integers(0, n_users, n)] * 30 + rng.integers(0, 30, n)) % n_items
     frame = pl.DataFrame(
         {"user_id": rng.integers(0, n_users, n), "item_id": items, "timestamp": rng.integers(0, 10_000, n)}
-    ).unique(["user_id", "item_id"], keep="first")
+    ).unique(["user_id", "item_id"], keep="first", maintain_order=True)
     s = split(Dataset.from_frames("blocks", frame), "stratified", seed=1)
     return ItemKNN(neighbours=20).fit(s.train), s.train, s.test
 
