@@ -328,6 +328,7 @@ StageHook = Callable[[str], None]
 class _Timer:
     def __init__(self, hook: StageHook | None) -> None:
         self.timings: dict[str, float] = {}
+        self.peak_rss_mb: dict[str, int] = {}
         self.hook = hook
 
     @contextmanager
@@ -339,6 +340,16 @@ class _Timer:
             yield
         finally:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 4)
+            self.peak_rss_mb[name] = _peak_rss_mb()
+
+
+def _peak_rss_mb() -> int:
+    """This process's peak resident set size so far, MB (``ru_maxrss``: KB on Linux)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024)
 
 
 def _load_data(spec: DatasetSpec) -> tuple[Dataset, EventsLineage | None]:
@@ -796,7 +807,10 @@ def _run(
             # large data ([large]): the overrides replace the specs; skipped models are listed
             results["large"] = large
             for key in large.get("skipped", []):
-                skipped[key] = f"[large]: skipped at {dataset.n_interactions:,} interactions"
+                skipped[key] = (
+                    f"left out of large data ({dataset.n_interactions:,} interactions, at least the "
+                    f"{given.large.interactions:,} of the config's large table)"
+                )
             specs = [s for s in cfg.models if s.key in {k.key for k in specs}]
             headline_model = given.headline.model or specs[-1].key
             ev = cfg.evaluation
@@ -1000,6 +1014,7 @@ def _run(
             headline=HeadlineInfo(model=headline_model, metric=cfg.headline.metric),
             metrics=metrics,
             timings=dict(timer.timings),
+            peak_rss_mb={**timer.peak_rss_mb, "finalize": _peak_rss_mb()},
             skipped=skipped,
             artifacts=ArtifactsInfo(**arts),
             files=files,

@@ -65,6 +65,9 @@ def test_build_writes_a_complete_verified_release(tiny_dataset_dir: Path, tmp_pa
     assert cold_start_policy(load(m.id, root)) == verdict
     assert {"models/pop/config.json", "models/itemknn/config.json"} <= listed
     assert set(m.timings) == set(STAGES)
+    # the peak RSS up to each stage: a high-water mark, so it never falls from one stage to the next
+    rss = [m.peak_rss_mb[s] for s in STAGES]
+    assert rss[0] > 0 and rss == sorted(rss)
     assert m.parent is None
     assert m.headline is not None and m.headline.model == "itemknn"  # the last model by default
     assert set(m.metrics) == {"pop", "itemknn"}
@@ -460,7 +463,7 @@ def test_build_applies_large_overrides_and_records_them(tiny_dataset_dir: Path, 
     )
     m = build(cfg, tmp_path / "releases")
     assert set(m.artifacts.retrievers) == {"pop", "recent_pop"}
-    assert "itemknn" in m.skipped and "[large]" in m.skipped["itemknn"]
+    assert "itemknn" in m.skipped and "large data" in m.skipped["itemknn"]
     assert m.config["large"]["models"]["itemknn"]["skip"] is True  # the config as given
     metrics = json.loads((tmp_path / "releases" / m.id / "metrics.json").read_text())
     assert metrics["large"]["skipped"] == ["itemknn"]
