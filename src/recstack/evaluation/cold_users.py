@@ -49,7 +49,7 @@ from recstack._progress import progress_bar
 from recstack.data.dataset import Dataset
 from recstack.errors import InvalidArgumentError
 from recstack.evaluation.metrics import paired_bootstrap_ci, ranking_metrics
-from recstack.features.segments import SegmentPopularity, has_demographics, user_profiles
+from recstack.features.segments import SegmentPopularity, has_demographics, profile_keys, user_profiles
 
 __all__ = [
     "GIVENS",
@@ -236,10 +236,10 @@ def choose_profile_model(
     hist = _per_user(dataset, val_users)
     _, truth = _given_and_truth(hist, val_users, 0, dataset.n_items)
     profiles = user_profiles(dataset.users, dataset.n_users)
-    # a profile alone: users with the same profile get the same list, so each distinct profile is
+    # a profile alone: users with the same segment keys get the same list, so each distinct one is
     # ranked once ([distinct profiles, n_items] scores, not [users, n_items]: 16k validation users x
     # 62k items would be 8 GB at ML-25M size)
-    keys = [tuple(sorted((str(k), str(v)) for k, v in profiles[u].items())) for u in val_users.tolist()]
+    keys = [tuple(sorted(profile_keys(profiles[u]).items())) for u in val_users.tolist()]
     first: dict[tuple[tuple[str, str], ...], int] = {}  # profile -> its first validation user's row
     for r, k in enumerate(keys):
         first.setdefault(k, r)
