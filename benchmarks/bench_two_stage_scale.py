@@ -25,6 +25,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -71,7 +72,10 @@ class _Phases:
         finally:
             self._bump()
             self.active.remove(name)
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+            secs = time.perf_counter() - t0
+            self.seconds[name] = self.seconds.get(name, 0.0) + secs
+            # as it goes (a fit stopped before the end still tells where the memory went)
+            print(f"PHASE {name} peak {self.peak[name]:.0f} MB {secs:.1f} s", file=sys.stderr, flush=True)
             _reset_hwm()
 
     def wrap(self, obj: Any, attr: str, name: str) -> None:
@@ -136,7 +140,10 @@ def child(path: str, model: str, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_one(path: str, model: str, params: dict[str, Any], pythonpath: str | None) -> dict[str, Any]:
+def run_one(
+    path: str, model: str, params: dict[str, Any], pythonpath: str | None, log: Path
+) -> dict[str, Any]:
+    """One fit in a child process; its stderr (progress, the phases as they end) goes to ``log``."""
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
@@ -144,11 +151,13 @@ def run_one(path: str, model: str, params: dict[str, Any], pythonpath: str | Non
     cmd += ["--params", json.dumps(params)]
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    with log.open("w") as err:
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True, check=False)
     wall = time.perf_counter() - t0
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        return {"error": proc.returncode, "stderr_tail": proc.stderr[-2000:], "wall_s": round(wall, 1)}
+        tail = log.read_text()[-2000:]
+        return {"error": proc.returncode, "stderr_tail": tail, "wall_s": round(wall, 1)}
     row: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
     row.update(wall_s=round(wall, 1), load1_before=load_before, load1_after=os.getloadavg()[0])
     return row
@@ -173,7 +182,9 @@ def main() -> None:
     doc: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {"rows": []}
     doc["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
     for path in args.datasets.split(","):
-        row = run_one(path, args.model, params, args.pythonpath)
+        log = Path(tempfile.gettempdir()) / f"bench_two_stage_scale-{args.label}-{Path(path).name}.log"
+        print(f"{path}: child stderr in {log}", flush=True)
+        row = run_one(path, args.model, params, args.pythonpath, log)
         key = {"label": args.label, "dataset": Path(path).name, "model": args.model, "params": extra}
         row = {**key, **row, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         print(json.dumps(row, default=str), flush=True)

@@ -163,3 +163,19 @@ def test_disk_and_memory_lists_give_the_same_model(data: Dataset, tmp_path: Path
     assert all(torch.equal(a[k], b[k]) for k in a)
     users = np.arange(10)
     assert np.array_equal(disk.score_users(users), mem.score_users(users))
+
+
+def test_scratch_directory_is_under_the_ray_train_storage(
+    data: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside `distributed_training` the lists are written under its storage, which every Ray Train
+    worker reaches (the workers reopen the memmaps: `RankingData` pickles as the file reference)."""
+    from recstack.models.ranking._ray_train import distributed_training
+
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    # min_rows above the data: the loop itself stays in this process
+    with distributed_training(storage, min_rows=10**9):
+        _, seen = _fit_capture(data, monkeypatch)
+    assert seen[0]["on_disk"] and seen[0]["dir"].parent == storage
+    assert list(storage.iterdir()) == []
