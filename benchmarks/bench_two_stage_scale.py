@@ -182,7 +182,8 @@ def main() -> None:
     doc: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {"rows": []}
     doc["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
     for path in args.datasets.split(","):
-        log = Path(tempfile.gettempdir()) / f"bench_two_stage_scale-{args.label}-{Path(path).name}.log"
+        tag = f"{args.label}-{args.model.replace(':', '_')}-{Path(path).name}"
+        log = Path(tempfile.gettempdir()) / f"bench_two_stage_scale-{tag}.log"
         print(f"{path}: child stderr in {log}", flush=True)
         row = run_one(path, args.model, params, args.pythonpath, log)
         key = {"label": args.label, "dataset": Path(path).name, "model": args.model, "params": extra}

@@ -9,7 +9,10 @@ Training, the industrial way:
    (positive = the user then interacted with the item; negatives = the other recalled candidates plus
    ``random_negatives`` random items);
 3. train the ranker on those lists (early stopping and the ranker's hyperparameters chosen on a
-   validation share of the users, NDCG@10);
+   validation share of the users, NDCG@10); the lists' feature arrays are written to ``.npy`` memmaps in
+   a scratch directory 256 users at a time and read a mini-batch at a time (`RankingStore`,
+   ``ranker_data``), so that their size (folds x up to ``max_holdout_users`` lists x candidates x
+   features) is not held in memory;
 4. refit the retrievers on the whole training data for serving.
 
 Features of a (user, candidate) row (see `CandidateFeaturizer`): per source the score standardised
