@@ -234,15 +234,25 @@ def choose_profile_model(
         }
     fit, val_users = cold_user_split(dataset, share=share, seed=seed + 1)
     hist = _per_user(dataset, val_users)
-    given, truth = _given_and_truth(hist, val_users, 0, dataset.n_items)
+    _, truth = _given_and_truth(hist, val_users, 0, dataset.n_items)
     profiles = user_profiles(dataset.users, dataset.n_users)
-    vprof = [profiles[u] for u in val_users.tolist()]
-    pop = _score(_top(np.tile(_popular_scores(fit), (len(val_users), 1)), given, KMAX), truth)
+    # a profile alone: users with the same profile get the same list, so each distinct profile is
+    # ranked once ([distinct profiles, n_items] scores, not [users, n_items]: 16k validation users x
+    # 62k items would be 8 GB at ML-25M size)
+    keys = [tuple(sorted((str(k), str(v)) for k, v in profiles[u].items())) for u in val_users.tolist()]
+    first: dict[tuple[tuple[str, str], ...], int] = {}  # profile -> its first validation user's row
+    for r, k in enumerate(keys):
+        first.setdefault(k, r)
+    pos = {k: i for i, k in enumerate(first)}
+    row = np.array([pos[k] for k in keys], dtype=np.int64)
+    distinct = [profiles[int(val_users[r])] for r in first.values()]
+    no_items = [np.zeros(0, np.int64)] * len(distinct)
+    pop = _score(np.tile(_top(_popular_scores(fit)[None, :], no_items[:1], KMAX), (len(val_users), 1)), truth)
     base = _segment_base(fit)
     tried: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for point in grid:
         seg = base.with_params(**point)
-        tried.append((dict(point), _score(_top(seg.scores_many(vprof), given, KMAX), truth)))
+        tried.append((dict(point), _score(_top(seg.scores_many(distinct), no_items, KMAX)[row], truth)))
     best_params, best = max(tried, key=lambda pr: pr[1]["ndcg@10"])
     d = best["_units"]["ndcg@10"] - pop["_units"]["ndcg@10"]
     est, lo, hi = paired_bootstrap_ci([d], seed=seed)
