@@ -11,7 +11,11 @@ higher is better.
 from __future__ import annotations
 
 import json
+import mmap
+import shutil
+import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
@@ -30,16 +34,21 @@ from recstack.models.base import Ranker
 from recstack.models.ranking.trainer import load_module, save_module, train_model
 
 __all__ = [
+    "BLOCK_ROWS",
     "FieldSum",
+    "ListFiles",
     "NeuralRanker",
     "RankerConfig",
     "RankerNet",
     "RankingData",
+    "RankingStore",
     "constant",
     "embedding_sum",
     "export_rows_onnx",
     "linear_over_fields",
     "ndcg_at_k",
+    "ndcg_per_list",
+    "release",
 ]
 
 FloatArray = npt.NDArray[np.float32]
@@ -68,32 +77,282 @@ class RankerConfig(ComponentConfig):
     average_top: int = Field(default=1, ge=1)
 
 
+#: rows (list x candidate pairs) read at a time when the lists are streamed (statistics, validation)
+BLOCK_ROWS = 65536
+
+
+@dataclass(frozen=True)
+class ListFiles:
+    """Where a `RankingData`'s ``cat`` / ``dense`` live on disk: lists ``start`` .. ``stop`` (the first
+    ``width`` candidates of each) of the ``cat.npy`` / ``dense.npy`` files of a `RankingStore`'s
+    ``directory``."""
+
+    directory: str
+    start: int
+    stop: int
+    width: int
+
+    def open(self) -> tuple[IntArray, FloatArray]:
+        """Read-only memmaps of the lists' ``cat`` [n, width, C] and ``dense`` [n, width, D]."""
+        d = Path(self.directory)
+        cat = np.load(d / "cat.npy", mmap_mode="r")[self.start : self.stop, : self.width]
+        dense = np.load(d / "dense.npy", mmap_mode="r")[self.start : self.stop, : self.width]
+        return cat, dense
+
+
+def release(a: npt.NDArray[Any]) -> None:
+    """Drop the pages of memmap ``a`` (and of the whole file mapping it views) from this process's
+    resident set after a read: the page cache keeps them (a later read is a minor fault), but the RSS
+    stays one block, not the file. No-op for an in-memory array."""
+    mm = getattr(a, "_mmap", None)
+    if isinstance(mm, mmap.mmap):
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
 @dataclass
 class RankingData:
     """Training rows. Grouped (listwise) data has 3-d arrays: ``cat`` [U, L, C], ``dense`` [U, L, D],
     ``label`` [U, L] (1 positive, 0 negative), ``mask`` [U, L] (False = padding); flat data has ``cat``
-    [n, C], ``dense`` [n, D], ``label`` [n] and ``mask`` None."""
+    [n, C], ``dense`` [n, D], ``label`` [n] and ``mask`` None.
+
+    ``cat`` / ``dense`` may be read-only memmaps of the ``.npy`` files of a `RankingStore` (``files``
+    says which; ``label`` / ``mask`` are in memory, 1 / 8 of a row's bytes): training (`lists`), the
+    dense statistics (`dense_stats`) and scoring (`predict`) read them a mini-batch or `BLOCK_ROWS`
+    rows at a time and `release` the pages, so the process holds one block, not the arrays. Such data
+    pickles as the file reference (Ray Train workers reopen the files). `flat` and `take` copy into
+    memory."""
 
     cat: IntArray
     dense: FloatArray
     label: FloatArray
     mask: npt.NDArray[np.bool_] | None
     cat_cards: list[int]
+    files: ListFiles | None = None
 
     @property
     def grouped(self) -> bool:
         return self.cat.ndim == 3
 
+    @property
+    def n_lists(self) -> int:
+        """Lists (grouped) or rows (flat): what training batches draw from."""
+        return int(self.label.shape[0])
+
+    @property
+    def n_rows(self) -> int:
+        """Rows of the flattened arrays (padding included for grouped data)."""
+        return int(np.prod(self.label.shape))
+
     def flat(self) -> tuple[IntArray, FloatArray, FloatArray]:
+        """The rows that are not padding, in memory (a copy for grouped data)."""
         if not self.grouped:
             return self.cat, self.dense, self.label
         m = self.mask if self.mask is not None else np.ones(self.label.shape, dtype=bool)
-        return self.cat[m], self.dense[m], self.label[m]
+        cat, dense = self.cat[m], self.dense[m]
+        release(self.cat)
+        release(self.dense)
+        return np.asarray(cat), np.asarray(dense), self.label[m]
+
+    def take(self, ix: IntArray) -> RankingData:
+        """Lists (rows) ``ix`` as in-memory data (a copy)."""
+        cat, dense, label, mask = self.lists(ix)
+        return RankingData(cat, dense, label, mask, self.cat_cards)
+
+    def lists(self, ix: IntArray) -> tuple[IntArray, FloatArray, FloatArray, npt.NDArray[np.bool_] | None]:
+        """Copies of lists (grouped; rows when flat) ``ix`` in that order: cat, dense, label (float32),
+        mask (None for flat data)."""
+        cat, dense = np.asarray(self.cat[ix]), np.asarray(self.dense[ix])
+        release(self.cat)
+        release(self.dense)
+        mask = None
+        if self.grouped:
+            mask = self.mask[ix] if self.mask is not None else np.ones((len(ix), self.label.shape[1]), bool)
+        return cat, dense, self.label[ix].astype(np.float32), mask
+
+    def rows(self, start: int, stop: int) -> tuple[IntArray, FloatArray]:
+        """Rows ``start`` .. ``stop`` of the flattened ``cat`` [n_rows, C] / ``dense`` [n_rows, D]
+        (padding included), copies read list by list."""
+        if not self.grouped:
+            cat, dense = np.array(self.cat[start:stop]), np.array(self.dense[start:stop])
+        else:
+            L = self.label.shape[1]
+            l0, l1 = start // L, -(-stop // L)
+            a, b = start - l0 * L, stop - l0 * L
+            cat = np.array(self.cat[l0:l1]).reshape(-1, self.cat.shape[2])[a:b]
+            dense = np.array(self.dense[l0:l1]).reshape(-1, self.dense.shape[2])[a:b]
+        release(self.cat)
+        release(self.dense)
+        return cat, dense
+
+    def predict(self, score: Callable[[IntArray, FloatArray], FloatArray]) -> FloatArray:
+        """``score(cat [n, C], dense [n, D]) -> [n]`` over every row, `BLOCK_ROWS` at a time ->
+        [U, L] (grouped; padding scored too) or [n]."""
+        out = np.empty(self.n_rows, dtype=np.float32)
+        for s in range(0, self.n_rows, BLOCK_ROWS):
+            e = min(s + BLOCK_ROWS, self.n_rows)
+            out[s:e] = score(*self.rows(s, e))
+        return out.reshape(self.label.shape)
+
+    def valid_rows(self, pick: IntArray | None = None) -> tuple[IntArray, FloatArray]:
+        """The rows that are not padding (the rows of `flat`), or the ``pick``-th of them (ascending
+        positions), read row by row."""
+        if not self.grouped:
+            return self.flat()[:2] if pick is None else self.lists(pick)[:2]
+        m = self.mask if self.mask is not None else np.ones(self.label.shape, dtype=bool)
+        lin = np.flatnonzero(m.ravel())
+        if pick is not None:
+            lin = lin[pick]
+        L = self.label.shape[1]
+        cat, dense = np.asarray(self.cat[lin // L, lin % L]), np.asarray(self.dense[lin // L, lin % L])
+        release(self.cat)
+        release(self.dense)
+        return cat, dense
+
+    @property
+    def n_valid(self) -> int:
+        """Rows that are not padding."""
+        return self.n_rows if self.mask is None else int(self.mask.sum())
+
+    def _valid_blocks(self) -> Iterator[FloatArray]:
+        """The dense rows of `flat`, `BLOCK_ROWS` rows' worth of lists at a time (in order)."""
+        if not self.grouped:
+            for s in range(0, self.n_rows, BLOCK_ROWS):
+                block = np.array(self.dense[s : s + BLOCK_ROWS])
+                release(self.dense)
+                yield block
+            return
+        per = max(1, BLOCK_ROWS // max(self.label.shape[1], 1))
+        for s in range(0, self.n_lists, per):
+            d = np.array(self.dense[s : s + per])
+            release(self.dense)
+            yield d if self.mask is None else d[self.mask[s : s + per]]
+
+    def dense_stats(self) -> tuple[FloatArray, FloatArray]:
+        """Mean and standard deviation [D] of the dense features over the rows that are not padding,
+        streamed in blocks: the same float32 values as ``flat()[1].mean(axis=0)`` / ``.std(axis=0)``
+        (numpy reduces the rows of a C-ordered array sequentially; the blocks continue that sum)."""
+        D = self.dense.shape[-1]
+        n = np.float32(self.n_valid)
+        total = np.zeros(D, np.float32)
+        for block in self._valid_blocks():
+            total = np.add.reduce(np.concatenate([total[None], block]), axis=0)
+        mean = total / n
+        sq = np.zeros(D, np.float32)
+        for block in self._valid_blocks():
+            dev = block - mean
+            sq = np.add.reduce(np.concatenate([sq[None], np.multiply(dev, dev, out=dev)]), axis=0)
+        return mean, np.sqrt(sq / n)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self.files is not None:  # the memmaps travel as the file reference
+            del state["cat"], state["dense"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        files = state.get("files")
+        if files is not None:
+            state["cat"], state["dense"] = files.open()
+        self.__dict__.update(state)
 
 
-def ndcg_at_k(scores: FloatArray, label: FloatArray, mask: npt.NDArray[np.bool_], k: int = 10) -> float:
-    """Mean NDCG@k over groups [U, L] ranking by ``scores`` (padding excluded); groups without a
-    positive count 0, as in the evaluation where their positives were not recalled."""
+class RankingStore:
+    """Labelled candidate lists written block by block into ``cat`` [n_lists, width, C] int64,
+    ``dense`` [n_lists, width, D] float32, ``label`` [n_lists, width] float32, ``mask`` [n_lists,
+    width] bool: ``.npy`` files opened with ``np.lib.format.open_memmap`` in a scratch directory
+    (``on_disk``; a fresh ``tempfile`` directory under ``parent``, None: the system's temporary
+    directory), else arrays in memory. The arrays are allocated at the first `write` (which gives C
+    and D) and zero (padding) where nothing is written; `data` gives the lists of a range as a
+    `RankingData`. `close` (or leaving the ``with`` block, also on an exception) removes the
+    directory; the store's `RankingData` must not be read after that."""
+
+    _NAMES = ("cat", "dense", "label", "mask")
+
+    def __init__(
+        self, n_lists: int, width: int, *, on_disk: bool = True, parent: str | Path | None = None
+    ) -> None:
+        self.n_lists = n_lists
+        self.width = width
+        self.directory: Path | None = None
+        if on_disk:
+            self.directory = Path(tempfile.mkdtemp(prefix="recstack-ranking-", dir=parent))
+        self._arrays: dict[str, npt.NDArray[Any]] = {}
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _allocate(self, n_cat: int, n_dense: int) -> None:
+        shapes: dict[str, tuple[tuple[int, ...], type[np.generic]]] = {
+            "cat": ((self.n_lists, self.width, n_cat), np.int64),
+            "dense": ((self.n_lists, self.width, n_dense), np.float32),
+            "label": ((self.n_lists, self.width), np.float32),
+            "mask": ((self.n_lists, self.width), np.bool_),
+        }
+        for name, (shape, dtype) in shapes.items():
+            if self.directory is None:
+                self._arrays[name] = np.zeros(shape, dtype=dtype)
+            else:  # a sparse file: what is never written costs no disk and reads as zeros
+                path = str(self.directory / f"{name}.npy")
+                self._arrays[name] = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+    def write(
+        self,
+        rows: IntArray,
+        cat: IntArray,
+        dense: FloatArray,
+        label: FloatArray,
+        mask: npt.NDArray[np.bool_],
+    ) -> None:
+        """Lists ``rows`` (indices into the store) of ``L`` <= ``width`` candidates: ``cat`` [n, L, C],
+        ``dense`` [n, L, D], ``label`` / ``mask`` [n, L]."""
+        if self.directory is not None and not self.directory.is_dir():
+            raise InvalidArgumentError("RankingStore: written after close()")
+        if not self._arrays:
+            self._allocate(cat.shape[2], dense.shape[2])
+        n_cand = cat.shape[1]
+        if n_cand > self.width:
+            raise InvalidArgumentError(
+                f"RankingStore: lists of {n_cand} candidates, the store holds {self.width}"
+            )
+        for name, block in zip(self._NAMES, (cat, dense, label, mask), strict=True):
+            self._arrays[name][rows, :n_cand] = block
+            release(self._arrays[name])
+
+    def data(self, start: int, stop: int, width: int, cat_cards: list[int]) -> RankingData:
+        """Lists ``start`` .. ``stop`` (their first ``width`` candidates) as `RankingData`: ``cat`` /
+        ``dense`` read-only memmaps (on disk) or views, ``label`` / ``mask`` in memory."""
+        if not self._arrays:
+            raise InvalidArgumentError("RankingStore: nothing written")
+        a = self._arrays
+        label = np.array(a["label"][start:stop, :width])
+        mask = np.array(a["mask"][start:stop, :width])
+        if self.directory is None:
+            cat, dense = a["cat"][start:stop, :width], a["dense"][start:stop, :width]
+            return RankingData(cat, dense, label, mask, cat_cards)
+        for name in self._NAMES:
+            arr = a[name]
+            assert isinstance(arr, np.memmap)
+            arr.flush()
+            release(arr)
+        files = ListFiles(str(self.directory), start, stop, width)
+        cat, dense = files.open()
+        return RankingData(cat, dense, label, mask, cat_cards, files)
+
+    def close(self) -> None:
+        """Drop the arrays and remove the scratch directory."""
+        self._arrays.clear()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def ndcg_per_list(
+    scores: FloatArray, label: FloatArray, mask: npt.NDArray[np.bool_], k: int = 10
+) -> npt.NDArray[np.float64]:
+    """NDCG@k [U] of each group of [U, L] ranking by ``scores`` (padding excluded); a group without a
+    positive gets 0."""
     s = np.where(mask, scores, -np.inf)
     order = np.argsort(-s, axis=1, kind="stable")[:, :k]
     gains = np.take_along_axis(label * mask, order, axis=1)
@@ -101,7 +360,14 @@ def ndcg_at_k(scores: FloatArray, label: FloatArray, mask: npt.NDArray[np.bool_]
     dcg = (gains * disc).sum(axis=1)
     npos = (label * mask).sum(axis=1)
     ideal = np.array([disc[: int(min(p, k))].sum() for p in npos])
-    return float(np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0).mean())
+    out: npt.NDArray[np.float64] = np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0)
+    return out
+
+
+def ndcg_at_k(scores: FloatArray, label: FloatArray, mask: npt.NDArray[np.bool_], k: int = 10) -> float:
+    """Mean NDCG@k over groups [U, L] ranking by ``scores`` (padding excluded); groups without a
+    positive count 0, as in the evaluation where their positives were not recalled."""
+    return float(ndcg_per_list(scores, label, mask, k).mean())
 
 
 @dataclass
@@ -287,10 +553,9 @@ class NeuralRanker(Ranker):
             raise InvalidArgumentError("NeuralRanker.fit expects a RankingData of candidate rows")
         c = self.config
         data = candidates
-        _, dense_f, _ = data.flat()
         spec = {
             "cat_cards": list(data.cat_cards),
-            "n_dense": int(dense_f.shape[1]),
+            "n_dense": int(data.dense.shape[-1]),
             "emb_dim": c.emb_dim,
             "hidden": list(c.hidden),
             "dropout": c.dropout,
@@ -298,23 +563,15 @@ class NeuralRanker(Ranker):
         }
         torch.manual_seed(c.seed)
         net = self.Net(spec)
-        mean = dense_f.mean(axis=0)
-        std = dense_f.std(axis=0)
+        mean, std = data.dense_stats()
         net.mean.copy_(torch.from_numpy(mean.astype(np.float32)))  # type: ignore[operator]
         net.std.copy_(torch.from_numpy(np.where(std > 1e-6, std, 1.0).astype(np.float32)))  # type: ignore[operator]
         self.net = net
         grouped = data.grouped and c.loss != "bce"
-        if grouped:
-            cat_t = torch.from_numpy(data.cat)
-            dense_t = torch.from_numpy(data.dense)
-            lab_t = torch.from_numpy(data.label.astype(np.float32))
-            mask_t = torch.from_numpy(data.mask if data.mask is not None else np.ones(data.label.shape, bool))
-            n_rows = cat_t.shape[0]
-        else:
-            cat_t, dense_t, lab_np = (torch.from_numpy(a) for a in data.flat())
-            lab_t = lab_np.to(torch.float32)
-            mask_t = torch.ones(0, dtype=torch.bool)
-            n_rows = cat_t.shape[0]
+        # the rows batches are read from: lists (grouped; memmaps stay on disk, a batch is read at a
+        # time), or the flat rows (pointwise loss: a copy in memory)
+        src = data if grouped or not data.grouped else RankingData(*data.flat(), None, data.cat_cards)
+        n_rows = src.n_lists
 
         def batches(epoch: int, rng: np.random.Generator) -> Any:
             perm = torch.from_numpy(rng.permutation(n_rows))
@@ -322,11 +579,13 @@ class NeuralRanker(Ranker):
                 yield perm[s : s + c.batch_size]
 
         def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+            cat_n, dense_n, lab_n, mask_n = src.lists(idx.numpy())
+            cat_b, dense_b, lab = torch.from_numpy(cat_n), torch.from_numpy(dense_n), torch.from_numpy(lab_n)
             if not grouped:
-                logit = net(cat_t[idx], dense_t[idx])
-                bce: torch.Tensor = F.binary_cross_entropy_with_logits(logit, lab_t[idx])
+                bce: torch.Tensor = F.binary_cross_entropy_with_logits(net(cat_b, dense_b), lab)
                 return bce
-            cat_b, dense_b, lab, m = cat_t[idx], dense_t[idx], lab_t[idx], mask_t[idx]
+            assert mask_n is not None
+            m = torch.from_numpy(mask_n)
             u, L = lab.shape
             logit = net(cat_b.reshape(u * L, -1), dense_b.reshape(u * L, -1)).reshape(u, L)
             logit = logit.masked_fill(~m, -1e9)
@@ -351,13 +610,11 @@ class NeuralRanker(Ranker):
             val = validation
 
             def validate() -> float:
+                s = val.predict(self._predict)
                 if val.grouped:
-                    s = self._predict(
-                        val.cat.reshape(-1, val.cat.shape[2]), val.dense.reshape(-1, val.dense.shape[2])
-                    )
                     m = val.mask if val.mask is not None else np.ones(val.label.shape, bool)
-                    return ndcg_at_k(s.reshape(val.label.shape), val.label, m, 10)
-                return auc(val.label, self._predict(val.cat, val.dense))
+                    return ndcg_at_k(s, val.label, m, 10)
+                return auc(val.label, s)
 
         res = train_model(net, batches, loss_fn, c, n_rows=n_rows, validate=validate, description=self.name)
         self.fit_result = {"best_epoch": res.best_epoch, "best_val": res.best_metric, "seconds": res.seconds}

@@ -106,10 +106,11 @@ class RankerEnsemble(Ranker):
                 m.fit(dataset, tr, validation=va)
             else:
                 m.fit(dataset, candidates, validation=validation)
-        cat, dense, _ = candidates.flat()
-        if len(cat) > _STATS_ROWS:
-            keep = np.sort(np.random.default_rng(0).choice(len(cat), _STATS_ROWS, replace=False))
-            cat, dense = cat[keep], dense[keep]
+        n = candidates.n_valid
+        keep = None
+        if n > _STATS_ROWS:
+            keep = np.sort(np.random.default_rng(0).choice(n, _STATS_ROWS, replace=False))
+        cat, dense = candidates.valid_rows(keep)
         shift, scale = [], []
         for m in self.members:
             s = m.score({"cat": cat, "dense": dense}).astype(np.float64)
@@ -196,12 +197,8 @@ class RankerEnsemble(Ranker):
 
 
 def _validation_metric(ranker: Ranker, val: RankingData) -> float:
+    s = val.predict(lambda cat, dense: ranker.score({"cat": cat, "dense": dense}))
     if val.grouped:
-        flat: dict[str, npt.NDArray[Any]] = {
-            "cat": val.cat.reshape(-1, val.cat.shape[2]),
-            "dense": val.dense.reshape(-1, val.dense.shape[2]),
-        }
-        s = ranker.score(flat).reshape(val.label.shape)
         m = val.mask if val.mask is not None else np.ones(val.label.shape, bool)
         return ndcg_at_k(s, val.label, m, 10)
-    return auc(val.label, ranker.score({"cat": val.cat, "dense": val.dense}))
+    return auc(val.label, s)

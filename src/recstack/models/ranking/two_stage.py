@@ -9,7 +9,10 @@ Training, the industrial way:
    (positive = the user then interacted with the item; negatives = the other recalled candidates plus
    ``random_negatives`` random items);
 3. train the ranker on those lists (early stopping and the ranker's hyperparameters chosen on a
-   validation share of the users, NDCG@10);
+   validation share of the users, NDCG@10); the lists' feature arrays are written to ``.npy`` memmaps in
+   a scratch directory 256 users at a time and read a mini-batch at a time (`RankingStore`,
+   ``ranker_data``), so that their size (folds x up to ``max_holdout_users`` lists x candidates x
+   features) is not held in memory;
 4. refit the retrievers on the whole training data for serving.
 
 Features of a (user, candidate) row (see `CandidateFeaturizer`): per source the score standardised
@@ -42,7 +45,14 @@ from recstack.data.dataset import Dataset
 from recstack.errors import ArtifactError, InvalidArgumentError, NotFittedError
 from recstack.features.tables import FeatureTables, TimeWindows, build_features, user_genre_affinity
 from recstack.models.base import Retriever
-from recstack.models.ranking._base import NeuralRanker, RankerConfig, RankingData, ndcg_at_k
+from recstack.models.ranking._base import (
+    BLOCK_ROWS,
+    NeuralRanker,
+    RankerConfig,
+    RankingData,
+    RankingStore,
+    ndcg_per_list,
+)
 from recstack.models.ranking._text import ItemText
 from recstack.models.ranking.ensemble import RankerEnsemble
 from recstack.models.retrieval._arrays import load_array
@@ -135,9 +145,18 @@ class TwoStageConfig(ComponentConfig):
     holdout_fraction: float = 0.25
     holdout_folds: int = Field(default=2, ge=1)
     #: labelled lists per holdout fold: above this many eligible users a uniform sample of them (the
-    #: ranker's training data is held in memory, about users x candidates x features floats: 32,500
-    #: users x 2 folds would need several GB); ML-100K / ml-latest-small are below it
+    #: ranker's training data is about users x candidates x features values: 10,000 users x 2 folds x
+    #: ~700 candidates x ~80 features is ~5 GB, on disk with ``ranker_data="disk"``); ML-100K /
+    #: ml-latest-small are below it
     max_holdout_users: int = Field(default=10_000, ge=1)
+    #: where the ranker's training lists live (issue 23): ``disk``: ``.npy`` memmaps in a scratch
+    #: directory (`RankingStore`; written block by block, training reads a mini-batch at a time, removed
+    #: after the fit, also on failure), ``memory``: arrays in memory. The same lists, the same ranker
+    #: (bit for bit: one code path reads both)
+    ranker_data: Literal["disk", "memory"] = "disk"
+    #: the parent of the scratch directory of ``ranker_data="disk"`` (None: the Ray Train storage
+    #: inside `distributed_training`, which every worker reaches, else the system's temporary directory)
+    scratch_dir: str | None = None
     # random items added to each list as negatives (tuning_ranker, seeds 42 / 142 / 242): 20 0.2661 +-
     # 0.0020, none 0.2627 +- 0.0019, 50 0.2643 +- 0.0037
     random_negatives: int = 20
@@ -200,6 +219,16 @@ class _Candidates:
     cat: IntArray  # [n, L, C]
     dense: FloatArray  # [n, L, D]
     mask: npt.NDArray[np.bool_]  # [n, L]
+
+
+@dataclass
+class _FoldPlan:
+    """The users a holdout fold labels (ascending), their random negatives, and (until the fold is
+    built) the holdout's parts (A: the sources learn from it, B: it labels the lists)."""
+
+    users: IntArray
+    extra: list[IntArray]
+    parts: tuple[Dataset, Dataset] | None
 
 
 @dataclass
@@ -696,22 +725,14 @@ class TwoStage(Retriever):
         t0 = time.perf_counter()
         self.text = self._item_text(dataset)
         rng = np.random.default_rng(c.seed)
-        folds = [self._fold(dataset, c.seed + f, rng) for f in range(c.holdout_folds)]
-        cat_cards = folds[0]["cat_cards"]
-        L = max(f["items"].shape[1] for f in folds)
-
-        def pad(a: npt.NDArray[Any], value: Any) -> npt.NDArray[Any]:
-            w = [(0, 0)] * a.ndim
-            w[1] = (0, L - a.shape[1])
-            return np.pad(a, w, constant_values=value)
-
-        cat = np.concatenate([pad(f["cat"], 0) for f in folds])
-        dense = np.concatenate([pad(f["dense"], 0.0) for f in folds])
-        mask = np.concatenate([pad(f["mask"], False) for f in folds])
-        label = np.concatenate([pad(f["label"], 0.0) for f in folds])
-        fold_users = np.concatenate([f["users"] for f in folds])
-        recall_union = float(np.mean([f["recall"] for f in folds]))
-        secs_a = {k: sum(f["secs"][k] for f in folds) for k in folds[0]["secs"]}
+        # which users each fold labels (and their random negatives) first: the rng draws of the folds,
+        # then the validation users, so that every list's place in the store is known before any is built
+        plans: list[_FoldPlan] = []
+        for f in range(c.holdout_folds):
+            if plans:
+                plans[-1].parts = None  # rebuilt when the fold is built: one fold's parts held at a time
+            plans.append(self._plan(dataset, c.seed + f, rng))
+        fold_users = np.concatenate([p.users for p in plans])
         # validation users (all their folds) are never trained on
         all_users = np.unique(fold_users)
         perm = rng.permutation(all_users)
@@ -720,30 +741,77 @@ class TwoStage(Retriever):
         is_val = np.isin(fold_users, val_users)
         vi, ti = np.flatnonzero(is_val), np.flatnonzero(~is_val)
         users = all_users
+        # the store's layout: the training lists (fold order), then the validation lists, a contiguous
+        # slice; dest[i] = the store row of the i-th list in fold order
+        n_train, n_lists = len(ti), len(fold_users)
+        dest = np.empty(n_lists, dtype=np.int64)
+        dest[ti] = np.arange(n_train)
+        dest[vi] = n_train + np.arange(len(vi))
+        width = min(len(c.sources) * c.per_source + min(c.random_negatives, dataset.n_items), dataset.n_items)
+        with RankingStore(
+            n_lists, max(width, 1), on_disk=c.ranker_data == "disk", parent=self._scratch_parent()
+        ) as store:
+            folds: list[dict[str, Any]] = []
+            offsets = np.cumsum([0, *(len(p.users) for p in plans)])
+            # the last plan still holds its holdout parts: build that fold first
+            for f in reversed(range(c.holdout_folds)):
+                folds.append(
+                    self._fold(dataset, c.seed + f, plans[f], store, dest[offsets[f] : offsets[f + 1]])
+                )
+                plans[f].parts = None
+            folds.reverse()
+            self._fit_ranker(dataset, t0, folds, store, n_train, users, fold_users, perm, n_val, dest)
 
-        def take(ix: IntArray) -> RankingData:
-            return RankingData(cat[ix], dense[ix], label[ix], mask[ix], cat_cards)
-
-        train_d, val_d = take(ti), take(vi)
-        # each source alone on the validation lists (the bar the ranker must clear)
-        source_val = {
-            name: ndcg_at_k(val_d.dense[:, :, 3 * j], val_d.label, mask[vi], 10)
-            for j, name in enumerate(c.sources)
-        }
+    def _fit_ranker(
+        self,
+        dataset: Dataset,
+        t0: float,
+        folds: list[dict[str, Any]],
+        store: RankingStore,
+        n_train: int,
+        users: IntArray,
+        fold_users: IntArray,
+        perm: IntArray,
+        n_val: int,
+        dest: IntArray,
+    ) -> None:
+        """Train the ranker on the lists of ``store`` (training lists ``:n_train``, validation lists
+        after them), refit the sources on all of ``dataset``, fill ``fit_result``."""
+        c = self.cfg
+        cat_cards = folds[0]["cat_cards"]
+        L = max(f["L"] for f in folds)
+        n_lists = len(fold_users)
+        counts = np.concatenate([f["counts"] for f in folds])  # candidates per list, fold order
+        recall_union = float(np.mean([f["recall"] for f in folds]))
+        secs_a = {k: sum(f["secs"][k] for f in folds) for k in folds[0]["secs"]}
+        train_d = store.data(0, n_train, L, cat_cards)
+        val_d = store.data(n_train, n_lists, L, cat_cards)
+        assert val_d.mask is not None
+        # each source alone on the validation lists (the bar the ranker must clear), in blocks of lists
+        per = max(1, BLOCK_ROWS // L)
+        per_list: dict[str, list[npt.NDArray[np.float64]]] = {name: [] for name in c.sources}
+        for s in range(0, val_d.n_lists, per):
+            block = np.array(val_d.dense[s : s + per, :, 0 : 3 * len(c.sources) : 3])
+            for j, name in enumerate(c.sources):
+                per_list[name].append(
+                    ndcg_per_list(block[:, :, j], val_d.label[s : s + per], val_d.mask[s : s + per], 10)
+                )
+        source_val = {name: float(np.concatenate(v).mean()) for name, v in per_list.items()}
         log.info("two_stage: validation ndcg@10 of each source alone %s", source_val)
+        everything = store.data(0, n_lists, L, cat_cards)
+
+        def member_data(i: int) -> tuple[RankingData, RankingData]:
+            # member i: the i-th block of n_val users of the permutation held out (cyclic); in memory
+            # (copies of the lists: bagging is not the default)
+            v = np.isin(fold_users, np.roll(perm, -((i * n_val) % len(perm)))[:n_val])
+            return everything.take(dest[np.flatnonzero(~v)]), everything.take(dest[np.flatnonzero(v)])
+
         best: tuple[float, NeuralRanker | RankerEnsemble | None, dict[str, Any]] = (-np.inf, None, {})
         grid_scores = []
         for point in c.ranker_grid or ({},):
             params = {**c.ranker_params, **point, "seed": c.seed}
             r = self._new_ranker(params)
             if isinstance(r, RankerEnsemble) and c.ranker_bagging:
-
-                def member_data(i: int) -> tuple[RankingData, RankingData]:
-                    # member i: the i-th block of n_val users of the permutation held out (cyclic)
-                    v = np.isin(fold_users, np.roll(perm, -((i * n_val) % len(perm)))[:n_val])
-                    return take(np.flatnonzero(~v)), take(np.flatnonzero(v))
-
-                everything = RankingData(cat, dense, label, mask, cat_cards)
                 r.fit(None, everything, member_data=member_data)
             else:
                 r.fit(None, train_d, validation=val_d)
@@ -757,7 +825,7 @@ class TwoStage(Retriever):
         if c.refit_all and isinstance(self.ranker, NeuralRanker):
             epochs = max(int(self.ranker.fit_result["best_epoch"]), 1)
             again = ranker_class(c.ranker)(RankerConfig.from_config({**best[2], "epochs": epochs}))
-            self.ranker = again.fit(None, RankingData(cat, dense, label, mask, cat_cards))
+            self.ranker = again.fit(None, everything)
         if c.refit_sources:  # the recall stage on the whole training data for serving
             self.sources, secs_full = _fit_sources(c, dataset)
         else:
@@ -777,7 +845,7 @@ class TwoStage(Retriever):
         self.fit_result = {
             "holdout_users": len(users),
             "holdout_lists": len(fold_users),
-            "candidates_per_user": float(mask.sum(axis=1).mean()),
+            "candidates_per_user": float(counts.mean()),
             "holdout_recall@candidates": recall_union,
             "ranker_val_ndcg@10": best[0],
             "source_val_ndcg@10": source_val,
@@ -818,11 +886,30 @@ class TwoStage(Retriever):
         ]
         return RankerEnsemble(members)
 
-    def _fold(self, dataset: Dataset, seed: int, rng: np.random.Generator) -> dict[str, Any]:
-        """One holdout fold: fit the sources on part A, labelled candidate lists for part B's users."""
+    def _plan(self, dataset: Dataset, seed: int, rng: np.random.Generator) -> _FoldPlan:
+        """The users one holdout fold labels and their random negatives (this fold's ``rng`` draws)."""
+        c = self.cfg
+        part_a, part_b = _holdout(
+            dataset, c.holdout, c.holdout_fraction, seed, fold=seed - c.seed, folds=c.holdout_folds
+        )
+        b_n = np.diff(part_b.to_csr("binary").indptr)
+        a_n = np.diff(part_a.to_csr("binary").indptr)
+        users = np.flatnonzero(b_n > 0).astype(np.int64)
+        users = users[a_n[users] > 0]
+        if len(users) > c.max_holdout_users:
+            users = np.sort(rng.choice(users, size=c.max_holdout_users, replace=False))
+        k = min(c.random_negatives, dataset.n_items)
+        extra = [rng.choice(dataset.n_items, size=k, replace=False).astype(np.int64) for _ in users]
+        return _FoldPlan(users, extra, (part_a, part_b))
+
+    def _fold(
+        self, dataset: Dataset, seed: int, plan: _FoldPlan, store: RankingStore, dest: IntArray
+    ) -> dict[str, Any]:
+        """One holdout fold: fit the sources on part A, write the labelled candidate lists of the
+        ``plan``'s part B users into rows ``dest`` of ``store``, 256 users at a time."""
         c = self.cfg
         fold_index = seed - c.seed
-        part_a, part_b = _holdout(
+        part_a, part_b = plan.parts or _holdout(
             dataset, c.holdout, c.holdout_fraction, seed, fold=fold_index, folds=c.holdout_folds
         )
         sources_a, secs = _fit_sources(c, part_a)
@@ -831,29 +918,22 @@ class TwoStage(Retriever):
         )
         b_csr = part_b.to_csr("binary")
         a_csr = part_a.to_csr("binary")
-        users = np.flatnonzero(np.diff(b_csr.indptr) > 0).astype(np.int64)
-        users = users[np.diff(a_csr.indptr)[users] > 0]
-        if len(users) > c.max_holdout_users:
-            users = np.sort(rng.choice(users, size=c.max_holdout_users, replace=False))
-        k = min(c.random_negatives, dataset.n_items)
-        extra = [rng.choice(dataset.n_items, size=k, replace=False).astype(np.int64) for _ in users]
-        chunks: list[_Candidates] = []
+        users, extra = plan.users, plan.extra
+        L, positives = 1, 0.0
+        counts: list[IntArray] = []
         with progress_bar() as prog:
             task = prog.add_task("two_stage candidates", total=len(users), status="")
             for s in range(0, len(users), 256):
                 bu = users[s : s + 256]
-                chunks.append(fz.build(a_csr[bu], bu, extra[s : s + 256]))
+                ch = fz.build(a_csr[bu], bu, extra[s : s + 256])
+                label = (
+                    np.asarray(b_csr[bu[:, None], np.where(ch.mask, ch.items, 0)].todense()) > 0
+                ) & ch.mask
+                store.write(dest[s : s + 256], ch.cat, ch.dense, label.astype(np.float32), ch.mask)
+                L = max(L, ch.items.shape[1])
+                positives += float(label.sum())
+                counts.append(ch.mask.sum(axis=1))
                 prog.advance(task, len(bu))
-        L = max(ch.items.shape[1] for ch in chunks)
-
-        def pad(a: npt.NDArray[Any], value: Any) -> npt.NDArray[Any]:
-            w = [(0, 0)] * a.ndim
-            w[1] = (0, L - a.shape[1])
-            return np.pad(a, w, constant_values=value)
-
-        items = np.concatenate([pad(ch.items, -1) for ch in chunks])
-        mask = np.concatenate([pad(ch.mask, False) for ch in chunks])
-        label = (np.asarray(b_csr[users[:, None], np.where(mask, items, 0)].todense()) > 0) & mask
         # users first seen in part B: how well each cold-start order ranks what they then did
         cold_users = np.flatnonzero((np.diff(b_csr.indptr) > 0) & (np.diff(a_csr.indptr) == 0))
         cold = (
@@ -866,17 +946,22 @@ class TwoStage(Retriever):
             "sources": sources_a if not c.refit_sources and fold_index == c.holdout_folds - 1 else None,
             "cold": cold,
             "cold_users": len(cold_users),
-            "users": users,
-            "items": items,
-            "cat": np.concatenate([pad(ch.cat, 0) for ch in chunks]),
-            "dense": np.concatenate([pad(ch.dense, 0.0) for ch in chunks]),
-            "mask": mask,
-            "label": label.astype(np.float32),
+            "L": L,
+            "counts": np.concatenate(counts) if counts else np.zeros(0, np.int64),
             # the ranker's ceiling: share of held-out positives that made it into the candidate lists
-            "recall": float(label.sum() / max(b_csr[users].sum(), 1)),
+            "recall": float(positives / max(b_csr[users].sum(), 1)),
             "cat_cards": fz.cat_cards,
             "secs": secs,
         }
+
+    def _scratch_parent(self) -> str | None:
+        """Where `RankingStore` makes its scratch directory (`TwoStageConfig.scratch_dir`)."""
+        if self.cfg.scratch_dir is not None:
+            return self.cfg.scratch_dir
+        from recstack.models.ranking import _ray_train
+
+        spec = _ray_train.current()
+        return spec.storage if spec is not None else None
 
     # -------------------------------------------------------------- scoring
     def _featurizer(self) -> CandidateFeaturizer:
