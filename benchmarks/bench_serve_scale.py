@@ -143,10 +143,12 @@ def _breakdown_child(root: str, store: str, redis_url: str, out: str) -> None:
     import tracemalloc
     from dataclasses import fields
 
+    import recstack.serving.api.app  # noqa: F401 - what a worker imports before it loads a release
     from recstack.release import load
-    from recstack.serving._state import build_state
+    from recstack.serving._state import _trim_memory, build_state
     from recstack.serving.settings import ServingSettings
 
+    rss0 = rss_mb([os.getpid()])[os.getpid()]
     tracemalloc.start()
     release = load("production", root, verify=False)
     settings = ServingSettings(releases_dir=root, store=store, redis_url=redis_url, redis_prefix="h23sbench")
@@ -154,12 +156,16 @@ def _breakdown_child(root: str, store: str, redis_url: str, out: str) -> None:
     gc.collect()
     cur, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    rss_built = rss_mb([os.getpid()])[os.getpid()]
+    _trim_memory()  # what is left for a full collection and another trim
     p = state.pipeline
     cat = p.catalog
     ds = release.__dict__.get("dataset")
     fig: dict[str, Any] = {
         "store": store,
-        "rss_mb": round(rss_mb([os.getpid()])[os.getpid()], 1),
+        "rss_mb": round(rss_built, 1),
+        "rss_mb_after_malloc_trim": round(rss_mb([os.getpid()])[os.getpid()], 1),
+        "rss_mb_imports_only": round(rss0, 1),
         "tracemalloc_current_mb": round(cur / 2**20, 1),
         "tracemalloc_peak_mb": round(peak / 2**20, 1),
         "catalog_mb": {
@@ -176,7 +182,14 @@ def _breakdown_child(root: str, store: str, redis_url: str, out: str) -> None:
         "catalog_dataset_mb": {
             k: round(_nbytes(getattr(cat.dataset, k)) / 2**20, 1) for k in ("interactions", "users", "items")
         },
-        "models_mb": {name: round(_nbytes(r) / 2**20, 1) for name, r in p.retrievers.items()},
+        # every retriever of the release (a worker loads them all), and the part of it that is the
+        # training user x item matrix (`Retriever._train`)
+        "models_mb": {n: round(_nbytes(release.retriever(n)) / 2**20, 1) for n in release.retriever_names},
+        "models_train_matrix_mb": {
+            n: round(_nbytes(getattr(release.retriever(n), "_train", None)) / 2**20, 1)
+            for n in release.retriever_names
+        },
+        "rankers_mb": {n: round(_nbytes(r) / 2**20, 1) for n, r in p.rankers.items()},
         "features_mb": round(_nbytes(p.features) / 2**20, 1) if p.features is not None else 0.0,
         "store_mb": round(_nbytes(getattr(p.history, "store", None)) / 2**20, 1),
         "segments_mb": round(_nbytes(p.segments) / 2**20, 1) if p.segments is not None else 0.0,

@@ -157,6 +157,10 @@ def _drop_interactions(release: ServingRelease, pipeline: Pipeline) -> None:
         forget = getattr(release, "forget_dataset", None)
         if callable(forget):
             forget()
+    # the load's transient arrays (sorting, the frame; freed by reference counting, no collection
+    # needed) stay in the heap otherwise: ~90 MB per worker of a 2M-interaction release
+    # (benchmarks/bench_serve_scale.py --breakdown)
+    _trim_memory(collect=False)
 
 
 def _start_prewarm(ranker: TwoStageRanker, pipeline: Pipeline, stop: threading.Event) -> None:
@@ -247,10 +251,12 @@ def add_logged_item(pipeline: Pipeline, e: Any) -> None:
         log.exception("item record at offset %s: cannot add item %r", e.offset, e.item_id)
 
 
-def _trim_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the system (glibc ``malloc_trim``; a no-op
-    elsewhere): without it a reload's freed arrays stay in the process's RSS."""
-    gc.collect()
+def _trim_memory(collect: bool = True) -> None:
+    """Collect garbage (``collect``) and hand freed heap pages back to the system (glibc
+    ``malloc_trim``; a no-op elsewhere): without it a reload's freed arrays stay in the process's
+    RSS."""
+    if collect:
+        gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
