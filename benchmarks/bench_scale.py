@@ -10,7 +10,11 @@ EXTRAPOLATION (linear in interactions per stage, EASE's head inverse held consta
 Writes ``benchmarks/results/scale.json``.
 
     python benchmarks/bench_scale.py [--users 16250 --items 12000 --interactions 1000000]
-        [--models pop,itemknn,ease,time_ease,als | default] [--runners local,ray] [--refit]
+        [--models pop,itemknn,ease,time_ease,als | default | pipeline] [--runners local,ray] [--refit]
+
+``--models pipeline`` builds with the bundled default pipeline itself (default.toml with the synthetic
+data as its source; its ``[large]`` table applies above 5M interactions): the ML-25M-shape run is
+``--users 162541 --items 62423 --interactions 25000000 --models pipeline --runners local``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,19 @@ from recstack.testing import RayCluster, recstack_command
 
 RESULTS = Path(__file__).parent / "results" / "scale.json"
 COLS = ("ndcg@10", "recall@10", "n_users", "fit_seconds")
+
+
+def _default_toml(data: Path) -> str:
+    """The bundled default pipeline (its ``[large]`` table included) with ``data`` as the source."""
+    import tomllib
+
+    from recstack.release.build import default_config_path
+
+    text = default_config_path().read_text()
+    tomllib.loads(text)  # it parses
+    head, sep, tail = text.partition('source = "ml-latest-small"')
+    assert sep, "the default pipeline's [dataset] source line moved"
+    return f'{head}source = "{data}"{tail}'
 
 
 def _toml(data: Path, models: str, refit: bool) -> str:
@@ -71,12 +88,17 @@ def build(
     rid = sorted(p.name for p in releases.iterdir() if (p / "manifest.json").is_file())[-1]
     manifest = json.loads((releases / rid / "manifest.json").read_text())
     metrics = json.loads((releases / rid / "metrics.json").read_text())["results"]
+    full = json.loads((releases / rid / "metrics.json").read_text())
     return {
         "runner": runner,
+        "release": str(releases / rid),
         "wall_seconds": round(wall, 1),
         "peak_rss_mb": rss,
         "stages": {k: round(float(v), 1) for k, v in manifest.get("timings", {}).items()},
-        "evaluation": {m: {c: r.get(c) for c in COLS} for m, r in metrics.items()},
+        "stage_peak_rss_mb": manifest.get("peak_rss_mb", {}),
+        "skipped": manifest.get("skipped", {}),
+        "large": full.get("large"),
+        "evaluation": {m: {c: r.get(c) for c in (*COLS, "sample")} for m, r in metrics.items()},
     }
 
 
@@ -111,13 +133,19 @@ def main() -> None:
         cmd += ["--items", str(args.items), "--interactions", str(args.interactions)]
         wall, rss, rc = _run(cmd, base / "synth.log")
         out["synth"] = {"wall_seconds": round(wall, 1), "peak_rss_mb": rss, "exit_code": rc}
-    models = args.models
-    if models == "default":
-        from recstack.release.build import BuildConfig
-
-        models = ",".join(m.name for m in BuildConfig.default().models)
     cfg = base / "bench_scale.toml"
-    cfg.write_text(_toml(data, models, args.refit))
+    if args.models == "pipeline":  # the default pipeline itself, [large] and all
+        cfg.write_text(_default_toml(data))
+        out["meta"]["protocol"] = (
+            "the default pipeline (default.toml, its [large] table applies above its size)"
+        )
+    else:
+        models = args.models
+        if models == "default":
+            from recstack.release.build import BuildConfig
+
+            models = ",".join(m.name for m in BuildConfig.default().models)
+        cfg.write_text(_toml(data, models, args.refit))
     for runner in args.runners.split(","):
         log = base / f"build-{runner}.log"
         if runner == "ray":
@@ -129,7 +157,7 @@ def main() -> None:
         out["builds"].append(res)
         print(json.dumps(res), flush=True)
     ok = [b for b in out["builds"] if "stages" in b]
-    if ok:
+    if ok and args.interactions < 25_000_000:
         factor = 25_000_000 / args.interactions
         b = ok[0]
         out["extrapolation_25M"] = {

@@ -197,6 +197,34 @@ class HeadlineSpec(ComponentConfig):
     metric: str = "ndcg@10"
 
 
+class LargeModelSpec(ComponentConfig):
+    """A model's overrides under `LargeSpec`: ``skip`` leaves it out of the build (listed in the
+    manifest's ``skipped`` with the reason); ``params`` are merged into its params; ``refit`` /
+    ``protocols`` replace its own."""
+
+    skip: bool = False
+    params: dict[str, Any] = Field(default_factory=dict)
+    refit: bool | None = None
+    protocols: list[str] | None = None
+
+
+class LargeSpec(ComponentConfig):
+    """Large data: when the dataset has at least ``interactions`` interactions, the build applies these
+    overrides to the tables of the config (``split`` and ``evaluation`` are merged into ``[split]`` /
+    ``[evaluation]``; ``models`` by model key) before anything is fitted, and records what it changed
+    in the manifest (``metrics.json`` ``"large"``). It keeps the number of fits per model, and so the
+    build's time, bounded where a build would fit every model once per rolling window, once per
+    ``also`` protocol and once more on all data. None: never."""
+
+    interactions: int | None = Field(default=None, ge=1)
+    split: dict[str, Any] = Field(default_factory=dict)
+    evaluation: dict[str, Any] = Field(default_factory=dict)
+    models: dict[str, LargeModelSpec] = Field(default_factory=dict)
+
+    def applies(self, n_interactions: int) -> bool:
+        return self.interactions is not None and n_interactions >= self.interactions
+
+
 class BuildConfig(ComponentConfig):
     """The whole offline pipeline, declared in TOML (``recstack build --config recstack.toml``)."""
 
@@ -214,6 +242,8 @@ class BuildConfig(ComponentConfig):
     checks: ChecksSpec = Field(default_factory=ChecksSpec)
     #: the parent of a new release: this channel's current release, else the latest release
     parent_channel: str = "production"
+    #: overrides for large data (`LargeSpec`)
+    large: LargeSpec = Field(default_factory=LargeSpec)
 
     @model_validator(mode="after")
     def _unique_aliases(self) -> BuildConfig:
@@ -223,7 +253,51 @@ class BuildConfig(ComponentConfig):
             raise ValueError(f"model aliases must be unique; set `alias` for the duplicates {dup}")
         if not keys:
             raise ValueError("configure at least one model under [[models]]")
+        unknown = sorted(set(self.large.models) - set(keys))
+        if unknown:
+            raise ValueError(
+                f"[large.models] names models that are not configured: {unknown} (models: {keys})"
+            )
         return self
+
+    def at_size(self, n_interactions: int) -> tuple[BuildConfig, dict[str, Any] | None]:
+        """This config for a dataset of ``n_interactions``: with `LargeSpec` applied when it applies
+        (the models it skips removed), and a record of what changed (None: nothing)."""
+        lg = self.large
+        if not lg.applies(n_interactions):
+            return self, None
+        data = self.dump_config()
+        changed: dict[str, Any] = {"interactions": n_interactions, "threshold": lg.interactions}
+        for table in ("split", "evaluation"):
+            over = getattr(lg, table)
+            if over:
+                data[table] = {**data[table], **over}
+                changed[table] = over
+        models: list[dict[str, Any]] = []
+        skipped: list[str] = []
+        for m in self.models:
+            o = lg.models.get(m.key)
+            d = m.dump_config()
+            if o is not None:
+                if o.skip:
+                    skipped.append(m.key)
+                    continue
+                d["params"] = {**d["params"], **o.params}
+                for f in ("refit", "protocols"):
+                    if f in o.model_fields_set:
+                        d[f] = getattr(o, f)
+                changed.setdefault("models", {})[m.key] = o.model_dump(mode="json", exclude_unset=True)
+            models.append(d)
+        if skipped:
+            changed["skipped"] = skipped
+        if not models:
+            raise ConfigError("[large.models] skips every configured model")
+        data["models"] = models
+        headline = data["headline"]
+        if headline.get("model") in skipped:
+            raise ConfigError(f"[large.models] skips the headline model {headline['model']!r}")
+        data["large"] = {**data["large"], "models": {}}  # applied once
+        return BuildConfig.from_config(data), changed
 
     @classmethod
     def from_toml(cls, path: str | Path) -> BuildConfig:
@@ -254,6 +328,7 @@ StageHook = Callable[[str], None]
 class _Timer:
     def __init__(self, hook: StageHook | None) -> None:
         self.timings: dict[str, float] = {}
+        self.peak_rss_mb: dict[str, int] = {}
         self.hook = hook
 
     @contextmanager
@@ -265,6 +340,16 @@ class _Timer:
             yield
         finally:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 4)
+            self.peak_rss_mb[name] = _peak_rss_mb()
+
+
+def _peak_rss_mb() -> int:
+    """This process's peak resident set size so far, MB (``ru_maxrss``: KB on Linux)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024)
 
 
 def _load_data(spec: DatasetSpec) -> tuple[Dataset, EventsLineage | None]:
@@ -649,7 +734,7 @@ def _scorer(runner: str, address: str | None, workers: int, scratch: Path) -> Bl
 
 
 def _run(
-    cfg: BuildConfig,
+    given: BuildConfig,
     root: Path,
     tmp: Path,
     parent: str | None,
@@ -657,6 +742,7 @@ def _run(
     runner: str = "local",
     address: str | None = None,
 ) -> Manifest:
+    cfg = given  # `given` with [large] applied once the data's size is known
     skipped: dict[str, str] = {}
     specs: list[ModelSpec] = []
     for spec in cfg.models:
@@ -716,6 +802,21 @@ def _run(
                 raise InvalidArgumentError(f"dataset {cfg.dataset.source!r} has no interactions")
             data_checks = _data_checks(cfg, dataset, root, parent)
         results["dataset"] = dataset.name
+        cfg, large = given.at_size(dataset.n_interactions)
+        if large is not None:
+            # large data ([large]): the overrides replace the specs; skipped models are listed
+            results["large"] = large
+            for key in large.get("skipped", []):
+                skipped[key] = (
+                    f"left out of large data ({dataset.n_interactions:,} interactions, at least the "
+                    f"{given.large.interactions:,} of the config's large table)"
+                )
+            specs = [s for s in cfg.models if s.key in {k.key for k in specs}]
+            headline_model = given.headline.model or specs[-1].key
+            ev = cfg.evaluation
+            n_steps = len(STAGES) - 2 + len(specs) * int(ev.enabled) + sum(refit(s) for s in specs)
+            prog.update(task, total=n_steps)
+            log.info("large data (%s interactions): applied %s", f"{dataset.n_interactions:,}", large)
         step(f"data: {dataset.name}")
 
         # 2. features
@@ -890,7 +991,7 @@ def _run(
         (tmp / PID_FILE).unlink()
         files = hash_files(tmp)
         created = datetime.now(UTC)
-        rid = new_release_id(created, {"config": cfg.dump_config(), "files": [f.sha256 for f in files]})
+        rid = new_release_id(created, {"config": given.dump_config(), "files": [f.sha256 for f in files]})
         timer.timings["finalize"] = round(time.perf_counter() - t0, 4)
         manifest = Manifest(
             id=rid,
@@ -904,7 +1005,7 @@ def _run(
                     "interactions": dataset.n_interactions,
                 },
             ),
-            config=cfg.dump_config(),
+            config=given.dump_config(),
             package_version=__version__,
             git_commit=git_commit(),
             parent=parent,
@@ -913,6 +1014,7 @@ def _run(
             headline=HeadlineInfo(model=headline_model, metric=cfg.headline.metric),
             metrics=metrics,
             timings=dict(timer.timings),
+            peak_rss_mb={**timer.peak_rss_mb, "finalize": _peak_rss_mb()},
             skipped=skipped,
             artifacts=ArtifactsInfo(**arts),
             files=files,

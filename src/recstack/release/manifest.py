@@ -132,6 +132,9 @@ class Manifest(_Strict):
     metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
     #: stage -> wall seconds
     timings: dict[str, float] = Field(default_factory=dict)
+    #: stage -> the build process's peak RSS in MB up to the end of that stage (its high-water mark;
+    #: Ray workers not included)
+    peak_rss_mb: dict[str, int] = Field(default_factory=dict)
     #: optional models of the config that were not built, with the reason
     skipped: dict[str, str] = Field(default_factory=dict)
     artifacts: ArtifactsInfo = Field(default_factory=ArtifactsInfo)

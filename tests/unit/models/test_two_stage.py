@@ -240,3 +240,17 @@ def test_cold_order_without_cold_users_follows_the_holdout() -> None:
     empty = sp.csr_matrix((1, data.n_items), dtype=np.float32)
     assert rnd.cold_scores is not None
     np.testing.assert_allclose(rnd.cold_scores, create("pop").fit(data).score_history(empty)[0])
+
+
+def test_refit_sources_false_serves_the_last_folds_sources(data: Dataset) -> None:
+    """``refit_sources=False``: the served recall sources are the ones the ranker's lists came from
+    (fitted without the holdout part), not a second fit on all the data."""
+    params = {**SMALL, "holdout_folds": 2, "holdout_fraction": 0.3}
+    refit = TwoStage(**params).fit(data)
+    kept = TwoStage(**params, refit_sources=False).fit(data)
+    n_all = data.to_csr("binary").nnz
+    assert refit.sources["pop"]._require_fitted().nnz == n_all
+    assert kept.sources["pop"]._require_fitted().nnz < n_all  # part A of the holdout only
+    assert kept.fit_result["source_fit_seconds"]["pop"] > 0  # the fold's fit, counted once
+    served = kept.score_users(np.arange(10))
+    assert served.shape == (10, data.n_items) and np.isfinite(served).all()

@@ -65,6 +65,9 @@ def test_build_writes_a_complete_verified_release(tiny_dataset_dir: Path, tmp_pa
     assert cold_start_policy(load(m.id, root)) == verdict
     assert {"models/pop/config.json", "models/itemknn/config.json"} <= listed
     assert set(m.timings) == set(STAGES)
+    # the peak RSS up to each stage: a high-water mark, so it never falls from one stage to the next
+    rss = [m.peak_rss_mb[s] for s in STAGES]
+    assert rss[0] > 0 and rss == sorted(rss)
     assert m.parent is None
     assert m.headline is not None and m.headline.model == "itemknn"  # the last model by default
     assert set(m.metrics) == {"pop", "itemknn"}
@@ -408,3 +411,60 @@ def test_temporal_rolling_headline_with_stratified_in_the_table(
     reg.promote(strat.id)
     state = reg.promote(m.id)
     assert state.current == m.id and "protocol changed" in state.history[-1]["gate"]
+
+
+def test_large_overrides_apply_only_above_their_size() -> None:
+    cfg = BuildConfig.from_config(
+        {
+            "split": {"protocol": "temporal-rolling", "windows": 2},
+            "evaluation": {"also": ["stratified"]},
+            "models": [{"name": "pop"}, {"name": "two_tower"}, {"name": "ease", "params": {"l2": 300.0}}],
+            "large": {
+                "interactions": 1000,
+                "split": {"windows": 1},
+                "evaluation": {"also": [], "sample_users": 50},
+                "models": {"two_tower": {"skip": True}, "ease": {"params": {"mode": "auto"}, "refit": False}},
+            },
+        }
+    )
+    same, none = cfg.at_size(999)
+    assert same is cfg and none is None
+    big, changed = cfg.at_size(1000)
+    assert changed is not None and changed["skipped"] == ["two_tower"]
+    assert [m.key for m in big.models] == ["pop", "ease"]
+    assert big.models[1].params == {"l2": 300.0, "mode": "auto"} and big.models[1].refit is False
+    assert big.models[0].refit is None  # untouched models keep their own settings
+    assert big.split.windows == 1 and big.split.protocol == "temporal-rolling"
+    assert big.evaluation.also == [] and big.evaluation.sample_users == 50
+    # idempotent: the applied config applied again changes nothing more
+    again, _ = big.at_size(10**6)
+    assert [m.key for m in again.models] == ["pop", "ease"] and again.split.windows == 1
+
+
+def test_large_overrides_refuse_unknown_models_and_skipping_the_headline() -> None:
+    with pytest.raises(ConfigError, match="not configured"):
+        BuildConfig.from_config({"models": [{"name": "pop"}], "large": {"models": {"ease": {"skip": True}}}})
+    cfg = BuildConfig.from_config(
+        {
+            "models": [{"name": "pop"}, {"name": "ease"}],
+            "headline": {"model": "ease"},
+            "large": {"interactions": 1, "models": {"ease": {"skip": True}}},
+        }
+    )
+    with pytest.raises(ConfigError, match="headline"):
+        cfg.at_size(10)
+
+
+def test_build_applies_large_overrides_and_records_them(tiny_dataset_dir: Path, tmp_path: Path) -> None:
+    cfg = _config(
+        tiny_dataset_dir,
+        models=[{"name": "pop"}, {"name": "itemknn", "params": {"neighbours": 5}}, {"name": "recent_pop"}],
+        large={"interactions": 1, "models": {"itemknn": {"skip": True}}, "evaluation": {"sample_users": 3}},
+    )
+    m = build(cfg, tmp_path / "releases")
+    assert set(m.artifacts.retrievers) == {"pop", "recent_pop"}
+    assert "itemknn" in m.skipped and "large data" in m.skipped["itemknn"]
+    assert m.config["large"]["models"]["itemknn"]["skip"] is True  # the config as given
+    metrics = json.loads((tmp_path / "releases" / m.id / "metrics.json").read_text())
+    assert metrics["large"]["skipped"] == ["itemknn"]
+    assert metrics["results"]["pop"]["n_users"] == 3  # the sample

@@ -168,6 +168,11 @@ class TwoStageConfig(ComponentConfig):
     #: for that many epochs on every list, the validation users' too (no early stopping). Off: 0.2658
     #: +- 0.0014 against 0.2664 +- 0.0003 (tuning_ranker, seeds 42 / 142 / 242)
     refit_all: bool = False
+    #: after the ranker is trained, fit the recall sources again on the whole training data for serving
+    #: (they then know the latest ``holdout_fraction`` of it). False: serve the last holdout fold's
+    #: sources, the ones the ranker's lists came from; it saves one fit of every source, the larger part
+    #: of the fit at ML-25M size (the default pipeline's ``[large]`` table)
+    refit_sources: bool = True
     #: dense features held at 0, by name or name prefix of `CandidateFeaturizer.dense_names` (feature
     #: ablations: ``["local_popularity", "item_age"]``, ``["genre_", "affinity"]``, ``["two_tower_"]``)
     ablate: tuple[str, ...] = ()
@@ -753,8 +758,12 @@ class TwoStage(Retriever):
             epochs = max(int(self.ranker.fit_result["best_epoch"]), 1)
             again = ranker_class(c.ranker)(RankerConfig.from_config({**best[2], "epochs": epochs}))
             self.ranker = again.fit(None, RankingData(cat, dense, label, mask, cat_cards))
-        # refit the recall stage on the whole training data for serving
-        self.sources, secs_full = _fit_sources(c, dataset)
+        if c.refit_sources:  # the recall stage on the whole training data for serving
+            self.sources, secs_full = _fit_sources(c, dataset)
+        else:
+            self.sources, secs_full = folds[-1]["sources"], dict.fromkeys(c.sources, 0.0)
+        for f in folds:
+            f.pop("sources", None)
         self.features = build_features(dataset)
         cold_val = {
             o: float(np.mean([f["cold"][o] for f in folds if o in f["cold"]] or [np.nan])) for o in _COLD
@@ -812,8 +821,9 @@ class TwoStage(Retriever):
     def _fold(self, dataset: Dataset, seed: int, rng: np.random.Generator) -> dict[str, Any]:
         """One holdout fold: fit the sources on part A, labelled candidate lists for part B's users."""
         c = self.cfg
+        fold_index = seed - c.seed
         part_a, part_b = _holdout(
-            dataset, c.holdout, c.holdout_fraction, seed, fold=seed - c.seed, folds=c.holdout_folds
+            dataset, c.holdout, c.holdout_fraction, seed, fold=fold_index, folds=c.holdout_folds
         )
         sources_a, secs = _fit_sources(c, part_a)
         fz = CandidateFeaturizer(
@@ -852,6 +862,8 @@ class TwoStage(Retriever):
             else {}
         )
         return {
+            # the fold's sources, kept for serving when they are not refitted (``refit_sources``)
+            "sources": sources_a if not c.refit_sources and fold_index == c.holdout_folds - 1 else None,
             "cold": cold,
             "cold_users": len(cold_users),
             "users": users,

@@ -76,7 +76,7 @@ class _MatrixFactorization(Retriever):
         raise NotImplementedError
 
     def _fit(self, dataset: Dataset) -> None:
-        X = dataset.to_csr("binary")
+        X = dataset.to_csr("binary").copy()  # implicit's Cython loops want writable buffers
         iterations = int(getattr(self.config, "iterations", 1))
         with threadpool_limits(1, "blas"), _progress.progress_bar() as prog:
             model = self._make_model()
