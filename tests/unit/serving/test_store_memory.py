@@ -118,8 +118,10 @@ def test_redis_answers_equal_embedded_and_in_process(
                     {k: item[k] for k in ("rating_count", "rater_count", "viewer_count", "average_rating")}
                 )
             answers[store] = got
+            # after answering, still nothing read the whole release back into the worker
             state = app.state.holder.current
             assert not state.pipeline.catalog.release_interactions.held
+            assert "dataset" not in state.release.__dict__
     assert answers["redis"] == answers["embedded"]
 
     # the in-process history (no store; what a Pipeline over a release builds by default)
