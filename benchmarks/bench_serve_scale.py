@@ -15,7 +15,9 @@ server on a TCP port, no Docker). Then, in the same run, two servers of 2 worker
 Each gets ``--warmup`` s of load, then ``--seconds`` s of an open loop of ``--rate`` requests/s of
 ``GET /v1/users/{u}/recommendations?k=10`` for random known users. Reported: p50 / p99 / max
 latency, failures, and the RSS (MB) of each process of the server's group (the supervisor and
-the 2 workers) after the load. Writes benchmarks/results/serve_scale.json.
+the 2 workers) after the load, and its anonymous part (``RssAnon``: heap and arrays, whatever the
+kernel does with the file-backed pages of the libraries under memory pressure). Writes
+benchmarks/results/serve_scale.json.
 
     nice -n 10 python benchmarks/bench_serve_scale.py --work /tmp/serve-scale [--interactions 2000000]
 
@@ -72,6 +74,20 @@ params = {{ factors = 64, iterations = 10 }}
 """
 
 
+def anon_mb(pids: list[int]) -> dict[int, float]:
+    """Anonymous resident memory (``RssAnon``, MB) of each live pid, from /proc."""
+    out: dict[int, float] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("RssAnon:"):
+                        out[pid] = int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return out
+
+
 def _serve(
     name: str,
     root: Path,
@@ -97,6 +113,7 @@ def _serve(
         run = open_loop(server.url, rate, seconds, mix, timeout=10.0)
         pids = group_pids(pgid)
         rss = rss_mb(pids)
+        anon = anon_mb(pids)
         leader = server.proc.pid
     out = {
         "config": name,
@@ -106,6 +123,12 @@ def _serve(
         "rss_mb": {
             "supervisor": round(rss.get(leader, 0.0), 1),
             "workers": sorted(round(v, 1) for p, v in rss.items() if p != leader),
+        },
+        # the anonymous part (heap, arrays): what the process itself holds, whatever the kernel did
+        # with the file-backed pages (libraries) under memory pressure from other processes
+        "rss_anon_mb": {
+            "supervisor": round(anon.get(leader, 0.0), 1),
+            "workers": sorted(round(v, 1) for p, v in anon.items() if p != leader),
         },
     }
     print(json.dumps(out), flush=True)
