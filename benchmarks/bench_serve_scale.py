@@ -37,6 +37,7 @@ load and the bytes of the catalogue's arrays, the dataset's frames and each mode
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -234,6 +235,16 @@ def _breakdown(root: Path, store: str, redis_url: str) -> dict[str, Any]:
     return fig
 
 
+def _port_open(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def _milvus_uri(root: Path) -> str | None:
     """The Milvus server URI the production release of ``root`` attaches to (None: another index)."""
     from recstack.release import load
@@ -310,7 +321,9 @@ def main() -> None:
     try:
         uri = _milvus_uri(root) if a.release_dir is not None else None
         port = int(uri.rsplit(":", 1)[1].split("/")[0]) if uri else a.milvus_port
-        with MilvusServer(data_dir=milvus_dir, port=port) as milvus:
+        running = uri is not None and _port_open(port)  # the release's server is up already
+        server: Any = contextlib.nullcontext() if running else MilvusServer(data_dir=milvus_dir, port=port)
+        with server as milvus:
             if a.release_dir is None:
                 t = time.perf_counter()
                 if not a.cold_validation:
