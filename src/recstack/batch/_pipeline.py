@@ -30,6 +30,7 @@ from recstack.models.base import Retriever, order_selected, top_k
 from recstack.serving._kernels import SequenceScorer, item_item_kernel
 from recstack.serving._ranker import RankContext
 from recstack.serving.pipeline import RECALL_MODEL, Pipeline
+from recstack.store.base import build_histories
 
 __all__ = ["BatchScorer", "Profiles"]
 
@@ -155,16 +156,15 @@ class BatchScorer:
     # --------------------------------------------------------------- profiles
     def _base_histories(self) -> tuple[IntArray, IntArray]:
         """(indptr, items) of every known user's history, oldest first, from where the pipeline
-        reads it: its feature store when that exposes its arrays (the embedded store; equal
-        timestamps keep the interactions' order there), else the catalog's CSR."""
+        reads it: its feature store when that exposes its arrays (the embedded store), the in-process
+        arrays of a `MemoryHistory`, else (a Redis store) built from the release's interactions."""
         arrays = getattr(getattr(self.pipeline.history, "store", None), "arrays", None)
+        hist = getattr(self.pipeline.history, "base", None)
         if callable(arrays):
             hist = arrays()[2]
-            indptr = np.asarray(hist.indptr, dtype=np.int64)
-            if len(indptr) == self.cat.n_users + 1:
-                return indptr, np.asarray(hist.items, dtype=np.int64)
-        csr = self.cat.hist_items
-        return csr.indptr.astype(np.int64), csr.indices.astype(np.int64)
+        if hist is None or len(hist.indptr) != self.cat.n_users + 1:
+            hist = build_histories(self.cat.interactions(), self.cat.n_users)
+        return np.asarray(hist.indptr, dtype=np.int64), np.asarray(hist.items, dtype=np.int64)
 
     def user_profiles(self, user_idx: npt.ArrayLike) -> Profiles:
         """Profiles of known users (dense indices) from the release's histories (ordered by time)."""

@@ -4,11 +4,16 @@ A Retriever scores every item for a user and returns the top k. The base class i
 `recommend` once (masking, batched top-k); models implement `fit`, `score_history` and, if they
 have user factors, `score_users`. Artifacts are saved with numpy (``allow_pickle=False``),
 safetensors, ONNX or Parquet plus a JSON config; never pickle.
+
+A loaded Retriever reads its training user x item matrix (``train.npz``) on first use only
+(`_require_fitted`): most models serve from a history (`score_history`), and a serving worker of a
+25M-interaction release held one ~200 MB copy per retriever it never read (issue 23).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -73,6 +78,10 @@ def order_selected(
     return ids, sc
 
 
+#: serialises the first read of a loaded retriever's training matrix (`Retriever._require_fitted`)
+_TRAIN_LOCK = threading.Lock()
+
+
 class Retriever(ABC):
     """Scores all items for users; top-k with exclusions. Batch-first.
 
@@ -89,6 +98,8 @@ class Retriever(ABC):
         base.update(overrides)
         self.config = self.Config.from_config(base)
         self._train: sp.csr_matrix | None = None
+        #: a loaded retriever's ``train.npz``, read on first use (`_require_fitted`)
+        self._train_file: Path | None = None
         self.n_items = 0
 
     # ----------------------------------------------------------- contract
@@ -152,7 +163,7 @@ class Retriever(ABC):
         """Top k most similar items per item (the item itself excluded): the scores of a one-item
         history by default."""
         idx = np.asarray(item_idx, dtype=np.int64).ravel()
-        self._require_fitted()
+        self._check_fitted()
         hist = sp.csr_matrix(
             (np.ones(len(idx), dtype=np.float32), (np.arange(len(idx)), idx)),
             shape=(len(idx), self.n_items),
@@ -185,7 +196,9 @@ class Retriever(ABC):
             raise ArtifactError(f"{d}: holds model {info.get('model')!r}, not {cls.name!r}")
         obj = cls(cls.Config.from_config(info["config"]))
         obj.n_items = int(info["n_items"])
-        obj._train = sp.load_npz(d / "train.npz").tocsr()
+        if not (d / "train.npz").is_file():
+            raise ArtifactError(f"{d / 'train.npz'}: missing")
+        obj._train_file = d / "train.npz"
         obj._load(d)
         return obj
 
@@ -196,9 +209,28 @@ class Retriever(ABC):
         """Read what `_save` wrote."""
 
     def _require_fitted(self) -> sp.csr_matrix:
+        """The training user x item matrix (a loaded retriever reads it now if it has not yet)."""
         if self._train is None:
-            raise NotFittedError(f"{self.name}: call fit() or load() first")
+            if self._train_file is None:
+                raise NotFittedError(f"{self.name}: call fit() or load() first")
+            with _TRAIN_LOCK:
+                if self._train is None:
+                    self._train = sp.load_npz(self._train_file).tocsr()
         return self._train
+
+    def _check_fitted(self) -> None:
+        """`NotFittedError` unless fitted or loaded (without reading the training matrix)."""
+        if self._train is None and self._train_file is None:
+            raise NotFittedError(f"{self.name}: call fit() or load() first")
+
+    def _train_shape(self) -> tuple[int, int]:
+        """(n_users, n_items) of the training matrix (a loaded one's without reading its data)."""
+        if self._train is None and self._train_file is not None:
+            with np.load(self._train_file, allow_pickle=False) as z:
+                n_users, n_items = (int(x) for x in z["shape"])
+            return n_users, n_items
+        train = self._require_fitted()
+        return int(train.shape[0]), int(train.shape[1])
 
     def params(self) -> dict[str, Any]:
         return self.config.dump_config()

@@ -12,10 +12,11 @@ import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 
 from recstack.data.dataset import Dataset
 from recstack.errors import ArtifactError, NotFoundError
@@ -60,6 +61,19 @@ class Release:
     def dataset(self) -> Dataset:
         """The full Dataset the release was built from (histories, item metadata, vocabularies)."""
         return Dataset.load(self._dir(self.manifest.artifacts.dataset))
+
+    def read_interactions(self) -> pl.DataFrame:
+        """The dataset's interactions frame read from the release's files (not cached): for a serving
+        worker that dropped it (`forget_dataset`) and needs it once more."""
+        cached = self.__dict__.get("dataset")
+        if cached is not None:
+            return cast(Dataset, cached).interactions
+        return pl.read_parquet(self._dir(self.manifest.artifacts.dataset) / "interactions.parquet")
+
+    def forget_dataset(self) -> None:
+        """Drop the cached `dataset` (a serving worker whose histories are in its store holds no copy
+        of the interactions); the next access reads it from the release's files again."""
+        self.__dict__.pop("dataset", None)
 
     @property
     def user_vocab(self) -> Any:

@@ -1,26 +1,29 @@
 """Per-release precomputed arrays that the pipeline and the API read without per-item Python loops.
 
 Built once per release (at load / reload): item metadata (external ids, titles, years, genre
-bitmasks), popularity orders (overall and per demographic group), and the base interaction history
-as CSR matrices sorted by time.
+bitmasks), the popularity order and per-item rating statistics. The catalogue holds nothing per
+interaction: users' histories are read through the pipeline's `HistoryBackend`
+(`recstack.serving._history`: the feature store, shared by every worker when it is Redis), and the
+release's interactions frame through `Catalog.interactions`, which a serving worker drops once its
+state is built (`ReleaseInteractions.drop`): a later read (rare: a drift reference, a batch job) reads
+it from the release's files again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
-import scipy.sparse as sp
 
 from recstack.data.dataset import Dataset, Vocabulary
 from recstack.errors import InvalidArgumentError, UnknownIdError
-from recstack.features.tables import AGE_EDGES
 
-__all__ = ["Catalog", "build_catalog", "extend_catalog", "extend_items"]
+__all__ = ["Catalog", "ReleaseInteractions", "build_catalog", "extend_catalog", "extend_items"]
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
@@ -29,11 +32,48 @@ FloatArray = npt.NDArray[np.float32]
 _MAX_GENRES = 63
 
 
+class ReleaseInteractions:
+    """The release's interactions frame for the few readers that need all of it (at load: the
+    catalogue, the trending scores, the segment model, an embedded store; later: a drift reference,
+    a batch job). Held from construction until `drop`; after it, `get` reads it again through
+    ``reload`` (the release's files) without keeping it."""
+
+    def __init__(self, frame: pl.DataFrame, reload: Callable[[], pl.DataFrame] | None = None) -> None:
+        self._frame: pl.DataFrame | None = frame
+        self._reload = reload
+        self._lock = threading.Lock()
+
+    @property
+    def held(self) -> bool:
+        """True while the frame is in this process's memory."""
+        return self._frame is not None
+
+    def get(self) -> pl.DataFrame:
+        frame = self._frame
+        if frame is not None:
+            return frame
+        assert self._reload is not None  # dropped only with a way to read it again
+        return self._reload()
+
+    def drop(self) -> bool:
+        """Forget the frame when it can be read again (``reload``); True when dropped."""
+        with self._lock:
+            if self._reload is None:
+                return False
+            self._frame = None
+            return True
+
+
 @dataclass(frozen=True, eq=False)
 class Catalog:
     """Items and users of one release as flat arrays (index = dense index)."""
 
+    #: users, items and vocabularies of the release; its interactions frame is empty (zero rows,
+    #: the schema kept): `interactions` gives the frame
     dataset: Dataset
+    #: the release's interactions (`interactions`)
+    release_interactions: ReleaseInteractions
+    n_users: int
     item_ids: list[Any]  #: external item id per item index
     titles: list[str | None]
     titles_lower: pl.Series  #: lower-cased titles for substring search
@@ -46,22 +86,19 @@ class Catalog:
     genre_codes: list[tuple[int, ...]]  #: per item, the bit positions of its genres
     popularity: FloatArray  #: [n_items] distinct users per item
     pop_order: IntArray  #: item indices by decreasing popularity (ties: lower index first)
-    demo_keys: dict[tuple[int, str], int]  #: (age bucket, gender) -> row of ``demo_pop``
-    demo_pop: FloatArray  #: [n_groups, n_items] distinct users per item within each group
-    occ_keys: dict[str, int]  #: occupation -> row of ``occ_pop``
-    occ_pop: FloatArray  #: [n_occupations, n_items]
-    hist_items: sp.csr_matrix  #: [n_users, n_items] CSR; row's ``indices`` ordered by time
-    hist_ratings: FloatArray  #: aligned with ``hist_items.indices``
-    hist_times: npt.NDArray[np.int64]  #: aligned with ``hist_items.indices``
+    rating_count: IntArray  #: [n_items] interactions with a rating
+    rater_count: IntArray  #: [n_items] distinct users with a rating
+    rating_mean: npt.NDArray[np.float64]  #: [n_items] mean rating, NaN without ratings
     user_rows: pl.DataFrame  #: users table sorted by dense index
 
     @property
     def n_items(self) -> int:
         return len(self.item_ids)
 
-    @property
-    def n_users(self) -> int:
-        return int(self.hist_items.shape[0])
+    def interactions(self) -> pl.DataFrame:
+        """The release's interactions frame (``user``, ``item``, ``rating``, ``timestamp``): for
+        whole-release computations, never per request (a serving worker reads it from disk)."""
+        return self.release_interactions.get()
 
     # ----------------------------------------------------------------- ids
     def item_index(self, external: Any) -> int:
@@ -94,33 +131,11 @@ class Catalog:
             mask |= 1 << bit
         return mask
 
-    # ------------------------------------------------------------- history
-    def base_history(self, user_idx: int) -> tuple[IntArray, FloatArray, npt.NDArray[np.int64]]:
-        """(items, ratings, timestamps) of a known user from the release, oldest first."""
-        a, b = self.hist_items.indptr[user_idx], self.hist_items.indptr[user_idx + 1]
-        return (
-            self.hist_items.indices[a:b].astype(np.int64),
-            self.hist_ratings[a:b],
-            self.hist_times[a:b],
-        )
 
-
-def _group_pop(
-    user_of: npt.NDArray[np.int64],
-    item_of: npt.NDArray[np.int64],
-    group_of_user: IntArray,
-    n_groups: int,
-    n_items: int,
-) -> FloatArray:
-    g = group_of_user[user_of]
-    ok = g >= 0
-    flat = g[ok] * n_items + item_of[ok]
-    counts = np.bincount(flat, minlength=n_groups * n_items).astype(np.float32)
-    return counts.reshape(n_groups, n_items)
-
-
-def build_catalog(dataset: Dataset) -> Catalog:
-    """Precompute every per-release array (a few hundred ms on ML-100K)."""
+def build_catalog(dataset: Dataset, reload: Callable[[], pl.DataFrame] | None = None) -> Catalog:
+    """Precompute every per-release array (a few hundred ms on ML-100K). ``reload`` reads the
+    release's interactions again (from its files): with it, `ReleaseInteractions.drop` can forget
+    the frame once the serving state is built."""
     n_items, n_users = dataset.n_items, dataset.n_users
     items = dataset.items.sort("item")
     by_idx = items["item"].to_numpy()
@@ -148,63 +163,26 @@ def build_catalog(dataset: Dataset) -> Catalog:
         (gm.astype(np.int64) * weights).sum(axis=1).astype(np.int64) if names else np.zeros(n_items, np.int64)
     )
 
-    inter = dataset.interactions.sort(["user", "timestamp", "item"])
+    inter = dataset.interactions
     u = inter["user"].to_numpy().astype(np.int64)
     it_ = inter["item"].to_numpy().astype(np.int64)
-    r = inter["rating"].to_numpy().astype(np.float32)
-    ts = inter["timestamp"].to_numpy().astype(np.int64)
-    indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.cumsum(np.bincount(u, minlength=n_users), out=indptr[1:])
-    hist = sp.csr_matrix((np.ones(len(u), dtype=np.float32), it_, indptr), shape=(n_users, n_items))
-
     pairs = np.unique(u * n_items + it_)
-    pu, pi = pairs // n_items, pairs % n_items
-    popularity = np.bincount(pi, minlength=n_items).astype(np.float32)
+    popularity = np.bincount(pairs % n_items, minlength=n_items).astype(np.float32)
     pop_order = np.lexsort((np.arange(n_items), -popularity)).astype(np.int64)
-
-    users = dataset.users.sort("user")
-    demo_keys: dict[tuple[int, str], int] = {}
-    group = np.full(n_users, -1, dtype=np.int64)
-    if "age" in users.columns or "gender" in users.columns:
-        ages = users["age"].to_list() if "age" in users.columns else [None] * users.height
-        genders = (
-            users["gender"].cast(pl.String).to_list() if "gender" in users.columns else [None] * users.height
-        )
-        # each user counts in its exact group, its age-only group and its gender-only group
-        keys: list[list[tuple[int, str]]] = []
-        for a, g in zip(ages, genders, strict=True):
-            b = -1 if a is None else int(np.searchsorted(AGE_EDGES, int(a), side="right"))
-            gg = str(g or "").upper()
-            keys.append([(b, gg), (b, ""), (-1, gg)])
-        for ks in keys:
-            for k in ks:
-                demo_keys.setdefault(k, len(demo_keys))
-        uidx = users["user"].to_numpy().astype(np.int64)
-        demo_pop = np.zeros((len(demo_keys), n_items), dtype=np.float32)
-        for slot in range(3):
-            group[:] = -1
-            group[uidx] = [demo_keys[ks[slot]] for ks in keys]
-            demo_pop += _group_pop(pu, pi, group, len(demo_keys), n_items)
-    else:
-        demo_pop = np.zeros((0, n_items), dtype=np.float32)
-    occ_keys: dict[str, int] = {}
-    if "occupation" in users.columns:
-        occs = [
-            str(o).lower() if o is not None else None for o in users["occupation"].cast(pl.String).to_list()
-        ]
-        for o in occs:
-            if o is not None:
-                occ_keys.setdefault(o, len(occ_keys))
-        group[:] = -1
-        group[users["user"].to_numpy().astype(np.int64)] = [
-            occ_keys[o] if o is not None else -1 for o in occs
-        ]
-        occ_pop = _group_pop(pu, pi, group, len(occ_keys), n_items)
-    else:
-        occ_pop = np.zeros((0, n_items), dtype=np.float32)
+    # ratings in the release's data and the distinct people behind them (the item page)
+    r = inter["rating"].cast(pl.Float64)
+    rated = r.is_not_null().to_numpy()
+    rating_count = np.bincount(it_[rated], minlength=n_items).astype(np.int64)
+    rater_count = np.bincount(np.unique(u[rated] * n_items + it_[rated]) % n_items, minlength=n_items)
+    sums = np.bincount(it_[rated], weights=r.to_numpy()[rated], minlength=n_items)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rating_mean = np.where(rating_count > 0, sums / np.maximum(rating_count, 1), np.nan)
+    del u, it_, pairs, r, rated, sums
 
     return Catalog(
-        dataset=dataset,
+        dataset=dataset.with_interactions(inter.clear()),
+        release_interactions=ReleaseInteractions(inter, reload),
+        n_users=n_users,
         item_ids=dataset.item_vocab.ids.to_list(),
         titles=titles,
         titles_lower=pl.Series("t", [t or "" for t in titles]).str.to_lowercase(),
@@ -217,14 +195,10 @@ def build_catalog(dataset: Dataset) -> Catalog:
         genre_codes=[tuple(int(j) for j in np.flatnonzero(row)) for row in gm],
         popularity=popularity,
         pop_order=pop_order,
-        demo_keys=demo_keys,
-        demo_pop=demo_pop,
-        occ_keys=occ_keys,
-        occ_pop=occ_pop,
-        hist_items=hist,
-        hist_ratings=r,
-        hist_times=ts,
-        user_rows=users,
+        rating_count=rating_count,
+        rater_count=rater_count.astype(np.int64),
+        rating_mean=rating_mean.astype(np.float64),
+        user_rows=dataset.users.sort("user"),
     )
 
 
@@ -260,7 +234,8 @@ def extend_catalog(cat: Catalog, rows: Sequence[dict[str, Any]]) -> Catalog:
     dataset = extend_items(cat.dataset, rows)
     new_genres = {g for r in rows for g in (r.get("genres") or []) if g and g != "unknown"}
     if not new_genres <= set(cat.genre_names):
-        return build_catalog(dataset)
+        rebuilt = build_catalog(dataset.with_interactions(cat.interactions()))
+        return replace(rebuilt, release_interactions=cat.release_interactions)
     m = len(rows)
     pos = {g: j for j, g in enumerate(cat.genre_names)}
     gm = np.zeros((m, len(cat.genre_names)), dtype=np.int32)
@@ -273,29 +248,20 @@ def extend_catalog(cat: Catalog, rows: Sequence[dict[str, Any]]) -> Catalog:
     titles = [str(r.get("title") or "") for r in rows]
     years = np.array([int(r["year"]) if r.get("year") is not None else -1 for r in rows], dtype=np.int32)
     n_old = cat.n_items
-    hist = sp.csr_matrix(
-        (cat.hist_items.data, cat.hist_items.indices, cat.hist_items.indptr), shape=(cat.n_users, n_old + m)
-    )
-    return Catalog(
+    return replace(
+        cat,
         dataset=dataset,
         item_ids=dataset.item_vocab.ids.to_list(),
         titles=[*cat.titles, *titles],
         titles_lower=pl.concat([cat.titles_lower, pl.Series("t", titles).str.to_lowercase()]),
         years=np.concatenate([cat.years, years]),
-        genre_names=cat.genre_names,
-        genre_lookup=cat.genre_lookup,
         genre_bits=np.concatenate([cat.genre_bits, bits]),
         genre_matrix=np.vstack([cat.genre_matrix, gm]),
         genre_lists=[*cat.genre_lists, *[[g for g in r.get("genres") or [] if g in pos] for r in rows]],
         genre_codes=[*cat.genre_codes, *[tuple(int(j) for j in np.flatnonzero(row)) for row in gm]],
         popularity=np.concatenate([cat.popularity, np.zeros(m, np.float32)]),
         pop_order=np.concatenate([cat.pop_order, np.arange(n_old, n_old + m, dtype=np.int64)]),
-        demo_keys=cat.demo_keys,
-        demo_pop=np.hstack([cat.demo_pop, np.zeros((cat.demo_pop.shape[0], m), np.float32)]),
-        occ_keys=cat.occ_keys,
-        occ_pop=np.hstack([cat.occ_pop, np.zeros((cat.occ_pop.shape[0], m), np.float32)]),
-        hist_items=hist,
-        hist_ratings=cat.hist_ratings,
-        hist_times=cat.hist_times,
-        user_rows=cat.user_rows,
+        rating_count=np.concatenate([cat.rating_count, np.zeros(m, np.int64)]),
+        rater_count=np.concatenate([cat.rater_count, np.zeros(m, np.int64)]),
+        rating_mean=np.concatenate([cat.rating_mean, np.full(m, np.nan)]),
     )

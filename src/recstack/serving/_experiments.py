@@ -328,7 +328,8 @@ class OnlineRuntime:
         if base is None or ev_log is None:
             return
         if self.drift is None or self._drift_base != base.release_id:
-            ref = DriftReference.from_dataset(base.pipeline.catalog.dataset)
+            cat0 = base.pipeline.catalog
+            ref = DriftReference.from_dataset(cat0.dataset.with_interactions(cat0.interactions()))
             self.drift = DriftMonitor(
                 ref,
                 window=self.drift_window,

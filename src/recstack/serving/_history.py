@@ -4,11 +4,16 @@
 shared store, an event is seen by the worker that received it). A `FeatureStore` (embedded or
 Redis, `recstack.store`) replaces it when configured: `StoreHistory` adapts one.
 
+With a store, the store is the only holder of the release's histories in a worker (Redis: none in
+the worker at all; issue 23: two workers of a 25M release each held a copy of what Redis holds).
+`MemoryHistory` (no store) holds them itself, as CSR arrays built from the release's interactions.
+
 Degrading explicitly. When the store cannot answer a read (Redis down, timing out, or restarted
-empty), `StoreHistory.get` does not fail the request and does not pretend either: it returns the
-release's own history of the user (from the catalogue, in process) with ``degraded`` saying that
-the events received online are missing and why; the API puts that in the response body and counts it
-in ``recstack_degraded_total``. Writes (`append`) are never degraded: they fail with a 503 and store
+empty), `StoreHistory.get` does not fail the request and does not pretend either: it returns an
+empty history (the worker holds no copy of the user's history) with ``degraded`` saying that the
+user's history is missing and why; the API puts that in the response body and counts it in
+``recstack_degraded_total``: the answer is the one of a user without history (popular items, which
+may include some the user saw). Writes (`append`) are never degraded: they fail with a 503 and store
 nothing.
 """
 
@@ -24,6 +29,7 @@ import numpy.typing as npt
 
 from recstack.errors import InvalidArgumentError, UnavailableError
 from recstack.serving._catalog import Catalog
+from recstack.store.base import HistoryArrays, build_histories
 
 __all__ = ["EVENT_KINDS", "History", "HistoryBackend", "MemoryHistory", "StoreHistory"]
 
@@ -69,17 +75,21 @@ class HistoryBackend(Protocol):
 
 
 class MemoryHistory:
-    """Release interactions (from the `Catalog`) + an in-process overlay of new events."""
+    """The release's histories (CSR arrays built from the catalogue's interactions, ordered by time)
+    + an in-process overlay of new events."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
+        #: every known user's release history (`recstack.store.build_histories`)
+        self.base: HistoryArrays = build_histories(catalog.interactions(), catalog.n_users)
         self._lock = threading.Lock()
         self._extra: dict[str, tuple[list[int], list[float], list[int]]] = {}
         self._offsets: set[int] = set()
 
     def get(self, user_key: str, user_idx: int | None) -> History:
         if user_idx is not None:
-            items, ratings, times = self.catalog.base_history(user_idx)
+            a, b = int(self.base.indptr[user_idx]), int(self.base.indptr[user_idx + 1])
+            items, ratings, times = self.base.items[a:b], self.base.ratings[a:b], self.base.timestamps[a:b]
         else:
             items, ratings, times = np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64)
         extra = self._extra.get(user_key)
@@ -118,7 +128,7 @@ class MemoryHistory:
 
 class StoreHistory:
     """Adapts a `recstack.store` FeatureStore: the store holds the release's histories and appends
-    events (shared by every worker when it is Redis)."""
+    events (shared by every worker when it is Redis); the worker holds no copy of them."""
 
     def __init__(self, store: Any, catalog: Catalog) -> None:
         self.store = store
@@ -128,11 +138,12 @@ class StoreHistory:
         try:
             raw = self.store.get_history(user_key if user_idx is None else user_idx)
         except UnavailableError as exc:
-            if user_idx is None:
-                items, ratings, times = np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64)
-            else:
-                items, ratings, times = self.catalog.base_history(user_idx)
-            return History(items, ratings, times, degraded=f"recent events missing: {exc.message}")
+            return History(
+                np.zeros(0, np.int64),
+                np.zeros(0, np.float32),
+                np.zeros(0, np.int64),
+                degraded=f"history missing: {exc.message}",
+            )
         return _as_history(raw)
 
     def append(

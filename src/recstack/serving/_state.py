@@ -25,7 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+import polars as pl
 
 from recstack.errors import ConfigError, RecstackError, UnavailableError
 from recstack.events import EventLog, open_log
@@ -137,6 +139,30 @@ def _open_history(release: ServingRelease, settings: ServingSettings, catalog: A
     return StoreHistory(st, catalog)
 
 
+def _interactions_reader(release: ServingRelease) -> Callable[[], pl.DataFrame]:
+    """How a worker reads the release's interactions again once it dropped them: from the release's
+    files (`Release.read_interactions`), or the in-memory release's own frame."""
+    read = getattr(release, "read_interactions", None)
+    if callable(read):
+        return cast(Callable[[], pl.DataFrame], read)
+    return lambda: release.dataset.interactions
+
+
+def _drop_interactions(release: ServingRelease, pipeline: Pipeline) -> None:
+    """Once the state is built, the worker keeps nothing per interaction: the histories are the
+    store's (`StoreHistory`; a `MemoryHistory` holds its own arrays), the catalogue's per-item
+    arrays are computed; the interactions frame is dropped from the catalogue and the release's
+    cached dataset is forgotten (`Release.forget_dataset`; read again from disk if asked for)."""
+    if pipeline.catalog.release_interactions.drop():
+        forget = getattr(release, "forget_dataset", None)
+        if callable(forget):
+            forget()
+    # the load's transient arrays (sorting, the frame; freed by reference counting, no collection
+    # needed) stay in the heap otherwise: ~90 MB per worker of a 2M-interaction release
+    # (benchmarks/bench_serve_scale.py --breakdown)
+    _trim_memory(collect=False)
+
+
 def _start_prewarm(ranker: TwoStageRanker, pipeline: Pipeline, stop: threading.Event) -> None:
     """`TwoStageRanker.prewarm` (with the users' histories as the pipeline reads them) in a daemon
     thread, stopped by ``stop`` (the state is replaced) and joined at interpreter exit (a thread
@@ -176,7 +202,7 @@ def build_state(
     t0 = time.perf_counter()
     if config is None:
         config = PipelineConfig.from_toml(settings.pipeline) if settings.pipeline else PipelineConfig()
-    catalog = build_catalog(release.dataset)
+    catalog = build_catalog(release.dataset, reload=_interactions_reader(release))
     history = _open_history(release, settings, catalog)
     feed = None
     if event_log is not None:
@@ -203,6 +229,7 @@ def build_state(
                 _start_prewarm(ranker, pipeline, stop)
     for name in release.retriever_names:  # load (and cache) every retriever before serving
         release.retriever(name)
+    _drop_interactions(release, pipeline)
     return ServingState(
         release=release,
         pipeline=pipeline,
@@ -224,10 +251,12 @@ def add_logged_item(pipeline: Pipeline, e: Any) -> None:
         log.exception("item record at offset %s: cannot add item %r", e.offset, e.item_id)
 
 
-def _trim_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the system (glibc ``malloc_trim``; a no-op
-    elsewhere): without it a reload's freed arrays stay in the process's RSS."""
-    gc.collect()
+def _trim_memory(collect: bool = True) -> None:
+    """Collect garbage (``collect``) and hand freed heap pages back to the system (glibc
+    ``malloc_trim``; a no-op elsewhere): without it a reload's freed arrays stay in the process's
+    RSS."""
+    if collect:
+        gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 

@@ -270,8 +270,7 @@ def cold_start_policy(release: ServingRelease) -> dict[str, Any]:
     return policy
 
 
-def _fit_segments(dataset: Any, params: dict[str, Any]) -> SegmentPopularity:
-    inter = dataset.interactions
+def _fit_segments(dataset: Any, inter: pl.DataFrame, params: dict[str, Any]) -> SegmentPopularity:
     return SegmentPopularity.fit(
         inter["user"].to_numpy(),
         inter["item"].to_numpy(),
@@ -344,7 +343,11 @@ class Pipeline:
         self.segments: SegmentPopularity | None = None
         if self.cold_start.get("personal") and self.cold_start.get("model") == "segment":
             try:
-                self.segments = _fit_segments(self.catalog.dataset, dict(self.cold_start.get("params") or {}))
+                self.segments = _fit_segments(
+                    self.catalog.dataset,
+                    self.catalog.interactions(),
+                    dict(self.cold_start.get("params") or {}),
+                )
             except (TypeError, ValueError) as exc:  # a verdict this version cannot apply: not personal
                 log.warning(
                     "release %s: cold-start params not usable (%s): profiles are not used", release.id, exc
@@ -409,7 +412,7 @@ class Pipeline:
 
     # ----------------------------------------------------------- helpers
     def _trending_scores(self) -> FloatArray:
-        inter = self.catalog.dataset.interactions
+        inter = self.catalog.interactions()
         n = self.catalog.n_items
         if inter.height == 0:
             return np.zeros(n, dtype=np.float32)

@@ -141,7 +141,7 @@ class Content(_TextItems):
     tuning_grid: ClassVar[tuple[dict[str, Any], ...]] = ({},)
 
     def score_history(self, history: sp.csr_matrix) -> FloatArray:
-        self._require_fitted()
+        self._check_fitted()
         return np.ascontiguousarray(self.profiles(history) @ self.scoring_embeddings().T, dtype=np.float32)
 
     def item_contributions(self, history: Any, candidates: Any) -> FloatArray:
@@ -181,7 +181,7 @@ class ContentUserKNN(_TextItems):
         return self._score(train[idx], idx)
 
     def score_history(self, history: sp.csr_matrix) -> FloatArray:
-        self._require_fitted()
+        self._check_fitted()
         return self._score(sp.csr_matrix(history), None)
 
     def _score(self, history: sp.csr_matrix, self_idx: Any) -> FloatArray:

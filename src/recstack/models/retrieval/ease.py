@@ -241,14 +241,14 @@ class EASE(Retriever):
         return rows
 
     def _weights(self) -> FloatArray:
-        self._require_fitted()
+        self._check_fitted()
         if self.weights is None:
             raise NotFittedError("ease: call fit() or load() first")
         return self.weights
 
     def score_history(self, history: sp.csr_matrix) -> FloatArray:
         """Scores [n, n_items] float32: ``history @ B`` (head-tail mode: `head_tail_weights`)."""
-        self._require_fitted()
+        self._check_fitted()
         h = sp.csr_matrix(history, dtype=np.float32)
         if self.head is not None and self.head_weights is not None and self.tail_weights is not None:
             h_head = h[:, self.head]

@@ -162,7 +162,7 @@ class ItemKNN(Retriever):
         self.similarity = cosine_topn(dataset.to_csr("binary"), self.config.neighbours, self.config.shrink)
 
     def _sim(self) -> sp.csr_matrix:
-        self._require_fitted()
+        self._check_fitted()
         if self.similarity is None:
             raise NotFittedError("itemknn: call fit() or load() first")
         return self.similarity

@@ -91,7 +91,7 @@ class _MatrixFactorization(Retriever):
         self.item_factors = np.ascontiguousarray(_to_numpy(model.item_factors), dtype=np.float32)
 
     def _factors(self) -> tuple[FloatArray, FloatArray]:
-        self._require_fitted()
+        self._check_fitted()
         if self.user_factors is None or self.item_factors is None:
             raise NotFittedError(f"{self.name}: call fit() or load() first")
         return self.user_factors, self.item_factors
@@ -133,8 +133,7 @@ class _MatrixFactorization(Retriever):
         np.save(directory / "item_factors.npy", V, allow_pickle=False)
 
     def _load(self, directory: Path) -> None:
-        train = self._require_fitted()
-        self.user_factors = load_array(directory / "user_factors.npy", (train.shape[0], None))
+        self.user_factors = load_array(directory / "user_factors.npy", (self._train_shape()[0], None))
         self.item_factors = load_array(directory / "item_factors.npy", (self.n_items, None))
 
 

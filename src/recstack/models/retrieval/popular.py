@@ -65,7 +65,7 @@ class MostPopular(Retriever):
         )
 
     def _scores(self) -> FloatArray:
-        self._require_fitted()
+        self._check_fitted()
         if self.popularity is None:  # pragma: no cover - fit/load always set it
             raise ArtifactError("pop: popularity missing")
         return self.popularity
@@ -169,7 +169,7 @@ class GenreTrending(Retriever):
         self.item_genres = mat
 
     def _arrays(self) -> tuple[FloatArray, FloatArray]:
-        self._require_fitted()
+        self._check_fitted()
         if self.trend is None or self.item_genres is None:
             raise ArtifactError("genre_trending: arrays missing")  # pragma: no cover - fit/load set them
         return self.trend, self.item_genres
@@ -256,7 +256,7 @@ class WindowPopular(Retriever):
         self.user_time, self.item_time_counts, self.popularity = user_time, counts, pop
 
     def _arrays(self) -> tuple[FloatArray, FloatArray, FloatArray]:
-        self._require_fitted()
+        self._check_fitted()
         if self.user_time is None or self.item_time_counts is None or self.popularity is None:
             raise ArtifactError("window_pop: arrays missing")  # pragma: no cover - fit/load set them
         return self.user_time, self.item_time_counts, self.popularity
@@ -287,6 +287,6 @@ class WindowPopular(Retriever):
         np.save(directory / "popularity.npy", pop, allow_pickle=False)
 
     def _load(self, directory: Path) -> None:
-        self.user_time = load_array(directory / "user_time.npy", (self._require_fitted().shape[0], 2))
+        self.user_time = load_array(directory / "user_time.npy", (self._train_shape()[0], 2))
         self.item_time_counts = load_array(directory / "item_time_counts.npy", (self.n_items, None))
         self.popularity = load_array(directory / "popularity.npy", (self.n_items,))

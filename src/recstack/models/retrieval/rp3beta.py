@@ -125,7 +125,7 @@ class RP3beta(Retriever):
         self.weights = rp3beta_weights(dataset.to_csr("binary"), c.alpha, c.beta, c.neighbours, c.normalize)
 
     def _w(self) -> sp.csr_matrix:
-        self._require_fitted()
+        self._check_fitted()
         if self.weights is None:
             raise NotFittedError("rp3beta: call fit() or load() first")
         return self.weights

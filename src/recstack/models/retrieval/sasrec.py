@@ -301,7 +301,7 @@ class SASRec(Retriever):
 
     # ---------------------------------------------------------------- scoring
     def _require_net(self) -> SASRecNet:
-        self._require_fitted()
+        self._check_fitted()
         if self.net is None or self.sequences is None:
             raise NotFittedError("sasrec: call fit() or load() first")
         return self.net

@@ -9,7 +9,6 @@ import time
 from typing import Annotated, Any
 
 import numpy as np
-import polars as pl
 from fastapi import APIRouter, Path, Query
 from starlette.requests import Request
 from starlette.responses import Response
@@ -83,19 +82,17 @@ async def get_item(request: Request, item_id: ItemId) -> Response:
 def _item_body(state: ServingState, item_id: str) -> dict[str, Any]:
     cat = state.pipeline.catalog
     i = cat.item_index(item_id)
-    rows = cat.dataset.interactions.filter(pl.col("item") == i)
-    rated = rows.filter(pl.col("rating").is_not_null()) if "rating" in rows.columns else rows.clear()
-    ratings = rated["rating"] if "rating" in rated.columns else pl.Series("rating", [], pl.Float32)
+    mean = float(cat.rating_mean[i])
     body = item_dict(cat, i)
     body.update(
         {
             "release_id": state.release_id,
             # ratings in the release's data, the distinct people behind them, and the distinct
             # people with any interaction (MovieLens: one rating per person, so all three agree)
-            "rating_count": int(ratings.len()),
-            "rater_count": int(rated["user"].n_unique()) if rated.height else 0,
-            "viewer_count": int(rows["user"].n_unique()) if rows.height else 0,
-            "average_rating": float(ratings.mean()) if ratings.len() else None,  # type: ignore[arg-type]
+            "rating_count": int(cat.rating_count[i]),
+            "rater_count": int(cat.rater_count[i]),
+            "viewer_count": int(cat.popularity[i]),
+            "average_rating": mean if int(cat.rating_count[i]) else None,
         }
     )
     return body
