@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import polars as pl
 
 from recstack.data.dataset import Dataset
 
 GENRES = ("Action", "Comedy", "Drama")
+
+#: a two-stage model small enough for unit tests on the blocks data (two cheap sources, a tiny net; the
+#: blocks data is in time user by user, so random holdouts label every user's list)
+SMALL_TWO_STAGE: dict[str, Any] = {
+    "ranker": "ncf",
+    "sources": ("itemknn", "pop"),
+    "holdout": "random",
+    "per_source": 8,
+    "random_negatives": 4,
+    "ranker_grid": ({},),
+    "ranker_params": {"epochs": 2, "num_threads": 1, "hidden": (16,), "emb_dim": 4},
+}
 
 
 def make_blocks_dataset(n_users: int = 60, n_items: int = 40, seed: int = 0) -> Dataset:

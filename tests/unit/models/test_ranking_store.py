@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from blocks_data import make_blocks_dataset
+from blocks_data import SMALL_TWO_STAGE, make_blocks_dataset
 from recstack.data.dataset import Dataset
 from recstack.models.ranking import _base
 from recstack.models.ranking._base import RankingData, RankingStore
@@ -21,13 +21,8 @@ from recstack.models.ranking.ncf import NCF
 from recstack.models.ranking.two_stage import TwoStage
 
 SMALL = {
-    "ranker": "ncf",
-    "sources": ("itemknn", "pop"),
-    "holdout": "random",
-    "per_source": 8,
-    "random_negatives": 4,
-    "ranker_grid": ({},),
-    "ranker_params": {"epochs": 3, "num_threads": 1, "hidden": (16,), "emb_dim": 4, "batch_size": 8},
+    **SMALL_TWO_STAGE,
+    "ranker_params": {**SMALL_TWO_STAGE["ranker_params"], "epochs": 3, "batch_size": 8},
 }
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from blocks_data import make_blocks_dataset
+from blocks_data import SMALL_TWO_STAGE, make_blocks_dataset
 from recstack.data.dataset import Dataset
 from recstack.errors import ArtifactError
 from recstack.features.tables import build_features
@@ -26,17 +26,7 @@ from recstack.serving._release import MemoryRelease
 from recstack.serving.pipeline import Pipeline
 from recstack.text import encoder as encoder_mod
 
-SMALL: dict[str, Any] = {
-    "ranker": "ncf",
-    "sources": ("itemknn", "pop"),
-    "holdout": "random",
-    "per_source": 8,
-    "random_negatives": 4,
-    "ranker_grid": ({},),
-    "ranker_params": {"epochs": 2, "num_threads": 1, "hidden": (16,), "emb_dim": 4},
-    "text_features": True,
-    "text_components": 3,
-}
+SMALL: dict[str, Any] = {**SMALL_TWO_STAGE, "text_features": True, "text_components": 3}
 
 
 def fake_embeddings(n_items: int, dim: int = 6) -> np.ndarray:

@@ -11,23 +11,14 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
-from blocks_data import make_blocks_dataset
+from blocks_data import SMALL_TWO_STAGE, make_blocks_dataset
 from recstack.data.dataset import Dataset
 from recstack.models.ranking.ensemble import RankerEnsemble
 from recstack.models.ranking.ncf import NCF
 from recstack.models.ranking.two_stage import TwoStage
 from recstack.models.registry import create
 
-SMALL = {
-    "ranker": "ncf",
-    "sources": ("itemknn", "pop"),
-    # the blocks data is in time user by user: random holdouts label every user's list
-    "holdout": "random",
-    "per_source": 8,
-    "random_negatives": 4,
-    "ranker_grid": ({},),
-    "ranker_params": {"epochs": 2, "num_threads": 1, "hidden": (16,), "emb_dim": 4},
-}
+SMALL = SMALL_TWO_STAGE
 
 
 @pytest.fixture(scope="module")
