@@ -174,3 +174,33 @@ def test_scratch_directory_is_under_the_ray_train_storage(
         _, seen = _fit_capture(data, monkeypatch)
     assert seen[0]["on_disk"] and seen[0]["dir"].parent == storage
     assert list(storage.iterdir()) == []
+
+
+def _rss_file_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssFile:"):
+                return int(line.split()[1]) / 1024
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+def test_reads_leave_no_file_pages_in_the_resident_set(tmp_path: Path) -> None:
+    """Every read of the memmaps (batches, statistics, scores, rows) drops the mapped pages from the
+    process's RSS afterwards: training on lists larger than memory holds a block, not the file."""
+    n, L, C, D = 1000, 200, 3, 100  # dense: 80 MB
+    with RankingStore(n, L, parent=tmp_path) as store:
+        for s in range(0, n, 250):
+            rows = np.arange(s, s + 250)
+            store.write(rows, np.ones((250, L, C), np.int64), np.ones((250, L, D), np.float32),
+                        np.zeros((250, L), np.float32), np.ones((250, L), bool))  # fmt: skip
+        d = store.data(0, n, L, [2] * C)
+        base = _rss_file_mb()
+        d.dense_stats()
+        for s in range(0, n, 64):
+            d.lists(np.arange(s, min(s + 64, n)))
+        d.predict(lambda cat, dense: dense[:, 0])
+        d.valid_rows(np.arange(0, n * L, 97))
+        assert _rss_file_mb() - base < 20
+        # without the release a full read keeps the pages mapped (what the test would see)
+        np.array(d.dense)
+        assert _rss_file_mb() - base > 60

@@ -52,6 +52,7 @@ from recstack.models.ranking._base import (
     RankingData,
     RankingStore,
     ndcg_per_list,
+    release,
 )
 from recstack.models.ranking._text import ItemText
 from recstack.models.ranking.ensemble import RankerEnsemble
@@ -792,6 +793,7 @@ class TwoStage(Retriever):
         per_list: dict[str, list[npt.NDArray[np.float64]]] = {name: [] for name in c.sources}
         for s in range(0, val_d.n_lists, per):
             block = np.array(val_d.dense[s : s + per, :, 0 : 3 * len(c.sources) : 3])
+            release(val_d.dense)
             for j, name in enumerate(c.sources):
                 per_list[name].append(
                     ndcg_per_list(block[:, :, j], val_d.label[s : s + per], val_d.mask[s : s + per], 10)
