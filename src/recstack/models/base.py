@@ -181,7 +181,9 @@ class Retriever(ABC):
                 {"model": self.name, "config": self.config.dump_config(), "n_items": self.n_items}, indent=2
             )
         )
-        sp.save_npz(d / "train.npz", train, compressed=True)
+        # uncompressed: zlib over a 25M-interaction matrix takes tens of seconds per model, and a
+        # release holds one per model (the two-stage model's sources included)
+        sp.save_npz(d / "train.npz", train, compressed=False)
         self._save(d)
         return d
 

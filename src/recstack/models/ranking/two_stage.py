@@ -190,8 +190,8 @@ class TwoStageConfig(ComponentConfig):
     refit_all: bool = False
     #: after the ranker is trained, fit the recall sources again on the whole training data for serving
     #: (they then know the latest ``holdout_fraction`` of it). False: serve the last holdout fold's
-    #: sources, the ones the ranker's lists came from; it saves one fit of every source, the larger part
-    #: of the fit at ML-25M size (the default pipeline's ``[large]`` table)
+    #: sources, the ones the ranker's lists came from; it saves one fit of every source, but they miss
+    #: the newest items and interactions: NDCG@10 0.159 against 0.194 refitted on a 200k synthetic set
     refit_sources: bool = True
     #: dense features held at 0, by name or name prefix of `CandidateFeaturizer.dense_names` (feature
     #: ablations: ``["local_popularity", "item_age"]``, ``["genre_", "affinity"]``, ``["two_tower_"]``)
