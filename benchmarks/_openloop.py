@@ -198,18 +198,23 @@ def open_loops(url: str, seconds: float, loops: list[tuple[float, Mix]], **kw: A
     return asyncio.run(go())
 
 
-def rss_mb(pids: list[int]) -> dict[int, float]:
-    """Resident set size (MB) of each live pid, from /proc."""
+def status_mb(pids: list[int], field: str) -> dict[int, float]:
+    """A memory ``field`` of /proc/<pid>/status (``VmRSS``, ``RssAnon``...), MB, of each live pid."""
     out: dict[int, float] = {}
     for pid in pids:
         try:
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(f"{field}:"):
                         out[pid] = int(line.split()[1]) / 1024
         except OSError:
             continue
     return out
+
+
+def rss_mb(pids: list[int]) -> dict[int, float]:
+    """Resident set size (MB) of each live pid, from /proc."""
+    return status_mb(pids, "VmRSS")
 
 
 def group_pids(pgid: int) -> list[int]:

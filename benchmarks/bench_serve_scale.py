@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _openloop import group_pids, open_loop, rss_mb, summary
+from _openloop import group_pids, open_loop, rss_mb, status_mb, summary
 from bench_faults import start_redis
 
 from recstack import __version__
@@ -78,16 +78,7 @@ params = {{ factors = 64, iterations = 10 }}
 
 def anon_mb(pids: list[int]) -> dict[int, float]:
     """Anonymous resident memory (``RssAnon``, MB) of each live pid, from /proc."""
-    out: dict[int, float] = {}
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("RssAnon:"):
-                        out[pid] = int(line.split()[1]) / 1024
-        except OSError:
-            continue
-    return out
+    return status_mb(pids, "RssAnon")
 
 
 def _serve(

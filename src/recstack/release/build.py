@@ -782,14 +782,17 @@ def _run(
     }
     ev = cfg.evaluation
 
+    # `cfg` and `specs` change once the data's size is known ([large]): both read them when called
     def refit(spec: ModelSpec) -> bool:
-        return not ev.enabled or (ev.refit_full if spec.refit is None else spec.refit)
+        e = cfg.evaluation
+        return not e.enabled or (e.refit_full if spec.refit is None else spec.refit)
 
-    # one step per stage, except evaluate and fit, which count one step per model
-    n_steps = len(STAGES) - 2 + len(specs) * int(ev.enabled) + sum(refit(s) for s in specs)
+    def n_steps() -> int:
+        """One step per stage, except evaluate and fit, which count one step per model."""
+        return len(STAGES) - 2 + len(specs) * int(cfg.evaluation.enabled) + sum(refit(s) for s in specs)
 
     with progress_bar() as prog:
-        task = prog.add_task("build", total=n_steps, status="")
+        task = prog.add_task("build", total=n_steps(), status="")
 
         def step(status: str) -> None:
             prog.update(task, advance=1, status=status)
@@ -814,8 +817,7 @@ def _run(
             specs = [s for s in cfg.models if s.key in {k.key for k in specs}]
             headline_model = given.headline.model or specs[-1].key
             ev = cfg.evaluation
-            n_steps = len(STAGES) - 2 + len(specs) * int(ev.enabled) + sum(refit(s) for s in specs)
-            prog.update(task, total=n_steps)
+            prog.update(task, total=n_steps())
             log.info("large data (%s interactions): applied %s", f"{dataset.n_interactions:,}", large)
         step(f"data: {dataset.name}")
 
