@@ -98,7 +98,7 @@ def child(path: str, model: str, params: dict[str, Any]) -> dict[str, Any]:
 
     phases = _Phases()
 
-    def fit_sources(cfg: Any, dataset: Any) -> tuple[dict[str, Any], dict[str, float]]:
+    def fit_sources(cfg: Any, dataset: Any) -> tuple[dict[str, Any], dict[str, float], list[str]]:
         out: dict[str, Any] = {}
         secs: dict[str, float] = {}
         for name in cfg.sources:
@@ -106,7 +106,7 @@ def child(path: str, model: str, params: dict[str, Any]) -> dict[str, Any]:
             with phases(f"source:{name}"):
                 out[name] = create(name, **cfg.source_params.get(name, {})).fit(dataset)
             secs[name] = time.perf_counter() - t0
-        return out, secs
+        return out, secs, []  # no shared fits outside a build
 
     ts._fit_sources = fit_sources  # type: ignore[assignment]  # the same loop, each fit a phase
     phases.wrap(ts.CandidateFeaturizer, "build", "candidates_block")

@@ -46,6 +46,7 @@ from recstack.data.dataset import Dataset
 from recstack.errors import ArtifactError, ConfigError, InvalidArgumentError
 from recstack.events.dataset import EventsLineage, EventsSpec
 from recstack.models.base import Retriever
+from recstack.models.shared import shared_fits
 from recstack.release.manifest import (
     ArtifactsInfo,
     DatasetInfo,
@@ -433,10 +434,15 @@ def _build_features(dataset: Dataset) -> Any:
     return build_features(dataset)
 
 
-def _create_model(spec: ModelSpec) -> Retriever:
-    from recstack.models.registry import create
+def _fit_model(spec: ModelSpec, dataset: Dataset) -> tuple[Retriever, bool]:
+    """``spec``'s model fitted on ``dataset`` -> (model, reused): inside the build's `shared_fits()`
+    the model fitted there already with the same config on this dataset object (`recstack.models.shared`)."""
+    from recstack.models.shared import fit
 
-    return create(spec.name, **spec.params)
+    model, reused = fit(spec.name, dataset, **spec.params)
+    if reused:
+        log.info("%s: the fit of %s with the same config on the same data is reused", spec.key, spec.name)
+    return model, reused
 
 
 def _available(spec: ModelSpec) -> str | None:
@@ -509,12 +515,13 @@ def _evaluate_folds(
     cold_res: list[dict[str, Any]] = []
     units: dict[str, list[Any]] = {"warm": [], "cold": []}
     secs: list[float] = []
+    shared = False
     model: Retriever | None = None
     for fold in folds if spec.evaluate else folds[-1:]:
-        model = _create_model(spec)
         t0 = time.perf_counter()
-        model.fit(fold.train)
+        model, reused = _fit_model(spec, fold.train)
         secs.append(round(time.perf_counter() - t0, 3))
+        shared |= reused
         if not spec.evaluate:
             continue
         warm = fold.warm_test_users if protocol in ("temporal", "temporal-rolling") else None
@@ -556,6 +563,8 @@ def _evaluate_folds(
         out = warm_res[0]
         out["fit_seconds"] = secs[0]
         out["params"] = model.params()
+        if shared:
+            out["shared_fit"] = True
         return out, model, None
     out = mean_over_windows(warm_res)
     out["cold"] = mean_over_windows(cold_res)
@@ -569,6 +578,8 @@ def _evaluate_folds(
     out["popularity"] = warm_res[-1]["popularity"]
     out["fit_seconds"] = float(np.mean(secs))
     out["params"] = model.params()
+    if shared:  # a fit of another model with the same config on the same data served (`shared_fits`)
+        out["shared_fit"] = True
     return out, model, units
 
 
@@ -702,6 +713,9 @@ def build(
     (tmp / PID_FILE).write_text(str(os.getpid()))
     try:
         with ExitStack() as stack:
+            # a model fitted twice with the same config on the same data (a table model and a recall
+            # source of the two-stage model) is fitted once (in this process)
+            stack.enter_context(shared_fits())
             if runner == "ray":
                 from recstack.models.ranking._ray_train import distributed_training
 
@@ -889,8 +903,7 @@ def _run(
                 if spec.key in fitted:
                     continue
                 prog.update(task, status=f"fit {spec.key}")
-                model = _create_model(spec)
-                model.fit(dataset)
+                model, _ = _fit_model(spec, dataset)
                 fitted[spec.key] = model
                 step(f"fitted {spec.key}")
             fitted = {s.key: fitted[s.key] for s in specs}  # config order

@@ -468,3 +468,60 @@ def test_build_applies_large_overrides_and_records_them(tiny_dataset_dir: Path, 
     metrics = json.loads((tmp_path / "releases" / m.id / "metrics.json").read_text())
     assert metrics["large"]["skipped"] == ["itemknn"]
     assert metrics["results"]["pop"]["n_users"] == 3  # the sample
+
+
+def test_large_build_fits_a_table_model_and_the_same_two_stage_source_once(tmp_path: Path) -> None:
+    """[large] gives the table's time_ease and ALS the two-stage sources' configs (as default.toml's does):
+    the two-stage model's source refit on the fold's train is the table models' fit, not a second one."""
+    from blocks_data import make_blocks_dataset
+
+    data_dir = make_blocks_dataset().save(tmp_path / "blocks")
+    root = tmp_path / "releases"
+    small_two_stage = {
+        "sources": ["time_ease", "als", "pop"],
+        "holdout": "random",
+        "per_source": 8,
+        "random_negatives": 4,
+        "ranker_grid": [{}],
+        "ranker_params": {"epochs": 2, "num_threads": 1, "hidden": [16], "emb_dim": 4},
+    }
+    cfg = _config(
+        data_dir,
+        models=[
+            {"name": "pop"},
+            {"name": "time_ease"},
+            {"name": "als"},
+            {"name": "two_stage:ncf", "params": small_two_stage},
+        ],
+        large={
+            "interactions": 1,
+            "evaluation": {"refit_full": False},
+            "models": {
+                "time_ease": {"params": {"l2": 400.0}},
+                "als": {"params": {"regularization": 30.0, "alpha": 5.0}},
+            },
+        },
+    )
+    m = build(cfg, root)
+    ts_dir = root / m.id / "models" / "two_stage:ncf"
+    fr = json.loads((ts_dir / "fit_result.json").read_text())
+    # the refit's time_ease and ALS are the table models' fits (and pop's: the same default config)
+    assert fr["shared_sources"] == ["time_ease", "als", "pop"]
+    metrics = json.loads((root / m.id / "metrics.json").read_text())
+    assert metrics["results"]["two_stage:ncf"]["params"]["source_params"]["als"] == {
+        "regularization": 30.0,
+        "alpha": 5.0,
+    }
+    # the table models were fitted first (nothing to share), their figures are their own
+    assert not any(metrics["results"][k].get("shared_fit") for k in ("pop", "time_ease", "als"))
+    # the served sources are the table models' fits: the same arrays
+    rel = load(m.id, root)
+    table_als = rel.retriever("als")
+    from recstack.models.retrieval.mf import ALS
+
+    src = ALS.load(ts_dir / "sources" / "als")
+    assert isinstance(table_als, ALS)
+    np.testing.assert_array_equal(src.item_factors, table_als.item_factors)
+    # the release loads and scores
+    scores = rel.retriever("two_stage:ncf").score_users(np.arange(5))
+    assert scores.shape == (5, 40) and np.isfinite(scores).any(axis=1).all()

@@ -686,16 +686,24 @@ def _create_source(name: str, params: dict[str, Any]) -> Retriever:
     return create(name, **params)
 
 
-def _fit_sources(cfg: TwoStageConfig, dataset: Dataset) -> tuple[dict[str, Retriever], dict[str, float]]:
-    from recstack.models.registry import create
+def _fit_sources(
+    cfg: TwoStageConfig, dataset: Dataset
+) -> tuple[dict[str, Retriever], dict[str, float], list[str]]:
+    """The recall sources fitted on ``dataset`` -> (sources, fit seconds, the names of the sources whose
+    fit was reused: inside a build's `recstack.models.shared.shared_fits`, a model of the build fitted
+    with the same config on this very dataset is the source, not a second fit of it)."""
+    from recstack.models.shared import fit
 
     out: dict[str, Retriever] = {}
     secs: dict[str, float] = {}
+    reused: list[str] = []
     for name in cfg.sources:
         t0 = time.perf_counter()
-        out[name] = create(name, **cfg.source_params.get(name, {})).fit(dataset)
+        out[name], shared = fit(name, dataset, **cfg.source_params.get(name, {}))
         secs[name] = time.perf_counter() - t0
-    return out, secs
+        if shared:
+            reused.append(name)
+    return out, secs, reused
 
 
 class TwoStage(Retriever):
@@ -828,10 +836,12 @@ class TwoStage(Retriever):
             epochs = max(int(self.ranker.fit_result["best_epoch"]), 1)
             again = ranker_class(c.ranker)(RankerConfig.from_config({**best[2], "epochs": epochs}))
             self.ranker = again.fit(None, everything)
+        shared: list[str] = []
         if c.refit_sources:  # the recall stage on the whole training data for serving
-            self.sources, secs_full = _fit_sources(c, dataset)
+            self.sources, secs_full, shared = _fit_sources(c, dataset)
         else:
             self.sources, secs_full = folds[-1]["sources"], dict.fromkeys(c.sources, 0.0)
+        shared += [n for f in folds for n in f.pop("shared", [])]
         for f in folds:
             f.pop("sources", None)
         self.features = build_features(dataset)
@@ -856,6 +866,8 @@ class TwoStage(Retriever):
             # best epoch(s) and training seconds of the kept ranker (per member for an ensemble)
             "ranker_fit": self.ranker.fit_result,
             "source_fit_seconds": {k: secs_a[k] + secs_full[k] for k in secs_a},
+            # the sources whose fit was a model the build had fitted already (`shared_fits`): ~0 s above
+            "shared_sources": [n for n in c.sources if n in shared],
             # the cold-start order and each candidate's NDCG@10 on the folds' cold users
             "cold_order": cold_name,
             "cold_val_ndcg@10": cold_val,
@@ -914,7 +926,7 @@ class TwoStage(Retriever):
         part_a, part_b = plan.parts or _holdout(
             dataset, c.holdout, c.holdout_fraction, seed, fold=fold_index, folds=c.holdout_folds
         )
-        sources_a, secs = _fit_sources(c, part_a)
+        sources_a, secs, shared = _fit_sources(c, part_a)
         fz = CandidateFeaturizer(
             sources_a, build_features(dataset, part_a.interactions), c.per_source, c.ablate, self.text
         )
@@ -954,6 +966,7 @@ class TwoStage(Retriever):
             "recall": float(positives / max(b_csr[users].sum(), 1)),
             "cat_cards": fz.cat_cards,
             "secs": secs,
+            "shared": shared,
         }
 
     def _scratch_parent(self) -> str | None:
