@@ -294,6 +294,10 @@ def _nbytes(state: UserState, *extra: Any) -> int:
     return int(sum(a.nbytes for a in _arrays(state))) + int(sum(a.nbytes for a in extra))
 
 
+#: how many users a `TwoStageRanker`'s doorkeeper remembers (the users whose last request missed the
+#: memo and built no entry; about 100 bytes each)
+DOORKEEPER_USERS = 65_536
+
 #: default memory (MB) of a `TwoStageRanker`'s memo of known users' ranking state: the default of the
 #: ``ranker_memo_mb`` serving setting
 SCORE_MEMO_MB: float = ServingSettings.model_fields["ranker_memo_mb"].default
@@ -320,7 +324,15 @@ class TwoStageRanker(OnnxRanker):
     items in the memoised score rows (the scores of a known user do not depend on its history) and
     rebuilds the rest; anything else recomputes. New users, profiles and liked-items requests are
     not memoised. Memoised or not, the rows are those of `CandidateFeaturizer.features_for`, bit for
-    bit."""
+    bit.
+
+    Admission (a doorkeeper, as in TinyLFU): an entry costs the feature rows of every item, a request
+    needs its few hundred candidates' rows. So a user's first miss builds only its candidates' rows
+    (and their ranks among all items by binary search) and notes the user in the doorkeeper, the
+    last `DOORKEEPER_USERS` users that missed; a miss of a user already noted builds the entry.
+    Users who come back (a session, a page of results) are memoised from their second request;
+    a stream of users seen once never pays for rows it does not read (at 62k items an entry is 6 MB
+    and ~30 ms of CPU against ~5 ms for the candidates alone). `prewarm` admits directly."""
 
     def __init__(self, name: str, path: str | Path, model: Any, memo_mb: float = SCORE_MEMO_MB) -> None:
         self.name = name
@@ -354,6 +366,9 @@ class TwoStageRanker(OnnxRanker):
         self.fsess = self._factorised_session(model)
         #: known users' ranking state: user index -> `_Entry` (LRU by bytes)
         self.memo: ByteLRU[_Entry] = ByteLRU(0)
+        #: the doorkeeper: users whose last miss built no entry (user index -> None, LRU order)
+        self._seen: OrderedDict[int, None] = OrderedDict()
+        self._seen_lock = threading.Lock()
         self.set_memo(memo_mb)
         # users without history: the model's cold-start order (chosen on its holdouts' cold users)
         pop = model.cold_order_scores() if hasattr(model, "cold_order_scores") else self.features.popularity
@@ -393,11 +408,26 @@ class TwoStageRanker(OnnxRanker):
         return (self.n_sources + n_pair) * self.n_items * 4 + 64 * (self.n_sources + self._n_genres)
 
     def set_memo(self, memo_mb: float) -> int:
-        """Size the memo of known users' ranking state to ``memo_mb`` MB (0: off; clears it); returns
-        about how many users it holds (`memo_bytes_per_user`)."""
+        """Size the memo of known users' ranking state to ``memo_mb`` MB (0: off; clears it and the
+        doorkeeper); returns about how many users it holds (`memo_bytes_per_user`)."""
         max_bytes = int(memo_mb * 2**20) if memo_mb > 0 else 0
         self.memo.resize(max_bytes)
+        with self._seen_lock:
+            self._seen.clear()
         return max_bytes // self.memo_bytes_per_user()
+
+    def _admit(self, u: int) -> bool:
+        """Whether a miss of user ``u`` builds its memo entry: yes when the doorkeeper holds ``u``
+        (its previous request missed too; it leaves the doorkeeper), else ``u`` is noted there (the
+        least recent of `DOORKEEPER_USERS` dropped)."""
+        with self._seen_lock:
+            if u in self._seen:
+                del self._seen[u]
+                return True
+            self._seen[u] = None
+            while len(self._seen) > DOORKEEPER_USERS:
+                self._seen.popitem(last=False)
+            return False
 
     def prewarm(
         self, stop: threading.Event | None = None, recent: Callable[[int], IntArray] | None = None
@@ -421,7 +451,7 @@ class TwoStageRanker(OnnxRanker):
             if counts[u] == 0 or self.memo.get(int(u)) is not None:
                 continue
             hist = recent(int(u)) if recent is not None else np.zeros(0, dtype=np.int64)
-            self._lookup(int(u), hist, record=False)
+            self._lookup(int(u), hist, record=False, admit=True)
             built += 1
         return built
 
@@ -460,14 +490,19 @@ class TwoStageRanker(OnnxRanker):
 
     def user_state(self, cols: IntArray, users: IntArray, *, record: bool = True) -> UserState:
         """The ranking state of ONE known user (``users`` [1]) with history items ``cols``: from the
-        memo when it holds the same history, else built (and memoised when the memo is on).
-        ``record``: count the lookup in the memo metric (prewarm does not)."""
+        memo when it holds the same history, else built (and memoised when the memo is on and the
+        doorkeeper admits the user). ``record``: count the lookup in the memo metric (prewarm does
+        not)."""
         return self._lookup(int(users[0]), cols, record)[0]
 
-    def _lookup(self, u: int, recent: IntArray, record: bool) -> tuple[UserState, _Entry | None]:
+    def _lookup(
+        self, u: int, recent: IntArray, record: bool, admit: bool = False
+    ) -> tuple[UserState, _Entry | None]:
         """(`user_state` of known user ``u`` with the items ``recent`` besides its training row, the
-        user's memo entry; None when the memo is off). An entry built from the same ``recent`` is a
-        hit without building the history row."""
+        user's memo entry; None when there is none: the memo is off, or a miss the doorkeeper did not
+        admit (``admit``: admit without asking it). An entry built from the same ``recent`` is a hit
+        without building the history row. A state without an entry holds no per-item ranks (`rows`
+        searches the candidates' ranks)."""
         memo_on = self.memo.max_bytes > 0
         count = record and memo_on and metrics is not None
         entry = self.memo.get(u) if memo_on else None
@@ -500,8 +535,9 @@ class TwoStageRanker(OnnxRanker):
             mats = list(scores)
         else:
             mats = fz.source_scores(hist, users)
-        state = fz.user_state(hist, users, mats, fz.recall_lists(hist, mats), full_ranks=True)
-        if not memo_on:
+        build = bool(memo_on and (admit or grown or self._admit(u)))
+        state = fz.user_state(hist, users, mats, fz.recall_lists(hist, mats), full_ranks=build)
+        if not build:
             return state, None
         entry = self._materialise(cols, np.array(recent, dtype=np.int64), state)
         self.memo.put(u, entry, entry.nbytes)

@@ -217,6 +217,27 @@ def test_history_source_by_alias(tiny_release: MemoryRelease) -> None:
     assert [s.name for s in p.active_sources] == ["knn", "trend"]
 
 
+def test_history_source_takes_the_first_retriever_the_release_has(tiny_dataset: Any) -> None:
+    """The default ``ease`` source scores with time_ease in a release without EASE (a release built
+    for large data); with neither it is off. TOML takes the list form."""
+    from recstack.serving._release import fit_memory_release
+    from recstack.serving.pipeline import SourceConfig
+
+    default = {s.name: s for s in PipelineConfig().sources}["ease"]
+    assert default.retriever == ("ease", "time_ease")
+    rel = fit_memory_release(tiny_dataset, "tiny-te", ("pop", "time_ease"))
+    p = Pipeline(rel)
+    assert "ease" in [s.name for s in p.active_sources] and p.retrievers["ease"] is rel.retriever("time_ease")
+    res = p.recommend(RecRequest(user_id=2, k=4, explain=True))
+    assert res.explain is not None and any("ease" in e["sources"] for e in res.explain)
+    both = fit_memory_release(tiny_dataset, "tiny-both", ("pop", "time_ease", "ease"))
+    assert Pipeline(both).retrievers["ease"] is both.retriever("ease")  # the first of the list
+    none = fit_memory_release(tiny_dataset, "tiny-none", ("pop",))
+    assert "ease" not in [s.name for s in Pipeline(none).active_sources]
+    src = SourceConfig.from_config({"name": "x", "kind": "history", "retriever": ["ease", "time_ease"]})
+    assert src.retriever == ("ease", "time_ease")
+
+
 @pytest.mark.parametrize(
     ("model", "kind", "sparse"),
     [
