@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # serving imports the training module lazily, when a release 
 
 __all__ = [
     "SUPPORTED_INPUTS",
+    "FactorQuery",
     "OnnxRanker",
     "RankContext",
     "TwoStageRanker",
@@ -256,6 +257,69 @@ class UserTower:
                 while len(self._memo) > self.memo_entries:
                     self._memo.popitem(last=False)
         return emb
+
+
+class FactorQuery:
+    """The ANN query of a matrix-factorisation model (ALS, BPR) whose item factors the release's
+    index holds (a release without a two-tower: at large data the index is built over ALS): a
+    user's factor row, so that the ANN's inner products are the model's own scores
+    (``user_factors[u] @ item_factors.T``). A user the model has no factors for (unknown to it, or
+    without training interactions: an all-zero row) is folded in from its recent items
+    (`fold_in`, ALS's exact half-step); no history, or a profile alone: no query (None).
+    ``max_history``: how many recent items a fold-in reads."""
+
+    def __init__(self, model: Any, max_history: int = 200) -> None:
+        U, V = model._factors()
+        self.model = model
+        self.user_factors: FloatArray = U
+        self.n_items = int(V.shape[0])
+        self.max_history = int(max_history)
+        #: users with a factor row learnt from their interactions
+        self._known = np.flatnonzero(np.any(U != 0, axis=1))
+
+    def knows(self, user_idx: IntArray) -> npt.NDArray[np.bool_]:
+        """[n] whether each user index (-1: none) has a learnt factor row."""
+        idx = np.asarray(user_idx, dtype=np.int64)
+        ok = (idx >= 0) & (idx < len(self.user_factors))
+        ok[ok] = np.isin(idx[ok], self._known)
+        return ok
+
+    def encode(self, user_idx: int | None, ucat: IntArray, recent: IntArray) -> FloatArray | None:
+        """The user's query vector [dim] float32, or None when there is nothing to query with
+        (``ucat`` is not used: a factor model knows no profiles)."""
+        vecs, ok = self.encode_many(
+            np.array([-1 if user_idx is None else user_idx], dtype=np.int64), [np.asarray(recent)]
+        )
+        return vecs[0] if ok[0] else None
+
+    def encode_many(
+        self, user_idx: IntArray, recents: list[IntArray]
+    ) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        """Query vectors [n, dim] float32 of n users (index, -1: none; recent items, most recent
+        first) and [n] whether each row is a query (a user with neither factors nor history is not:
+        its row is zeros)."""
+        import scipy.sparse as sp
+
+        idx = np.asarray(user_idx, dtype=np.int64)
+        known = self.knows(idx)
+        out = np.zeros((len(idx), self.user_factors.shape[1]), dtype=np.float32)
+        out[known] = self.user_factors[idx[known]]
+        rows = {
+            int(r): np.asarray(recents[r][: self.max_history], dtype=np.int64) for r in np.flatnonzero(~known)
+        }
+        rows = {r: np.unique(c[(c >= 0) & (c < self.n_items)]) for r, c in rows.items()}
+        fold = [r for r, c in rows.items() if len(c)]
+        if fold:
+            cols = [rows[r] for r in fold]
+            indptr = np.concatenate([[0], np.cumsum([len(c) for c in cols])]).astype(np.int64)
+            hist = sp.csr_matrix(
+                (np.ones(int(indptr[-1]), np.float32), np.concatenate(cols), indptr),
+                shape=(len(fold), self.n_items),
+            )
+            out[fold] = self.model.fold_in(hist)
+        ok = known.copy()
+        ok[fold] = True
+        return out, ok
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ Declared in TOML (`PipelineConfig.from_toml`)::
     k_default = 10
     k_max = 100
     [[sources]]
-    name = "two_tower"      # ANN over the release's item embeddings, queried with the user tower
+    name = "ann"            # the release's ANN index, queried with the user tower or the ALS user factors
     kind = "ann"
     quota = 200
     [[sources]]
@@ -57,7 +57,7 @@ from recstack.serving._catalog import Catalog, build_catalog, extend_catalog
 from recstack.serving._history import History, HistoryBackend, MemoryHistory
 from recstack.serving._kernels import HistoryScorer, history_scorer
 from recstack.serving._memo import ByteLRU
-from recstack.serving._ranker import OnnxRanker, RankContext, UserTower, load_ranker
+from recstack.serving._ranker import FactorQuery, OnnxRanker, RankContext, UserTower, load_ranker
 from recstack.serving._release import ServingRelease
 from recstack.serving._search import SEARCH_MODELS, TextSearch, item_text, open_text_search
 
@@ -92,7 +92,9 @@ _SECONDS_PER_DAY = 86_400
 
 
 class SourceConfig(ComponentConfig):
-    """One recall source. ``kind``: ``ann`` (two-tower ANN), ``history`` (a release retriever scored
+    """One recall source. ``kind``: ``ann`` (the release's ANN index, queried with the two-tower's
+    user tower, or with the user's factors when the index holds a factor model's items: ALS),
+    ``history`` (a release retriever scored
     from the ``recent`` most recent history items), ``popular`` (popularity; segment popularity for a
     profile when the release's cold-start verdict says personal) or ``trending`` (popularity over the
     last ``trending_days`` of the data). ``retriever`` (``history``): the release retriever's alias
@@ -129,7 +131,8 @@ class RerankConfig(ComponentConfig):
 
 def _default_sources() -> tuple[SourceConfig, ...]:
     return (
-        SourceConfig(name="two_tower", kind="ann", quota=200),
+        # the index over the two-tower's items (its user tower), or over ALS's (the user's factors)
+        SourceConfig(name="ann", kind="ann", quota=200),
         SourceConfig(name="itemknn", kind="history", quota=200, recent=50),
         SourceConfig(name="ease", kind="history", quota=200, recent=50, retriever=("ease", "time_ease")),
         SourceConfig(name="popular", kind="popular", quota=100),
@@ -293,7 +296,7 @@ class Pipeline:
         catalog: Catalog | None = None,
         history: HistoryBackend | None = None,
         index: Any | None = None,
-        user_tower: UserTower | None = None,
+        user_tower: UserTower | FactorQuery | None = None,
         rankers: dict[str, OnnxRanker] | None = None,
     ) -> None:
         """``catalog``, ``history``, ``index``, ``user_tower`` and ``rankers`` (loaded ranker
@@ -513,6 +516,8 @@ class Pipeline:
                 if user.idx is None and len(user.recent) == 0 and not (user.profile and self.ann_profile):
                     continue  # a profile alone: only when validation found the user tower beats popular
                 vec = self.user_tower.encode(user.idx, user.ucat, user.recent)
+                if vec is None:  # a factor model's query: nothing to query with
+                    continue
                 out.append(self._ann(src.name, vec, src.quota + n_seen))
             else:
                 scores: FloatArray | None = None

@@ -145,19 +145,19 @@ def test_two_tower_ann_source_with_explain(full: Pipeline) -> None:
     res = full.recommend(RecRequest(user_id=1, k=4, model="recall", explain=True))
     assert res.explain is not None
     for item, e in zip(res.items.tolist(), res.explain, strict=True):
-        assert "two_tower" in e["sources"]
-        assert e["recall_scores"]["two_tower"] == pytest.approx(item / 12, abs=1e-6)
+        assert "ann" in e["sources"]
+        assert e["recall_scores"]["ann"] == pytest.approx(item / 12, abs=1e-6)
         assert set(e) >= {"merged_score", "rank_score", "rank_position", "final_position"}
     # a profile alone queries the user tower only when the release's verdict says it beats popular
     res = full.recommend(RecRequest(profile={"age": 30}, k=3))
-    assert res.user_kind == "profile" and not any("two_tower" in s for s in res.sources)
+    assert res.user_kind == "profile" and not any("ann" in s for s in res.sources)
 
 
 def test_profile_alone_queries_the_user_tower_with_a_verdict(full_release: MemoryRelease) -> None:
     verdict = {"model": "popular", "personal": True, "ann_profile": True, "params": {}}
     tower = build_state(dataclasses.replace(full_release, cold_start=verdict), ServingSettings()).pipeline
     res = tower.recommend(RecRequest(profile={"age": 30}, k=3))
-    assert res.user_kind == "profile" and any("two_tower" in s for s in res.sources)
+    assert res.user_kind == "profile" and any("ann" in s for s in res.sources)
 
 
 def test_similar_items(pipe: Pipeline) -> None:
