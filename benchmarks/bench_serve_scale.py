@@ -237,6 +237,14 @@ def _port_open(port: int) -> bool:
         return False
 
 
+def _index_backend(root: Path) -> str:
+    """The ANN index backend of the production release of ``root`` (``none`` without one)."""
+    from recstack.release import load
+
+    info = load("production", root, verify=False).manifest.artifacts.index
+    return "none" if info is None else info.backend
+
+
 def _milvus_uri(root: Path) -> str | None:
     """The Milvus server URI the production release of ``root`` attaches to (None: another index)."""
     from recstack.release import load
@@ -312,7 +320,13 @@ def main() -> None:
         uri = _milvus_uri(root) if a.release_dir is not None else None
         port = int(uri.rsplit(":", 1)[1].split("/")[0]) if uri else a.milvus_port
         running = uri is not None and _port_open(port)  # the release's server is up already
-        server: Any = contextlib.nullcontext() if running else MilvusServer(data_dir=milvus_dir, port=port)
+        # a given release with another index (faiss) needs no Milvus server
+        other_index = a.release_dir is not None and uri is None
+        server: Any = (
+            contextlib.nullcontext()
+            if running or other_index
+            else MilvusServer(data_dir=milvus_dir, port=port)
+        )
         with server as milvus:
             if a.release_dir is None:
                 t = time.perf_counter()
@@ -339,8 +353,10 @@ def main() -> None:
                 "redis": ["--store", "redis", "--redis-url", redis_url],
                 "embedded": ["--store", "embedded"],
             }
+            index = _index_backend(root)
+            results["index"] = index
             for s in stores:
-                name = f"{s}+milvus-server"
+                name = f"{s}+{'milvus-server' if index == 'milvus' else index}"
                 results["runs"].append(
                     _serve(name, root, args_of[s], a.port, n_users, a.rate, a.seconds, a.warmup)
                 )

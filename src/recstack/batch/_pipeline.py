@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from recstack.errors import InvalidArgumentError
 from recstack.models.base import Retriever, order_selected, top_k
 from recstack.serving._kernels import SequenceScorer, item_item_kernel
-from recstack.serving._ranker import RankContext
+from recstack.serving._ranker import FactorQuery, RankContext
 from recstack.serving.pipeline import RECALL_MODEL, Pipeline
 from recstack.store.base import build_histories
 
@@ -302,7 +302,9 @@ class BatchScorer:
                 use = (prof.user_idx >= 0) | has_recent
                 if not use.any():
                     continue
-                vecs = self._encode(prof, use)
+                vecs, use = self._encode(prof, use)
+                if not use.any():
+                    continue
                 width = src.quota + max_seen
                 sc_ann, ids_ann = pipe.index.search(vecs, width)
                 ids_full = np.full((B, width), -1, dtype=np.int64)
@@ -555,10 +557,19 @@ class BatchScorer:
             out = (np.float32(weight) * out).astype(np.float32)
         return flat, out
 
-    def _encode(self, prof: Profiles, use: BoolArray) -> FloatArray:
-        """User-tower embeddings [sum(use), d] for the profiles ``use`` (one ONNX call)."""
+    def _encode(self, prof: Profiles, use: BoolArray) -> tuple[FloatArray, BoolArray]:
+        """ANN queries of the profiles ``use`` -> (vectors [sum(use'), d], use'): the user tower's
+        embeddings (one ONNX call; use' = use), or a factor model's (`FactorQuery`: use' drops the
+        profiles it has nothing to query with)."""
         tower = self.pipeline.user_tower
         assert tower is not None
+        if isinstance(tower, FactorQuery):
+            rows = np.flatnonzero(use)
+            recents = self._recent_lists(prof.recent)
+            vecs, ok = tower.encode_many(prof.user_idx[rows], [recents[r] for r in rows])
+            kept = use.copy()
+            kept[rows[~ok]] = False
+            return np.ascontiguousarray(vecs[ok]), kept
         feats = self.pipeline.features
         idx = prof.user_idx[use]
         hist = self._recent_matrix(prof.recent[np.flatnonzero(use)], tower.max_history)
@@ -568,7 +579,7 @@ class BatchScorer:
             ucat[known] = np.asarray(feats.users_cat)[idx[known]]
         uid = np.where(idx >= 0, idx + 1, 0).astype(np.int64)
         out = tower.sess.run([tower.output], {"uid": uid, "ucat": ucat, "hist": hist})
-        return np.ascontiguousarray(np.asarray(out[0], dtype=np.float32))
+        return np.ascontiguousarray(np.asarray(out[0], dtype=np.float32)), use
 
     def _rank(self, prof: Profiles, cand_ids: IntArray, valid: BoolArray) -> FloatArray:
         """Ranker scores [B, C] of the candidates (NaN where invalid): the ranker's own per-profile

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from recstack._numpy import distinct
 from recstack.data.dataset import Dataset
 from recstack.errors import InvalidArgumentError
 
@@ -64,7 +65,7 @@ class Split:
     @property
     def warm_test_users(self) -> npt.NDArray[np.int64]:
         """Users with test interactions and at least one train interaction."""
-        test_users = np.unique(self.test.interactions["user"].to_numpy()).astype(np.int64)
+        test_users = distinct(self.test.interactions["user"].to_numpy()).astype(np.int64)
         return np.setdiff1d(test_users, self.cold_users)
 
 
@@ -178,8 +179,8 @@ def split(dataset: Dataset, protocol: str, *, seed: int = 42, **options: Any) ->
     test_inter = inter.filter((~mask).fill_null(False))
     cold = np.empty(0, dtype=np.int64)
     if protocol in ("temporal", "temporal-rolling"):
-        test_users = np.unique(test_inter["user"].to_numpy())
-        train_users = np.unique(train_inter["user"].to_numpy())
+        test_users = distinct(test_inter["user"].to_numpy())
+        train_users = distinct(train_inter["user"].to_numpy())
         cold = np.setdiff1d(test_users, train_users).astype(np.int64)
     return Split(
         train=dataset.with_interactions(train_inter, name=f"{dataset.name}/{protocol}-train"),

@@ -45,6 +45,7 @@ import numpy.typing as npt
 import polars as pl
 import scipy.sparse as sp
 
+from recstack._numpy import distinct
 from recstack._progress import progress_bar
 from recstack.data.dataset import Dataset
 from recstack.errors import InvalidArgumentError
@@ -403,7 +404,7 @@ def run_cold_users(
         "share": share,
         "givens": list(givens),
         "n_test_users": len(test_users),
-        "n_train_users": int(np.unique(train.interactions["user"].to_numpy()).size),
+        "n_train_users": int(distinct(train.interactions["user"].to_numpy()).size),
         "demographics": demo,
         "validation": {},
         "conditions": {},

@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from recstack._numpy import distinct
 from recstack._progress import progress_bar
 from recstack.data.dataset import Dataset
 from recstack.errors import InvalidArgumentError
@@ -335,7 +336,7 @@ def _run_ranking(
             model = _create(name, params, opts.model_seed)
             fit_seconds = _fit_timed(model, train)
             prog.update(task, status=f"{name} score")
-            warm = np.setdiff1d(np.unique(test.interactions["user"].to_numpy()), cold) if cold.size else None
+            warm = np.setdiff1d(distinct(test.interactions["user"].to_numpy()), cold) if cold.size else None
             res = evaluate_retriever(
                 model,
                 train,

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from recstack._numpy import distinct
 from recstack.features.tables import AGE_EDGES
 
 __all__ = [
@@ -113,7 +114,7 @@ class SegmentPopularity:
         u = np.asarray(users, dtype=np.int64)
         it = np.asarray(items, dtype=np.int64)
         n_users = len(profiles)
-        pairs = np.unique(u * n_items + it) if len(u) else np.zeros(0, np.int64)
+        pairs = distinct(u * n_items + it) if len(u) else np.zeros(0, np.int64)
         pu, pi = pairs // n_items, pairs % n_items
         item_users = np.bincount(pi, minlength=n_items).astype(np.float64)
         active = np.zeros(n_users, dtype=bool)

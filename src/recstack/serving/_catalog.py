@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from recstack._numpy import distinct
 from recstack.data.dataset import Dataset, Vocabulary
 from recstack.errors import InvalidArgumentError, UnknownIdError
 
@@ -166,14 +167,14 @@ def build_catalog(dataset: Dataset, reload: Callable[[], pl.DataFrame] | None = 
     inter = dataset.interactions
     u = inter["user"].to_numpy().astype(np.int64)
     it_ = inter["item"].to_numpy().astype(np.int64)
-    pairs = np.unique(u * n_items + it_)
+    pairs = distinct(u * n_items + it_)
     popularity = np.bincount(pairs % n_items, minlength=n_items).astype(np.float32)
     pop_order = np.lexsort((np.arange(n_items), -popularity)).astype(np.int64)
     # ratings in the release's data and the distinct people behind them (the item page)
     r = inter["rating"].cast(pl.Float64)
     rated = r.is_not_null().to_numpy()
     rating_count = np.bincount(it_[rated], minlength=n_items).astype(np.int64)
-    rater_count = np.bincount(np.unique(u[rated] * n_items + it_[rated]) % n_items, minlength=n_items)
+    rater_count = np.bincount(distinct(u[rated] * n_items + it_[rated]) % n_items, minlength=n_items)
     sums = np.bincount(it_[rated], weights=r.to_numpy()[rated], minlength=n_items)
     with np.errstate(invalid="ignore", divide="ignore"):
         rating_mean = np.where(rating_count > 0, sums / np.maximum(rating_count, 1), np.nan)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # serving imports the training module lazily, when a release 
 
 __all__ = [
     "SUPPORTED_INPUTS",
+    "FactorQuery",
     "OnnxRanker",
     "RankContext",
     "TwoStageRanker",
@@ -258,6 +259,69 @@ class UserTower:
         return emb
 
 
+class FactorQuery:
+    """The ANN query of a matrix-factorisation model (ALS, BPR) whose item factors the release's
+    index holds (a release without a two-tower: at large data the index is built over ALS): a
+    user's factor row, so that the ANN's inner products are the model's own scores
+    (``user_factors[u] @ item_factors.T``). A user the model has no factors for (unknown to it, or
+    without training interactions: an all-zero row) is folded in from its recent items
+    (`fold_in`, ALS's exact half-step); no history, or a profile alone: no query (None).
+    ``max_history``: how many recent items a fold-in reads."""
+
+    def __init__(self, model: Any, max_history: int = 200) -> None:
+        U, V = model._factors()
+        self.model = model
+        self.user_factors: FloatArray = U
+        self.n_items = int(V.shape[0])
+        self.max_history = int(max_history)
+        #: users with a factor row learnt from their interactions
+        self._known = np.flatnonzero(np.any(U != 0, axis=1))
+
+    def knows(self, user_idx: IntArray) -> npt.NDArray[np.bool_]:
+        """[n] whether each user index (-1: none) has a learnt factor row."""
+        idx = np.asarray(user_idx, dtype=np.int64)
+        ok = (idx >= 0) & (idx < len(self.user_factors))
+        ok[ok] = np.isin(idx[ok], self._known)
+        return ok
+
+    def encode(self, user_idx: int | None, ucat: IntArray, recent: IntArray) -> FloatArray | None:
+        """The user's query vector [dim] float32, or None when there is nothing to query with
+        (``ucat`` is not used: a factor model knows no profiles)."""
+        vecs, ok = self.encode_many(
+            np.array([-1 if user_idx is None else user_idx], dtype=np.int64), [np.asarray(recent)]
+        )
+        return vecs[0] if ok[0] else None
+
+    def encode_many(
+        self, user_idx: IntArray, recents: list[IntArray]
+    ) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        """Query vectors [n, dim] float32 of n users (index, -1: none; recent items, most recent
+        first) and [n] whether each row is a query (a user with neither factors nor history is not:
+        its row is zeros)."""
+        import scipy.sparse as sp
+
+        idx = np.asarray(user_idx, dtype=np.int64)
+        known = self.knows(idx)
+        out = np.zeros((len(idx), self.user_factors.shape[1]), dtype=np.float32)
+        out[known] = self.user_factors[idx[known]]
+        rows = {
+            int(r): np.asarray(recents[r][: self.max_history], dtype=np.int64) for r in np.flatnonzero(~known)
+        }
+        rows = {r: np.unique(c[(c >= 0) & (c < self.n_items)]) for r, c in rows.items()}
+        fold = [r for r, c in rows.items() if len(c)]
+        if fold:
+            cols = [rows[r] for r in fold]
+            indptr = np.concatenate([[0], np.cumsum([len(c) for c in cols])]).astype(np.int64)
+            hist = sp.csr_matrix(
+                (np.ones(int(indptr[-1]), np.float32), np.concatenate(cols), indptr),
+                shape=(len(fold), self.n_items),
+            )
+            out[fold] = self.model.fold_in(hist)
+        ok = known.copy()
+        ok[fold] = True
+        return out, ok
+
+
 @dataclass(frozen=True)
 class _Entry:
     """A memoised user: its ranking state (without the per-item ranks: ``pair`` holds what they were
@@ -294,6 +358,10 @@ def _nbytes(state: UserState, *extra: Any) -> int:
     return int(sum(a.nbytes for a in _arrays(state))) + int(sum(a.nbytes for a in extra))
 
 
+#: how many users a `TwoStageRanker`'s doorkeeper remembers (the users whose last request missed the
+#: memo and built no entry; about 100 bytes each)
+DOORKEEPER_USERS = 65_536
+
 #: default memory (MB) of a `TwoStageRanker`'s memo of known users' ranking state: the default of the
 #: ``ranker_memo_mb`` serving setting
 SCORE_MEMO_MB: float = ServingSettings.model_fields["ranker_memo_mb"].default
@@ -320,7 +388,15 @@ class TwoStageRanker(OnnxRanker):
     items in the memoised score rows (the scores of a known user do not depend on its history) and
     rebuilds the rest; anything else recomputes. New users, profiles and liked-items requests are
     not memoised. Memoised or not, the rows are those of `CandidateFeaturizer.features_for`, bit for
-    bit."""
+    bit.
+
+    Admission (a doorkeeper, as in TinyLFU): an entry costs the feature rows of every item, a request
+    needs its few hundred candidates' rows. So a user's first miss builds only its candidates' rows
+    (and their ranks among all items by binary search) and notes the user in the doorkeeper, the
+    last `DOORKEEPER_USERS` users that missed; a miss of a user already noted builds the entry.
+    Users who come back (a session, a page of results) are memoised from their second request;
+    a stream of users seen once never pays for rows it does not read (at 62k items an entry is 6 MB
+    and ~30 ms of CPU against ~5 ms for the candidates alone). `prewarm` admits directly."""
 
     def __init__(self, name: str, path: str | Path, model: Any, memo_mb: float = SCORE_MEMO_MB) -> None:
         self.name = name
@@ -354,6 +430,9 @@ class TwoStageRanker(OnnxRanker):
         self.fsess = self._factorised_session(model)
         #: known users' ranking state: user index -> `_Entry` (LRU by bytes)
         self.memo: ByteLRU[_Entry] = ByteLRU(0)
+        #: the doorkeeper: users whose last miss built no entry (user index -> None, LRU order)
+        self._seen: OrderedDict[int, None] = OrderedDict()
+        self._seen_lock = threading.Lock()
         self.set_memo(memo_mb)
         # users without history: the model's cold-start order (chosen on its holdouts' cold users)
         pop = model.cold_order_scores() if hasattr(model, "cold_order_scores") else self.features.popularity
@@ -393,11 +472,26 @@ class TwoStageRanker(OnnxRanker):
         return (self.n_sources + n_pair) * self.n_items * 4 + 64 * (self.n_sources + self._n_genres)
 
     def set_memo(self, memo_mb: float) -> int:
-        """Size the memo of known users' ranking state to ``memo_mb`` MB (0: off; clears it); returns
-        about how many users it holds (`memo_bytes_per_user`)."""
+        """Size the memo of known users' ranking state to ``memo_mb`` MB (0: off; clears it and the
+        doorkeeper); returns about how many users it holds (`memo_bytes_per_user`)."""
         max_bytes = int(memo_mb * 2**20) if memo_mb > 0 else 0
         self.memo.resize(max_bytes)
+        with self._seen_lock:
+            self._seen.clear()
         return max_bytes // self.memo_bytes_per_user()
+
+    def _admit(self, u: int) -> bool:
+        """Whether a miss of user ``u`` builds its memo entry: yes when the doorkeeper holds ``u``
+        (its previous request missed too; it leaves the doorkeeper), else ``u`` is noted there (the
+        least recent of `DOORKEEPER_USERS` dropped)."""
+        with self._seen_lock:
+            if u in self._seen:
+                del self._seen[u]
+                return True
+            self._seen[u] = None
+            while len(self._seen) > DOORKEEPER_USERS:
+                self._seen.popitem(last=False)
+            return False
 
     def prewarm(
         self, stop: threading.Event | None = None, recent: Callable[[int], IntArray] | None = None
@@ -421,7 +515,7 @@ class TwoStageRanker(OnnxRanker):
             if counts[u] == 0 or self.memo.get(int(u)) is not None:
                 continue
             hist = recent(int(u)) if recent is not None else np.zeros(0, dtype=np.int64)
-            self._lookup(int(u), hist, record=False)
+            self._lookup(int(u), hist, record=False, admit=True)
             built += 1
         return built
 
@@ -460,14 +554,19 @@ class TwoStageRanker(OnnxRanker):
 
     def user_state(self, cols: IntArray, users: IntArray, *, record: bool = True) -> UserState:
         """The ranking state of ONE known user (``users`` [1]) with history items ``cols``: from the
-        memo when it holds the same history, else built (and memoised when the memo is on).
-        ``record``: count the lookup in the memo metric (prewarm does not)."""
+        memo when it holds the same history, else built (and memoised when the memo is on and the
+        doorkeeper admits the user). ``record``: count the lookup in the memo metric (prewarm does
+        not)."""
         return self._lookup(int(users[0]), cols, record)[0]
 
-    def _lookup(self, u: int, recent: IntArray, record: bool) -> tuple[UserState, _Entry | None]:
+    def _lookup(
+        self, u: int, recent: IntArray, record: bool, admit: bool = False
+    ) -> tuple[UserState, _Entry | None]:
         """(`user_state` of known user ``u`` with the items ``recent`` besides its training row, the
-        user's memo entry; None when the memo is off). An entry built from the same ``recent`` is a
-        hit without building the history row."""
+        user's memo entry; None when there is none: the memo is off, or a miss the doorkeeper did not
+        admit (``admit``: admit without asking it). An entry built from the same ``recent`` is a hit
+        without building the history row. A state without an entry holds no per-item ranks (`rows`
+        searches the candidates' ranks)."""
         memo_on = self.memo.max_bytes > 0
         count = record and memo_on and metrics is not None
         entry = self.memo.get(u) if memo_on else None
@@ -500,8 +599,9 @@ class TwoStageRanker(OnnxRanker):
             mats = list(scores)
         else:
             mats = fz.source_scores(hist, users)
-        state = fz.user_state(hist, users, mats, fz.recall_lists(hist, mats), full_ranks=True)
-        if not memo_on:
+        build = bool(memo_on and (admit or grown or self._admit(u)))
+        state = fz.user_state(hist, users, mats, fz.recall_lists(hist, mats), full_ranks=build)
+        if not build:
             return state, None
         entry = self._materialise(cols, np.array(recent, dtype=np.int64), state)
         self.memo.put(u, entry, entry.nbytes)

@@ -54,6 +54,9 @@ class MemoryRelease:
     ranker_paths: dict[str, Path] = field(default_factory=dict)
     item_embeddings: npt.NDArray[np.float32] | None = None
     user_tower_path: Path | None = None
+    #: the retriever whose item vectors ``item_embeddings`` are (a factor model without a user tower:
+    #: serving queries the index with its user factors)
+    embeddings_model: str | None = None
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     path: Path | None = None

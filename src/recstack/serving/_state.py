@@ -35,7 +35,7 @@ from recstack.serving._catalog import build_catalog
 from recstack.serving._events import EventSink, HistoryFeed
 from recstack.serving._follow import ChannelFollower
 from recstack.serving._history import HistoryBackend, MemoryHistory, StoreHistory
-from recstack.serving._ranker import TwoStageRanker, UserTower
+from recstack.serving._ranker import FactorQuery, TwoStageRanker, UserTower
 from recstack.serving._release import ServingRelease
 from recstack.serving._target import POLL_SECONDS, RunDir, Target
 from recstack.serving.pipeline import Pipeline, PipelineConfig
@@ -91,6 +91,21 @@ def _user_tower_path(release: ServingRelease) -> Path | None:
         if str(f.path).endswith("user_tower.onnx") and root is not None:
             return Path(root) / str(f.path)
     return None
+
+
+def _factor_query(release: ServingRelease) -> FactorQuery | None:
+    """The `FactorQuery` of the model whose item vectors the release's index holds, when that is a
+    matrix-factorisation model (ALS, BPR); None otherwise."""
+    manifest = getattr(release, "manifest", None)
+    name = getattr(getattr(manifest, "artifacts", None), "primary_embeddings", None)
+    if name is None:
+        name = getattr(release, "embeddings_model", None)
+    if name is None or name not in release.retriever_names:
+        return None
+    model = release.retriever(name)
+    if not (hasattr(model, "fold_in") and getattr(model, "user_factors", None) is not None):
+        return None
+    return FactorQuery(model)
 
 
 def _open_index(release: ServingRelease, settings: ServingSettings, emb: Any) -> tuple[Any, str | None]:
@@ -211,10 +226,14 @@ def build_state(
         log.info("release %s: %d logged events replayed into the histories", release.id, n)
     tower_path = _user_tower_path(release)
     emb = getattr(release, "item_embeddings", None)
-    index, backend, tower = None, None, None
-    if tower_path is not None and emb is not None and any(s.kind == "ann" for s in config.sources):
-        tower = UserTower(tower_path)
-        index, backend = _open_index(release, settings, emb)
+    index, backend = None, None
+    tower: UserTower | FactorQuery | None = None
+    if emb is not None and any(s.kind == "ann" for s in config.sources):
+        # without a user tower, an index over a factor model's items (ALS at large data) is queried
+        # with the user's factors
+        tower = UserTower(tower_path) if tower_path is not None else _factor_query(release)
+        if tower is not None:
+            index, backend = _open_index(release, settings, emb)
     pipeline = Pipeline(release, config, catalog=catalog, history=history, index=index, user_tower=tower)
     if feed is not None:  # items added online (the log's item records) join the catalogue
         feed.on_item = lambda e: add_logged_item(pipeline, e)

@@ -6,7 +6,7 @@ Declared in TOML (`PipelineConfig.from_toml`)::
     k_default = 10
     k_max = 100
     [[sources]]
-    name = "two_tower"      # ANN over the release's item embeddings, queried with the user tower
+    name = "ann"            # the release's ANN index, queried with the user tower or the ALS user factors
     kind = "ann"
     quota = 200
     [[sources]]
@@ -57,7 +57,7 @@ from recstack.serving._catalog import Catalog, build_catalog, extend_catalog
 from recstack.serving._history import History, HistoryBackend, MemoryHistory
 from recstack.serving._kernels import HistoryScorer, history_scorer
 from recstack.serving._memo import ByteLRU
-from recstack.serving._ranker import OnnxRanker, RankContext, UserTower, load_ranker
+from recstack.serving._ranker import FactorQuery, OnnxRanker, RankContext, UserTower, load_ranker
 from recstack.serving._release import ServingRelease
 from recstack.serving._search import SEARCH_MODELS, TextSearch, item_text, open_text_search
 
@@ -92,14 +92,18 @@ _SECONDS_PER_DAY = 86_400
 
 
 class SourceConfig(ComponentConfig):
-    """One recall source. ``kind``: ``ann`` (two-tower ANN), ``history`` (a release retriever scored
+    """One recall source. ``kind``: ``ann`` (the release's ANN index, queried with the two-tower's
+    user tower, or with the user's factors when the index holds a factor model's items: ALS),
+    ``history`` (a release retriever scored
     from the ``recent`` most recent history items), ``popular`` (popularity; segment popularity for a
     profile when the release's cold-start verdict says personal) or ``trending`` (popularity over the
-    last ``trending_days`` of the data)."""
+    last ``trending_days`` of the data). ``retriever`` (``history``): the release retriever's alias
+    (default: ``name``), or a list of aliases: the first one the release has (a release built for
+    large data has no EASE; the default ``ease`` source then scores with time_ease)."""
 
     name: str = Field(min_length=1)
     kind: Literal["ann", "history", "popular", "trending"]
-    retriever: str | None = None
+    retriever: str | tuple[str, ...] | None = None
     quota: int = Field(default=100, ge=1, le=10_000)
     weight: float = Field(default=1.0, gt=0)
     recent: int = Field(default=50, ge=1)
@@ -127,9 +131,10 @@ class RerankConfig(ComponentConfig):
 
 def _default_sources() -> tuple[SourceConfig, ...]:
     return (
-        SourceConfig(name="two_tower", kind="ann", quota=200),
+        # the index over the two-tower's items (its user tower), or over ALS's (the user's factors)
+        SourceConfig(name="ann", kind="ann", quota=200),
         SourceConfig(name="itemknn", kind="history", quota=200, recent=50),
-        SourceConfig(name="ease", kind="history", quota=200, recent=50),
+        SourceConfig(name="ease", kind="history", quota=200, recent=50, retriever=("ease", "time_ease")),
         SourceConfig(name="popular", kind="popular", quota=100),
     )
 
@@ -291,7 +296,7 @@ class Pipeline:
         catalog: Catalog | None = None,
         history: HistoryBackend | None = None,
         index: Any | None = None,
-        user_tower: UserTower | None = None,
+        user_tower: UserTower | FactorQuery | None = None,
         rankers: dict[str, OnnxRanker] | None = None,
     ) -> None:
         """``catalog``, ``history``, ``index``, ``user_tower`` and ``rankers`` (loaded ranker
@@ -308,11 +313,12 @@ class Pipeline:
         names = set(release.retriever_names)
         for src in self.config.sources:
             if src.kind == "history":
-                alias = src.retriever or src.name
-                if alias in names:
+                want = (src.retriever,) if isinstance(src.retriever, str) else src.retriever or (src.name,)
+                alias = next((a for a in want if a in names), None)
+                if alias is not None:
                     self.retrievers[src.name] = release.retriever(alias)
                 else:
-                    log.info("release %s has no retriever %r: source %r is off", release.id, alias, src.name)
+                    log.info("release %s has none of %s: source %r is off", release.id, want, src.name)
         self.active_sources = [
             s
             for s in self.config.sources
@@ -510,6 +516,8 @@ class Pipeline:
                 if user.idx is None and len(user.recent) == 0 and not (user.profile and self.ann_profile):
                     continue  # a profile alone: only when validation found the user tower beats popular
                 vec = self.user_tower.encode(user.idx, user.ucat, user.recent)
+                if vec is None:  # a factor model's query: nothing to query with
+                    continue
                 out.append(self._ann(src.name, vec, src.quota + n_seen))
             else:
                 scores: FloatArray | None = None
@@ -939,8 +947,9 @@ class Pipeline:
         return allowed
 
     def similar(self, item_idx: int, k: int, model: str | None = None) -> tuple[IntArray, FloatArray, str]:
-        """Top k items similar to one item by a release retriever (default: itemknn, else the first
-        history source, else embeddings) -> (items[k], scores[k], model name)."""
+        """Top k items similar to one item by a release retriever (default: itemknn, else EASE, else
+        time_ease, else the two-tower, else the release's first retriever but ``pop``) -> (items[k],
+        scores[k], model name)."""
         kk = self.check_k(k)
         allowed = self.similar_models()
         if model == "pop" and not allowed:  # a release without an item-item model: popular items
@@ -955,7 +964,7 @@ class Pipeline:
             ids, sc = self.text_search.similar(item_idx, kk)
             return ids, sc, model if model in SEARCH_MODELS else "content"
         if model is None:
-            model = next((n for n in ("itemknn", "ease", "two_tower") if n in allowed), None)
+            model = next((n for n in ("itemknn", "ease", "time_ease", "two_tower") if n in allowed), None)
             if model is None and allowed:
                 model = allowed[0]
         if model is None:

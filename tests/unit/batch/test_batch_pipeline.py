@@ -45,14 +45,16 @@ def _linear_ranker(path: Path) -> Path:
     return path
 
 
-def _check_users(pipe: Pipeline, scorer: BatchScorer, k: int) -> None:
+def _check_users(pipe: Pipeline, scorer: BatchScorer, k: int, rtol: float = 0.0) -> None:
+    """``rtol`` > 0: scores within it (an ANN source: the index scores a block of queries with one
+    matrix product, a request's one query with a vector product; BLAS rounds them differently)."""
     ds = pipe.catalog.dataset
     ids, sc = scorer.recommend(scorer.user_profiles(np.arange(ds.n_users)), k)
     for u in range(ds.n_users):
         res = pipe.recommend(RecRequest(user_id=ds.user_vocab.external([u])[0], k=k))
         ok = ids[u] >= 0
         np.testing.assert_array_equal(ids[u][ok], res.items, err_msg=f"user {u}")
-        np.testing.assert_array_equal(sc[u][ok], res.scores, err_msg=f"user {u}")
+        np.testing.assert_allclose(sc[u][ok], res.scores, rtol=rtol, atol=0, err_msg=f"user {u}")
 
 
 @pytest.mark.parametrize("k", [5, 30])
@@ -103,7 +105,7 @@ def test_users_match_with_a_sequential_source(mem_release: MemoryRelease) -> Non
     _check_users(pipe, BatchScorer(pipe), 10)
 
 
-def _check_pairs(pipe: Pipeline, scorer: BatchScorer, top_n: int, k: int) -> None:
+def _check_pairs(pipe: Pipeline, scorer: BatchScorer, top_n: int, k: int, rtol: float = 0.0) -> None:
     top = pipe.catalog.pop_order[:top_n]
     i, j = np.triu_indices(top_n, 1)
     a, b = top[i], top[j]
@@ -112,7 +114,7 @@ def _check_pairs(pipe: Pipeline, scorer: BatchScorer, top_n: int, k: int) -> Non
     for r in range(len(a)):
         res = pipe.recommend(RecRequest(liked_items=vocab.external([a[r], b[r]]), k=k, model="recall"))
         np.testing.assert_array_equal(ids[r], res.items, err_msg=f"pair {a[r]}, {b[r]}")
-        np.testing.assert_array_equal(sc[r], res.scores, err_msg=f"pair {a[r]}, {b[r]}")
+        np.testing.assert_allclose(sc[r], res.scores, rtol=rtol, atol=0, err_msg=f"pair {a[r]}, {b[r]}")
         if pipe.config.filters.exclude_seen:  # the two liked items are excluded
             assert a[r] not in ids[r] and b[r] not in ids[r]
 
@@ -259,3 +261,17 @@ def test_ml100k_users_and_pairs_match(ml100k_pipeline: Pipeline) -> None:
         res = pipe.recommend(RecRequest(liked_items=vocab.external([a[r], b[r]]), k=10, model="recall"))
         np.testing.assert_array_equal(ids[r], res.items, err_msg=f"pair {a[r]}, {b[r]}")
         np.testing.assert_array_equal(sc[r], res.scores, err_msg=f"pair {a[r]}, {b[r]}")
+
+
+def test_users_and_pairs_match_with_an_ann_index_over_als(batch_dataset: Dataset) -> None:
+    """A release whose index holds ALS's item factors (no user tower: the [large] default): the ANN
+    source queries it with the user's factors, or folds a liked-items profile in; batch as online."""
+    als = {"factors": 8, "iterations": 3}
+    rel = fit_memory_release(batch_dataset, "mem-als", models=("pop", "als"), als=als)
+    rel.item_embeddings = rel.retriever("als").item_factors
+    rel.embeddings_model = "als"
+    state = build_state(rel, ServingSettings(index="exact"))
+    pipe = state.pipeline
+    assert "ann" in [s.name for s in pipe.active_sources]
+    _check_users(pipe, BatchScorer(pipe), 10, rtol=1e-6)
+    _check_pairs(pipe, BatchScorer(pipe, "recall"), 8, 10, rtol=1e-6)

@@ -145,19 +145,19 @@ def test_two_tower_ann_source_with_explain(full: Pipeline) -> None:
     res = full.recommend(RecRequest(user_id=1, k=4, model="recall", explain=True))
     assert res.explain is not None
     for item, e in zip(res.items.tolist(), res.explain, strict=True):
-        assert "two_tower" in e["sources"]
-        assert e["recall_scores"]["two_tower"] == pytest.approx(item / 12, abs=1e-6)
+        assert "ann" in e["sources"]
+        assert e["recall_scores"]["ann"] == pytest.approx(item / 12, abs=1e-6)
         assert set(e) >= {"merged_score", "rank_score", "rank_position", "final_position"}
     # a profile alone queries the user tower only when the release's verdict says it beats popular
     res = full.recommend(RecRequest(profile={"age": 30}, k=3))
-    assert res.user_kind == "profile" and not any("two_tower" in s for s in res.sources)
+    assert res.user_kind == "profile" and not any("ann" in s for s in res.sources)
 
 
 def test_profile_alone_queries_the_user_tower_with_a_verdict(full_release: MemoryRelease) -> None:
     verdict = {"model": "popular", "personal": True, "ann_profile": True, "params": {}}
     tower = build_state(dataclasses.replace(full_release, cold_start=verdict), ServingSettings()).pipeline
     res = tower.recommend(RecRequest(profile={"age": 30}, k=3))
-    assert res.user_kind == "profile" and any("two_tower" in s for s in res.sources)
+    assert res.user_kind == "profile" and any("ann" in s for s in res.sources)
 
 
 def test_similar_items(pipe: Pipeline) -> None:
@@ -215,6 +215,27 @@ def test_history_source_by_alias(tiny_release: MemoryRelease) -> None:
     res = p.recommend(RecRequest(user_id=2, k=4))
     assert {s for ss in res.sources for s in ss} <= {"knn", "trend", "fill"}
     assert [s.name for s in p.active_sources] == ["knn", "trend"]
+
+
+def test_history_source_takes_the_first_retriever_the_release_has(tiny_dataset: Any) -> None:
+    """The default ``ease`` source scores with time_ease in a release without EASE (a release built
+    for large data); with neither it is off. TOML takes the list form."""
+    from recstack.serving._release import fit_memory_release
+    from recstack.serving.pipeline import SourceConfig
+
+    default = {s.name: s for s in PipelineConfig().sources}["ease"]
+    assert default.retriever == ("ease", "time_ease")
+    rel = fit_memory_release(tiny_dataset, "tiny-te", ("pop", "time_ease"))
+    p = Pipeline(rel)
+    assert "ease" in [s.name for s in p.active_sources] and p.retrievers["ease"] is rel.retriever("time_ease")
+    res = p.recommend(RecRequest(user_id=2, k=4, explain=True))
+    assert res.explain is not None and any("ease" in e["sources"] for e in res.explain)
+    both = fit_memory_release(tiny_dataset, "tiny-both", ("pop", "time_ease", "ease"))
+    assert Pipeline(both).retrievers["ease"] is both.retriever("ease")  # the first of the list
+    none = fit_memory_release(tiny_dataset, "tiny-none", ("pop",))
+    assert "ease" not in [s.name for s in Pipeline(none).active_sources]
+    src = SourceConfig.from_config({"name": "x", "kind": "history", "retriever": ["ease", "time_ease"]})
+    assert src.retriever == ("ease", "time_ease")
 
 
 @pytest.mark.parametrize(

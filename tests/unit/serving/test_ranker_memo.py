@@ -272,8 +272,9 @@ def test_memo_budget_evicts_least_recently_used(release: tuple[MemoryRelease, Tw
     n_items = ts.train_matrix().shape[1]
     items = np.arange(n_items, dtype=np.int64)
 
-    def ask(u: int) -> None:
-        r.score(RankContext(u, np.zeros(4, np.int64), np.zeros(0, np.int64) + u % n_items), items)
+    def ask(u: int) -> None:  # twice: the doorkeeper admits a user at its second miss
+        for _ in range(2):
+            r.score(RankContext(u, np.zeros(4, np.int64), np.zeros(0, np.int64) + u % n_items), items)
 
     ask(1)
     one = r.memo.nbytes  # bytes of one user's entry (per source a score row and a rank row, ...)
@@ -418,3 +419,40 @@ def test_byte_lru_evicts_least_recently_used_by_bytes() -> None:
     zero: ByteLRU[str] = ByteLRU(0)
     zero.put("x", "X", 1)
     assert len(zero) == 0
+
+
+def test_doorkeeper_builds_an_entry_at_a_users_second_miss(
+    release: tuple[MemoryRelease, TwoStage, Path],
+) -> None:
+    """A user's first miss builds only its candidates' rows (no entry, no per-item ranks), its
+    second builds the entry; the scores are those of a memo-less ranker every time. A doorkeeper
+    that forgets (`DOORKEEPER_USERS`) starts over; prewarm admits without it."""
+    from recstack.serving import _ranker
+
+    rel, ts, path = release
+    r, plain = _rankers(rel, path)
+    train = ts.train_matrix()
+    rng = np.random.default_rng(11)
+    for u in (3, 8):
+        ctx = RankContext(u, np.zeros(4, np.int64), np.asarray(train[u].indices, dtype=np.int64))
+        for asked in range(3):
+            items = rng.choice(train.shape[1], 12, replace=False)
+            assert np.array_equal(r.score(ctx, items), plain.score(ctx, items))
+            # after the first request: no entry; from the second on: the entry
+            assert (r.memo.get(u) is not None) == (asked >= 1)
+    # the state of a first miss holds no per-item ranks: the rows search the candidates' ranks
+    cols, users = r._cols(20, np.zeros(0, np.int64))
+    assert users is not None
+    state = r.user_state(cols, users)
+    assert state.ranks is None and r.memo.get(20) is None
+    assert r.user_state(cols, users) is r.memo.get(20).state  # type: ignore[union-attr]
+    # a doorkeeper of one user forgets the first of two alternating users
+    small, _ = _rankers(rel, path)
+    old = _ranker.DOORKEEPER_USERS
+    _ranker.DOORKEEPER_USERS = 1
+    try:
+        for u in (3, 8, 3, 8):
+            small.score(RankContext(u, np.zeros(4, np.int64), np.zeros(0, np.int64)), np.arange(5))
+        assert len(small.memo) == 0
+    finally:
+        _ranker.DOORKEEPER_USERS = old

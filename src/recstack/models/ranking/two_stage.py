@@ -557,7 +557,9 @@ def _stable_top(s: FloatArray, k: int) -> npt.NDArray[np.bool_]:
     gt = s > thr
     eq = s == thr
     need = kk - gt.sum(axis=1, keepdims=True)
-    sel: npt.NDArray[np.bool_] = (gt | (eq & (np.cumsum(eq, axis=1) <= need))) & np.isfinite(s)
+    # the first ``need`` tied items by index; a cumsum only when more items tie than are needed
+    ties = eq if bool((eq.sum(axis=1, keepdims=True) <= need).all()) else eq & (np.cumsum(eq, axis=1) <= need)
+    sel: npt.NDArray[np.bool_] = (gt | ties) & np.isfinite(s)
     return sel
 
 
