@@ -24,8 +24,9 @@ SMALL_TWO_STAGE: dict[str, Any] = {
 }
 
 
-def make_blocks_dataset(n_users: int = 60, n_items: int = 40, seed: int = 0) -> Dataset:
-    """Users prefer one of 4 item blocks (item % 4) and draw 10 items from it, plus 2 at random."""
+def make_blocks_dataset(n_users: int = 60, n_items: int = 40, seed: int = 0, genres: bool = True) -> Dataset:
+    """Users prefer one of 4 item blocks (item % 4) and draw 10 items from it, plus 2 at random; the
+    items have one of `GENRES` each (none with ``genres=False``)."""
     rng = np.random.default_rng(seed)
     rows = []
     for u in range(n_users):
@@ -42,4 +43,4 @@ def make_blocks_dataset(n_users: int = 60, n_items: int = 40, seed: int = 0) -> 
             "genres": [[GENRES[i % 3]] for i in range(n_items)],
         }
     )
-    return Dataset.from_frames("blocks", inter, None, items)
+    return Dataset.from_frames("blocks", inter, None, items if genres else items.drop("genres"))

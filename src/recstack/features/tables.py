@@ -8,7 +8,8 @@ User features (one row per dense user index):
     (first digit of the zip code) as codes; ``activity`` = log1p(#interactions in the fit data) and
     ``user_mean_rating`` (float32; 0 when none).
 Item features (one row per dense item index):
-    ``genres`` multi-hot [n_items, n_genres] (float32), ``year_bucket`` code (5-year buckets),
+    ``genres`` multi-hot [n_items, n_genres] (float32; one all-zero column, named `NO_GENRE`, when the
+    data has no genres: every consumer gets at least one column), ``year_bucket`` code (5-year buckets),
     ``title_tokens`` [n_items, MAX_TITLE_TOKENS] token codes padded with 0, ``popularity`` =
     log1p(#interactions) and ``item_mean_rating`` (float32).
 
@@ -41,6 +42,7 @@ from recstack.errors import ArtifactError
 __all__ = [
     "AGE_EDGES",
     "MAX_TITLE_TOKENS",
+    "NO_GENRE",
     "TIME_BINS",
     "USER_CATEGORICAL",
     "FeatureTables",
@@ -53,6 +55,9 @@ __all__ = [
 
 AGE_EDGES: tuple[int, ...] = (18, 25, 35, 45, 50, 56)
 MAX_TITLE_TOKENS = 8
+#: the name of the all-zero genre column of data without genres (never a real genre's: it only exists
+#: when the genre vocabulary is empty)
+NO_GENRE = "none"
 _YEAR_BUCKET = 5
 _TOKEN_RE = re.compile(r"[a-z0-9]+")
 _STOP = frozenset({"the", "a", "an", "of", "and", "in", "to", "la", "le", "les", "de", "il", "el"})
@@ -178,7 +183,19 @@ class FeatureTables:
 
     @property
     def n_genres(self) -> int:
+        """Columns of `genres`: the genre vocabulary's size, or 1 (the `NO_GENRE` column) without one."""
         return int(self.genres.shape[1])
+
+    @property
+    def genre_columns(self) -> list[str]:
+        """The name of each column of `genres` (`n_genres` names): the genre vocabulary without code 0,
+        or [`NO_GENRE`] when the data has no genres."""
+        names = self.vocabularies["genre"][1:]
+        if len(names) == self.n_genres:
+            return names
+        if names or self.n_genres != 1:
+            raise ArtifactError(f"{self.n_genres} genre columns but {len(names)} genres in the vocabulary")
+        return [NO_GENRE]
 
     def cardinality(self, name: str) -> int:
         """Number of codes (including 0 = unknown) of a categorical feature."""
@@ -349,6 +366,7 @@ def build_features(dataset: Dataset, interactions: pl.DataFrame | None = None) -
     genre_lists = dataset.item_genres()
     genre_vocab = sorted({g for gs in genre_lists for g in gs if g and g != "unknown"})
     gpos = {g: j for j, g in enumerate(genre_vocab)}
+    # at least one column (all zero without genres, `NO_GENRE`): see `FeatureTables.genre_columns`
     genres = np.zeros((n_i, max(len(genre_vocab), 1)), dtype=np.float32)
     for it, gs in enumerate(genre_lists):
         for g in gs:

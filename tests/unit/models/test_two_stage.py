@@ -245,3 +245,87 @@ def test_refit_sources_false_serves_the_last_folds_sources(data: Dataset) -> Non
     assert kept.fit_result["source_fit_seconds"]["pop"] > 0  # the fold's fit, counted once
     served = kept.score_users(np.arange(10))
     assert served.shape == (10, data.n_items) and np.isfinite(served).all()
+
+
+@pytest.fixture(scope="module")
+def no_genre_model() -> TwoStage:
+    return TwoStage(**SMALL).fit(make_blocks_dataset(genres=False))
+
+
+def test_a_model_fitted_without_genres_saves_loads_and_serves(
+    no_genre_model: TwoStage, tmp_path: Path
+) -> None:
+    """Data without item genres: the genre matrix has one all-zero column (`NO_GENRE`) and every count
+    of genre columns agrees with it (feature rows, `dense_names`, `column_scopes`), so the model's saved
+    names match its ranker's input width: it loads, scores as before saving and is served."""
+    from recstack.serving._ranker import RankContext, TwoStageRanker, load_ranker
+    from recstack.serving._release import MemoryRelease
+
+    ts = no_genre_model
+    train = ts.train_matrix()
+    d = ts.save(tmp_path / "m")
+    back = TwoStage.load(d)
+    np.testing.assert_array_equal(back.score_users(np.arange(10)), ts.score_users(np.arange(10)))
+
+    # served: the loaded model's ranker through load_ranker (the factorised graph over column_scopes)
+    ds = make_blocks_dataset(genres=False)
+    rel = MemoryRelease(
+        id="nogenre-0001",
+        dataset=ds,
+        retrievers={"itemknn": back.sources["itemknn"], "pop": back.sources["pop"], "ranker": back},
+        features=back.features,
+        ranker_paths={"ncf": d / "ranker" / "ranker.onnx"},
+    )
+    ranker = load_ranker("ncf", d / "ranker" / "ranker.onnx", rel, rel.features)
+    assert isinstance(ranker, TwoStageRanker)
+    for u in (0, 7, 33):
+        cands = ts.candidates([u])[0]
+        ctx = RankContext(u, np.zeros(4, np.int64), np.asarray(train[u].indices, dtype=np.int64))
+        np.testing.assert_allclose(ranker.score(ctx, cands), ts.score_users([u])[0][cands], atol=1e-5)
+
+    # one count of genre columns: the rows, the names and the scopes
+    from recstack.features.tables import NO_GENRE
+
+    fz = ts.featurizer()
+    f = fz.features
+    assert f.vocabularies["genre"] == [""] and f.genres.shape == (40, 1) and not f.genres.any()
+    assert f.genre_columns == [NO_GENRE]
+    names = fz.dense_names()
+    assert f"genre_{NO_GENRE}" in names and f"user_genre_{NO_GENRE}" in names
+    users = np.arange(5, dtype=np.int64)
+    _, dense, _ = fz.features_for(train[users], users, np.tile(np.arange(40, dtype=np.int64), (5, 1)))
+    assert dense.shape[2] == len(names) == len(fz.column_scopes()[0])
+
+
+def test_a_no_genre_model_saved_without_the_padding_names(
+    no_genre_model: TwoStage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A release built (without genres) before the all-zero genre column had names recorded the names
+    without its two columns, though its ranker took them: it loads. Where the recorded names equal the
+    computed ones but the net's input width differs, the error says so (not "trained on 23, computes
+    23")."""
+    import json
+
+    from recstack.errors import ArtifactError
+    from recstack.features.tables import NO_GENRE
+    from recstack.models.ranking.two_stage import CandidateFeaturizer
+
+    d = no_genre_model.save(tmp_path / "m")
+    names = json.loads((d / "dense_features.json").read_text())
+    pad = (f"genre_{NO_GENRE}", f"user_genre_{NO_GENRE}")
+    legacy = [n for n in names if n not in pad]
+    assert len(legacy) == len(names) - 2
+    (d / "dense_features.json").write_text(json.dumps(legacy))
+    back = TwoStage.load(d)  # the columns the ranker was trained on: loads
+    np.testing.assert_array_equal(back.score_users(np.arange(5)), no_genre_model.score_users(np.arange(5)))
+    # a recstack whose names leave those columns out (the old count): names agree, the width does not
+    full = CandidateFeaturizer.dense_names
+    monkeypatch.setattr(
+        CandidateFeaturizer, "dense_names", lambda self: [n for n in full(self) if n not in pad]
+    )
+    with pytest.raises(ArtifactError) as err:
+        TwoStage.load(d)
+    msg = str(err.value)
+    assert (
+        f"net takes {len(names)} dense inputs" in msg and f"records {len(legacy)} dense feature names" in msg
+    )

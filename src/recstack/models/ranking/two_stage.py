@@ -43,7 +43,13 @@ from recstack._progress import progress_bar
 from recstack.config import ComponentConfig
 from recstack.data.dataset import Dataset
 from recstack.errors import ArtifactError, InvalidArgumentError, NotFittedError
-from recstack.features.tables import FeatureTables, TimeWindows, build_features, user_genre_affinity
+from recstack.features.tables import (
+    NO_GENRE,
+    FeatureTables,
+    TimeWindows,
+    build_features,
+    user_genre_affinity,
+)
 from recstack.models.base import Retriever
 from recstack.models.ranking._base import (
     BLOCK_ROWS,
@@ -293,7 +299,7 @@ class CandidateFeaturizer:
         names += ["n_sources", "popularity", "item_mean_rating", "activity", "user_mean_rating", "affinity"]
         if self.features.has_time:
             names += ["local_popularity", "item_age"]
-        genres = self.features.vocabularies["genre"][1:]
+        genres = self.features.genre_columns  # one per column of `features.genres` (`rows`)
         names += [f"genre_{g}" for g in genres]
         # the user's genre shares (user columns: computed once per request when served); validation
         # (tuning_ranker, seeds 42 / 142 / 242): 0.2664 +- 0.0003, held at 0 0.2648 +- 0.0026
@@ -320,8 +326,8 @@ class CandidateFeaturizer:
         dense = ["pair"] * (3 * len(self.sources))
         dense += ["pair", "item", "item", "user", "user", "pair"]  # n_sources .. affinity
         dense += ["pair", "pair"] if f.has_time else []  # local popularity, item age
-        dense += ["item"] * (len(f.vocabularies["genre"]) - 1)
-        dense += ["user"] * (len(f.vocabularies["genre"]) - 1)
+        dense += ["item"] * f.n_genres
+        dense += ["user"] * f.n_genres
         dense += ["user"] * (2 * len(self.sources))
         dense += self.text.scopes() if self.text is not None else []
         cat = ["user", "item", *["user"] * f.users_cat.shape[1], "item"]
@@ -503,7 +509,7 @@ class CandidateFeaturizer:
         # the columns of `dense_names`: per source (z, rank, flag), n_sources, popularity, item mean
         # rating, activity, user mean rating, affinity, [time features], genres, the user's genre shares
         time_parts = f.time_features(state.users, safe, state.windows)
-        G = f.genres.shape[1]
+        G = f.n_genres
         n_text = len(self.text.names()) if self.text is not None else 0
         dense = np.empty((n, L, 3 * S + 6 + len(time_parts) + 2 * G + 2 * S + n_text), dtype=np.float32)
         dense[:, :, 0 : 3 * S : 3] = ((np.where(finite, sc, 0.0) - state.mu) / state.sd).transpose(1, 2, 0)
@@ -1103,19 +1109,38 @@ class TwoStage(Retriever):
         ranker = self.ranker
         members = ranker.members if isinstance(ranker, RankerEnsemble) else [ranker]
         n_dense = {m.net.n_dense for m in members if isinstance(m, NeuralRanker) and m.net is not None}
-        if (saved is not None and saved != now) or n_dense - {len(now)}:
-            n_was = len(saved) if saved is not None else min(n_dense)
-            diff = ""
-            if saved is not None:
-                new, gone = [n for n in now if n not in saved], [n for n in saved if n not in now]
-                diff = "".join(
-                    f"; {what}: {', '.join(names[:4])}"
-                    + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-                    for what, names in (("not in the model", new), ("no longer computed", gone))
-                    if names
+        f = self.features
+        if saved is not None and saved != now and n_dense == {len(now)} and f is not None:
+            # a model built on data without genres before the all-zero genre column had a name
+            # (`FeatureTables.genre_columns`) recorded its names without that column's two, but its
+            # ranker was trained on the rows with them: the columns this recstack computes
+            pad = (f"genre_{NO_GENRE}", f"user_genre_{NO_GENRE}")
+            if f.genre_columns == [NO_GENRE] and saved == [n for n in now if n not in pad]:
+                saved = now
+        if saved is not None and saved != now:
+            new, gone = [n for n in now if n not in saved], [n for n in saved if n not in now]
+            diff = "".join(
+                f"; {what}: {', '.join(names[:4])}"
+                + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+                for what, names in (("not in the model", new), ("no longer computed", gone))
+                if names
+            )
+            raise ArtifactError(
+                f"{directory}: the two-stage ranker was trained on {len(saved)} dense features, this "
+                f"recstack computes {len(now)}{diff}. The model was built by another recstack version: "
+                "rebuild the release (recstack build) with this one"
+            )
+        if n_dense - {len(now)}:
+            widths = " / ".join(str(w) for w in sorted(n_dense))
+            if saved is None:  # a model saved before the names were recorded: its net's width tells
+                raise ArtifactError(
+                    f"{directory}: the two-stage ranker was trained on {widths} dense features, this "
+                    f"recstack computes {len(now)}. The model was built by another recstack version: "
+                    "rebuild the release (recstack build) with this one"
                 )
             raise ArtifactError(
-                f"{directory}: the two-stage ranker was trained on {n_was} dense features, this recstack "
-                f"computes {len(now)}{diff}. The model was built by another recstack version: rebuild the "
+                f"{directory}: the two-stage ranker's net takes {widths} dense inputs, but the model "
+                f"records {len(saved)} dense feature names (the ones this recstack computes): the "
+                "recstack that built it computed feature rows wider than its feature names. Rebuild the "
                 "release (recstack build) with this one"
             )
