@@ -13,10 +13,12 @@ A loaded Retriever reads its training user x item matrix (``train.npz``) on firs
 from __future__ import annotations
 
 import json
+import os
 import threading
+import weakref
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -82,6 +84,32 @@ def order_selected(
 _TRAIN_LOCK = threading.Lock()
 
 
+#: where each fitted object was first saved in this process (`Retriever.save` links a second save)
+_SAVED: weakref.WeakKeyDictionary[Any, Path] = weakref.WeakKeyDictionary()
+#: loaded objects whose config.json is a hard link: (class, device, inode, mtime) -> object (`load`)
+_LOADED: weakref.WeakValueDictionary[tuple[Any, int, int, int], Any] = weakref.WeakValueDictionary()
+_LOADED_LOCK = threading.Lock()
+
+
+def _link_tree(src: Path, dest: Path) -> bool:
+    """Hard-link every file under ``src`` to the same place under ``dest`` (created); False, with
+    ``dest`` left as it was, when ``src`` is gone or a link fails (another file system)."""
+    if not (src / "config.json").is_file() or (dest.exists() and any(dest.iterdir())):
+        return False
+    try:
+        for root, _, files in os.walk(src):
+            out = dest / Path(root).relative_to(src)
+            out.mkdir(parents=True, exist_ok=True)
+            for name in files:
+                os.link(Path(root) / name, out / name)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(dest, ignore_errors=True)
+        return False
+    return True
+
+
 class Retriever(ABC):
     """Scores all items for users; top-k with exclusions. Batch-first.
 
@@ -105,6 +133,7 @@ class Retriever(ABC):
     # ----------------------------------------------------------- contract
     def fit(self, dataset: Dataset) -> Self:
         """Fit on a training dataset; keeps its binary user x item matrix for `score_users`."""
+        _SAVED.pop(self, None)  # a refit object is not what it saved before
         self._train = dataset.to_csr("binary")
         self.n_items = dataset.n_items
         self._fit(dataset)
@@ -172,8 +201,15 @@ class Retriever(ABC):
 
     # ------------------------------------------------------------ storage
     def save(self, directory: str | Path) -> Path:
-        """Write ``config.json`` + the model's arrays into ``directory`` (no pickle)."""
+        """Write ``config.json`` + the model's arrays into ``directory`` (no pickle). The same fitted
+        object saved a second time in this process (one fit serving a table model and a two-stage
+        recall source, `recstack.models.shared`) hard-links the files of its first save instead of
+        writing them again, where the file system allows; `load` then shares one object between the
+        two directories."""
         d = Path(directory)
+        first = _SAVED.get(self)
+        if first is not None and first != d and _link_tree(first, d):
+            return d
         d.mkdir(parents=True, exist_ok=True)
         train = self._require_fitted()
         (d / "config.json").write_text(
@@ -185,11 +221,32 @@ class Retriever(ABC):
         # release holds one per model (the two-stage model's sources included)
         sp.save_npz(d / "train.npz", train, compressed=False)
         self._save(d)
+        _SAVED[self] = d
         return d
 
     @classmethod
     def load(cls, directory: str | Path) -> Self:
+        """The model saved in ``directory``. Directories whose files are hard links of one save (see
+        `save`) give one shared object while it is alive in this process: a release that holds a
+        fit twice holds it once in memory."""
         d = Path(directory)
+        try:
+            st = (d / "config.json").stat()
+        except OSError as exc:
+            raise ArtifactError(f"{d / 'config.json'}: cannot read model config: {exc}") from exc
+        key = (cls, st.st_dev, st.st_ino, st.st_mtime_ns)
+        with _LOADED_LOCK:
+            shared = _LOADED.get(key)
+        if shared is not None:
+            return cast(Self, shared)
+        obj = cls._load_dir(d)
+        if st.st_nlink > 1:
+            with _LOADED_LOCK:
+                _LOADED[key] = obj
+        return obj
+
+    @classmethod
+    def _load_dir(cls, d: Path) -> Self:
         try:
             info = json.loads((d / "config.json").read_text())
         except (OSError, json.JSONDecodeError) as exc:

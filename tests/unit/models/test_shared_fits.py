@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,3 +112,32 @@ def test_default_large_table_models_have_the_two_stage_sources_configs() -> None
     assert none is None
     als = next(m for m in small.models if m.key == "als")
     assert create("als", **als.params).config != create("als", **tsc.source_params["als"]).config
+
+
+def test_a_second_save_of_one_fit_links_files_and_loads_one_object(data: Dataset, tmp_path: Path) -> None:
+    """`Retriever.save` of an object saved before hard-links the first save's files; `load` of two
+    linked directories gives one object; a refit object, or separate saves, are written and loaded
+    apart."""
+    from recstack.models.retrieval.mf import ALS
+
+    als = create("als", factors=4, iterations=2).fit(data)
+    a, b = als.save(tmp_path / "a"), als.save(tmp_path / "b" / "nested")
+    files = sorted(p.name for p in a.iterdir())
+    assert files == sorted(p.name for p in b.iterdir())
+    assert all((a / f).stat().st_ino == (b / f).stat().st_ino for f in files)
+    one, two = ALS.load(a), ALS.load(b)
+    assert one is two and np.array_equal(one.item_factors, als.item_factors)  # type: ignore[arg-type]
+    # a refit object writes its own files again
+    als.fit(data)
+    c = als.save(tmp_path / "c")
+    assert (c / "item_factors.npy").stat().st_ino != (a / "item_factors.npy").stat().st_ino
+    # separately written directories load as separate objects (nothing shared by content alone)
+    other = create("als", factors=4, iterations=2).fit(data)
+    d, e = other.save(tmp_path / "d"), create("als", factors=4, iterations=2).fit(data).save(tmp_path / "e")
+    assert ALS.load(d) is not ALS.load(e)
+    # the first save gone: the second is written in full
+    import shutil
+
+    shutil.rmtree(d)
+    f = other.save(tmp_path / "f")
+    assert (f / "config.json").stat().st_nlink == 1 and ALS.load(f).n_items == data.n_items

@@ -522,6 +522,20 @@ def test_large_build_fits_a_table_model_and_the_same_two_stage_source_once(tmp_p
     src = ALS.load(ts_dir / "sources" / "als")
     assert isinstance(table_als, ALS)
     np.testing.assert_array_equal(src.item_factors, table_als.item_factors)
-    # the release loads and scores
-    scores = rel.retriever("two_stage:ncf").score_users(np.arange(5))
+    # written once: the source's files are hard links of the table model's, and loading the release
+    # gives one object for both (one copy in a serving worker's memory)
+    for name in ("time_ease", "als", "pop"):
+        table_dir, src_dir = root / m.id / "models" / name, ts_dir / "sources" / name
+        files = sorted(p.relative_to(table_dir) for p in table_dir.rglob("*") if p.is_file())
+        assert files and files == sorted(p.relative_to(src_dir) for p in src_dir.rglob("*") if p.is_file())
+        for f in files:
+            assert (table_dir / f).stat().st_ino == (src_dir / f).stat().st_ino
+    two_stage = rel.retriever("two_stage:ncf")
+    assert two_stage.sources["als"] is table_als and two_stage.sources["time_ease"] is rel.retriever(
+        "time_ease"
+    )
+    assert src is table_als  # a later load of the same files shares the live object too
+    # the release still verifies, loads and scores
+    assert load(m.id, root, verify=True).id == m.id
+    scores = two_stage.score_users(np.arange(5))
     assert scores.shape == (5, 40) and np.isfinite(scores).any(axis=1).all()
