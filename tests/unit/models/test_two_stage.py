@@ -305,12 +305,15 @@ def test_a_no_genre_model_saved_without_the_padding_names(
     computed ones but the net's input width differs, the error says so (not "trained on 23, computes
     23")."""
     import json
+    import shutil
 
     from recstack.errors import ArtifactError
     from recstack.features.tables import NO_GENRE
     from recstack.models.ranking.two_stage import CandidateFeaturizer
 
-    d = no_genre_model.save(tmp_path / "m")
+    # a copy (own files): a second save of the same object hard-links the first one's files and a load of
+    # hard-linked files is shared while alive (`Retriever.save` / `load`), edits here must not be
+    d = shutil.copytree(no_genre_model.save(tmp_path / "saved"), tmp_path / "m")
     names = json.loads((d / "dense_features.json").read_text())
     pad = (f"genre_{NO_GENRE}", f"user_genre_{NO_GENRE}")
     legacy = [n for n in names if n not in pad]
