@@ -62,8 +62,13 @@ class _Pool:
     """Keep-alive HTTP/1.1 connections to one host (raw asyncio streams: a few tens of microseconds
     of CPU per request, where an httpx pool with thousands of queued requests spent seconds)."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def __init__(self, host: str, port: int, timeout: float, keep_alive: bool = True) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        #: False: every request on a new connection (``Connection: close``), as requests of many
+        #: clients arrive. A server with one socket per worker (SO_REUSEPORT) spreads connections,
+        #: not requests: one client reusing its most recent keep-alive connection sends nearly all
+        #: of a moderate rate to one worker
+        self.keep_alive = keep_alive
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def request(self, method: str, path: str, body: Any) -> tuple[int, str]:
@@ -81,6 +86,8 @@ class _Pool:
     async def _request(self, method: str, path: str, body: Any) -> tuple[int, str]:
         payload = b"" if body is None else json.dumps(body).encode()
         head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(payload)}\r\n"
+        if not self.keep_alive:
+            head += "Connection: close\r\n"
         if body is not None:
             head += "Content-Type: application/json\r\n"
         raw = (head + "\r\n").encode() + payload
@@ -106,7 +113,7 @@ class _Pool:
         except BaseException:
             writer.close()
             raise
-        if close:
+        if close or not self.keep_alive:
             writer.close()
         else:
             self.idle.append(conn)
@@ -122,12 +129,13 @@ async def _run(
     connections: int,
     keep_bodies: bool,
     stop: Any = None,
+    keep_alive: bool = True,
 ) -> Run:
     from urllib.parse import urlsplit
 
     run = Run()
     u = urlsplit(url)
-    pool = _Pool(u.hostname or "127.0.0.1", u.port or 80, timeout)
+    pool = _Pool(u.hostname or "127.0.0.1", u.port or 80, timeout, keep_alive)
     start = time.perf_counter()
     n = int(rate * seconds)
     tasks: list[asyncio.Task[None]] = []
@@ -173,9 +181,11 @@ def open_loop(
     timeout: float = 5.0,
     connections: int = 512,
     keep_bodies: bool = False,
+    keep_alive: bool = True,
 ) -> Run:
-    """Send ``rate`` requests/s for ``seconds`` seconds; returns every sample."""
-    return asyncio.run(_run(url, rate, seconds, mix, timeout, connections, keep_bodies))
+    """Send ``rate`` requests/s for ``seconds`` seconds; returns every sample. ``keep_alive=False``:
+    a new connection per request (`_Pool.keep_alive`)."""
+    return asyncio.run(_run(url, rate, seconds, mix, timeout, connections, keep_bodies, None, keep_alive))
 
 
 def open_loop_until(url: str, rate: float, stop: Any, mix: Mix, **kw: Any) -> Run:

@@ -68,6 +68,7 @@ def main() -> None:
     settings = ServingSettings(releases_dir=a.releases_dir, store="embedded")
     t0 = time.perf_counter()
     rel = loader.load(a.release, settings.releases_path(), verify=False)
+    n_interactions = rel.dataset.n_interactions  # the worker drops the frame once its state is built
     state = build_state(rel, settings)
     load_s = time.perf_counter() - t0
     limit_threads(1)  # as a server worker (one per core)
@@ -82,7 +83,7 @@ def main() -> None:
     out: dict[str, Any] = {
         "benchmark": "request_cost",
         "release": rel.id,
-        "dataset": {"users": ds.n_users, "items": ds.n_items, "interactions": ds.n_interactions},
+        "dataset": {"users": ds.n_users, "items": ds.n_items, "interactions": n_interactions},
         "versions": {"recstack": __version__, "python": platform.python_version(), "numpy": np.__version__},
         "cpus": os.cpu_count(),
         "load_average_start": os.getloadavg(),

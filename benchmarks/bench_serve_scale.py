@@ -81,6 +81,20 @@ def anon_mb(pids: list[int]) -> dict[int, float]:
     return status_mb(pids, "RssAnon")
 
 
+def _cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each live pid, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[pid] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
 def _serve(
     name: str,
     root: Path,
@@ -90,21 +104,29 @@ def _serve(
     rate: float,
     seconds: float,
     warmup: float,
+    model: str | None = None,
 ) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     users = rng.integers(1, n_users + 1, size=int(rate * (seconds + warmup)) + 10)
 
     def mix(i: int) -> tuple[str, str, str, Any]:
-        return "rec", "GET", f"/v1/users/{users[i % len(users)]}/recommendations?k=10", None
+        query = "k=10" + (f"&model={model}" if model else "")
+        return "rec", "GET", f"/v1/users/{users[i % len(users)]}/recommendations?{query}", None
 
     t0 = time.perf_counter()
     with ServerProcess(root, workers=2, port=port, args=args, timeout=900) as server:
         ready = time.perf_counter() - t0
         assert server.proc is not None
         pgid = os.getpgid(server.proc.pid)
-        open_loop(server.url, rate, warmup, mix, timeout=10.0)
-        run = open_loop(server.url, rate, seconds, mix, timeout=10.0)
+        cpu0 = _cpu_seconds(group_pids(pgid))
+        # a new connection per request, as many users' requests arrive: the workers' sockets
+        # (SO_REUSEPORT) spread connections, and one client reusing its latest keep-alive connection
+        # sent nearly every request to one worker (at 20 requests/s: 751 against 9 CPU ticks)
+        open_loop(server.url, rate, warmup, mix, timeout=10.0, keep_alive=False)
+        run = open_loop(server.url, rate, seconds, mix, timeout=10.0, keep_alive=False)
+        cpu = _cpu_seconds(group_pids(pgid))
         pids = group_pids(pgid)
+        cpu = {p: round(cpu.get(p, 0.0) - cpu0.get(p, 0.0), 1) for p in cpu}
         rss = rss_mb(pids)
         anon = anon_mb(pids)
         leader = server.proc.pid
@@ -113,6 +135,9 @@ def _serve(
         "args": args,
         "ready_seconds": round(ready, 1),
         "recommendations": summary(run.samples),
+        # CPU seconds of each worker over the warm-up and the timed run (load spread, cost/request)
+        "worker_cpu_seconds": sorted(v for p, v in cpu.items() if p != leader),
+        "requests_sent": len(run.samples) + int(rate * warmup),
         "rss_mb": {
             "supervisor": round(rss.get(leader, 0.0), 1),
             "workers": sorted(round(v, 1) for p, v in rss.items() if p != leader),
@@ -288,6 +313,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=62_423)
     ap.add_argument("--interactions", type=int, default=2_000_000)
     ap.add_argument("--rate", type=float, default=100.0)
+    ap.add_argument("--model", default=None, help="model= of every request (default: the release's)")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--warmup", type=float, default=10.0)
     ap.add_argument("--port", type=int, default=8550)
@@ -300,6 +326,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "benchmark": "serve_scale",
         "rate": a.rate,
+        "model": a.model or "default",
         "seconds": a.seconds,
         "load_average_start": os.getloadavg(),
         "versions": {"recstack": __version__, "python": platform.python_version()},
@@ -358,7 +385,7 @@ def main() -> None:
             for s in stores:
                 name = f"{s}+{'milvus-server' if index == 'milvus' else index}"
                 results["runs"].append(
-                    _serve(name, root, args_of[s], a.port, n_users, a.rate, a.seconds, a.warmup)
+                    _serve(name, root, args_of[s], a.port, n_users, a.rate, a.seconds, a.warmup, a.model)
                 )
     finally:
         redis.send_signal(signal.SIGTERM)

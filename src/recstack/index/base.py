@@ -141,6 +141,10 @@ class VectorIndex(ABC):
             vecs = _normalise(vecs)
         self._add(ids_a, vecs)
 
+    def set_query_timeout(self, seconds: float) -> None:  # noqa: B027 - optional hook
+        """Bound each `search` call of an index that queries a server (Milvus) at ``seconds``: past
+        it the call raises `UnavailableError`. In-process indexes have nothing to wait for."""
+
     def search(self, queries: npt.ArrayLike, k: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """Top-``k`` neighbours of ``queries[n, dim]``.
 

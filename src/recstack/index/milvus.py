@@ -191,6 +191,10 @@ class MilvusIndex(VectorIndex):
                 raise UnavailableError(f"milvus insert into {self.collection!r} failed: {exc}") from exc
             self._size += len(rows)
 
+    def set_query_timeout(self, seconds: float) -> None:
+        """Searches time out after ``seconds`` (the config's ``timeout`` stays for inserts and loads)."""
+        self._query_timeout = float(seconds)
+
     def _search(
         self, queries: npt.NDArray[np.float32], k: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
@@ -208,7 +212,7 @@ class MilvusIndex(VectorIndex):
                     limit=kk,
                     output_fields=["id"],
                     search_params=sp,
-                    timeout=self.config.timeout,
+                    timeout=getattr(self, "_query_timeout", None) or self.config.timeout,
                 )
             except Exception as exc:
                 raise UnavailableError(f"milvus search in {self.collection!r} failed: {exc}") from exc

@@ -234,6 +234,8 @@ def build_state(
         tower = UserTower(tower_path) if tower_path is not None else _factor_query(release)
         if tower is not None:
             index, backend = _open_index(release, settings, emb)
+            if index is not None:
+                index.set_query_timeout(settings.index_timeout)
     pipeline = Pipeline(release, config, catalog=catalog, history=history, index=index, user_tower=tower)
     if feed is not None:  # items added online (the log's item records) join the catalogue
         feed.on_item = lambda e: add_logged_item(pipeline, e)

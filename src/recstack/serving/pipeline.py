@@ -50,7 +50,7 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from recstack.config import ComponentConfig, load_toml
-from recstack.errors import ArtifactError, InvalidArgumentError
+from recstack.errors import ArtifactError, InvalidArgumentError, UnavailableError
 from recstack.features.segments import SegmentPopularity, user_profiles
 from recstack.models.base import Retriever
 from recstack.serving._catalog import Catalog, build_catalog, extend_catalog
@@ -60,6 +60,8 @@ from recstack.serving._memo import ByteLRU
 from recstack.serving._ranker import FactorQuery, OnnxRanker, RankContext, UserTower, load_ranker
 from recstack.serving._release import ServingRelease
 from recstack.serving._search import SEARCH_MODELS, TextSearch, item_text, open_text_search
+from recstack.serving._threads import rank_slot
+from recstack.store._breaker import BreakerOpenError, CircuitBreaker
 
 __all__ = [
     "COLD_START_FILE",
@@ -367,6 +369,9 @@ class Pipeline:
         #: The index and the retrievers are immutable per pipeline, so a user whose history has not
         #: changed asks the same queries again; an event changes the items, hence the key
         self.recall_memo: ByteLRU[Recalled] = ByteLRU(int(self.config.recall_memo_mb * 2**20))
+        #: the ANN index's calls: 3 failures (or timeouts, `ServingSettings.index_timeout`) in a row
+        #: skip the ANN source for 1 s, then one trial query
+        self.ann_breaker = CircuitBreaker(fail_max=3, reset_timeout=1.0, failures=(UnavailableError,))
         self._text_search: TextSearch | None = None
         self._text_search_lock = threading.Lock()
         #: items of the release; items added online (`add_items`) get the indices after these
@@ -518,7 +523,10 @@ class Pipeline:
                 vec = self.user_tower.encode(user.idx, user.ucat, user.recent)
                 if vec is None:  # a factor model's query: nothing to query with
                     continue
-                out.append(self._ann(src.name, vec, src.quota + n_seen))
+                try:  # an index server that fails or is slow costs this source, not the request
+                    out.append(self.ann_breaker.call(self._ann, src.name, vec, src.quota + n_seen))
+                except (UnavailableError, BreakerOpenError):
+                    fallbacks.append(f"{src.name}_unavailable")
             else:
                 scores: FloatArray | None = None
                 # a profile only when the release's cold-users validation found that it beats global
@@ -798,7 +806,8 @@ class Pipeline:
                 known = items.copy()
                 online = known >= self.base_n_items
                 known[online] = proxy[np.minimum(known[online] - self.base_n_items, len(proxy) - 1)]
-            scores = self.rankers[model].score(RankContext(user.idx, user.ucat, user.recent), known)
+            with rank_slot():  # a bounded number of requests rank at once per process (`_threads`)
+                scores = self.rankers[model].score(RankContext(user.idx, user.ucat, user.recent), known)
         else:
             scores = recall_scores
         scores = np.asarray(scores, dtype=np.float32)

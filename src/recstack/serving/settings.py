@@ -97,6 +97,19 @@ class ServingSettings(BaseSettings):
         description="intra-op threads (BLAS, OpenMP, PyTorch, faiss) per server process once the "
         "release is loaded; None leaves the libraries' defaults (recstack serve uses 1)",
     )
+    index_timeout: float = Field(
+        default=0.25,
+        gt=0,
+        description="seconds an ANN query to an index server (Milvus) may take in a request; a query "
+        "that fails or times out skips the ANN source for that request (fallbacks: ann_unavailable), "
+        "and 3 in a row skip it for 1 s (a circuit breaker) instead of every request waiting",
+    )
+    rank_slots: int | None = Field(
+        default=None,
+        ge=1,
+        description="requests of one server process in their rank stage at once (the others wait in "
+        "order without spending CPU); None: recstack serve uses the intra-op threads' number (1)",
+    )
     log_json: bool = True
     event_log: str | None = Field(
         default=None,

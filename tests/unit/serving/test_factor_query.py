@@ -75,3 +75,25 @@ def test_a_release_without_a_factor_index_gets_no_factor_query(tiny_dataset: Any
     rel.item_embeddings = np.ones((tiny_dataset.n_items, 2), np.float32)
     rel.embeddings_model = "itemknn"  # not a factor model: no query
     assert build_state(rel, ServingSettings(index="exact")).pipeline.user_tower is None
+
+
+def test_an_index_that_fails_costs_the_ann_source_not_the_request(tiny_dataset: Any) -> None:
+    """A failing (or timed-out) index server: the request is answered from the other sources with
+    ``ann_unavailable`` in its fallbacks; after 3 failures in a row the breaker skips the index."""
+    from recstack.errors import UnavailableError
+
+    rel = _release(tiny_dataset)
+    pipe = build_state(rel, ServingSettings(index="exact")).pipeline
+    assert pipe.index is not None
+    calls: list[int] = []
+
+    def down(queries: Any, k: int) -> Any:
+        calls.append(k)
+        raise UnavailableError("milvus search in 'items' failed: deadline exceeded")
+
+    pipe.index.search = down  # type: ignore[method-assign]
+    for u in range(1, 6):
+        res = pipe.recommend(RecRequest(user_id=u, k=3))
+        assert len(res.items) == 3 and "ann_unavailable" in res.fallbacks
+        assert not any("ann" in s for s in res.sources)
+    assert len(calls) == 3  # the breaker opened after the third failure: no further calls

@@ -119,9 +119,10 @@ def create_app(
             metrics.set_release(state.release_id)
             log.info("serving release %s (loaded in %.2fs)", state.release_id, state.load_seconds)
         if settings.threads is not None:  # after the load: the libraries' pools exist now
-            from recstack.serving._threads import limit_threads
+            from recstack.serving._threads import limit_rank_slots, limit_threads
 
             limit_threads(settings.threads)
+            limit_rank_slots(settings.rank_slots or settings.threads)
         holder.start_watching(on_converged)
         holder.start_polling()
         online.refresh()  # a running experiment is live from the first request
