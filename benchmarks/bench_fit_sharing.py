@@ -26,10 +26,10 @@ import json
 import os
 import platform
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
+from _results import write_results
 from bench_scale import _default_toml, build
 
 RESULTS = Path(__file__).parent / "results" / "fit_sharing.json"
@@ -137,10 +137,7 @@ def main() -> None:
         out["saving"] = {
             k: round(out["median"]["unshared"][k] - out["median"]["shared"][k], 1) for k in figures
         }
-    dest = Path(args.out)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {dest}", file=sys.stderr)
+    write_results(Path(args.out), out)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _results import write_results
 
 RESULTS = Path(__file__).parent / "results" / "request_cost.json"
 
@@ -106,14 +107,7 @@ def main() -> None:
         out["runs"][name] = _run(pipe, group)
         print(name, json.dumps(out["runs"][name]), flush=True)
     out["load_average_end"] = os.getloadavg()
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    if a.label is not None:
-        old = json.loads(a.out.read_text()) if a.out.exists() else {}
-        old[a.label] = out
-        a.out.write_text(json.dumps(old, indent=2) + "\n")
-    else:
-        a.out.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {a.out}")
+    write_results(a.out, out, a.label)
 
 
 if __name__ == "__main__":

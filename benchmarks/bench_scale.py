@@ -25,10 +25,11 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _results import write_results
 
 from recstack.testing import RayCluster, recstack_command
 
@@ -167,10 +168,7 @@ def main() -> None:
             "stages": {k: round(v * factor, 0) for k, v in b["stages"].items()},
             "wall_seconds": round(b["wall_seconds"] * factor, 0),
         }
-    dest = Path(args.out)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {dest}", file=sys.stderr)
+    write_results(Path(args.out), out)
 
 
 if __name__ == "__main__":

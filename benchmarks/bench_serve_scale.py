@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 from _openloop import group_pids, open_loop, rss_mb, status_mb, summary
+from _results import write_results
 from bench_faults import start_redis
 
 from recstack import __version__
@@ -391,15 +392,7 @@ def main() -> None:
         redis.send_signal(signal.SIGTERM)
         redis.wait(timeout=20)
     results["load_average_end"] = os.getloadavg()
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    if a.label is not None:
-        old = json.loads(a.out.read_text()) if a.out.exists() else {}
-        merged = old if "benchmark" not in old else {"before": old}
-        merged[a.label] = results
-        a.out.write_text(json.dumps(merged, indent=2) + "\n")
-    else:
-        a.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {a.out}")
+    write_results(a.out, results, a.label)
 
 
 if __name__ == "__main__":
