@@ -83,6 +83,8 @@ class MilvusIndex(VectorIndex):
         super().__init__(config)
         self._client = _connect(config)
         self._size = 0
+        #: seconds a search may take (`set_query_timeout`); None: the config's ``timeout``
+        self._query_timeout: float | None = None
         name = self.collection
         exists = bool(self._client.has_collection(name))
         if exists and (config.drop_existing and not _attach):
@@ -212,7 +214,7 @@ class MilvusIndex(VectorIndex):
                     limit=kk,
                     output_fields=["id"],
                     search_params=sp,
-                    timeout=getattr(self, "_query_timeout", None) or self.config.timeout,
+                    timeout=self._query_timeout or self.config.timeout,
                 )
             except Exception as exc:
                 raise UnavailableError(f"milvus search in {self.collection!r} failed: {exc}") from exc

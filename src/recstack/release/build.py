@@ -439,10 +439,7 @@ def _fit_model(spec: ModelSpec, dataset: Dataset) -> tuple[Retriever, bool]:
     the model fitted there already with the same config on this dataset object (`recstack.models.shared`)."""
     from recstack.models.shared import fit
 
-    model, reused = fit(spec.name, dataset, **spec.params)
-    if reused:
-        log.info("%s: the fit of %s with the same config on the same data is reused", spec.key, spec.name)
-    return model, reused
+    return fit(spec.name, dataset, **spec.params)  # a reuse is logged there
 
 
 def _available(spec: ModelSpec) -> str | None:

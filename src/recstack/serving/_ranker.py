@@ -269,19 +269,18 @@ class FactorQuery:
     ``max_history``: how many recent items a fold-in reads."""
 
     def __init__(self, model: Any, max_history: int = 200) -> None:
-        U, V = model._factors()
         self.model = model
-        self.user_factors: FloatArray = U
-        self.n_items = int(V.shape[0])
+        self.user_factors: FloatArray = model.user_factors
+        self.n_items = int(model.item_factors.shape[0])
         self.max_history = int(max_history)
-        #: users with a factor row learnt from their interactions
-        self._known = np.flatnonzero(np.any(U != 0, axis=1))
+        #: [n_users] whether a user's factor row was learnt from its interactions (not all zeros)
+        self._learnt = np.any(self.user_factors != 0, axis=1)
 
     def knows(self, user_idx: IntArray) -> npt.NDArray[np.bool_]:
         """[n] whether each user index (-1: none) has a learnt factor row."""
         idx = np.asarray(user_idx, dtype=np.int64)
         ok = (idx >= 0) & (idx < len(self.user_factors))
-        ok[ok] = np.isin(idx[ok], self._known)
+        ok[ok] = self._learnt[idx[ok]]
         return ok
 
     def encode(self, user_idx: int | None, ucat: IntArray, recent: IntArray) -> FloatArray | None:
@@ -304,13 +303,15 @@ class FactorQuery:
         known = self.knows(idx)
         out = np.zeros((len(idx), self.user_factors.shape[1]), dtype=np.float32)
         out[known] = self.user_factors[idx[known]]
-        rows = {
-            int(r): np.asarray(recents[r][: self.max_history], dtype=np.int64) for r in np.flatnonzero(~known)
-        }
-        rows = {r: np.unique(c[(c >= 0) & (c < self.n_items)]) for r, c in rows.items()}
-        fold = [r for r, c in rows.items() if len(c)]
+        fold: list[int] = []  # the users folded in from their recent items
+        cols: list[IntArray] = []  # their history rows: distinct valid item indices, sorted
+        for r in np.flatnonzero(~known).tolist():
+            c = np.asarray(recents[r][: self.max_history], dtype=np.int64)
+            c = np.unique(c[(c >= 0) & (c < self.n_items)])
+            if len(c):
+                fold.append(r)
+                cols.append(c)
         if fold:
-            cols = [rows[r] for r in fold]
             indptr = np.concatenate([[0], np.cumsum([len(c) for c in cols])]).astype(np.int64)
             hist = sp.csr_matrix(
                 (np.ones(int(indptr[-1]), np.float32), np.concatenate(cols), indptr),

@@ -55,7 +55,7 @@ def test_users_without_factors_are_folded_in_or_not_queried(tiny_dataset: Any) -
     # a known index whose factor row is zeros (no training interactions) is folded in too
     q.user_factors = q.user_factors.copy()
     q.user_factors[2] = 0.0
-    q._known = np.flatnonzero(np.any(q.user_factors != 0, axis=1))
+    q._learnt = np.any(q.user_factors != 0, axis=1)
     assert not q.knows(np.array([2]))[0]
     assert np.allclose(q.encode(2, np.zeros(4, np.int64), recent), folded)  # type: ignore[arg-type]
     vecs, ok = q.encode_many(np.array([0, -1, 2, -1]), [recent[:0], recent, recent[:0], recent[:0]])
